@@ -1,0 +1,11 @@
+"""hmnumba: adaptive, error-bounded hierarchical matrices with Numba.
+
+>>> from hmnumba import HMatrix
+>>> from hmnumba.kernels import laplace
+"""
+from hmnumba import kernels
+from hmnumba.hmatrix import HMatrix
+
+__version__ = "0.1.0"
+
+__all__ = ["HMatrix", "kernels", "__version__"]

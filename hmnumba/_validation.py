@@ -1,0 +1,151 @@
+"""Every input check of the public API, with its error message, in one place.
+
+Each helper names the argument it checks and raises ``TypeError`` for a wrong
+kind of object and ``ValueError`` for a wrong value. Numba kernels do no bounds
+checking, so nothing reaches them without passing through here.
+"""
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.float32, np.float64)
+
+
+def _as_array(value, name):
+    if hasattr(value, "toarray") and hasattr(value, "nnz"):
+        raise TypeError(f"{name} must be a dense array; got a sparse matrix "
+                        f"({type(value).__name__}), call .toarray() first")
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} must be array-like, got {type(value).__name__}: {exc}") from None
+    return arr
+
+
+def check_float_array(value, name, ndim=2, allow_empty=False):
+    """A finite real float32/float64 array with ``ndim`` dimensions.
+
+    float32 and float64 keep their dtype (C-contiguous copy only if needed);
+    integer, boolean, complex and object arrays are refused.
+    """
+    arr = _as_array(value, name)
+    if arr.dtype == object:
+        raise TypeError(f"{name} must be a numeric float array, got dtype object")
+    if np.iscomplexobj(arr):
+        raise TypeError(f"{name} must be real, got complex dtype {arr.dtype}")
+    if arr.dtype.kind in "biu":
+        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}; "
+                        f"convert it with .astype(float) if that is intended")
+    if arr.dtype.kind != "f":
+        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}")
+    if arr.dtype not in FLOAT_DTYPES:  # float16, longdouble
+        arr = arr.astype(np.float64)
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got {arr.ndim}-D array of shape {arr.shape}")
+    if not allow_empty and arr.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinity")
+    return np.ascontiguousarray(arr)
+
+
+def check_matrix(value, name="A"):
+    """A non-empty, finite, real 2-D float array (float32 stays float32)."""
+    return check_float_array(value, name, ndim=2)
+
+
+def check_points(value, name="points"):
+    """Point coordinates as float64 ``(n_points, dim)``; 1-D means dim 1."""
+    arr = _as_array(value, name)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.dtype.kind in "iu":
+        arr = arr.astype(np.float64)
+    arr = check_float_array(arr, name, ndim=2)
+    return np.ascontiguousarray(arr, dtype=np.float64)
+
+
+def check_tol(tol, name="tol"):
+    """A relative tolerance: a real number with ``0 < tol < 1``."""
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
+        raise TypeError(f"{name} must be a real number in (0, 1), got {type(tol).__name__}")
+    tol = float(tol)
+    if not (0.0 < tol < 1.0):
+        raise ValueError(f"{name} must satisfy 0 < {name} < 1, got {tol!r}")
+    return tol
+
+
+def check_positive_int(value, name, minimum=1, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_positive_float(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return value
+
+
+def check_choice(value, name, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; "
+                         f"got {value!r}")
+    return value
+
+
+def check_kernel(kernel, name="kernel"):
+    """A built-in :class:`KernelFunction` or a numba ``@njit`` function."""
+    from hmnumba.kernels.functions import KernelFunction, UserKernel
+    if isinstance(kernel, (KernelFunction, UserKernel)):
+        return kernel
+    try:
+        from numba.core.registry import CPUDispatcher
+    except ImportError:  # pragma: no cover - numba layout changed
+        CPUDispatcher = ()
+    if isinstance(kernel, CPUDispatcher):
+        return UserKernel(kernel)
+    if callable(kernel):
+        raise TypeError(f"{name} must be a built-in kernel (hmnumba.kernels.laplace, ...) or a "
+                        f"numba @njit function k(x, y) -> float; got a plain Python callable "
+                        f"{getattr(kernel, '__name__', kernel)!r}: decorate it with @numba.njit")
+    raise TypeError(f"{name} must be a built-in kernel or a numba @njit function, "
+                    f"got {type(kernel).__name__}")
+
+
+def check_random_state(random_state, name="random_state"):
+    """An int seed in [0, 2**32) derived from ``random_state`` (None -> 0)."""
+    if random_state is None:
+        return 0
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(0, 2**31 - 1))
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(0, 2**31 - 1))
+    if isinstance(random_state, bool) or not isinstance(random_state, numbers.Integral):
+        raise TypeError(f"{name} must be None, an int, a RandomState or a Generator, "
+                        f"got {type(random_state).__name__}")
+    if not (0 <= random_state < 2**32):
+        raise ValueError(f"{name} must be in [0, 2**32), got {random_state}")
+    return int(random_state)
+
+
+def check_operand(x, n_expected, dtype, name="x"):
+    """Right-hand side of a product: 1-D ``(n,)`` or 2-D ``(n, k)``."""
+    arr = _as_array(x, name)
+    if arr.dtype == object or np.iscomplexobj(arr) or arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    if arr.ndim not in (1, 2):
+        raise ValueError(f"{name} must be 1-D or 2-D, got {arr.ndim}-D array of shape {arr.shape}")
+    if arr.shape[0] != n_expected:
+        raise ValueError(f"dimension mismatch: operator has {n_expected} columns but {name} has "
+                         f"shape {arr.shape} (expected first dimension {n_expected})")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinity")
+    return arr

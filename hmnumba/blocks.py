@@ -1,0 +1,97 @@
+"""Block partitions: which pairs of clusters become low-rank candidates.
+
+* ``"strong"``: the classical geometric rule ``min(diam t, diam s) <= eta *
+  dist(t, s)`` on bounding boxes (H2Lib's ``admissible_2_min_cluster``); needs
+  geometric (or index) trees. For kernel matrices.
+* ``"weak"``: HODLR; every off-diagonal child pair of a diagonal pair is a
+  candidate.
+* ``"adaptive"``: every pair is a candidate, starting with the whole matrix;
+  the local error decides (the default for weight arrays, which have no
+  geometry).
+
+In every case a candidate whose rank would not save storage (or would exceed
+``max_rank``) is split into its children by the construction
+(:mod:`hmnumba.construct`) and tried again; leaf pairs become dense blocks.
+"""
+import numpy as np
+
+from hmnumba._validation import check_choice
+from hmnumba.kernels import cpu
+
+ADMISSIBILITY = ("adaptive", "strong", "weak")
+
+
+def initial_partition(row_tree, col_tree, admissibility="adaptive", eta=2.0):
+    """The first block partition, before any adaptive refinement.
+
+    Parameters
+    ----------
+    row_tree, col_tree : ClusterTree
+    admissibility : {"adaptive", "strong", "weak"}
+    eta : float
+        Admissibility parameter of ``"strong"``.
+
+    Returns
+    -------
+    row_node, col_node : ndarray of int64
+        Cluster pairs that tile the matrix.
+    candidate : ndarray of bool
+        True for low-rank candidates, False for dense leaf blocks.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba.cluster import ClusterTree
+    >>> from hmnumba.blocks import initial_partition
+    >>> tree = ClusterTree.from_points(np.linspace(0, 1, 64)[:, None], leaf_size=8)
+    >>> t, s, cand = initial_partition(tree, tree, "strong", eta=1.0)
+    >>> int(((tree.stop[t] - tree.start[t]) * (tree.stop[s] - tree.start[s])).sum())
+    4096
+    """
+    admissibility = check_choice(admissibility, "admissibility", ADMISSIBILITY)
+    if admissibility == "adaptive":
+        return np.zeros(1, np.int64), np.zeros(1, np.int64), np.ones(1, bool)
+    if admissibility == "weak":
+        return cpu.weak_partition(row_tree.children, col_tree.children)
+    if row_tree.box_lo is None or col_tree.box_lo is None:
+        raise ValueError("admissibility='strong' needs geometric cluster trees (points); "
+                         f"got {row_tree.method!r} clustering: use 'adaptive' or 'weak'")
+    if row_tree.box_lo.shape[1] != col_tree.box_lo.shape[1]:
+        raise ValueError("row and column points must have the same dimension")
+    return cpu.strong_partition(row_tree.children, row_tree.box_lo, row_tree.box_hi,
+                                col_tree.children, col_tree.box_lo, col_tree.box_hi, float(eta))
+
+
+def split_pairs(row_tree, col_tree, row_node, col_node):
+    """Children of cluster pairs: the four pairs of children, or the two of
+    the side that has children. Pairs of two leaves come back in ``leaf``.
+
+    Returns ``(child_row, child_col, parent, leaf_row, leaf_col, leaf_parent)``
+    where ``parent`` indexes the input pairs.
+    """
+    rc = row_tree.children[row_node]
+    cc = col_tree.children[col_node]
+    r_has = rc[:, 0] >= 0
+    c_has = cc[:, 0] >= 0
+    out_r, out_c, out_p = [], [], []
+    idx = np.arange(row_node.shape[0])
+    both = r_has & c_has
+    for a in range(2):
+        for b in range(2):
+            out_r.append(rc[both, a])
+            out_c.append(cc[both, b])
+            out_p.append(idx[both])
+    only_r = r_has & ~c_has
+    only_c = ~r_has & c_has
+    for a in range(2):
+        out_r.append(rc[only_r, a])
+        out_c.append(col_node[only_r])
+        out_p.append(idx[only_r])
+        out_r.append(row_node[only_c])
+        out_c.append(cc[only_c, a])
+        out_p.append(idx[only_c])
+    leaf = ~r_has & ~c_has
+    child_p = np.concatenate(out_p)
+    order = np.argsort(child_p, kind="stable")  # keep children of one parent together
+    return (np.concatenate(out_r)[order], np.concatenate(out_c)[order], child_p[order],
+            row_node[leaf], col_node[leaf], idx[leaf])

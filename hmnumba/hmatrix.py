@@ -1,0 +1,481 @@
+"""HMatrix: packed hierarchical matrix with fast products.
+
+An :class:`HMatrix` is a handful of flat arrays (DESIGN section 4): the row and
+column permutations of its cluster trees, per-block int64 arrays
+``row_start, row_stop, col_start, col_stop, rank, offset`` (cluster-order index
+space, ``rank = -1`` for dense blocks), one contiguous ``data`` buffer in the
+input's float dtype (each low-rank block as ``U (m_b, k)`` then
+``V (n_b, k)``, row-major; each dense block as ``m_b x n_b``), and a row and a
+column schedule for race-free parallel products.
+"""
+import numpy as np
+from scipy.sparse.linalg import LinearOperator
+from threadpoolctl import threadpool_limits
+
+from hmnumba import _validation as val
+from hmnumba.blocks import ADMISSIBILITY
+from hmnumba.cluster import CLUSTER_METHODS, ClusterTree, build_cluster_trees
+from hmnumba.construct import BUDGETS, METHODS, build, row_schedule
+from hmnumba.kernels import cpu
+
+_BLOCK_ARRAYS = ("row_start", "row_stop", "col_start", "col_stop", "rank", "offset")
+
+
+class HMatrix:
+    """A hierarchical matrix: an adaptive tree of low-rank and dense blocks.
+
+    Build one with :meth:`from_dense` or :meth:`from_kernel`; apply it with
+    ``H @ x``. It behaves like a SciPy ``LinearOperator``
+    (:meth:`aslinearoperator`).
+
+    Attributes
+    ----------
+    shape : tuple of int
+    dtype : numpy dtype
+        Storage dtype (float32 input stays float32).
+    tol : float
+        The requested relative tolerance.
+    norm : float
+        ``||A||_F``: exact for dense input, an estimate for kernels.
+    block_errors : ndarray
+        Per-block absolute Frobenius errors (exact for dense input).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba import HMatrix
+    >>> x = np.linspace(0, 1, 300)
+    >>> A = 1.0 / (1.0 + np.abs(x[:, None] - x[None, :] + 2.0))
+    >>> H = HMatrix.from_dense(A, tol=1e-6)
+    >>> bool(H.error_bound <= 1e-6), bool(H.compression_ratio > 1)
+    (True, True)
+    >>> v = np.ones(300)
+    >>> bool(np.linalg.norm(H @ v - A @ v) <= 1e-6 * np.linalg.norm(A) * np.linalg.norm(v))
+    True
+    """
+
+    def __init__(self, shape, row_perm, col_perm, row_start, row_stop, col_start, col_stop,
+                 rank, offset, data, block_err2, block_norm2, tol, norm=None, params=None,
+                 source=None):
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.row_perm = row_perm
+        self.col_perm = col_perm
+        self.row_start = row_start
+        self.row_stop = row_stop
+        self.col_start = col_start
+        self.col_stop = col_stop
+        self.rank = rank
+        self.offset = offset
+        self.data = data
+        self.block_err2 = block_err2
+        self.block_norm2 = block_norm2
+        self.tol = tol
+        self.norm = float(np.sqrt(block_norm2.sum())) if norm is None else float(norm)
+        self.params = dict(params or {})
+        self._source = source   # (kernel, points, col_points) for estimate_error
+        self._prepare()
+
+    def _prepare(self):
+        self.t_off = np.zeros(self.rank.size + 1, np.int64)
+        np.cumsum(np.maximum(self.rank, 0), out=self.t_off[1:])
+        self.row_sched = row_schedule(self.row_start, self.row_stop)
+        self.col_sched = row_schedule(self.col_start, self.col_stop)
+        self.row_iperm = np.empty_like(self.row_perm)
+        self.row_iperm[self.row_perm] = np.arange(self.row_perm.size)
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def from_dense(cls, A, tol=1e-3, leaf_size=32, admissibility="adaptive", eta=2.0,
+                   cluster="pca", method="aca", max_rank=None, budget="block", points=None,
+                   col_points=None, random_state=None):
+        """Compress a dense matrix with the guarantee ``||A - H||_F <= tol ||A||_F``.
+
+        Parameters
+        ----------
+        A : array-like of shape (m, n)
+            float32 or float64; float32 is stored as float32.
+        tol : float, default=1e-3
+            Relative Frobenius tolerance, ``0 < tol < 1``.
+        leaf_size : int, default=32
+            Clusters with at most this many indices are not split.
+        admissibility : {"adaptive", "strong", "weak"}, default="adaptive"
+            Initial partition; ``"strong"`` needs ``points``.
+        eta : float, default=2.0
+            Parameter of strong admissibility.
+        cluster : {"pca", "index", "geometric"}, default="pca"
+            How rows and columns are clustered; ``"geometric"`` uses ``points``.
+        method : {"aca", "svd", "rsvd"}, default="aca"
+            Low-rank approximation of a block: ACA with partial pivoting plus
+            recompression, exact truncated SVD, or an adaptive randomized range
+            finder. Every block's error is then computed exactly; a block that
+            misses its budget falls back to the exact SVD or is refined.
+        max_rank : int or None
+            Blocks needing a larger rank are refined.
+        budget : {"block", "size"}, default="block"
+            How the error budget is split over the blocks (see
+            :mod:`hmnumba.construct`). Both meet the global bound.
+        points, col_points : array-like of shape (m, d) / (n, d), optional
+            Coordinates of rows / columns for ``cluster="geometric"``.
+        random_state : int, RandomState, Generator or None
+            Seeds the PCA power iteration and the randomized SVD.
+
+        Returns
+        -------
+        HMatrix
+
+        Raises
+        ------
+        TypeError
+            ``A`` is not a real float array (integer, complex, object).
+        ValueError
+            ``A`` is not 2-D, is empty or not finite; a parameter is out of range.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hmnumba import HMatrix
+        >>> rng = np.random.default_rng(0)
+        >>> W = rng.standard_normal((256, 8)) @ rng.standard_normal((8, 256))
+        >>> H = HMatrix.from_dense(W, tol=1e-8)
+        >>> bool(np.linalg.norm(H.to_dense() - W) <= 1e-8 * np.linalg.norm(W))
+        True
+        >>> bool(H.compression_ratio > 10)
+        True
+        """
+        A = val.check_matrix(A, "A")
+        opts = _check_build_options(tol, leaf_size, admissibility, eta, max_rank, budget)
+        cluster = val.check_choice(cluster, "cluster", CLUSTER_METHODS)
+        method = val.check_choice(method, "method", tuple(METHODS))
+        seed = val.check_random_state(random_state)
+        row_tree, col_tree = build_cluster_trees(A.shape, cluster, opts["leaf_size"], A=A,
+                                                 points=points, col_points=col_points,
+                                                 random_state=seed)
+        Ap = np.ascontiguousarray(A[row_tree.perm][:, col_tree.perm])
+        norm = float(np.linalg.norm(Ap.astype(np.float64, copy=False)))
+        arrays = build(Ap, True, row_tree, col_tree, A.dtype, opts["tol"],
+                       opts["admissibility"], opts["eta"], method, opts["max_rank"],
+                       opts["budget"], norm_estimate=norm, seed=seed)
+        params = dict(opts, cluster=cluster, method=method, random_state=random_state,
+                      build_seconds=arrays.pop("build_seconds"), n_rounds=arrays.pop("n_rounds"))
+        return cls(A.shape, row_tree.perm, col_tree.perm, tol=opts["tol"], norm=norm,
+                   params=params, **arrays)
+
+    @classmethod
+    def from_kernel(cls, kernel, points, col_points=None, tol=1e-6, leaf_size=32,
+                    admissibility="strong", eta=2.0, max_rank=None, budget="block",
+                    random_state=None):
+        """Compress the kernel matrix ``K[i, j] = kernel(points[i], col_points[j])``
+        without ever forming it.
+
+        Admissible blocks are approximated by ACA with partial pivoting from
+        single rows and columns, then recompressed; dense blocks are evaluated
+        directly. Memory is ``O(k N log N)``. Block errors are ACA estimates:
+        check the result with :meth:`estimate_error`.
+
+        Parameters
+        ----------
+        kernel : KernelFunction or numba ``@njit`` function ``k(x, y) -> float``
+            ``hmnumba.kernels.laplace`` (1/r, zero diagonal), ``gaussian``,
+            ``exponential``, ``matern32``, or your own.
+        points : array-like of shape (m, d)
+        col_points : array-like of shape (n, d), optional
+            Defaults to ``points`` (a square, self-interaction matrix).
+        tol : float, default=1e-6
+        leaf_size : int, default=32
+        admissibility : {"strong", "weak", "adaptive"}, default="strong"
+        eta : float, default=2.0
+            Strong admissibility ``min(diam t, diam s) <= eta * dist(t, s)``.
+        max_rank : int or None
+        budget : {"block", "size"}, default="block"
+        random_state : int or None
+            Seeds the row sampling that estimates ``||K||_F`` for ``budget="size"``.
+
+        Returns
+        -------
+        HMatrix
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hmnumba import HMatrix
+        >>> from hmnumba.kernels import laplace
+        >>> X = np.random.default_rng(0).random((2000, 3))
+        >>> H = HMatrix.from_kernel(laplace, X, tol=1e-6)
+        >>> bool(H.estimate_error(random_state=0) < 1e-5)
+        True
+        """
+        kern = val.check_kernel(kernel, "kernel")
+        X = val.check_points(points, "points")
+        Y = X if col_points is None else val.check_points(col_points, "col_points")
+        if X.shape[1] != Y.shape[1]:
+            raise ValueError(f"points and col_points must have the same dimension, got "
+                             f"{X.shape[1]} and {Y.shape[1]}")
+        opts = _check_build_options(tol, leaf_size, admissibility, eta, max_rank, budget)
+        seed = val.check_random_state(random_state)
+        row_tree = ClusterTree.from_points(X, opts["leaf_size"])
+        col_tree = row_tree if col_points is None else ClusterTree.from_points(Y, opts["leaf_size"])
+        Xp = np.ascontiguousarray(X[row_tree.perm])
+        Yp = Xp if col_points is None else np.ascontiguousarray(Y[col_tree.perm])
+        src = kern.source(Xp, Yp)
+        norm_est = None
+        if opts["budget"] == "size":
+            norm_est = _estimate_norm(src, Xp.shape[0], Yp.shape[0], seed)
+        arrays = build(src, False, row_tree, col_tree, np.dtype(np.float64), opts["tol"],
+                       opts["admissibility"], opts["eta"], "aca", opts["max_rank"],
+                       opts["budget"], norm_estimate=norm_est, seed=seed)
+        params = dict(opts, kernel=repr(kern), build_seconds=arrays.pop("build_seconds"),
+                      n_rounds=arrays.pop("n_rounds"))
+        return cls((X.shape[0], Y.shape[0]), row_tree.perm, col_tree.perm, tol=opts["tol"],
+                   params=params, source=(kern, X, Y), **arrays)
+
+    # --------------------------------------------------------------- products
+    def matvec(self, x):
+        """``A @ x`` for a vector ``x`` of length ``n``."""
+        x = val.check_operand(x, self.shape[1], self.dtype, "x")
+        if x.ndim != 1:
+            raise ValueError(f"x must be 1-D, got shape {x.shape}; use matmat for 2-D")
+        return self._apply(x, trans=False)
+
+    def rmatvec(self, y):
+        """``A.T @ y`` for a vector ``y`` of length ``m``."""
+        y = val.check_operand(y, self.shape[0], self.dtype, "y")
+        if y.ndim != 1:
+            raise ValueError(f"y must be 1-D, got shape {y.shape}; use rmatmat for 2-D")
+        return self._apply(y, trans=True)
+
+    def matmat(self, X):
+        """``A @ X`` for ``X`` of shape ``(n, k)``."""
+        X = val.check_operand(X, self.shape[1], self.dtype, "X")
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D, got shape {X.shape}")
+        return self._apply(X, trans=False)
+
+    def rmatmat(self, Y):
+        """``A.T @ Y`` for ``Y`` of shape ``(m, k)``."""
+        Y = val.check_operand(Y, self.shape[0], self.dtype, "Y")
+        if Y.ndim != 2:
+            raise ValueError(f"Y must be 2-D, got shape {Y.shape}")
+        return self._apply(Y, trans=True)
+
+    def _apply(self, x, trans):
+        in_perm, out_perm = (self.row_perm, self.col_perm) if trans else (self.col_perm, self.row_perm)
+        seg, ptr, blk = self.col_sched if trans else self.row_sched
+        out_dtype = np.result_type(self.dtype, x.dtype)
+        if out_dtype.kind != "f":
+            out_dtype = np.dtype(np.float64)
+        xp = np.ascontiguousarray(x[in_perm], dtype=self.dtype)
+        args = (self.data, self.row_start, self.row_stop, self.col_start, self.col_stop,
+                self.rank, self.offset, self.t_off, seg, ptr, blk)
+        with threadpool_limits(limits=1, user_api="blas"):
+            if x.ndim == 1:
+                yp = cpu.hmatvec(*args, xp, trans)
+            else:
+                yp = cpu.hmatmat(*args, xp, trans)
+        out = np.empty(yp.shape, dtype=out_dtype)
+        out[out_perm] = yp
+        return out
+
+    def __matmul__(self, other):
+        other_arr = val.check_operand(other, self.shape[1], self.dtype, "operand")
+        return self._apply(other_arr, trans=False)
+
+    def __rmatmul__(self, other):
+        """``x @ H`` = ``(H.T @ x.T).T``."""
+        arr = np.asarray(other)
+        if arr.ndim == 1:
+            return self.rmatvec(arr)
+        return self.rmatmat(arr.T).T
+
+    @property
+    def T(self):
+        """The transpose, as an :class:`HMatrix` sharing no work with this one."""
+        return self.transpose()
+
+    def transpose(self):
+        """Return ``A.T`` as a new HMatrix (dense blocks are transposed, low-rank
+        blocks swap their factors; the data are copied once)."""
+        data = cpu_transpose_data(self)
+        t = HMatrix((self.shape[1], self.shape[0]), self.col_perm, self.row_perm,
+                    self.col_start, self.col_stop, self.row_start, self.row_stop,
+                    self.rank, self.offset, data, self.block_err2, self.block_norm2,
+                    self.tol, norm=self.norm, params=self.params)
+        return t
+
+    def aslinearoperator(self):
+        """This matrix as a ``scipy.sparse.linalg.LinearOperator``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from scipy.sparse.linalg import cg
+        >>> from hmnumba import HMatrix
+        >>> x = np.linspace(0, 1, 200)
+        >>> A = np.exp(-np.abs(x[:, None] - x[None, :])) + 200 * np.eye(200)
+        >>> op = HMatrix.from_dense(A, tol=1e-10).aslinearoperator()
+        >>> sol, info = cg(op, np.ones(200), rtol=1e-10)
+        >>> info, bool(np.allclose(A @ sol, 1.0, atol=1e-8))
+        (0, True)
+        """
+        return LinearOperator(self.shape, matvec=self.matvec, rmatvec=self.rmatvec,
+                              matmat=self.matmat, rmatmat=self.rmatmat, dtype=self.dtype)
+
+    def to_dense(self, dtype=None):
+        """Expand to a dense array (products computed in float64).
+
+        Parameters
+        ----------
+        dtype : numpy dtype, optional
+            Output dtype; defaults to the storage dtype.
+        """
+        Dp = cpu.hm_to_dense(self.data, self.row_start, self.row_stop, self.col_start,
+                             self.col_stop, self.rank, self.offset, self.shape[0], self.shape[1])
+        out = np.empty(self.shape, dtype=self.dtype if dtype is None else dtype)
+        out[np.ix_(self.row_perm, self.col_perm)] = Dp
+        return out
+
+    # ------------------------------------------------------------ properties
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return 2
+
+    @property
+    def n_blocks(self):
+        return int(self.rank.size)
+
+    @property
+    def ranks(self):
+        """Rank of every block (``-1`` for dense blocks), in storage order."""
+        return self.rank
+
+    @property
+    def block_errors(self):
+        """Absolute Frobenius error of every block (0 for dense blocks)."""
+        return np.sqrt(self.block_err2)
+
+    @property
+    def error_bound(self):
+        """Achieved relative bound ``sqrt(sum_b err_b^2) / ||A||_F`` (Theorem 1a).
+
+        Exact for :meth:`from_dense`; built from ACA estimates for
+        :meth:`from_kernel`. Zero for the zero matrix.
+        """
+        total = float(np.sqrt(self.block_err2.sum()))
+        return total / self.norm if self.norm > 0 else total
+
+    @property
+    def nbytes(self):
+        """Bytes held: data, block arrays, permutations and schedules."""
+        arrays = [self.data, self.row_perm, self.col_perm, self.t_off, *self.row_sched,
+                  *self.col_sched]
+        arrays += [getattr(self, name) for name in _BLOCK_ARRAYS]
+        return int(sum(a.nbytes for a in arrays))
+
+    @property
+    def dense_nbytes(self):
+        return int(self.shape[0] * self.shape[1] * self.dtype.itemsize)
+
+    @property
+    def compression_ratio(self):
+        """``dense_nbytes / nbytes`` (greater than 1 means smaller than dense)."""
+        return self.dense_nbytes / self.nbytes
+
+    def summary(self):
+        """A short text report: blocks, ranks, storage, ratio, error bound."""
+        lr = self.rank >= 0
+        ranks = self.rank[lr]
+        lines = [
+            f"HMatrix {self.shape[0]} x {self.shape[1]} {self.dtype}",
+            f"  blocks        {self.n_blocks} ({int(lr.sum())} low-rank, "
+            f"{int((~lr).sum())} dense)",
+            f"  ranks         " + (f"min {ranks.min()} / median {int(np.median(ranks))} / "
+                                   f"max {ranks.max()}" if ranks.size else "-"),
+            f"  storage       {self.nbytes / 1e6:.3f} MB (dense {self.dense_nbytes / 1e6:.3f} MB),"
+            f" ratio {self.compression_ratio:.2f}",
+            f"  error bound   {self.error_bound:.3e} (tol {self.tol:g}, relative Frobenius)",
+        ]
+        if "build_seconds" in self.params:
+            lines.append(f"  build         {self.params['build_seconds']:.3f} s, "
+                         f"{self.params.get('n_rounds', '?')} rounds")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return (f"<HMatrix {self.shape[0]}x{self.shape[1]} {self.dtype}, {self.n_blocks} blocks, "
+                f"ratio {self.compression_ratio:.2f}, error bound {self.error_bound:.2e}>")
+
+    # ------------------------------------------------------------- checking
+    def estimate_error(self, A=None, n_probe=8, n_rows=256, random_state=None):
+        """Estimate ``||A - H||_F / ||A||_F`` by random probing.
+
+        With Gaussian vectors ``g``, ``E ||(A - H) g||^2 = ||A - H||_F^2``; the
+        exact ``A g`` is evaluated on ``n_rows`` sampled rows (from the kernel
+        for :meth:`from_kernel`, or from ``A`` if given), ``H g`` with one
+        matmat.
+
+        Parameters
+        ----------
+        A : array-like of shape (m, n), optional
+            The reference matrix; needed for matrices built by :meth:`from_dense`.
+        n_probe : int, default=8
+        n_rows : int, default=256
+        random_state : int or None
+
+        Returns
+        -------
+        float
+        """
+        n_probe = val.check_positive_int(n_probe, "n_probe")
+        n_rows = val.check_positive_int(n_rows, "n_rows")
+        rng = np.random.default_rng(val.check_random_state(random_state))
+        m, n = self.shape
+        G = rng.standard_normal((n, n_probe))
+        rows = np.sort(rng.choice(m, size=min(n_rows, m), replace=False))
+        if A is not None:
+            A = val.check_matrix(A, "A")
+            if A.shape != self.shape:
+                raise ValueError(f"A has shape {A.shape}, expected {self.shape}")
+            exact = A[rows].astype(np.float64) @ G
+        elif self._source is not None:
+            kern, X, Y = self._source
+            exact = cpu.sample_rows_times(kern.source(X, Y), rows.astype(np.int64), n, G)
+        else:
+            raise ValueError("estimate_error needs A for a matrix built from dense input")
+        approx = self.matmat(G)[rows]
+        num = np.sum((approx - exact) ** 2)
+        den = np.sum(exact ** 2)
+        return float(np.sqrt(num / den)) if den > 0 else float(np.sqrt(num))
+
+
+def cpu_transpose_data(H):
+    """Data buffer of ``H.T``: dense blocks transposed, factors swapped."""
+    data = np.empty_like(H.data)
+    for b in range(H.n_blocks):
+        m = H.row_stop[b] - H.row_start[b]
+        n = H.col_stop[b] - H.col_start[b]
+        k = H.rank[b]
+        o = H.offset[b]
+        if k < 0:
+            data[o:o + m * n] = H.data[o:o + m * n].reshape(m, n).T.ravel()
+        elif k > 0:
+            data[o:o + n * k] = H.data[o + m * k:o + (m + n) * k]
+            data[o + n * k:o + (m + n) * k] = H.data[o:o + m * k]
+    return data
+
+
+def _estimate_norm(src, m, n, seed, n_rows=256):
+    """``||A||_F`` from ``n_rows`` sampled rows (unbiased for ``||A||_F^2``)."""
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(m, size=min(n_rows, m), replace=False)).astype(np.int64)
+    return float(np.sqrt(cpu.sample_row_norms2(src, rows, n).sum() * m / rows.size))
+
+
+def _check_build_options(tol, leaf_size, admissibility, eta, max_rank, budget):
+    return dict(tol=val.check_tol(tol, "tol"),
+                leaf_size=val.check_positive_int(leaf_size, "leaf_size"),
+                admissibility=val.check_choice(admissibility, "admissibility", ADMISSIBILITY),
+                eta=val.check_positive_float(eta, "eta"),
+                max_rank=val.check_positive_int(max_rank, "max_rank", minimum=0, allow_none=True),
+                budget=val.check_choice(budget, "budget", BUDGETS))
