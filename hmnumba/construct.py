@@ -24,8 +24,10 @@ the block norms and errors are exact, so ``||A - H||_F <= tol ||A||_F`` holds
 always; for kernels they are ACA estimates (and ``||A||_F`` for the size split
 is estimated from sampled rows).
 """
+import mmap
 import time
 
+import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
@@ -35,10 +37,11 @@ from hmnumba.kernels import cpu
 BUDGETS = ("block", "size")
 METHODS = {"aca": cpu.METHOD_ACA, "svd": cpu.METHOD_SVD, "rsvd": cpu.METHOD_RSVD}
 
-# Room (in stored numbers) of the scratch that one parallel call writes into;
-# blocks needing more rank than their share are retried with more room.
-SCRATCH_ITEMS = 1 << 25
-INITIAL_RANK_ROOM = 32
+# Rank room given to a candidate in its first round; a block needing more
+# (but still saving storage) is retried with more room.
+INITIAL_RANK_ROOM = 64
+# Slabs per thread in compress_blocks (load balance against slab overhead).
+SLABS_PER_THREAD = 16
 
 
 def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", eta=2.0,
@@ -82,7 +85,12 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
     cur_row = t_node[cand]
     cur_col = s_node[cand]
     cur_room = None
-    accepted = []  # (attempt ids, ranks, err2, norm2, factor array, offsets in it)
+    # Factors are written straight into one buffer, each candidate with room
+    # for its rank cap, then compacted in place. The first-touch cost of fresh
+    # memory is high on virtual machines (0.4-2.5 GB/s measured here), so the
+    # stored numbers are touched once, and dense blocks reuse the pages the
+    # compaction freed.
+    accepted = []   # per round: (ids, rank, err2, norm2, store, offsets in store)
     refined_ids = []
     n_rounds = 0
     total_rows = float(m_total) * float(n_total)
@@ -105,29 +113,31 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
             else:
                 rel_tol = tol
                 abs_tol = np.zeros(cur_id.size)
-            status = np.empty(cur_id.size, np.int64)
-            rank = np.empty(cur_id.size, np.int64)
-            err2 = np.empty(cur_id.size)
-            norm2 = np.empty(cur_id.size)
-            need = (room + 1) * (mb + nb)
-            for lo, hi in _chunks(need, SCRATCH_ITEMS):
-                off = np.zeros(hi - lo, np.int64)
-                np.cumsum(need[lo:hi - 1], out=off[1:])
-                scratch = np.empty(int(off[-1] + need[hi - 1]), dtype)
-                sl = slice(lo, hi)
-                cpu.compress_blocks(src, exact, r0[sl], r1[sl], c0[sl], c1[sl], rel_tol,
-                                    np.ascontiguousarray(abs_tol[sl], dtype=np.float64), code,
-                                    room[sl], kmax_final[sl], seed + lo, scratch, off,
-                                    status[sl], rank[sl], err2[sl], norm2[sl])
-                ok = np.flatnonzero(status[sl] == cpu.STATUS_ACCEPTED)
-                sizes = rank[sl][ok] * (mb[sl][ok] + nb[sl][ok])
-                out_off = np.zeros(ok.size, np.int64)
-                np.cumsum(sizes[:-1], out=out_off[1:])
-                out = np.empty(int(sizes.sum()), dtype)
-                cpu.gather_factors(scratch, off[ok], sizes, out, out_off)
-                accepted.append((cur_id[sl][ok], rank[sl][ok], err2[sl][ok], norm2[sl][ok],
-                                 out, out_off))
-                del scratch
+            n_cand = cur_id.size
+            status = np.empty(n_cand, np.int64)
+            rank = np.empty(n_cand, np.int64)
+            err2 = np.empty(n_cand)
+            norm2 = np.empty(n_cand)
+            out_off = np.empty(n_cand, np.int64)
+            n_slabs = min(n_cand, SLABS_PER_THREAD * numba.get_num_threads())
+            slab_need = np.bincount(np.arange(n_cand) % n_slabs, weights=room * (mb + nb),
+                                    minlength=n_slabs).astype(np.int64)
+            slab_start = np.zeros(n_slabs + 1, np.int64)
+            np.cumsum(slab_need, out=slab_start[1:])
+            if n_rounds == 1:
+                # Round one's store becomes ``data``: room for the known dense
+                # blocks and some slack follow the slabs (see _pack).
+                dense_known = int(np.sum((row_tree.stop - row_tree.start)[t_node[~cand]]
+                                         * (col_tree.stop - col_tree.start)[s_node[~cand]]))
+                store = _virtual_empty(slab_start[-1] + dense_known + slab_start[-1] // 4, dtype)
+            else:
+                store = _virtual_empty(slab_start[-1], dtype)
+            cpu.compress_blocks(src, exact, r0, r1, c0, c1, rel_tol,
+                                np.ascontiguousarray(abs_tol, dtype=np.float64), code,
+                                room, kmax_final, seed, store, slab_start, out_off,
+                                status, rank, err2, norm2)
+            ok = status == cpu.STATUS_ACCEPTED
+            accepted.append((cur_id[ok], rank[ok], err2[ok], norm2[ok], store, out_off[ok]))
             retry = status == cpu.STATUS_RETRY
             refine = status == cpu.STATUS_REFINE
             refined_ids.append(cur_id[refine])
@@ -151,35 +161,19 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
         att_row = np.concatenate(att_row)
         att_col = np.concatenate(att_col)
         att_parent = np.concatenate(att_parent)
-        dense_row = np.concatenate(dense_row)
-        dense_col = np.concatenate(dense_col)
-        dense_parent = np.concatenate(dense_parent)
-        lr_ids = np.concatenate([a[0] for a in accepted]) if accepted else np.zeros(0, np.int64)
+        if not accepted:  # no candidates at all (e.g. a weak partition of one leaf)
+            accepted.append((np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0),
+                             np.zeros(0), np.empty(0, dtype), np.zeros(0, np.int64)))
+        lr_ids = np.concatenate([a[0] for a in accepted])
         dense_row, dense_col = _coarsen(att_row, att_col, att_parent, lr_ids,
-                                        np.concatenate(refined_ids) if refined_ids else
-                                        np.zeros(0, np.int64), dense_row, dense_col, dense_parent)
-        arrays = _pack(src, row_tree, col_tree, dtype, accepted, att_row, att_col,
-                       dense_row, dense_col)
+                                        np.concatenate(refined_ids + [np.zeros(0, np.int64)]),
+                                        np.concatenate(dense_row), np.concatenate(dense_col),
+                                        np.concatenate(dense_parent))
+        arrays = _pack(src, row_tree, col_tree, dtype, accepted, att_row, att_col, dense_row,
+                       dense_col)
     arrays["n_rounds"] = n_rounds
     arrays["build_seconds"] = time.perf_counter() - t_start
     return arrays
-
-
-def _chunks(need, limit):
-    """Consecutive index ranges whose summed ``need`` stays below ``limit``
-    (a single block larger than ``limit`` gets a range of its own)."""
-    n = need.size
-    bounds = [0]
-    acc = 0
-    csum = np.cumsum(need)
-    while bounds[-1] < n:
-        lo = bounds[-1]
-        base = csum[lo - 1] if lo else 0
-        hi = int(np.searchsorted(csum, base + limit, side="right"))
-        hi = max(hi, lo + 1)
-        bounds.append(min(hi, n))
-        acc += 1
-    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def _coarsen(att_row, att_col, att_parent, lr_ids, refined_ids, dense_row, dense_col,
@@ -215,45 +209,85 @@ def _coarsen(att_row, att_col, att_parent, lr_ids, refined_ids, dense_row, dense
             np.concatenate([dense_col[keep], att_col[top]]))
 
 
+def _virtual_empty(n_items, dtype):
+    """An uninitialised array whose pages cost nothing until first written.
+
+    An anonymous ``MAP_NORESERVE`` mapping reserves address space only, so the
+    build can give every candidate block room for a large rank and keep just
+    the numbers it writes. Falls back to ``np.empty`` where
+    ``mmap`` lacks these flags.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = max(int(n_items), 1) * dtype.itemsize
+    flags = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
+    if not flags or not hasattr(mmap, "MAP_NORESERVE"):  # pragma: no cover - not POSIX
+        return np.empty(int(n_items), dtype)
+    mem = mmap.mmap(-1, nbytes, flags=flags | mmap.MAP_NORESERVE)
+    if hasattr(mmap, "MADV_HUGEPAGE"):  # slabs are written densely from their start
+        mem.madvise(mmap.MADV_HUGEPAGE)
+    return np.frombuffer(mem, dtype=dtype, count=int(n_items))
+
+
 def _pack(src, row_tree, col_tree, dtype, accepted, att_row, att_col, dense_row, dense_col):
-    """Order all blocks by (row start, column start), lay out ``data``, fill it."""
-    lr_ids = np.concatenate([a[0] for a in accepted]) if accepted else np.zeros(0, np.int64)
-    lr_rank = np.concatenate([a[1] for a in accepted]) if accepted else np.zeros(0, np.int64)
-    lr_err2 = np.concatenate([a[2] for a in accepted]) if accepted else np.zeros(0)
-    lr_norm2 = np.concatenate([a[3] for a in accepted]) if accepted else np.zeros(0)
-    rows = np.concatenate([att_row[lr_ids], dense_row])
-    cols = np.concatenate([att_col[lr_ids], dense_col])
-    rank = np.concatenate([lr_rank, np.full(dense_row.size, -1, np.int64)])
+    """Lay out ``data``: round one's factors compacted in place to the front
+    of its store, then the factors of later rounds, then the dense blocks;
+    sort the block arrays by (row start, column start).
+
+    Reusing round one's store means the bulk of the factors is written to
+    fresh memory once: on a VM the first touch of a page, not the
+    arithmetic, dominates the cost of writing gigabytes.
+    """
+    first = accepted[0]
+    by_src = np.argsort(first[5], kind="stable")   # compaction moves regions down, in order
+    rounds = [tuple(a[i][by_src] if i != 4 else a[4] for i in range(6)) for a in accepted[:1]]
+    rounds += accepted[1:]
+    ids = np.concatenate([a[0] for a in rounds])
+    n_lr = ids.size
+    rows = np.concatenate([att_row[ids], dense_row])
+    cols = np.concatenate([att_col[ids], dense_col])
+    rank = np.concatenate([a[1] for a in rounds] + [np.full(dense_row.size, -1, np.int64)])
     r0 = row_tree.start[rows]
     r1 = row_tree.stop[rows]
     c0 = col_tree.start[cols]
     c1 = col_tree.stop[cols]
-    order = np.lexsort((c0, r0))
-    r0, r1, c0, c1, rank = r0[order], r1[order], c0[order], c1[order], rank[order]
-    sizes = np.where(rank < 0, (r1 - r0) * (c1 - c0), np.maximum(rank, 0) * ((r1 - r0) + (c1 - c0)))
-    offset = np.zeros(rank.size, np.int64)
-    np.cumsum(sizes[:-1], out=offset[1:])
-    data = np.empty(int(sizes.sum()), dtype)
-    where = np.empty(rank.size, np.int64)
-    where[order] = np.arange(rank.size)   # position of each unsorted block
-    pos = 0
-    for ids, rk, e2, n2, out, out_off in accepted:
-        k = ids.size
-        dest = offset[where[pos:pos + k]]
-        cpu.gather_factors(out, out_off, rk * ((row_tree.stop[att_row[ids]] - row_tree.start[att_row[ids]])
-                                                + (col_tree.stop[att_col[ids]] - col_tree.start[att_col[ids]])),
-                           data, dest)
+    sizes = np.where(rank < 0, (r1 - r0) * (c1 - c0), rank * ((r1 - r0) + (c1 - c0)))
+    offset = np.cumsum(sizes) - sizes
+    total = int(sizes.sum())
+    buf = rounds[0][4]
+    k0 = rounds[0][0].size
+    cpu.move_down(buf, rounds[0][5], sizes[:k0], offset[:k0])
+    if total > buf.size:  # more dense blocks than reserved: one copy
+        kept = int(sizes[:k0].sum())
+        bigger = np.empty(total, dtype)
+        bigger[:kept] = buf[:kept]
+        buf = bigger
+    pos = k0
+    for ids_r, _, _, _, store, off_r in rounds[1:]:
+        k = ids_r.size
+        cpu.gather_factors(store, off_r, sizes[pos:pos + k], buf, offset[pos:pos + k])
         pos += k
-    dense_pos = where[lr_ids.size:]
-    dense_norm2 = cpu.fill_dense_blocks(src, r0[dense_pos], r1[dense_pos], c0[dense_pos],
-                                        c1[dense_pos], offset[dense_pos], data)
-    err2 = np.zeros(rank.size)
-    norm2 = np.zeros(rank.size)
-    err2[where[:lr_ids.size]] = lr_err2
-    norm2[where[:lr_ids.size]] = lr_norm2
-    norm2[dense_pos] = dense_norm2
-    return dict(row_start=r0, row_stop=r1, col_start=c0, col_stop=c1, rank=rank,
-                offset=offset, data=data, block_err2=err2, block_norm2=norm2)
+    data = buf[:total]
+    dense_norm2 = cpu.fill_dense_blocks(src, r0[n_lr:], r1[n_lr:], c0[n_lr:], c1[n_lr:],
+                                        offset[n_lr:], data)
+    _release_tail(buf, total)
+    err2 = np.concatenate([a[2] for a in rounds] + [np.zeros(dense_row.size)])
+    norm2 = np.concatenate([a[3] for a in rounds] + [dense_norm2])
+    order = np.lexsort((c0, r0))
+    return dict(row_start=r0[order], row_stop=r1[order], col_start=c0[order],
+                col_stop=c1[order], rank=rank[order], offset=offset[order], data=data,
+                block_err2=err2[order], block_norm2=norm2[order])
+
+
+def _release_tail(buf, used):
+    """Give the pages of ``buf`` past ``used`` items back to the OS."""
+    base = buf.base
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None) if not isinstance(base, memoryview) else base.obj
+    if not isinstance(base, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    start = -(-used * buf.itemsize // mmap.PAGESIZE) * mmap.PAGESIZE
+    if start < len(base):
+        base.madvise(mmap.MADV_DONTNEED, start, len(base) - start)
 
 
 def row_schedule(start, stop):

@@ -4,8 +4,9 @@ An :class:`HMatrix` is a handful of flat arrays (DESIGN section 4): the row and
 column permutations of its cluster trees, per-block int64 arrays
 ``row_start, row_stop, col_start, col_stop, rank, offset`` (cluster-order index
 space, ``rank = -1`` for dense blocks), one contiguous ``data`` buffer in the
-input's float dtype (each low-rank block as ``U (m_b, k)`` then
-``V (n_b, k)``, row-major; each dense block as ``m_b x n_b``), and a row and a
+input's float dtype (each low-rank block as ``U (m_b, k)`` then ``V (n_b, k)``,
+both column-major, i.e. the rows of ``U.T`` then those of ``V.T``; each dense
+block as ``m_b x n_b`` row-major), and a row and a
 column schedule for race-free parallel products.
 """
 import numpy as np
@@ -53,6 +54,9 @@ class HMatrix:
     >>> bool(np.linalg.norm(H @ v - A @ v) <= 1e-6 * np.linalg.norm(A) * np.linalg.norm(v))
     True
     """
+
+    # numpy defers ``x @ H`` to ``H.__rmatmul__`` instead of converting H.
+    __array_ufunc__ = None
 
     def __init__(self, shape, row_perm, col_perm, row_start, row_stop, col_start, col_stop,
                  rank, offset, data, block_err2, block_norm2, tol, norm=None, params=None,
@@ -294,7 +298,8 @@ class HMatrix:
     def transpose(self):
         """Return ``A.T`` as a new HMatrix (dense blocks are transposed, low-rank
         blocks swap their factors; the data are copied once)."""
-        data = cpu_transpose_data(self)
+        data = cpu.transpose_data(self.data, self.row_start, self.row_stop, self.col_start,
+                                  self.col_stop, self.rank, self.offset)
         t = HMatrix((self.shape[1], self.shape[0]), self.col_perm, self.row_perm,
                     self.col_start, self.col_stop, self.row_start, self.row_stop,
                     self.rank, self.offset, data, self.block_err2, self.block_norm2,
@@ -447,22 +452,6 @@ class HMatrix:
         num = np.sum((approx - exact) ** 2)
         den = np.sum(exact ** 2)
         return float(np.sqrt(num / den)) if den > 0 else float(np.sqrt(num))
-
-
-def cpu_transpose_data(H):
-    """Data buffer of ``H.T``: dense blocks transposed, factors swapped."""
-    data = np.empty_like(H.data)
-    for b in range(H.n_blocks):
-        m = H.row_stop[b] - H.row_start[b]
-        n = H.col_stop[b] - H.col_start[b]
-        k = H.rank[b]
-        o = H.offset[b]
-        if k < 0:
-            data[o:o + m * n] = H.data[o:o + m * n].reshape(m, n).T.ravel()
-        elif k > 0:
-            data[o:o + n * k] = H.data[o + m * k:o + (m + n) * k]
-            data[o + n * k:o + (m + n) * k] = H.data[o:o + m * k]
-    return data
 
 
 def _estimate_norm(src, m, n, seed, n_rows=256):

@@ -14,16 +14,17 @@ The low-rank code reads matrix entries through :func:`fetch_row`,
 from the *type* of the ``src`` argument:
 
 * a 2-D array: a dense matrix (already permuted to cluster order);
-* ``(code, length_scale, X, Y)``: a built-in kernel on point arrays ``X, Y``
-  (cached on disk like every other kernel here);
+* ``(code, length_scale, XT, YT)``: a built-in kernel on points stored by
+  coordinate, ``XT (dim, m)`` and ``YT (dim, n)`` (cached on disk like every
+  other kernel here);
 * ``(kernel, X, Y)``: a user ``@njit`` kernel ``kernel(x, y) -> float``
   (compiled once per process and kernel).
 """
 import numpy as np
-from numba import njit, prange, types
+from numba import get_num_threads, njit, prange, types
 from numba.extending import overload
 
-from hmnumba.kernels.functions import FASTMATH, kernel_of_distance2, squared_distance
+from hmnumba.kernels.functions import FASTMATH, kernel_of_distance2
 
 # ---------------------------------------------------------------------------
 # Entry sources
@@ -62,10 +63,19 @@ def _fetch_row(src, i, c0, c1, out):
         return impl
     if kind == "builtin":
         def impl(src, i, c0, c1, out):
-            code, ls, X, Y = src
-            x = X[i]
-            for j in range(c1 - c0):
-                out[j] = kernel_of_distance2(code, ls, squared_distance(x, Y[c0 + j]))
+            code, ls, XT, YT = src
+            n = c1 - c0
+            for j in range(n):
+                out[j] = 0.0
+            # Points are stored by coordinate (dim, n): each pass is a
+            # contiguous, vectorisable loop over the columns.
+            for k in range(XT.shape[0]):
+                xk = XT[k, i]
+                for j in range(n):
+                    t = xk - YT[k, c0 + j]
+                    out[j] += t * t
+            for j in range(n):
+                out[j] = kernel_of_distance2(code, ls, out[j])
         return impl
     if kind == "user":
         def impl(src, i, c0, c1, out):
@@ -86,10 +96,17 @@ def _fetch_col(src, j, r0, r1, out):
         return impl
     if kind == "builtin":
         def impl(src, j, r0, r1, out):
-            code, ls, X, Y = src
-            y = Y[j]
-            for i in range(r1 - r0):
-                out[i] = kernel_of_distance2(code, ls, squared_distance(X[r0 + i], y))
+            code, ls, XT, YT = src
+            m = r1 - r0
+            for i in range(m):
+                out[i] = 0.0
+            for k in range(XT.shape[0]):
+                yk = YT[k, j]
+                for i in range(m):
+                    t = XT[k, r0 + i] - yk
+                    out[i] += t * t
+            for i in range(m):
+                out[i] = kernel_of_distance2(code, ls, out[i])
         return impl
     if kind == "user":
         def impl(src, j, r0, r1, out):
@@ -111,11 +128,8 @@ def _fetch_block(src, r0, r1, c0, c1, out):
         return impl
     if kind == "builtin":
         def impl(src, r0, r1, c0, c1, out):
-            code, ls, X, Y = src
             for i in range(r1 - r0):
-                x = X[r0 + i]
-                for j in range(c1 - c0):
-                    out[i, j] = kernel_of_distance2(code, ls, squared_distance(x, Y[c0 + j]))
+                fetch_row(src, r0 + i, c0, c1, out[i])
         return impl
     if kind == "user":
         def impl(src, r0, r1, c0, c1, out):
@@ -139,7 +153,8 @@ def assemble_dense(src, m, n, out):
 def assemble_dense_builtin(code, length_scale, X, Y):
     """Dense kernel matrix of a built-in kernel (the numba reference assembly)."""
     out = np.empty((X.shape[0], Y.shape[0]))
-    return assemble_dense((code, length_scale, X, Y), X.shape[0], Y.shape[0], out)
+    src = (code, length_scale, np.ascontiguousarray(X.T), np.ascontiguousarray(Y.T))
+    return assemble_dense(src, X.shape[0], Y.shape[0], out)
 
 
 @njit(cache=True, parallel=True)
@@ -188,6 +203,7 @@ def build_geometric_tree(points, leaf_size):
     level = np.zeros(cap, np.int64)
     box_lo = np.empty((cap, d))
     box_hi = np.empty((cap, d))
+    tmp_right = np.empty(n, np.int64)
     start[0] = 0
     stop[0] = n
     n_nodes = 1
@@ -215,15 +231,20 @@ def build_geometric_tree(points, leaf_size):
         split = (s + e) // 2
         if box_hi[t, axis] > box_lo[t, axis]:
             mid = 0.5 * (box_lo[t, axis] + box_hi[t, axis])
-            i, j = s, e - 1
-            while i <= j:  # two-pointer partition, points below mid first
-                if points[perm[i], axis] < mid:
+            # Stable partition (points below mid first, each side in its
+            # original order), so an index tree keeps the natural order.
+            i = s
+            n_right = 0
+            for p in range(s, e):
+                q = perm[p]
+                if points[q, axis] < mid:
+                    perm[i] = q
                     i += 1
                 else:
-                    tmp = perm[i]
-                    perm[i] = perm[j]
-                    perm[j] = tmp
-                    j -= 1
+                    tmp_right[n_right] = q
+                    n_right += 1
+            for p in range(n_right):
+                perm[i + p] = tmp_right[p]
             if s < i < e:
                 split = i
         for c in range(2):
@@ -341,21 +362,80 @@ def weak_partition(row_children, col_children):
 # ---------------------------------------------------------------------------
 
 
+@njit(cache=True, inline="always")
+def _next_random(state):
+    """xorshift64: a tiny deterministic generator for pivot sampling."""
+    state ^= (state << np.uint64(13))
+    state ^= (state >> np.uint64(7))
+    state ^= (state << np.uint64(17))
+    return state
+
+
+@njit(cache=True)
+def _random_unused(used, state):
+    """A pseudo-random index with ``used[i]`` False (-1 if none), new state."""
+    n = used.shape[0]
+    state = _next_random(state)
+    start = np.int64(state % np.uint64(n))
+    for q in range(n):
+        i = (start + q) % n
+        if not used[i]:
+            return i, state
+    return -1, state
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _residual_row(src, r0, c0, c1, i, k, U, V, row):
+    fetch_row(src, r0 + i, c0, c1, row)
+    n = c1 - c0
+    for l in range(k):
+        a = U[l, i]
+        for j in range(n):
+            row[j] -= a * V[l, j]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _residual_col(src, r0, r1, c0, j, k, U, V, col):
+    fetch_col(src, c0 + j, r0, r1, col)
+    m = r1 - r0
+    for l in range(k):
+        b = V[l, j]
+        for q in range(m):
+            col[q] -= b * U[l, q]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _argmax_unused(x, used):
+    best = 0.0
+    arg = -1
+    for q in range(x.shape[0]):
+        if not used[q] and abs(x[q]) > best:
+            best = abs(x[q])
+            arg = q
+    return arg
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def aca_partial(src, r0, r1, c0, c1, rel_tol, abs_tol, kmax, U, V):
     """Adaptive cross approximation with partial pivoting (Bebendorf 2000).
 
     Builds ``A[r0:r1, c0:c1] ~= sum_l outer(U[l], V[l])`` one cross at a time
-    from single rows and columns of ``src``. Stops when the standard estimate
-    ``||u_k|| ||v_k|| <= max(rel_tol * ||S_k||_F, abs_tol)`` holds (``S_k`` is
-    the current approximation, its norm updated exactly), when every row has
-    been tried, or after ``kmax`` crosses.
+    from single rows and columns of ``src``. The standard stopping estimate is
+    ``||u_k|| ||v_k|| <= tau = max(rel_tol * ||S_k||_F, abs_tol)`` (``S_k`` is
+    the current approximation, its norm updated exactly).
 
-    A residual row that is exactly zero does not stop the iteration (the
-    classic failure of partial pivoting on blocks with zero rows): up to 8
-    further unused rows are tried first.
+    Partial pivoting is known to stop too early on blocks whose residual
+    hides from the rows it visits (zero rows, compactly supported kernels).
+    Two guards: a zero residual row sends the search to a pseudo-random unused
+    row, and before accepting convergence the first and last rows and columns
+    (in cluster order, the geometric extremes of the block) and one random row
+    are checked; if one predicts a residual above ``4 tau`` (``sqrt(m)
+    ||r_i||`` resp. ``sqrt(n) ||c_j||``), the iteration goes on from there.
+    This is a heuristic, like every sampling stopping rule: dense input is
+    verified exactly afterwards, kernel matrices by ``estimate_error``.
 
-    Returns ``(k, norm2, last_update, converged)``.
+    Returns ``(k, norm2, last_update, converged)``; ``converged`` is False if
+    ``kmax`` crosses were not enough.
     """
     m = r1 - r0
     n = c1 - c0
@@ -367,80 +447,82 @@ def aca_partial(src, r0, r1, c0, c1, rel_tol, abs_tol, kmax, U, V):
     last = 0.0
     k = 0
     i = 0
-    zero_rows = 0
+    state = np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(r0 * 1000003 + c0 * 7919 + m * 31 + n)
     n_rows_used = 0
+    zero_rows = 0
     while True:
-        if n_rows_used == m:
-            return k, norm2, last, True
         if k == kmax:
             return k, norm2, last, False
-        fetch_row(src, r0 + i, c0, c1, row)
-        for l in range(k):
-            a = U[l, i]
-            for j in range(n):
-                row[j] -= a * V[l, j]
+        if n_rows_used == m:
+            return k, norm2, last, True
+        _residual_row(src, r0, c0, c1, i, k, U, V, row)
         row_used[i] = True
         n_rows_used += 1
-        jp = -1
-        best = 0.0
-        for j in range(n):
-            if not col_used[j] and abs(row[j]) > best:
-                best = abs(row[j])
-                jp = j
+        jp = _argmax_unused(row, col_used)
         if jp < 0:
             zero_rows += 1
-            if zero_rows > 8:
+            if zero_rows > 3:
+                # Rows keep vanishing: look at a random column before giving up.
+                jc, state = _random_unused(col_used, state)
+                if jc < 0:
+                    return k, norm2, last, True
+                _residual_col(src, r0, r1, c0, jc, k, U, V, col)
+                iq = _argmax_unused(col, row_used)
+                if iq < 0:
+                    return k, norm2, last, True
+                i = iq
+                zero_rows = 0
+                continue
+            i, state = _random_unused(row_used, state)
+            if i < 0:
                 return k, norm2, last, True
-            # next unused row, in order
-            i_next = -1
-            for q in range(m):
-                cand = (i + 1 + q) % m
-                if not row_used[cand]:
-                    i_next = cand
-                    break
-            if i_next < 0:
-                return k, norm2, last, True
-            i = i_next
             continue
         zero_rows = 0
         pivot = row[jp]
         col_used[jp] = True
-        fetch_col(src, c0 + jp, r0, r1, col)
-        for l in range(k):
-            b = V[l, jp]
-            for q in range(m):
-                col[q] -= b * U[l, q]
+        _residual_col(src, r0, r1, c0, jp, k, U, V, col)
         for j in range(n):
             V[k, j] = row[j] / pivot
         for q in range(m):
             U[k, q] = col[q]
-        unorm2 = 0.0
-        for q in range(m):
-            unorm2 += U[k, q] * U[k, q]
-        vnorm2 = 0.0
-        for j in range(n):
-            vnorm2 += V[k, j] * V[k, j]
+        unorm2 = np.dot(U[k], U[k])
+        vnorm2 = np.dot(V[k], V[k])
         cross = 0.0
         for l in range(k):
-            cu = 0.0
-            for q in range(m):
-                cu += U[l, q] * U[k, q]
-            cv = 0.0
-            for j in range(n):
-                cv += V[l, j] * V[k, j]
-            cross += cu * cv
+            cross += np.dot(U[l], U[k]) * np.dot(V[l], V[k])
         norm2 = max(norm2 + 2.0 * cross + unorm2 * vnorm2, 0.0)
         last = np.sqrt(unorm2 * vnorm2)
         k += 1
-        if last <= max(rel_tol * np.sqrt(norm2), abs_tol):
+        tau = max(rel_tol * np.sqrt(norm2), abs_tol)
+        i_next = _argmax_unused(U[k - 1], row_used)
+        if last <= tau:
+            if k == kmax:
+                return k, norm2, last, True
+            # Check the first and last rows and columns (in cluster order the
+            # geometric extremes of the block) and one random row.
+            restart = -1
+            for t in range(3):
+                i_chk = 0 if t == 0 else m - 1
+                if t == 2:
+                    i_chk, state = _random_unused(row_used, state)
+                if i_chk >= 0 and not row_used[i_chk]:
+                    _residual_row(src, r0, c0, c1, i_chk, k, U, V, row)
+                    if np.sqrt(m * np.dot(row, row)) > 4.0 * tau:
+                        restart = i_chk
+                        break
+            if restart < 0:
+                for t in range(2):
+                    j_chk = 0 if t == 0 else n - 1
+                    if not col_used[j_chk]:
+                        _residual_col(src, r0, r1, c0, j_chk, k, U, V, col)
+                        if np.sqrt(n * np.dot(col, col)) > 4.0 * tau:
+                            restart = _argmax_unused(col, row_used)
+                            if restart >= 0:
+                                break
+            if restart >= 0:
+                i = restart
+                continue
             return k, norm2, last, True
-        # next pivot row: largest entry of the new column among unused rows
-        i_next = -1
-        best = -1.0
-        for q in range(m):
-            if not row_used[q] and abs(U[k - 1, q]) > best:
-                best = abs(U[k - 1, q])
-                i_next = q
         if i_next < 0:
             return k, norm2, last, True
         i = i_next
@@ -460,35 +542,138 @@ def truncation_rank(s, abs_tol):
     return r, tail2
 
 
-@njit(cache=True)
-def recompress(U, V, k, abs_tol):
-    """Recompress ``sum_{l<k} outer(U[l], V[l])`` to the smallest rank whose
-    truncation error is at most ``abs_tol`` (QR of both factors, SVD of the
-    small core).
+@njit(cache=True, fastmath=FASTMATH)
+def orthonormalize_rows(W, k):
+    """Classical Gram-Schmidt with one re-orthogonalisation (CGS2) on the
+    rows of ``W[:k]``: returns ``Q (k, len)`` with orthonormal (or zero) rows
+    and upper-triangular ``R (k, k)`` such that ``W[:k].T = Q.T @ R``.
 
-    Returns ``(Ur (m, r), Vr (n, r), tail2)`` with ``Ur @ Vr.T`` the truncated
+    CGS2 is as accurate as Householder QR in practice (Giraud, Langou &
+    Rozloznik 2005), works on the contiguous factor rows that ACA produces and
+    costs about half as much as LAPACK's QR plus forming Q.
+    """
+    length = W.shape[1]
+    Q = np.zeros((k, length))
+    R = np.zeros((k, k))
+    w = np.empty(length)
+    for l in range(k):
+        for i in range(length):
+            w[i] = W[l, i]
+        norm0 = np.sqrt(np.dot(w, w))
+        for _ in range(2):
+            for p in range(l):
+                c = 0.0
+                for i in range(length):
+                    c += Q[p, i] * w[i]
+                R[p, l] += c
+                for i in range(length):
+                    w[i] -= c * Q[p, i]
+        nrm = np.sqrt(np.dot(w, w))
+        # A row in the span of the previous ones (relative to its own size) is
+        # dropped: its part of the product is carried by R[:l, l].
+        if nrm > 1e-14 * norm0 and nrm > 0.0:
+            R[l, l] = nrm
+            for i in range(length):
+                Q[l, i] = w[i] / nrm
+    return Q, R
+
+
+@njit(cache=True)
+def _cholesky_r(W):
+    """Upper-triangular ``R`` with ``W.T = Q @ R``, ``Q`` orthonormal, from a
+    Cholesky factorisation of the Gram matrix of the row-scaled ``W``
+    (Cholesky-QR; one BLAS-3 product and a k x k factorisation).
+
+    Scaling each row to unit norm first keeps the Gram matrix well
+    conditioned for ACA factors, whose rows decay geometrically. Returns
+    ``(R, ok)``; ``ok`` is False when the Gram matrix is numerically singular.
+    """
+    k = W.shape[0]
+    d = np.empty(k)
+    for l in range(k):
+        d[l] = np.sqrt(np.dot(W[l], W[l]))
+        if d[l] == 0.0:
+            return np.zeros((k, k)), False
+    Ws = W / d.reshape((k, 1))
+    G = Ws @ Ws.T
+    try:
+        L = np.linalg.cholesky(G)
+    except Exception:  # not positive definite in floating point
+        return np.zeros((k, k)), False
+    R = np.ascontiguousarray(L.T) * d.reshape((1, k))
+    return R, True
+
+
+@njit(cache=True)
+def _solve_upper(R, B):
+    """``R^{-1} B`` for upper-triangular ``R (k, k)`` and ``B (k, r)``."""
+    k, r = B.shape
+    X = B.copy()
+    for c in range(r):
+        for i in range(k - 1, -1, -1):
+            acc = X[i, c]
+            for j in range(i + 1, k):
+                acc -= R[i, j] * X[j, c]
+            X[i, c] = acc / R[i, i]
+    return X
+
+
+@njit(cache=True)
+def recompress(U, V, k, abs_tol, rel_tol_floor, aca_norm):
+    """Recompress ``sum_{l<k} outer(U[l], V[l])`` to the smallest rank whose
+    truncation error is at most ``abs_tol``, via the SVD of a small core.
+
+    When ``abs_tol >= rel_tol_floor * aca_norm`` (``aca_norm``: the norm of the
+    approximation) the triangular factors come from Cholesky-QR and the core's
+    SVD from the eigendecomposition of ``C @ C.T``: two cheap factorisations
+    and one small LAPACK call instead of three, with singular values accurate
+    to about ``1e-8 * sigma_max``, ample for such tolerances. Tighter
+    tolerances (or a singular Gram matrix) orthonormalise the factor rows with
+    CGS2 and use a full SVD.
+
+    Returns ``(Ut (r, m), Vt (r, n), tail2)``: ``Ut.T @ Vt`` is the truncated
     approximation and ``tail2`` the squared Frobenius norm of what was cut.
     """
     m = U.shape[1]
     n = V.shape[1]
     if k == 0:
-        return np.zeros((m, 0)), np.zeros((n, 0)), 0.0
-    qu, ru = np.linalg.qr(np.ascontiguousarray(U[:k].T))
-    qv, rv = np.linalg.qr(np.ascontiguousarray(V[:k].T))
-    core = ru @ rv.T
-    w, s, zt = np.linalg.svd(core)
+        return np.zeros((0, m)), np.zeros((0, n)), 0.0
+    Uk = np.ascontiguousarray(U[:k])
+    Vk = np.ascontiguousarray(V[:k])
+    if abs_tol >= rel_tol_floor * aca_norm:
+        Ru, ok_u = _cholesky_r(Uk)
+        Rv, ok_v = _cholesky_r(Vk)
+        if ok_u and ok_v:
+            C = Ru @ Rv.T
+            lam, E = np.linalg.eigh(C @ C.T)   # ascending
+            s = np.sqrt(np.maximum(lam[::-1], 0.0))
+            r, tail2 = truncation_rank(s, abs_tol)
+            W = np.ascontiguousarray(E[:, ::-1][:, :r])
+            # U_new = U^T Ru^{-1} W S,  V_new = V^T Rv^{-1} C^T W S^{-1}
+            Mu = _solve_upper(Ru, W * s[:r].reshape((1, r)))
+            Mv = _solve_upper(Rv, (C.T @ W) / s[:r].reshape((1, r)))
+            Ut = np.ascontiguousarray(Mu.T) @ Uk
+            Vt = np.ascontiguousarray(Mv.T) @ Vk
+            return Ut, Vt, tail2
+    Qu, Ru = orthonormalize_rows(U, k)
+    Qv, Rv = orthonormalize_rows(V, k)
+    w, s, zt = np.linalg.svd(Ru @ Rv.T)
     r, tail2 = truncation_rank(s, abs_tol)
-    Ur = qu @ (w[:, :r] * s[:r])
-    Vr = qv @ np.ascontiguousarray(zt[:r].T)
-    return Ur, Vr, tail2
+    Ut = np.ascontiguousarray((w[:, :r] * s[:r]).T) @ Qu
+    Vt = np.ascontiguousarray(zt[:r]) @ Qv
+    return Ut, Vt, tail2
+
+
+# Below this relative truncation tolerance recompression uses CGS2 + SVD.
+GRAM_REL_TOL_FLOOR = 1e-7
 
 
 @njit(cache=True)
 def svd_factors(block, abs_tol):
-    """Truncated SVD of a dense block: ``(U (m, r), V (n, r), tail2)``."""
+    """Truncated SVD of a dense block: ``(Ut (r, m), Vt (r, n), tail2)``."""
     w, s, zt = np.linalg.svd(block, full_matrices=False)
     r, tail2 = truncation_rank(s, abs_tol)
-    return np.ascontiguousarray(w[:, :r] * s[:r]), np.ascontiguousarray(zt[:r].T), tail2
+    return np.ascontiguousarray((w[:, :r] * s[:r]).T), np.ascontiguousarray(zt[:r]), tail2
 
 
 @njit(cache=True)
@@ -497,7 +682,7 @@ def randomized_factors(block, abs_tol, kmax, seed):
     4.2 in blocks of 8 columns, with one re-orthogonalisation), then SVD of
     the projected block. Stops once the projection residual is below
     ``abs_tol / 2`` or the basis has ``kmax`` columns; the final truncation
-    uses the remaining budget. Returns ``(U, V, err2_upper, converged)``.
+    uses the remaining budget. Returns ``(Ut, Vt, resid2, converged)``.
     """
     m, n = block.shape
     np.random.seed(seed)
@@ -505,28 +690,30 @@ def randomized_factors(block, abs_tol, kmax, seed):
     Q = np.zeros((m, 0))
     resid2 = total2
     step = 8
-    while resid2 > 0.25 * abs_tol * abs_tol and Q.shape[1] < min(kmax, m, n):
-        b = min(step, min(kmax, m, n) - Q.shape[1])
+    limit = min(kmax, m, n)
+    while resid2 > 0.25 * abs_tol * abs_tol and Q.shape[1] < limit:
+        b = min(step, limit - Q.shape[1])
         Y = block @ np.random.standard_normal((n, b))
         for _ in range(2):  # project out the current basis twice (stability)
             Y = Y - Q @ (Q.T @ Y)
         q, _ = np.linalg.qr(Y)
         Q = np.ascontiguousarray(np.hstack((Q, q)))
-        B = Q.T @ block
-        resid2 = max(total2 - np.sum(B * B), 0.0)
+        # the residual itself, not total2 - ||Q^T A||^2, which cancels
+        R = block - Q @ (Q.T @ block)
+        resid2 = np.sum(R * R)
     converged = resid2 <= 0.25 * abs_tol * abs_tol or Q.shape[1] >= min(m, n)
     B = Q.T @ block
     w, s, zt = np.linalg.svd(B, full_matrices=False)
     budget = abs_tol - np.sqrt(resid2)
     r, tail2 = truncation_rank(s, max(budget, 0.0))
-    U = Q @ (w[:, :r] * s[:r])
-    return np.ascontiguousarray(U), np.ascontiguousarray(zt[:r].T), resid2, converged
+    Ut = np.ascontiguousarray((Q @ (w[:, :r] * s[:r])).T)
+    return Ut, np.ascontiguousarray(zt[:r]), resid2, converged
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def block_residual2(block, U, V):
-    """Exact ``||block - U @ V.T||_F**2`` (float64 accumulation)."""
-    R = block - U @ V.T
+def block_residual2(block, Ut, Vt):
+    """Exact ``||block - Ut.T @ Vt||_F**2`` (float64 accumulation)."""
+    R = block - Ut.T @ Vt
     return np.sum(R * R)
 
 
@@ -544,47 +731,51 @@ METHOD_RSVD = 2
 
 
 @njit(cache=True)
-def _store_factors(scratch, off, Ur, Vr):
-    m, r = Ur.shape
-    n = Vr.shape[0]
-    for i in range(m):
-        for l in range(r):
-            scratch[off + i * r + l] = Ur[i, l]
-    base = off + m * r
-    for j in range(n):
-        for l in range(r):
-            scratch[base + j * r + l] = Vr[j, l]
+def _store_factors(store, off, Ut, Vt):
+    """Write ``Ut (r, m)`` then ``Vt (r, n)``, i.e. U and V column-major."""
+    r, m = Ut.shape
+    n = Vt.shape[1]
+    for l in range(r):
+        for i in range(m):
+            store[off + l * m + i] = Ut[l, i]
+    base = off + r * m
+    for l in range(r):
+        for j in range(n):
+            store[base + l * n + j] = Vt[l, j]
 
 
 @njit(cache=True)
-def _stored_factors(scratch, off, m, n, r):
+def _stored_factors(store, off, m, n, r):
     """The factors as stored (storage precision), back in float64."""
-    Ur = np.empty((m, r))
-    Vr = np.empty((n, r))
-    for i in range(m):
-        for l in range(r):
-            Ur[i, l] = scratch[off + i * r + l]
-    base = off + m * r
-    for j in range(n):
-        for l in range(r):
-            Vr[j, l] = scratch[base + j * r + l]
-    return Ur, Vr
+    Ut = np.empty((r, m))
+    Vt = np.empty((r, n))
+    for l in range(r):
+        for i in range(m):
+            Ut[l, i] = store[off + l * m + i]
+    base = off + r * m
+    for l in range(r):
+        for j in range(n):
+            Vt[l, j] = store[base + l * n + j]
+    return Ut, Vt
 
 
 @njit(cache=True)
 def compress_one_block(src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kcap, kmax_final,
-                       seed, scratch, off):
+                       seed, scratch, off, ws_u, ws_v, ws_block):
     """Approximate one candidate block; see :func:`compress_blocks`.
+
+    ``ws_*`` are flat work arrays with room for ``(kcap + 1) * m``,
+    ``(kcap + 1) * n`` and (dense sources) ``m * n`` numbers.
 
     Returns ``(status, rank, err2, norm2)``.
     """
     m = r1 - r0
     n = c1 - c0
-    block = np.empty((0, 0))
+    block = ws_block[:0].reshape((0, 0))
     norm2 = 0.0
     tau = abs_tol
     if exact:
-        block = np.empty((m, n))
+        block = ws_block[:m * n].reshape((m, n))
         fetch_block(src, r0, r1, c0, c1, block)
         norm2 = np.sum(block * block)
         tau = max(rel_tol * np.sqrt(norm2), abs_tol)
@@ -593,8 +784,8 @@ def compress_one_block(src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kca
     if kmax_final == 0:  # no rank saves storage here (and the block is not zero)
         return STATUS_REFINE, 1, 0.0, norm2
     if method == METHOD_ACA or not exact:
-        U = np.empty((kcap + 1, m))
-        V = np.empty((kcap + 1, n))
+        U = ws_u[:(kcap + 1) * m].reshape((kcap + 1, m))
+        V = ws_v[:(kcap + 1) * n].reshape((kcap + 1, n))
         # ACA runs to half the block budget; recompression may use the rest.
         if exact:
             k, est2, last, conv = aca_partial(src, r0, r1, c0, c1, 0.0, 0.5 * tau, kcap + 1, U, V)
@@ -605,8 +796,9 @@ def compress_one_block(src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kca
             tau = max(rel_tol * np.sqrt(norm2), abs_tol)
         if not conv:
             return (STATUS_REFINE if kcap >= kmax_final else STATUS_RETRY), kcap + 1, 0.0, norm2
-        Ur, Vr, tail2 = recompress(U, V, k, max(tau - last, 0.0))
-        r = Ur.shape[1]
+        Ur, Vr, tail2 = recompress(U, V, k, max(tau - last, 0.0), GRAM_REL_TOL_FLOOR,
+                                   np.sqrt(est2))
+        r = Ur.shape[0]
         if r > kcap:
             return (STATUS_REFINE if kcap >= kmax_final else STATUS_RETRY), r, 0.0, norm2
         _store_factors(scratch, off, Ur, Vr)
@@ -620,16 +812,16 @@ def compress_one_block(src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kca
         # ACA's estimate was too optimistic: the exact SVD below decides.
     if method == METHOD_RSVD:
         Ur, Vr, resid2, conv = randomized_factors(block, tau, kcap + 1, seed)
-        if conv and Ur.shape[1] <= kcap:
+        if conv and Ur.shape[0] <= kcap:
             _store_factors(scratch, off, Ur, Vr)
-            Us, Vs = _stored_factors(scratch, off, m, n, Ur.shape[1])
+            Us, Vs = _stored_factors(scratch, off, m, n, Ur.shape[0])
             err2 = block_residual2(block, Us, Vs)
             if err2 <= tau * tau:
-                return STATUS_ACCEPTED, Ur.shape[1], err2, norm2
+                return STATUS_ACCEPTED, Ur.shape[0], err2, norm2
     # Exact truncated SVD: the reference, and the fallback that always meets tau
     # in exact arithmetic (rounding of the stored factors is checked below).
     Ur, Vr, tail2 = svd_factors(block, tau)
-    r = Ur.shape[1]
+    r = Ur.shape[0]
     if r > kcap:
         return (STATUS_REFINE if kcap >= kmax_final else STATUS_RETRY), r, 0.0, norm2
     _store_factors(scratch, off, Ur, Vr)
@@ -642,26 +834,71 @@ def compress_one_block(src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kca
 
 @njit(cache=True, parallel=True)
 def compress_blocks(src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kcap, kmax_final,
-                    seed, scratch, scratch_off, status, rank, err2, norm2):
+                    seed, store, slab_start, out_off, status, rank, err2, norm2):
     """Compress candidate blocks in parallel.
 
     Block ``b`` covers ``[r0[b], r1[b]) x [c0[b], c1[b])`` of ``src`` (cluster
     order) and must meet ``err <= max(rel_tol * ||A_b||_F, abs_tol[b])``.
     ``exact`` (dense sources) computes ``||A_b||_F`` and the final error
-    exactly; otherwise both are ACA estimates. The factors ``U (m, r)`` then
-    ``V (n, r)`` (row-major) go to ``scratch[scratch_off[b]:]``, which has room
-    for rank ``kcap[b]``. ``status[b]`` is accepted, refine (the rank would
-    exceed ``kmax_final[b]``: split the block) or retry (the rank exceeds the
-    scratch room ``kcap[b] < kmax_final[b]``: try again with more room).
+    exactly; otherwise both are ACA estimates. ``status[b]`` is accepted,
+    refine (the rank would exceed ``kmax_final[b]``: split the block) or retry
+    (the rank exceeds the room ``kcap[b] < kmax_final[b]``: try again with
+    more room).
+
+    Blocks are dealt round-robin to ``n_slabs = slab_start.size - 1`` slabs
+    (many more than threads, for load balance). Slab ``c`` appends the factors
+    of its accepted blocks, ``U (m, r)`` then ``V (n, r)`` column-major (the
+    rows of ``U.T`` then of ``V.T``), to ``store`` from ``slab_start[c]`` on
+    (room for ``kcap[b] * (m + n)`` per block is reserved) and records where in
+    ``out_off[b]``. So the memory written is dense: on a VM, first touch of
+    fresh pages is the dominant cost of a build, and dense writes let the
+    kernel use huge pages. Each slab also allocates its work arrays once.
     """
-    for b in prange(r0.shape[0]):
-        s, k, e2, n2 = compress_one_block(src, exact, r0[b], r1[b], c0[b], c1[b], rel_tol,
-                                          abs_tol[b], method, kcap[b], kmax_final[b],
-                                          seed + b, scratch, scratch_off[b])
-        status[b] = s
-        rank[b] = k
-        err2[b] = e2
-        norm2[b] = n2
+    n_blocks = r0.shape[0]
+    n_slabs = slab_start.shape[0] - 1
+    for c in prange(n_slabs):
+        size_u = 1
+        size_v = 1
+        size_b = 1
+        for b in range(c, n_blocks, n_slabs):
+            m = r1[b] - r0[b]
+            n = c1[b] - c0[b]
+            size_u = max(size_u, (kcap[b] + 1) * m)
+            size_v = max(size_v, (kcap[b] + 1) * n)
+            if exact:
+                size_b = max(size_b, m * n)
+        ws_u = np.empty(size_u)
+        ws_v = np.empty(size_v)
+        ws_block = np.empty(size_b)
+        pos = slab_start[c]
+        for b in range(c, n_blocks, n_slabs):
+            s, k, e2, n2 = compress_one_block(src, exact, r0[b], r1[b], c0[b], c1[b], rel_tol,
+                                              abs_tol[b], method, kcap[b], kmax_final[b],
+                                              seed + b, store, pos, ws_u, ws_v, ws_block)
+            status[b] = s
+            rank[b] = k
+            err2[b] = e2
+            norm2[b] = n2
+            out_off[b] = pos
+            if s == STATUS_ACCEPTED:
+                pos += k * ((r1[b] - r0[b]) + (c1[b] - c0[b]))
+
+
+@njit(cache=True)
+def move_down(buf, src_off, sizes, dst_off):
+    """Move regions of ``buf`` to lower offsets, in order (in-place compaction;
+    ``dst_off[b] <= src_off[b]`` and both increase with ``b``)."""
+    for b in range(sizes.shape[0]):
+        so = src_off[b]
+        do = dst_off[b]
+        size = sizes[b]
+        if so == do:
+            continue
+        if do + size <= so:  # disjoint: a plain (vectorised) copy
+            buf[do:do + size] = buf[so:so + size]
+        else:  # overlapping, destination below: a forward element copy is safe
+            for q in range(size):
+                buf[do + q] = buf[so + q]
 
 
 @njit(cache=True, parallel=True)
@@ -716,22 +953,17 @@ def hmatvec(data, r0, r1, c0, c1, rank, offset, t_off, seg_bounds, sched_ptr, sc
         if k <= 0:
             continue
         m = r1[b] - r0[b]
-        if trans:
-            base = offset[b]
-            lo = r0[b]
-            length = m
-        else:
-            base = offset[b] + m * k
-            lo = c0[b]
-            length = c1[b] - c0[b]
-        to = t_off[b]
+        n = c1[b] - c0[b]
+        if trans:  # rows of U^T against x[r0:r1]
+            base, lo, length = offset[b], r0[b], m
+        else:      # rows of V^T against x[c0:c1]
+            base, lo, length = offset[b] + k * m, c0[b], n
         for l in range(k):
-            t[to + l] = 0.0
-        for j in range(length):
-            xj = x[lo + j]
-            row = base + j * k
-            for l in range(k):
-                t[to + l] += data[row + l] * xj
+            row = base + l * length
+            acc = 0.0
+            for j in range(length):
+                acc += data[row + j] * x[lo + j]
+            t[t_off[b] + l] = acc
     n_seg = seg_bounds.shape[0] - 1
     y = np.zeros(seg_bounds[n_seg])
     for s in prange(n_seg):
@@ -757,17 +989,15 @@ def hmatvec(data, r0, r1, c0, c1, rank, offset, t_off, seg_bounds, sched_ptr, sc
                             acc += data[row + j] * x[c0[b] + j]
                         y[i] += acc
             elif k > 0:
-                to = t_off[b]
-                if trans:  # rows of V
-                    base = offset[b] + m * k + (lo - c0[b]) * k
+                if trans:  # y[lo:hi] += V[lo:hi] t: columns of V^T
+                    base, length, first = offset[b] + k * m, n, c0[b]
                 else:
-                    base = offset[b] + (lo - r0[b]) * k
-                for i in range(hi - lo):
-                    row = base + i * k
-                    acc = 0.0
-                    for l in range(k):
-                        acc += data[row + l] * t[to + l]
-                    y[lo + i] += acc
+                    base, length, first = offset[b], m, r0[b]
+                for l in range(k):
+                    tl = t[t_off[b] + l]
+                    row = base + l * length - first
+                    for i in range(lo, hi):
+                        y[i] += data[row + i] * tl
     return y
 
 
@@ -785,21 +1015,18 @@ def hmatmat(data, r0, r1, c0, c1, rank, offset, t_off, seg_bounds, sched_ptr, sc
         if k <= 0:
             continue
         m = r1[b] - r0[b]
+        n = c1[b] - c0[b]
         if trans:
-            base = offset[b]
-            lo = r0[b]
-            length = m
+            base, lo, length = offset[b], r0[b], m
         else:
-            base = offset[b] + m * k
-            lo = c0[b]
-            length = c1[b] - c0[b]
-        to = t_off[b]
-        for j in range(length):
-            row = base + j * k
-            for l in range(k):
-                a = data[row + l]
+            base, lo, length = offset[b] + k * m, c0[b], n
+        for l in range(k):
+            row = base + l * length
+            tl = t_off[b] + l
+            for j in range(length):
+                a = data[row + j]
                 for q in range(p_rhs):
-                    T[to + l, q] += a * X[lo + j, q]
+                    T[tl, q] += a * X[lo + j, q]
     n_seg = seg_bounds.shape[0] - 1
     Y = np.zeros((seg_bounds[n_seg], p_rhs))
     for s in prange(n_seg):
@@ -826,17 +1053,17 @@ def hmatmat(data, r0, r1, c0, c1, rank, offset, t_off, seg_bounds, sched_ptr, sc
                             for q in range(p_rhs):
                                 Y[i, q] += a * X[c0[b] + j, q]
             elif k > 0:
-                to = t_off[b]
                 if trans:
-                    base = offset[b] + m * k + (lo - c0[b]) * k
+                    base, length, first = offset[b] + k * m, n, c0[b]
                 else:
-                    base = offset[b] + (lo - r0[b]) * k
-                for i in range(hi - lo):
-                    row = base + i * k
-                    for l in range(k):
-                        a = data[row + l]
+                    base, length, first = offset[b], m, r0[b]
+                for l in range(k):
+                    row = base + l * length - first
+                    tl = t_off[b] + l
+                    for i in range(lo, hi):
+                        a = data[row + i]
                         for q in range(p_rhs):
-                            Y[lo + i, q] += a * T[to + l, q]
+                            Y[i, q] += a * T[tl, q]
     return Y
 
 
@@ -854,13 +1081,33 @@ def hm_to_dense(data, r0, r1, c0, c1, rank, offset, m_total, n_total):
                 for j in range(n):
                     out[r0[b] + i, c0[b] + j] = data[o + i * n + j]
         elif k > 0:
-            U = np.empty((m, k))
-            V = np.empty((n, k))
+            Ut = np.empty((k, m))
+            Vt = np.empty((k, n))
+            for l in range(k):
+                for i in range(m):
+                    Ut[l, i] = data[o + l * m + i]
+                for j in range(n):
+                    Vt[l, j] = data[o + k * m + l * n + j]
+            out[r0[b]:r1[b], c0[b]:c1[b]] = Ut.T @ Vt
+    return out
+
+
+@njit(cache=True, parallel=True)
+def transpose_data(data, r0, r1, c0, c1, rank, offset):
+    """Data buffer of the transpose: dense blocks transposed, factors swapped."""
+    out = np.empty_like(data)
+    for b in prange(rank.shape[0]):
+        m = r1[b] - r0[b]
+        n = c1[b] - c0[b]
+        k = rank[b]
+        o = offset[b]
+        if k < 0:
             for i in range(m):
-                for l in range(k):
-                    U[i, l] = data[o + i * k + l]
-            for j in range(n):
-                for l in range(k):
-                    V[j, l] = data[o + m * k + j * k + l]
-            out[r0[b]:r1[b], c0[b]:c1[b]] = U @ V.T
+                for j in range(n):
+                    out[o + j * m + i] = data[o + i * n + j]
+        elif k > 0:
+            for q in range(k * n):
+                out[o + q] = data[o + k * m + q]
+            for q in range(k * m):
+                out[o + k * n + q] = data[o + q]
     return out

@@ -111,7 +111,8 @@ class KernelFunction:
 
     def source(self, X, Y):
         """The entry source the numba kernels read (see ``kernels.cpu``)."""
-        return (np.int64(self.code), np.float64(self.length_scale), X, Y)
+        return (np.int64(self.code), np.float64(self.length_scale),
+                np.ascontiguousarray(X.T), np.ascontiguousarray(Y.T))
 
     def __repr__(self):
         if self.name == "laplace":

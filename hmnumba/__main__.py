@@ -1,0 +1,5 @@
+import sys
+
+from hmnumba.cli import main
+
+sys.exit(main())
