@@ -13,6 +13,7 @@ passes into numba code, pickles and persists as it is. Three ways to build one:
 * ``"index"``: contiguous halves, keeping the natural order.
 """
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from hmnumba._validation import check_choice, check_points, check_positive_int, check_random_state
 from hmnumba.kernels import cpu
@@ -124,12 +125,18 @@ class ClusterTree:
         if method == "index":
             return cls.from_index(n_points, leaf_size)
         P = A if axis == 0 else A.T
-        return cls._pca_tree(P, leaf_size, check_random_state(random_state))
+        # Single-threaded BLAS: after a numba parallel region, OpenBLAS
+        # threads compete with numba's and small products run ~20x slower.
+        with threadpool_limits(limits=1, user_api="blas"):
+            return cls._pca_tree(P, leaf_size, check_random_state(random_state))
 
     @classmethod
     def _pca_tree(cls, P, leaf_size, seed):
         n = P.shape[0]
         rng = np.random.default_rng(seed)
+        # A working copy whose rows are reordered with the permutation, so the
+        # points of every node are a contiguous slice (no gathers).
+        work = np.array(P, dtype=np.float64, order="C")
         perm = np.arange(n)
         start, stop, level = [0], [n], [0]
         children = []
@@ -141,15 +148,15 @@ class ClusterTree:
             children.append([-1, -1])
             if e - s <= leaf_size:
                 continue
-            idx = perm[s:e]
-            X = np.asarray(P[idx], dtype=np.float64)
-            X = X - X.mean(axis=0)
-            proj = X @ _principal_direction(X, rng)
+            X = work[s:e]
+            mean = X.mean(axis=0)
+            proj = X @ _principal_direction(X, mean, rng)
             order = np.argsort(proj, kind="stable")
-            perm[s:e] = idx[order]
+            perm[s:e] = perm[s:e][order]
+            work[s:e] = X[order]
             split = (s + e) // 2  # the median: balanced halves
-            for a, b in ((s, split), (split, e)):
-                children[t][0 if a == s else 1] = len(start)
+            for c, (a, b) in enumerate(((s, split), (split, e))):
+                children[t][c] = len(start)
                 start.append(a)
                 stop.append(b)
                 level.append(level[t] + 1)
@@ -158,20 +165,30 @@ class ClusterTree:
                    as64(children).reshape(-1, 2), as64(level), method="pca")
 
 
-def _principal_direction(X, rng, n_iter=12):
-    """Top right singular vector of the centred points ``X`` (power iteration)."""
-    d = X.shape[1]
-    if X.shape[0] * d <= 64 * 64:
-        _, _, vt = np.linalg.svd(X, full_matrices=False)
-        return vt[0]
-    v = rng.standard_normal(d)
-    for _ in range(n_iter):
-        w = X.T @ (X @ v)
-        norm = np.linalg.norm(w)
-        if norm == 0.0:  # all points equal: any split is as good
-            return v / np.linalg.norm(v)
-        v = w / norm
-    return v
+def _principal_direction(X, mean, rng, n_sketch=8):
+    """Top right singular vector of the centred points ``X - mean``.
+
+    Randomized range finder with one power iteration (four passes over
+    ``X``; the centring is applied implicitly, without a copy). Splitting only
+    needs a good direction, not an exact one, and a plain power iteration
+    needs many more passes over memory.
+    """
+    m, d = X.shape
+    p = min(n_sketch, m, d)
+    ones = np.ones(m)
+
+    def times(v):        # (X - 1 mean^T) v
+        return X @ v - np.outer(ones, mean @ v)
+
+    def times_t(y):      # (X - 1 mean^T)^T y
+        return X.T @ y - np.outer(mean, ones @ y)
+
+    Y = times(rng.standard_normal((d, p)))
+    Y = times(times_t(np.linalg.qr(Y)[0]))
+    Q = np.linalg.qr(Y)[0]
+    B = times_t(Q).T
+    _, _, vt = np.linalg.svd(B, full_matrices=False)
+    return vt[0]
 
 
 def build_cluster_trees(A_shape, cluster, leaf_size, A=None, points=None, col_points=None,
