@@ -82,10 +82,13 @@ class HMatrix:
     def _prepare(self):
         self.t_off = np.zeros(self.rank.size + 1, np.int64)
         np.cumsum(np.maximum(self.rank, 0), out=self.t_off[1:])
+        lr = self.rank > 0
+        self.z_off_rows = np.zeros(self.rank.size + 1, np.int64)
+        np.cumsum(np.where(lr, self.row_stop - self.row_start, 0), out=self.z_off_rows[1:])
+        self.z_off_cols = np.zeros(self.rank.size + 1, np.int64)
+        np.cumsum(np.where(lr, self.col_stop - self.col_start, 0), out=self.z_off_cols[1:])
         self.row_sched = row_schedule(self.row_start, self.row_stop)
         self.col_sched = row_schedule(self.col_start, self.col_stop)
-        self.row_iperm = np.empty_like(self.row_perm)
-        self.row_iperm[self.row_perm] = np.arange(self.row_perm.size)
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -272,7 +275,8 @@ class HMatrix:
                 self.rank, self.offset, self.t_off, seg, ptr, blk)
         with threadpool_limits(limits=1, user_api="blas"):
             if x.ndim == 1:
-                yp = cpu.hmatvec(*args, xp, trans)
+                z_off = self.z_off_cols if trans else self.z_off_rows
+                yp = cpu.hmatvec(*args[:7], z_off, *args[8:], xp, trans)
             else:
                 yp = cpu.hmatmat(*args, xp, trans)
         out = np.empty(yp.shape, dtype=out_dtype)
@@ -373,9 +377,12 @@ class HMatrix:
 
     @property
     def nbytes(self):
-        """Bytes held: data, block arrays, permutations and schedules."""
-        arrays = [self.data, self.row_perm, self.col_perm, self.t_off, *self.row_sched,
-                  *self.col_sched]
+        """Bytes of everything a product reads: ``data``, the six per-block
+        arrays, both permutations, the row and column schedules and the
+        offsets of the phase-one buffer. (The per-block error diagnostics
+        ``block_err2``/``block_norm2`` are not counted.)"""
+        arrays = [self.data, self.row_perm, self.col_perm, self.t_off, self.z_off_rows,
+                  self.z_off_cols, *self.row_sched, *self.col_sched]
         arrays += [getattr(self, name) for name in _BLOCK_ARRAYS]
         return int(sum(a.nbytes for a in arrays))
 

@@ -192,7 +192,9 @@ def build_geometric_tree(points, leaf_size):
     nodes in breadth-first order; node 0 is the root, ``children[t] = -1`` for
     a leaf, and node ``t`` holds ``perm[start[t]:stop[t]]``. A box of zero
     extent (duplicate points) or a midpoint that leaves one side empty falls
-    back to halving the index range, so the depth stays bounded by log2(n).
+    back to halving the index range, so every split makes progress and the
+    build terminates; strongly graded point sets (``2**-k``) can still give
+    deep trees, as midpoint bisection does in every H-matrix library.
     """
     n, d = points.shape
     perm = np.arange(n)
@@ -936,34 +938,42 @@ def fill_dense_blocks(src, r0, r1, c0, c1, offset, data):
 
 
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
-def hmatvec(data, r0, r1, c0, c1, rank, offset, t_off, seg_bounds, sched_ptr, sched_block,
+def hmatvec(data, r0, r1, c0, c1, rank, offset, z_off, seg_bounds, sched_ptr, sched_block,
             x, trans):
     """``y = A x`` (or ``A^T x`` when ``trans``) in cluster order.
 
-    Phase one computes ``t_b = V_b^T x_b`` (``U_b^T x_b``) for every low-rank
-    block in parallel; phase two gives every output segment to one thread,
-    which adds the contributions of its blocks in a fixed order, so the result
-    has the same bits on every run. ``seg_bounds``/``sched_*`` must be the
-    schedule of the output side (rows, or columns when ``trans``).
+    Phase one runs over the low-rank blocks in parallel and computes
+    ``z_b = U_b (V_b^T x_b)`` (``V_b (U_b^T x_b)``) into its own slice of a
+    buffer, streaming both factors contiguously. Phase two gives every output
+    segment to one thread, which adds the dense-block products and the
+    ``z_b`` slices of its blocks in a fixed order: no races, no atomics, the
+    same bits on every run. ``seg_bounds``/``sched_*`` must be the schedule
+    of the output side (rows, or columns when ``trans``) and ``z_off`` the
+    matching offsets (cumulated ``m_b``, resp. ``n_b``, of low-rank blocks).
     """
     n_blocks = rank.shape[0]
-    t = np.empty(t_off[n_blocks])
+    z = np.empty(z_off[n_blocks])
     for b in prange(n_blocks):
         k = rank[b]
         if k <= 0:
             continue
         m = r1[b] - r0[b]
         n = c1[b] - c0[b]
-        if trans:  # rows of U^T against x[r0:r1]
-            base, lo, length = offset[b], r0[b], m
-        else:      # rows of V^T against x[c0:c1]
-            base, lo, length = offset[b] + k * m, c0[b], n
+        if trans:  # inner factor U^T (k x m) against x[r0:r1], outer V^T (k x n)
+            inner, lo, n_in, outer, n_out = offset[b], r0[b], m, offset[b] + k * m, n
+        else:      # inner V^T (k x n) against x[c0:c1], outer U^T (k x m)
+            inner, lo, n_in, outer, n_out = offset[b] + k * m, c0[b], n, offset[b], m
+        zo = z_off[b]
+        for i in range(n_out):
+            z[zo + i] = 0.0
         for l in range(k):
-            row = base + l * length
+            row = inner + l * n_in
             acc = 0.0
-            for j in range(length):
+            for j in range(n_in):
                 acc += data[row + j] * x[lo + j]
-            t[t_off[b] + l] = acc
+            row = outer + l * n_out
+            for i in range(n_out):
+                z[zo + i] += data[row + i] * acc
     n_seg = seg_bounds.shape[0] - 1
     y = np.zeros(seg_bounds[n_seg])
     for s in prange(n_seg):
@@ -989,15 +999,10 @@ def hmatvec(data, r0, r1, c0, c1, rank, offset, t_off, seg_bounds, sched_ptr, sc
                             acc += data[row + j] * x[c0[b] + j]
                         y[i] += acc
             elif k > 0:
-                if trans:  # y[lo:hi] += V[lo:hi] t: columns of V^T
-                    base, length, first = offset[b] + k * m, n, c0[b]
-                else:
-                    base, length, first = offset[b], m, r0[b]
-                for l in range(k):
-                    tl = t[t_off[b] + l]
-                    row = base + l * length - first
-                    for i in range(lo, hi):
-                        y[i] += data[row + i] * tl
+                first = c0[b] if trans else r0[b]
+                zo = z_off[b] - first
+                for i in range(lo, hi):
+                    y[i] += z[zo + i]
     return y
 
 
