@@ -53,6 +53,8 @@ ACCEPT_FRACTION = 0.125
 BIG_BLOCK = 256 * 256
 # Slabs per thread in compress_blocks (load balance against slab overhead).
 SLABS_PER_THREAD = 16
+# Items of the reused scratch one parallel call writes into (256 MB of float64).
+SCRATCH_ITEMS = 1 << 25
 
 
 def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", eta=2.0,
@@ -96,12 +98,17 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
     cur_row = t_node[cand]
     cur_col = s_node[cand]
     cur_room = None
-    # Factors are written straight into one buffer, each candidate with room
-    # for its rank cap, then compacted in place. The first-touch cost of fresh
-    # memory is high on virtual machines (0.4-2.5 GB/s measured here), so the
-    # stored numbers are touched once, and dense blocks reuse the pages the
-    # compaction freed.
-    accepted = []   # per round: (ids, rank, err2, norm2, store, offsets in store)
+    # Memory: on a VM the first touch of a fresh page, not the arithmetic,
+    # dominates the cost of writing gigabytes (0.4-2.5 GB/s measured here).
+    # So candidates are compressed chunk by chunk into one reused scratch,
+    # and each chunk's accepted factors are appended densely to ``out``,
+    # which becomes ``data``: the stored numbers are written to fresh memory
+    # exactly once.
+    dense_known = int(np.sum((row_tree.stop - row_tree.start)[t_node[~cand]]
+                             * (col_tree.stop - col_tree.start)[s_node[~cand]]))
+    out = None
+    scratch = np.empty(0, dtype)
+    accepted = []   # per chunk: (ids, rank, err2, norm2, offsets in data)
     refined_ids = []
     n_rounds = 0
     total_rows = float(m_total) * float(n_total)
@@ -134,31 +141,33 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
             else:
                 rel_tol = tol
                 abs_tol = np.zeros(cur_id.size)
+            abs_tol = np.ascontiguousarray(abs_tol, dtype=np.float64)
             n_cand = cur_id.size
             status = np.empty(n_cand, np.int64)
             rank = np.empty(n_cand, np.int64)
             err2 = np.empty(n_cand)
             norm2 = np.empty(n_cand)
             out_off = np.empty(n_cand, np.int64)
-            n_slabs = min(n_cand, SLABS_PER_THREAD * numba.get_num_threads())
-            slab_need = np.bincount(np.arange(n_cand) % n_slabs, weights=room * (mb + nb),
-                                    minlength=n_slabs).astype(np.int64)
-            slab_start = np.zeros(n_slabs + 1, np.int64)
-            np.cumsum(slab_need, out=slab_start[1:])
-            if n_rounds == 1:
-                # Round one's store becomes ``data``: room for the known dense
-                # blocks and some slack follow the slabs (see _pack).
-                dense_known = int(np.sum((row_tree.stop - row_tree.start)[t_node[~cand]]
-                                         * (col_tree.stop - col_tree.start)[s_node[~cand]]))
-                store = _virtual_empty(slab_start[-1] + dense_known + slab_start[-1] // 4, dtype)
-            else:
-                store = _virtual_empty(slab_start[-1], dtype)
-            cpu.compress_blocks(src, exact, r0, r1, c0, c1, rel_tol,
-                                np.ascontiguousarray(abs_tol, dtype=np.float64), code,
-                                room, kmax_final, seed, store, slab_start, out_off,
-                                status, rank, err2, norm2)
-            ok = status == cpu.STATUS_ACCEPTED
-            accepted.append((cur_id[ok], rank[ok], err2[ok], norm2[ok], store, out_off[ok]))
+            need = room * (mb + nb)
+            if out is None:
+                out = _Output(dtype, int(need.sum()) + dense_known)
+            for lo, hi in _chunks(need, SCRATCH_ITEMS):
+                n_chunk = hi - lo
+                n_slabs = min(n_chunk, SLABS_PER_THREAD * numba.get_num_threads())
+                slab_need = np.bincount(np.arange(n_chunk) % n_slabs, weights=need[lo:hi],
+                                        minlength=n_slabs).astype(np.int64)
+                slab_start = np.zeros(n_slabs + 1, np.int64)
+                np.cumsum(slab_need, out=slab_start[1:])
+                if scratch.size < slab_start[-1]:
+                    scratch = np.empty(slab_start[-1], dtype)
+                sl = slice(lo, hi)
+                cpu.compress_blocks(src, exact, r0[sl], r1[sl], c0[sl], c1[sl], rel_tol,
+                                    abs_tol[sl], code, room[sl], kmax_final[sl], seed + lo,
+                                    scratch, slab_start, out_off[sl], status[sl], rank[sl],
+                                    err2[sl], norm2[sl])
+                ok = np.flatnonzero(status[sl] == cpu.STATUS_ACCEPTED) + lo
+                dest = out.append(scratch, out_off[ok], rank[ok] * (mb[ok] + nb[ok]))
+                accepted.append((cur_id[ok], rank[ok], err2[ok], norm2[ok], dest))
             retry = status == cpu.STATUS_RETRY
             refine = status == cpu.STATUS_REFINE
             refined_ids.append(cur_id[refine])
@@ -184,13 +193,15 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
         att_parent = np.concatenate(att_parent)
         if not accepted:  # no candidates at all (e.g. a weak partition of one leaf)
             accepted.append((np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0),
-                             np.zeros(0), np.empty(0, dtype), np.zeros(0, np.int64)))
+                             np.zeros(0), np.zeros(0, np.int64)))
+        if out is None:
+            out = _Output(dtype, dense_known)
         lr_ids = np.concatenate([a[0] for a in accepted])
         dense_row, dense_col = _coarsen(att_row, att_col, att_parent, lr_ids,
                                         np.concatenate(refined_ids + [np.zeros(0, np.int64)]),
                                         np.concatenate(dense_row), np.concatenate(dense_col),
                                         np.concatenate(dense_parent))
-        arrays = _pack(src, row_tree, col_tree, dtype, accepted, att_row, att_col, dense_row,
+        arrays = _pack(src, row_tree, col_tree, out, accepted, att_row, att_col, dense_row,
                        dense_col)
     arrays["n_rounds"] = n_rounds
     arrays["build_seconds"] = time.perf_counter() - t_start
@@ -249,50 +260,71 @@ def _virtual_empty(n_items, dtype):
     return np.frombuffer(mem, dtype=dtype, count=int(n_items))
 
 
-def _pack(src, row_tree, col_tree, dtype, accepted, att_row, att_col, dense_row, dense_col):
-    """Lay out ``data``: round one's factors compacted in place to the front
-    of its store, then the factors of later rounds, then the dense blocks;
-    sort the block arrays by (row start, column start).
+class _Output:
+    """The ``data`` buffer: regions appended densely, in order.
 
-    Reusing round one's store means the bulk of the factors is written to
-    fresh memory once: on a VM the first touch of a page, not the
-    arithmetic, dominates the cost of writing gigabytes.
+    Address space for an upper bound is reserved up front (no page is touched
+    until written); if it runs out, the buffer grows by one copy.
     """
-    first = accepted[0]
-    by_src = np.argsort(first[5], kind="stable")   # compaction moves regions down, in order
-    rounds = [tuple(a[i][by_src] if i != 4 else a[4] for i in range(6)) for a in accepted[:1]]
-    rounds += accepted[1:]
-    ids = np.concatenate([a[0] for a in rounds])
+
+    def __init__(self, dtype, capacity):
+        self.buf = _virtual_empty(max(capacity, 1), dtype)
+        self.used = 0
+
+    def reserve(self, sizes):
+        """Offsets of consecutive regions of the given sizes."""
+        total = int(sizes.sum())
+        if self.used + total > self.buf.size:
+            bigger = _virtual_empty(2 * (self.used + total), self.buf.dtype)
+            bigger[:self.used] = self.buf[:self.used]
+            self.buf = bigger
+        dest = self.used + np.cumsum(sizes) - sizes
+        self.used += total
+        return dest
+
+    def append(self, scratch, src_off, sizes):
+        """Copy regions of ``scratch`` to the end; returns their offsets."""
+        dest = self.reserve(sizes)
+        cpu.gather_factors(scratch, src_off, sizes, self.buf, dest)
+        return dest
+
+    def data(self):
+        _release_tail(self.buf, self.used)
+        return self.buf[:self.used]
+
+
+def _chunks(need, limit):
+    """Consecutive ranges ``(lo, hi)`` whose summed ``need`` is at most
+    ``limit`` (a range holds at least one item)."""
+    csum = np.cumsum(need)
+    bounds = [0]
+    while bounds[-1] < need.size:
+        lo = bounds[-1]
+        base = csum[lo - 1] if lo else 0
+        hi = int(np.searchsorted(csum, base + limit, side="right"))
+        bounds.append(min(max(hi, lo + 1), need.size))
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _pack(src, row_tree, col_tree, out, accepted, att_row, att_col, dense_row, dense_col):
+    """Append the dense blocks to ``data``, fill them, and sort the block
+    arrays by (row start, column start)."""
+    ids = np.concatenate([a[0] for a in accepted])
     n_lr = ids.size
     rows = np.concatenate([att_row[ids], dense_row])
     cols = np.concatenate([att_col[ids], dense_col])
-    rank = np.concatenate([a[1] for a in rounds] + [np.full(dense_row.size, -1, np.int64)])
+    rank = np.concatenate([a[1] for a in accepted] + [np.full(dense_row.size, -1, np.int64)])
     r0 = row_tree.start[rows]
     r1 = row_tree.stop[rows]
     c0 = col_tree.start[cols]
     c1 = col_tree.stop[cols]
-    sizes = np.where(rank < 0, (r1 - r0) * (c1 - c0), rank * ((r1 - r0) + (c1 - c0)))
-    offset = np.cumsum(sizes) - sizes
-    total = int(sizes.sum())
-    buf = rounds[0][4]
-    k0 = rounds[0][0].size
-    cpu.move_down(buf, rounds[0][5], sizes[:k0], offset[:k0])
-    if total > buf.size:  # more dense blocks than reserved: one copy
-        kept = int(sizes[:k0].sum())
-        bigger = np.empty(total, dtype)
-        bigger[:kept] = buf[:kept]
-        buf = bigger
-    pos = k0
-    for ids_r, _, _, _, store, off_r in rounds[1:]:
-        k = ids_r.size
-        cpu.gather_factors(store, off_r, sizes[pos:pos + k], buf, offset[pos:pos + k])
-        pos += k
-    data = buf[:total]
+    dense_off = out.reserve((r1[n_lr:] - r0[n_lr:]) * (c1[n_lr:] - c0[n_lr:]))
+    offset = np.concatenate([a[4] for a in accepted] + [dense_off])
     dense_norm2 = cpu.fill_dense_blocks(src, r0[n_lr:], r1[n_lr:], c0[n_lr:], c1[n_lr:],
-                                        offset[n_lr:], data)
-    _release_tail(buf, total)
-    err2 = np.concatenate([a[2] for a in rounds] + [np.zeros(dense_row.size)])
-    norm2 = np.concatenate([a[3] for a in rounds] + [dense_norm2])
+                                        dense_off, out.buf)
+    data = out.data()
+    err2 = np.concatenate([a[2] for a in accepted] + [np.zeros(dense_row.size)])
+    norm2 = np.concatenate([a[3] for a in accepted] + [dense_norm2])
     order = np.lexsort((c0, r0))
     return dict(row_start=r0[order], row_stop=r1[order], col_start=c0[order],
                 col_stop=c1[order], rank=rank[order], offset=offset[order], data=data,
