@@ -696,13 +696,23 @@ def randomized_factors(block, abs_tol, kmax, seed):
     while resid2 > 0.25 * abs_tol * abs_tol and Q.shape[1] < limit:
         b = min(step, limit - Q.shape[1])
         Y = block @ np.random.standard_normal((n, b))
+        y_norm = np.sqrt(np.sum(Y * Y))
         for _ in range(2):  # project out the current basis twice (stability)
             Y = Y - Q @ (Q.T @ Y)
-        q, _ = np.linalg.qr(Y)
-        Q = np.ascontiguousarray(np.hstack((Q, q)))
+        if np.sqrt(np.sum(Y * Y)) <= 1e-12 * y_norm:
+            break  # the sample lies in span(Q): the range is captured
+        q = np.ascontiguousarray(np.linalg.qr(Y)[0])
+        q = q - Q @ (Q.T @ q)  # QR of a nearly-dependent Y leaks back into Q
+        q = np.ascontiguousarray(np.linalg.qr(q)[0])
+        grown = np.empty((m, Q.shape[1] + q.shape[1]))
+        grown[:, :Q.shape[1]] = Q
+        grown[:, Q.shape[1]:] = q
+        Q = grown
         # the residual itself, not total2 - ||Q^T A||^2, which cancels
         R = block - Q @ (Q.T @ block)
         resid2 = np.sum(R * R)
+    R = block - Q @ (Q.T @ block)
+    resid2 = np.sum(R * R)
     converged = resid2 <= 0.25 * abs_tol * abs_tol or Q.shape[1] >= min(m, n)
     B = Q.T @ block
     w, s, zt = np.linalg.svd(B, full_matrices=False)
