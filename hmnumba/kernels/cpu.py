@@ -666,7 +666,8 @@ def recompress(U, V, k, abs_tol, rel_tol_floor, aca_norm):
     return Ut, Vt, tail2
 
 
-# Below this relative truncation tolerance recompression uses CGS2 + SVD.
+# Below this relative truncation tolerance recompression uses CGS2 + SVD
+# instead of Cholesky-QR + eigh (whose accuracy is ~1e-8 sigma_max).
 GRAM_REL_TOL_FLOOR = 1e-7
 
 
@@ -894,23 +895,6 @@ def compress_blocks(src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kcap, 
             out_off[b] = pos
             if s == STATUS_ACCEPTED:
                 pos += k * ((r1[b] - r0[b]) + (c1[b] - c0[b]))
-
-
-@njit(cache=True)
-def move_down(buf, src_off, sizes, dst_off):
-    """Move regions of ``buf`` to lower offsets, in order (in-place compaction;
-    ``dst_off[b] <= src_off[b]`` and both increase with ``b``)."""
-    for b in range(sizes.shape[0]):
-        so = src_off[b]
-        do = dst_off[b]
-        size = sizes[b]
-        if so == do:
-            continue
-        if do + size <= so:  # disjoint: a plain (vectorised) copy
-            buf[do:do + size] = buf[so:so + size]
-        else:  # overlapping, destination below: a forward element copy is safe
-            for q in range(size):
-                buf[do + q] = buf[so + q]
 
 
 @njit(cache=True, parallel=True)

@@ -2,7 +2,7 @@
 
 Each built-in kernel is a :class:`KernelFunction`: a small Python object that
 carries an integer ``code`` and a length scale. Numba code dispatches on the
-code (:func:`kernel_value`), which keeps every compiled function cacheable on
+code (:func:`kernel_of_distance2`), which keeps every compiled function cacheable on
 disk; a user kernel (any ``@numba.njit`` function ``k(x, y) -> float``) is
 compiled per process instead, the one place where a per-kernel specialisation
 is expected.
@@ -22,15 +22,6 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
 @njit(cache=True, inline="always", fastmath=FASTMATH)
-def squared_distance(x, y):
-    d = 0.0
-    for k in range(x.shape[0]):
-        t = x[k] - y[k]
-        d += t * t
-    return d
-
-
-@njit(cache=True, inline="always", fastmath=FASTMATH)
 def kernel_of_distance2(code, length_scale, r2):
     """Value of built-in kernel ``code`` at squared distance ``r2``."""
     if code == LAPLACE:
@@ -44,12 +35,6 @@ def kernel_of_distance2(code, length_scale, r2):
     # MATERN32
     s = _SQRT3 * np.sqrt(r2) / length_scale
     return (1.0 + s) * np.exp(-s)
-
-
-@njit(cache=True, inline="always", fastmath=FASTMATH)
-def kernel_value(code, length_scale, x, y):
-    """Built-in kernel ``code`` evaluated at points ``x`` and ``y``."""
-    return kernel_of_distance2(code, length_scale, squared_distance(x, y))
 
 
 class KernelFunction:
