@@ -196,8 +196,7 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
                              np.zeros(0), np.zeros(0, np.int64)))
         if out is None:
             out = _Output(dtype, dense_known)
-        lr_ids = np.concatenate([a[0] for a in accepted])
-        dense_row, dense_col = _coarsen(att_row, att_col, att_parent, lr_ids,
+        dense_row, dense_col = _coarsen(att_row, att_col, att_parent,
                                         np.concatenate(refined_ids + [np.zeros(0, np.int64)]),
                                         np.concatenate(dense_row), np.concatenate(dense_col),
                                         np.concatenate(dense_parent))
@@ -208,8 +207,7 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
     return arrays
 
 
-def _coarsen(att_row, att_col, att_parent, lr_ids, refined_ids, dense_row, dense_col,
-             dense_parent):
+def _coarsen(att_row, att_col, att_parent, refined_ids, dense_row, dense_col, dense_parent):
     """Store a refined block as one dense block when all its descendants are dense."""
     n_att = att_row.size
     if refined_ids.size == 0:
@@ -218,8 +216,6 @@ def _coarsen(att_row, att_col, att_parent, lr_ids, refined_ids, dense_row, dense
     n_children = np.bincount(att_parent[att_parent >= 0], minlength=n_att)
     n_children += np.bincount(dense_parent[dense_parent >= 0], minlength=n_att)
     dense_children = np.bincount(dense_parent[dense_parent >= 0], minlength=n_att)
-    has_lr = np.zeros(n_att, bool)
-    has_lr[lr_ids] = True
     # Children have larger ids than their parents: one pass from the back.
     refined = np.zeros(n_att, bool)
     refined[refined_ids] = True
@@ -244,10 +240,11 @@ def _coarsen(att_row, att_col, att_parent, lr_ids, refined_ids, dense_row, dense
 def _virtual_empty(n_items, dtype):
     """An uninitialised array whose pages cost nothing until first written.
 
-    An anonymous ``MAP_NORESERVE`` mapping reserves address space only, so the
-    build can give every candidate block room for a large rank and keep just
-    the numbers it writes. Falls back to ``np.empty`` where
-    ``mmap`` lacks these flags.
+    An anonymous ``MAP_NORESERVE`` mapping reserves address space only, so
+    ``data`` can be given room for an upper bound of its size (every
+    candidate at its rank room, plus the dense blocks) and only the numbers
+    actually appended use memory. Falls back to ``np.empty`` where ``mmap``
+    lacks these flags.
     """
     dtype = np.dtype(dtype)
     nbytes = max(int(n_items), 1) * dtype.itemsize
@@ -255,7 +252,7 @@ def _virtual_empty(n_items, dtype):
     if not flags or not hasattr(mmap, "MAP_NORESERVE"):  # pragma: no cover - not POSIX
         return np.empty(int(n_items), dtype)
     mem = mmap.mmap(-1, nbytes, flags=flags | mmap.MAP_NORESERVE)
-    if hasattr(mmap, "MADV_HUGEPAGE"):  # slabs are written densely from their start
+    if hasattr(mmap, "MADV_HUGEPAGE"):  # written densely from the start
         mem.madvise(mmap.MADV_HUGEPAGE)
     return np.frombuffer(mem, dtype=dtype, count=int(n_items))
 

@@ -271,14 +271,14 @@ class HMatrix:
         if out_dtype.kind != "f":
             out_dtype = np.dtype(np.float64)
         xp = np.ascontiguousarray(x[in_perm], dtype=self.dtype)
-        args = (self.data, self.row_start, self.row_stop, self.col_start, self.col_stop,
-                self.rank, self.offset, self.t_off, seg, ptr, blk)
+        blocks = (self.data, self.row_start, self.row_stop, self.col_start, self.col_stop,
+                  self.rank, self.offset)
         with threadpool_limits(limits=1, user_api="blas"):
             if x.ndim == 1:
                 z_off = self.z_off_cols if trans else self.z_off_rows
-                yp = cpu.hmatvec(*args[:7], z_off, *args[8:], xp, trans)
+                yp = cpu.hmatvec(*blocks, z_off, seg, ptr, blk, xp, trans)
             else:
-                yp = cpu.hmatmat(*args, xp, trans)
+                yp = cpu.hmatmat(*blocks, self.t_off, seg, ptr, blk, xp, trans)
         out = np.empty(yp.shape, dtype=out_dtype)
         out[out_perm] = yp
         return out
