@@ -1,0 +1,254 @@
+"""The scikit-learn front door: :class:`HMatrixCompressor` and the base class
+shared with the baselines of :mod:`hmnumba.baselines`.
+
+A compressor treats the array it is fitted on as a **linear operator** ``W`` of
+shape ``(n_out, n_in)`` (a layer's weight array: rows are outputs, columns are
+inputs) and stores a compressed approximation ``W_hat``. ``transform(X)`` then
+applies it to samples like a fitted linear projection: ``X @ W_hat.T``, of shape
+``(n_samples, n_out)``. Because ``fit`` looks at ``W`` and not at training
+samples, use a fitted compressor inside a pipeline through
+:class:`sklearn.frozen.FrozenEstimator`::
+
+    make_pipeline(StandardScaler(), FrozenEstimator(comp), Ridge())
+
+Every compressor reports the same fitted attributes, so an experiment loops over
+all four methods (H-matrix, SVD, pruning, quantization) with one code path:
+
+``compression_ratio_``
+    ``dense bytes / stored bytes``, where the dense bytes are those of ``W`` in
+    the stored dtype and the stored bytes count every array the format keeps.
+``relative_error_``
+    ``||W - W_hat||_F / ||W||_F``, computed exactly.
+``nbytes_``
+    Stored bytes.
+``reconstruct()``
+    The dense ``W_hat``.
+``adjoint_transform(Y)``
+    ``Y @ W_hat``: the transposed product, as a backward pass needs it.
+
+Input conventions follow scikit-learn (not :meth:`HMatrix.from_dense`): integer
+and boolean arrays are converted to float64, float32 stays float32, and errors
+are those of :func:`sklearn.utils.validation.validate_data`.
+"""
+import numpy as np
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from hmnumba import _validation as val
+from hmnumba.hmatrix import HMatrix
+
+FLOAT_DTYPES = (np.float64, np.float32)
+
+
+class BaseCompressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Protocol shared by every compressor of a weight array ``W (n_out, n_in)``.
+
+    Subclasses implement ``_compress(W)`` (store the compressed form and return
+    ``nbytes``) and ``_apply(X)`` (``X @ W_hat.T``), ``_apply_adjoint(Y)``
+    (``Y @ W_hat``) and ``_reconstruct()``; this class does validation, the
+    common fitted attributes and the scikit-learn plumbing.
+    """
+
+    def fit(self, W, y=None):
+        """Compress the weight array ``W``.
+
+        Parameters
+        ----------
+        W : array-like of shape (n_out, n_in)
+            The operator: rows are outputs, columns are inputs.
+        y : None
+            Ignored; present for API consistency.
+
+        Returns
+        -------
+        self
+        """
+        W = validate_data(self, W, dtype=FLOAT_DTYPES, order="C", ensure_min_samples=1)
+        self._check_params()
+        norm = float(np.linalg.norm(W.astype(np.float64, copy=False)))
+        self.nbytes_ = int(self._compress(W))
+        self.dense_nbytes_ = int(W.size * W.dtype.itemsize)
+        self.compression_ratio_ = self.dense_nbytes_ / max(self.nbytes_, 1)
+        self.relative_error_ = self._relative_error(W, norm)
+        self.n_outputs_ = W.shape[0]
+        self._n_features_out = W.shape[0]
+        return self
+
+    def transform(self, X):
+        """Apply the compressed operator to samples: ``X @ W_hat.T``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_in)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_out)
+            float32 when both ``X`` and the stored weights are float32.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=FLOAT_DTYPES, reset=False)
+        return self._apply(X)
+
+    def adjoint_transform(self, Y):
+        """The transposed product ``Y @ W_hat`` (a layer's backward pass).
+
+        Parameters
+        ----------
+        Y : array-like of shape (n_samples, n_out)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_in)
+        """
+        check_is_fitted(self)
+        Y = val.check_float_array(Y, "Y", ndim=2)
+        if Y.shape[1] != self.n_outputs_:
+            raise ValueError(f"Y has {Y.shape[1]} columns, but {type(self).__name__} has "
+                             f"{self.n_outputs_} outputs")
+        return self._apply_adjoint(Y)
+
+    def reconstruct(self):
+        """The dense approximation ``W_hat`` of shape ``(n_out, n_in)``."""
+        check_is_fitted(self)
+        return self._reconstruct()
+
+    def _relative_error(self, W, norm):
+        diff = np.linalg.norm(W.astype(np.float64, copy=False)
+                              - self._reconstruct().astype(np.float64, copy=False))
+        return float(diff / norm) if norm > 0 else float(diff)
+
+    def _check_params(self):
+        """Validate the constructor parameters (called by ``fit``, never ``__init__``)."""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+
+class HMatrixCompressor(BaseCompressor):
+    """Compress a weight array into an adaptive, error-bounded H-matrix.
+
+    ``fit(W)`` builds ``H = HMatrix.from_dense(W, ...)`` with the guarantee
+    ``||W - H||_F <= tol * ||W||_F``; ``transform(X)`` returns ``X @ H.T``
+    through the numba matmat kernel, never expanding ``H``.
+
+    Parameters
+    ----------
+    tol : float, default=1e-3
+        Relative Frobenius tolerance, ``0 < tol < 1``.
+    leaf_size : int, default=32
+        Clusters with at most this many rows / columns are not split.
+    admissibility : {"adaptive", "weak"}, default="adaptive"
+        Initial block partition (weights have no geometry, so ``"strong"`` is
+        not offered here; use :meth:`HMatrix.from_dense` with points).
+    eta : float, default=2.0
+        Kept for parity with :meth:`HMatrix.from_dense`.
+    cluster : {"pca", "index"}, default="pca"
+        Row / column clustering: principal-direction bisection (groups similar
+        neurons) or contiguous halves.
+    method : {"aca", "svd", "rsvd"}, default="aca"
+        Low-rank approximation of a block.
+    max_rank : int or None, default=None
+        Blocks needing a larger rank are refined.
+    backend : {"auto", "cpu", "cuda"}, default="auto"
+        Where ``transform`` runs; ``"auto"`` uses a GPU only if one is present.
+    n_jobs : int or None, default=None
+        Workers for the block construction through joblib (``None``: numba's
+        threads in this process).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the PCA clustering and randomized SVD; an int makes ``fit``
+        reproducible bit for bit.
+
+    Attributes
+    ----------
+    hmatrix_ : HMatrix
+        The compressed operator.
+    n_features_in_ : int
+        ``n_in``, the number of columns of ``W``.
+    n_outputs_ : int
+        ``n_out``, the number of rows of ``W``.
+    compression_ratio_ : float
+        ``W.nbytes / hmatrix_.nbytes`` (all packed arrays counted).
+    error_bound_ : float
+        Guaranteed relative error ``sqrt(sum_b err_b^2) / ||W||_F <= tol``.
+    relative_error_ : float
+        The same quantity; equal to ``error_bound_`` because every block's error
+        is computed exactly for dense input.
+    block_errors_ : ndarray
+        Absolute Frobenius error of each block.
+    ranks_ : ndarray
+        Rank of each block, ``-1`` for dense blocks.
+    nbytes_ : int
+        Stored bytes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba import HMatrixCompressor
+    >>> rng = np.random.default_rng(0)
+    >>> W = rng.standard_normal((256, 12)) @ rng.standard_normal((12, 256))
+    >>> comp = HMatrixCompressor(tol=1e-6, random_state=0).fit(W)
+    >>> bool(comp.error_bound_ <= 1e-6), bool(comp.compression_ratio_ > 2)
+    (True, True)
+    >>> X = rng.standard_normal((5, 256))
+    >>> bool(np.allclose(comp.transform(X), X @ W.T))
+    True
+    """
+
+    def __init__(self, tol=1e-3, leaf_size=32, admissibility="adaptive", eta=2.0,
+                 cluster="pca", method="aca", max_rank=None, backend="auto", n_jobs=None,
+                 random_state=None):
+        self.tol = tol
+        self.leaf_size = leaf_size
+        self.admissibility = admissibility
+        self.eta = eta
+        self.cluster = cluster
+        self.method = method
+        self.max_rank = max_rank
+        self.backend = backend
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def _check_params(self):
+        val.check_choice(self.admissibility, "admissibility", ("adaptive", "weak"))
+        val.check_choice(self.cluster, "cluster", ("pca", "index"))
+        val.check_choice(self.backend, "backend", ("auto", "cpu", "cuda"))
+
+    def _compress(self, W):
+        seed = val.check_random_state(self.random_state)
+        options = {}
+        if self.n_jobs is not None:
+            options["n_jobs"] = self.n_jobs
+        H = HMatrix.from_dense(W, tol=self.tol, leaf_size=self.leaf_size,
+                               admissibility=self.admissibility, eta=self.eta,
+                               cluster=self.cluster, method=self.method,
+                               max_rank=self.max_rank, random_state=seed, **options)
+        self._place(H)
+        self.hmatrix_ = H
+        self.error_bound_ = H.error_bound
+        self.block_errors_ = H.block_errors
+        self.ranks_ = H.ranks
+        return H.nbytes
+
+    def _place(self, H):
+        """Move ``H`` to the GPU when the backend asks for (or finds) one."""
+        if self.backend == "cpu":
+            return
+        from hmnumba.backend import resolve_backend
+        if resolve_backend(self.backend) == "cuda":
+            H.to("cuda")
+
+    def _relative_error(self, W, norm):
+        # Exact: each block's residual was computed from the dense block.
+        return float(self.hmatrix_.error_bound)
+
+    def _apply(self, X):
+        return self.hmatrix_.matmat(X.T).T
+
+    def _apply_adjoint(self, Y):
+        return self.hmatrix_.rmatmat(Y.T).T
+
+    def _reconstruct(self):
+        return self.hmatrix_.to_dense()
