@@ -149,3 +149,15 @@ def check_operand(x, n_expected, dtype, name="x"):
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or infinity")
     return arr
+
+
+def check_n_jobs(n_jobs, name="n_jobs"):
+    """joblib's convention: None (no joblib), or a non-zero int (``-1`` = all
+    workers of the active backend, ``-2`` = all but one, ...)."""
+    if n_jobs is None:
+        return None
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, numbers.Integral):
+        raise TypeError(f"{name} must be None or a non-zero integer, got {type(n_jobs).__name__}")
+    if n_jobs == 0:
+        raise ValueError(f"{name} must be None or a non-zero integer (-1 for all workers), got 0")
+    return int(n_jobs)

@@ -24,6 +24,7 @@ the block norms and errors are exact, so ``||A - H||_F <= tol ||A||_F`` holds
 always; for kernels they are ACA estimates (and ``||A||_F`` for the size split
 is estimated from sampled rows).
 """
+import contextlib
 import mmap
 import time
 
@@ -55,10 +56,16 @@ BIG_BLOCK = 256 * 256
 SLABS_PER_THREAD = 16
 # Items of the reused scratch one parallel call writes into (256 MB of float64).
 SCRATCH_ITEMS = 1 << 25
+# With n_jobs, a round is cut into about this many tasks per worker (load
+# balance), each of at least MIN_TASK_ITEMS items of rank room (one task then
+# holds milliseconds of work, so scheduling, ~1 ms per task, stays amortised).
+TASKS_PER_WORKER = 4
+MIN_TASK_ITEMS = 1 << 18
 
 
 def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", eta=2.0,
-          method="aca", max_rank=None, budget="block", norm_estimate=None, seed=0):
+          method="aca", max_rank=None, budget="block", norm_estimate=None, seed=0,
+          n_jobs=None, initial=None):
     """Build the packed arrays of an H-matrix; see the module docstring.
 
     Parameters
@@ -74,6 +81,17 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
         Relative Frobenius tolerance.
     norm_estimate : float or None
         ``||A||_F`` (required for ``budget="size"``).
+    n_jobs : int or None
+        None: each round runs in this process (numba threads). Otherwise the
+        round's candidates are cut into chunks compressed by ``joblib.Parallel``
+        workers (any joblib backend, e.g. ``"dask"``); the result is the same
+        bits, because a block's outcome depends only on the block and on its
+        seed ``seed + position in the round``.
+    initial : tuple or None
+        ``(row_node, col_node, candidate)`` to start from instead of
+        :func:`~hmnumba.blocks.initial_partition`: a subset of it whose rows
+        form a range builds those rows of the matrix, the same blocks as the
+        whole build has there (see :mod:`hmnumba.distributed`).
 
     Returns
     -------
@@ -83,7 +101,9 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
     m_total = row_tree.size
     n_total = col_tree.size
     code = METHODS[method]
-    t_node, s_node, cand = initial_partition(row_tree, col_tree, admissibility, eta)
+    if initial is None:
+        initial = initial_partition(row_tree, col_tree, admissibility, eta)
+    t_node, s_node, cand = initial
 
     # Every attempted pair is a node of the "attempt tree" (for coarsening).
     att_row = [t_node[cand]]
@@ -107,12 +127,12 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
     dense_known = int(np.sum((row_tree.stop - row_tree.start)[t_node[~cand]]
                              * (col_tree.stop - col_tree.start)[s_node[~cand]]))
     out = None
-    scratch = np.empty(0, dtype)
     accepted = []   # per chunk: (ids, rank, err2, norm2, offsets in data)
     refined_ids = []
     n_rounds = 0
     total_rows = float(m_total) * float(n_total)
-    with threadpool_limits(limits=1, user_api="blas"):
+    pool = (_LocalChunks if n_jobs is None else _JoblibChunks)(src, exact, dtype, n_jobs)
+    with threadpool_limits(limits=1, user_api="blas"), pool:
         while cur_id.size:
             n_rounds += 1
             r0 = row_tree.start[cur_row]
@@ -151,22 +171,14 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
             need = room * (mb + nb)
             if out is None:
                 out = _Output(dtype, int(need.sum()) + dense_known)
-            for lo, hi in _chunks(need, SCRATCH_ITEMS):
-                n_chunk = hi - lo
-                n_slabs = min(n_chunk, SLABS_PER_THREAD * numba.get_num_threads())
-                slab_need = np.bincount(np.arange(n_chunk) % n_slabs, weights=need[lo:hi],
-                                        minlength=n_slabs).astype(np.int64)
-                slab_start = np.zeros(n_slabs + 1, np.int64)
-                np.cumsum(slab_need, out=slab_start[1:])
-                if scratch.size < slab_start[-1]:
-                    scratch = np.empty(slab_start[-1], dtype)
+            blocks = (r0, r1, c0, c1, abs_tol, room, kmax_final)
+            # Chunks come back in order, so ``data`` is laid out the same way
+            # with or without n_jobs.
+            for lo, hi, (st, rk, e2, n2, off, buf) in pool.map(blocks, need, rel_tol, code, seed):
                 sl = slice(lo, hi)
-                cpu.compress_blocks(src, exact, r0[sl], r1[sl], c0[sl], c1[sl], rel_tol,
-                                    abs_tol[sl], code, room[sl], kmax_final[sl], seed + lo,
-                                    scratch, slab_start, out_off[sl], status[sl], rank[sl],
-                                    err2[sl], norm2[sl])
-                ok = np.flatnonzero(status[sl] == cpu.STATUS_ACCEPTED) + lo
-                dest = out.append(scratch, out_off[ok], rank[ok] * (mb[ok] + nb[ok]))
+                status[sl], rank[sl], err2[sl], norm2[sl], out_off[sl] = st, rk, e2, n2, off
+                ok = np.flatnonzero(st == cpu.STATUS_ACCEPTED) + lo
+                dest = out.append(buf, out_off[ok], rank[ok] * (mb[ok] + nb[ok]))
                 accepted.append((cur_id[ok], rank[ok], err2[ok], norm2[ok], dest))
             retry = status == cpu.STATUS_RETRY
             refine = status == cpu.STATUS_REFINE
@@ -205,6 +217,121 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
     arrays["n_rounds"] = n_rounds
     arrays["build_seconds"] = time.perf_counter() - t_start
     return arrays
+
+
+def compress_candidates(src, exact, blocks, rel_tol, code, seed, scratch):
+    """Compress one list of candidate blocks (a chunk of a round) in one
+    parallel numba call.
+
+    ``blocks`` is ``(r0, r1, c0, c1, abs_tol, room, kmax_final)``, one entry
+    per candidate (see :func:`hmnumba.kernels.cpu.compress_blocks`). Block ``b`` gets the seed ``seed + b``: callers pass the global seed plus
+    the chunk's position in its round, so a block's result never depends on
+    how the round was cut. ``scratch`` is reused if large enough.
+
+    Returns ``(status, rank, err2, norm2, off, scratch)``: an accepted block's
+    factors (``rank * (m + n)`` numbers) start at ``scratch[off[b]]``.
+    """
+    r0, r1, c0, c1, abs_tol, room, kmax_final = blocks
+    n_cand = r0.size
+    need = room * ((r1 - r0) + (c1 - c0))
+    n_slabs = min(n_cand, SLABS_PER_THREAD * numba.get_num_threads())
+    slab_need = np.bincount(np.arange(n_cand) % n_slabs, weights=need,
+                            minlength=n_slabs).astype(np.int64)
+    slab_start = np.zeros(n_slabs + 1, np.int64)
+    np.cumsum(slab_need, out=slab_start[1:])
+    if scratch.size < slab_start[-1]:
+        scratch = np.empty(slab_start[-1], scratch.dtype)
+    status = np.empty(n_cand, np.int64)
+    rank = np.empty(n_cand, np.int64)
+    err2 = np.empty(n_cand)
+    norm2 = np.empty(n_cand)
+    off = np.empty(n_cand, np.int64)
+    cpu.compress_blocks(src, exact, r0, r1, c0, c1, rel_tol, abs_tol, code, room, kmax_final,
+                        seed, scratch, slab_start, off, status, rank, err2, norm2)
+    return status, rank, err2, norm2, off, scratch
+
+
+class _LocalChunks(contextlib.nullcontext):
+    """A round's chunks compressed here, one after the other, into one reused
+    scratch (the caller merges each chunk before asking for the next)."""
+
+    def __init__(self, src, exact, dtype, n_jobs=None):
+        super().__init__()
+        self.src, self.exact = src, exact
+        self.scratch = np.empty(0, dtype)
+
+    def map(self, blocks, need, rel_tol, code, seed):
+        for lo, hi in _chunks(need, SCRATCH_ITEMS):
+            res = compress_candidates(self.src, self.exact, tuple(a[lo:hi] for a in blocks),
+                                      rel_tol, code, seed + lo, self.scratch)
+            self.scratch = res[-1]
+            yield lo, hi, res
+
+
+class _JoblibChunks:
+    """A round's chunks compressed by ``joblib.Parallel`` workers.
+
+    One ``Parallel`` serves all rounds (its workers stay up). The arrays of
+    the entry source are top-level task arguments, so joblib ships each once
+    rather than per task: loky memory-maps them, and under the dask backend
+    they are scattered to every worker when the build starts (``scatter=``
+    of :class:`joblib.parallel_config`, broadcast, so a lost worker takes no
+    copy that the others need).
+    """
+
+    def __init__(self, src, exact, dtype, n_jobs):
+        self.is_tuple = isinstance(src, tuple)
+        self.parts = src if self.is_tuple else (src,)
+        self.exact, self.dtype, self.n_jobs = exact, dtype, n_jobs
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self):
+        import joblib
+
+        backend, _ = joblib.parallel.get_active_backend()
+        if type(backend).__name__ == "DaskDistributedBackend":
+            arrays = list({id(p): p for p in self.parts if isinstance(p, np.ndarray)}.values())
+            self._stack.enter_context(joblib.parallel_config(
+                backend="dask", client=backend.client, scatter=arrays,
+                wait_for_workers_timeout=backend.wait_for_workers_timeout))
+        self.parallel = self._stack.enter_context(
+            joblib.Parallel(n_jobs=self.n_jobs, return_as="generator"))
+        self.n_workers = max(joblib.effective_n_jobs(self.n_jobs), 1)
+        return self
+
+    def __exit__(self, *exc):
+        return self._stack.__exit__(*exc)
+
+    def map(self, blocks, need, rel_tol, code, seed):
+        import joblib
+
+        limit = int(need.sum()) // (TASKS_PER_WORKER * self.n_workers) + 1
+        chunks = _chunks(need, min(max(limit, MIN_TASK_ITEMS), SCRATCH_ITEMS))
+        # The per-chunk arrays travel as one tuple (not weak-referenceable,
+        # so joblib's dask backend sends it with the task instead of
+        # scattering every small slice).
+        tasks = (joblib.delayed(_compress_task)(
+            self.is_tuple, self.exact, self.dtype, tuple(a[lo:hi] for a in blocks), rel_tol,
+            code, seed + lo, *self.parts) for lo, hi in chunks)
+        for (lo, hi), res in zip(chunks, self.parallel(tasks)):
+            yield lo, hi, res
+
+
+def _compress_task(is_tuple, exact, dtype, blocks, rel_tol, code, seed, *parts):
+    """One joblib task: compress a chunk and return the accepted factors
+    packed densely (the result of :func:`compress_candidates`)."""
+    src = tuple(parts) if is_tuple else parts[0]
+    r0, r1, c0, c1 = blocks[:4]
+    with threadpool_limits(limits=1, user_api="blas"):
+        status, rank, err2, norm2, off, scratch = compress_candidates(
+            src, exact, blocks, rel_tol, code, seed, np.empty(0, dtype))
+        ok = np.flatnonzero(status == cpu.STATUS_ACCEPTED)
+        sizes = rank[ok] * ((r1 - r0)[ok] + (c1 - c0)[ok])
+        packed_off = np.cumsum(sizes) - sizes
+        packed = np.empty(int(sizes.sum()), dtype)
+        cpu.gather_factors(scratch, off[ok], sizes, packed, packed_off)
+    off[ok] = packed_off
+    return status, rank, err2, norm2, off, packed
 
 
 def _coarsen(att_row, att_col, att_parent, refined_ids, dense_row, dense_col, dense_parent):

@@ -94,7 +94,7 @@ class HMatrix:
     @classmethod
     def from_dense(cls, A, tol=1e-3, leaf_size=32, admissibility="adaptive", eta=2.0,
                    cluster="pca", method="aca", max_rank=None, budget="block", points=None,
-                   col_points=None, random_state=None):
+                   col_points=None, random_state=None, n_jobs=None):
         """Compress a dense matrix with the guarantee ``||A - H||_F <= tol ||A||_F``.
 
         Parameters
@@ -125,6 +125,12 @@ class HMatrix:
             Coordinates of rows / columns for ``cluster="geometric"``.
         random_state : int, RandomState, Generator or None
             Seeds the PCA power iteration and the randomized SVD.
+        n_jobs : int or None, default=None
+            None compresses each round's blocks in this process (numba
+            threads). An int sends chunks of blocks to ``joblib.Parallel``
+            workers (``-1``: all of the active backend's workers); under
+            ``joblib.parallel_config(backend="dask")`` these are the workers of a
+            ``dask.distributed`` cluster. The result is the same, bit for bit.
 
         Returns
         -------
@@ -154,6 +160,7 @@ class HMatrix:
         cluster = val.check_choice(cluster, "cluster", CLUSTER_METHODS)
         method = val.check_choice(method, "method", tuple(METHODS))
         seed = val.check_random_state(random_state)
+        n_jobs = val.check_n_jobs(n_jobs)
         row_tree, col_tree = build_cluster_trees(A.shape, cluster, opts["leaf_size"], A=A,
                                                  points=points, col_points=col_points,
                                                  random_state=seed)
@@ -161,7 +168,7 @@ class HMatrix:
         norm = float(np.linalg.norm(Ap.astype(np.float64, copy=False)))
         arrays = build(Ap, True, row_tree, col_tree, A.dtype, opts["tol"],
                        opts["admissibility"], opts["eta"], method, opts["max_rank"],
-                       opts["budget"], norm_estimate=norm, seed=seed)
+                       opts["budget"], norm_estimate=norm, seed=seed, n_jobs=n_jobs)
         params = dict(opts, cluster=cluster, method=method, random_state=random_state,
                       build_seconds=arrays.pop("build_seconds"), n_rounds=arrays.pop("n_rounds"))
         return cls(A.shape, row_tree.perm, col_tree.perm, tol=opts["tol"], norm=norm,
@@ -170,7 +177,7 @@ class HMatrix:
     @classmethod
     def from_kernel(cls, kernel, points, col_points=None, tol=1e-6, leaf_size=32,
                     admissibility="strong", eta=2.0, max_rank=None, budget="block",
-                    random_state=None):
+                    random_state=None, n_jobs=None):
         """Compress the kernel matrix ``K[i, j] = kernel(points[i], col_points[j])``
         without ever forming it.
 
@@ -196,6 +203,11 @@ class HMatrix:
         budget : {"block", "size"}, default="block"
         random_state : int or None
             Seeds the row sampling that estimates ``||K||_F`` for ``budget="size"``.
+        n_jobs : int or None, default=None
+            As in :meth:`from_dense`: None builds in this process, an int sends
+            chunks of blocks to ``joblib`` workers (e.g. a Dask cluster under
+            ``joblib.parallel_config(backend="dask")``); the points are shipped
+            once, and the result is the same bit for bit.
 
         Returns
         -------
@@ -219,6 +231,7 @@ class HMatrix:
                              f"{X.shape[1]} and {Y.shape[1]}")
         opts = _check_build_options(tol, leaf_size, admissibility, eta, max_rank, budget)
         seed = val.check_random_state(random_state)
+        n_jobs = val.check_n_jobs(n_jobs)
         row_tree = ClusterTree.from_points(X, opts["leaf_size"])
         col_tree = row_tree if col_points is None else ClusterTree.from_points(Y, opts["leaf_size"])
         Xp = np.ascontiguousarray(X[row_tree.perm])
@@ -229,7 +242,7 @@ class HMatrix:
             norm_est = _estimate_norm(src, Xp.shape[0], Yp.shape[0], seed)
         arrays = build(src, False, row_tree, col_tree, np.dtype(np.float64), opts["tol"],
                        opts["admissibility"], opts["eta"], "aca", opts["max_rank"],
-                       opts["budget"], norm_estimate=norm_est, seed=seed)
+                       opts["budget"], norm_estimate=norm_est, seed=seed, n_jobs=n_jobs)
         params = dict(opts, kernel=repr(kern), build_seconds=arrays.pop("build_seconds"),
                       n_rounds=arrays.pop("n_rounds"))
         return cls((X.shape[0], Y.shape[0]), row_tree.perm, col_tree.perm, tol=opts["tol"],
