@@ -341,6 +341,25 @@ class HMatrix:
         return LinearOperator(self.shape, matvec=self.matvec, rmatvec=self.rmatvec,
                               matmat=self.matmat, rmatmat=self.rmatmat, dtype=self.dtype)
 
+    def save(self, path):
+        """Write this matrix to ``path`` (``.hmz``) atomically; read it back
+        with :func:`hmnumba.load`. See :func:`hmnumba.io.save` for the
+        format and the guarantees.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from hmnumba import HMatrix, load
+        >>> H = HMatrix.from_dense(np.eye(64) + 1.0, tol=1e-8)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     H.save(os.path.join(tmp, "h.hmz"))
+        ...     bool(np.array_equal(load(os.path.join(tmp, "h.hmz")).to_dense(), H.to_dense()))
+        True
+        """
+        from hmnumba.io import save
+        save(self, path)
+
     def to_dense(self, dtype=None):
         """Expand to a dense array (products computed in float64).
 

@@ -1,0 +1,657 @@
+"""Saving and loading H-matrices: a versioned, checksummed, validated file.
+
+:func:`save` writes the flat arrays of an :class:`~hmnumba.HMatrix` (DESIGN
+section 4) to one file (``.hmz`` by convention); :func:`load` reads it back and
+validates everything before any numba kernel can see the arrays, since the
+kernels do no bounds checks. A truncated, corrupted or hostile file raises
+``ValueError`` naming the file and the problem; it never crashes the
+interpreter or makes a kernel read out of bounds.
+
+File format (version 1)
+-----------------------
+All integers are little-endian. The file is a fixed preamble, a JSON header
+and a payload of raw arrays::
+
+    offset  bytes  content
+    0       8      magic  b"\\x89HMZ\\r\\n\\x1a\\n"
+    8       4      format version (uint32), currently 1
+    12      4      reserved (uint32), 0
+    16      8      header length H (uint64)
+    24      32     SHA-256 of the H header bytes
+    56      H      header: a UTF-8 JSON object (fields below)
+    56 + H  ...    zero bytes up to ``payload_offset`` (the next multiple of 64)
+    payload_offset the arrays, in the order of the table below, each starting
+                   at a multiple of 64 bytes from the payload start, zero
+                   bytes in between; the file ends where the last array ends
+
+=================  ==========================================================
+header field       meaning
+=================  ==========================================================
+``format``         ``"hmnumba-hmatrix"``
+``format_version`` ``1`` (the same number as in the preamble)
+``writer``         ``"hmnumba <version>"`` that wrote the file (informative)
+``dtype``          ``"float32"`` or ``"float64"``: the dtype of ``data``
+``shape``          ``[m, n]``, ``1 <= m, n <= 2**30``
+``n_blocks``       number of blocks ``b >= 1``
+``tol``            the requested relative tolerance, ``0 < tol < 1``
+``norm``           ``||A||_F`` as the matrix recorded it (finite, ``>= 0``)
+``params``         build parameters (JSON object); values JSON cannot hold
+                   (e.g. a ``RandomState``) are stored as their ``repr``
+``payload_offset`` byte offset of the payload in the file
+``payload_nbytes`` byte length of the payload
+``payload_sha256`` SHA-256 of the payload (hex)
+``arrays``         object: name -> ``{"dtype", "shape", "offset"}`` with the
+                   offset in bytes from the payload start
+=================  ==========================================================
+
+=================  =========  ==========  ==================================
+array              dtype      shape       content
+=================  =========  ==========  ==================================
+``row_perm``       ``<i8``    ``(m,)``    row permutation of the cluster tree
+``col_perm``       ``<i8``    ``(n,)``    column permutation
+``row_start``      ``<i8``    ``(b,)``    block rows ``[row_start, row_stop)``
+``row_stop``       ``<i8``    ``(b,)``    (cluster order)
+``col_start``      ``<i8``    ``(b,)``    block columns
+``col_stop``       ``<i8``    ``(b,)``
+``rank``           ``<i8``    ``(b,)``    ``-1`` dense, else ``0 <= k <=
+                                          min(m_b, n_b)``
+``offset``         ``<i8``    ``(b,)``    start of the block in ``data``
+``block_err2``     ``<f8``    ``(b,)``    squared block errors
+``block_norm2``    ``<f8``    ``(b,)``    squared block norms
+``data``           ``<f4``/   ``(L,)``    low-rank block: ``U^T (k x m_b)``
+                   ``<f8``                then ``V^T (k x n_b)``; dense block
+                                          ``m_b x n_b`` row-major
+=================  =========  ==========  ==================================
+
+What :func:`load` checks, in this order: the magic and version (a newer
+version gets its own message), the preamble and header sizes against the file
+length, the header checksum, the JSON schema and every field's type and range,
+the array layout (exactly the one above, so arrays never overlap), the payload
+checksum, then the structure: both permutations are permutations, every block
+lies inside the matrix with ``start < stop``, every rank is ``-1`` or
+``0 <= k <= min(m_b, n_b)`` (rank 0 is a zero block that stores nothing), every
+block's storage lies inside ``data`` without overlapping another's (gaps are
+allowed), the blocks tile the matrix exactly (each entry belongs to exactly one
+block), and ``data``, ``block_err2``, ``block_norm2`` are finite (the latter two
+non-negative). Nothing is unpickled.
+
+Writes are atomic: :func:`save` writes a temporary file in the target's
+directory, flushes and ``fsync``\\ s it, renames it over the target with
+``os.replace`` and ``fsync``\\ s the directory, so the target is always either
+the old file or the new one. The one documented litter: if the writing process
+is killed (or the machine loses power) before the rename, a temporary file
+named ``.<name>.<random>.tmp`` stays next to the target; it is never read and
+can be deleted. On an ordinary error the temporary file is removed.
+
+What is not stored: the kernel and points of a matrix built by
+:meth:`~hmnumba.HMatrix.from_kernel`, so a loaded matrix's
+:meth:`~hmnumba.HMatrix.estimate_error` needs the reference matrix ``A``.
+"""
+import hashlib
+import json
+import math
+import numbers
+import os
+import struct
+import tempfile
+
+import numpy as np
+
+MAGIC = b"\x89HMZ\r\n\x1a\n"
+FORMAT_NAME = "hmnumba-hmatrix"
+FORMAT_VERSION = 1
+ALIGN = 64
+MAX_DIM = 2**30             # keeps every size product below 2**62 in int64
+MAX_HEADER_BYTES = 64 << 20
+_PREAMBLE = struct.Struct("<8sIIQ32s")   # magic, version, reserved, header length, digest
+_INT = "<i8"
+_FLOAT = "<f8"
+# (name, dtype, length) in file order; length names a header quantity.
+_ARRAYS = (("row_perm", _INT, "m"), ("col_perm", _INT, "n"),
+           ("row_start", _INT, "b"), ("row_stop", _INT, "b"),
+           ("col_start", _INT, "b"), ("col_stop", _INT, "b"),
+           ("rank", _INT, "b"), ("offset", _INT, "b"),
+           ("block_err2", _FLOAT, "b"), ("block_norm2", _FLOAT, "b"),
+           ("data", None, "L"))
+_DATA_DTYPES = {"float32": "<f4", "float64": "<f8"}
+_HEADER_KEYS = {"format", "format_version", "writer", "dtype", "shape", "n_blocks", "tol",
+                "norm", "params", "payload_offset", "payload_nbytes", "payload_sha256",
+                "arrays"}
+# Pairs (row segment, block) examined at once by the tiling check.
+_TILING_CHUNK = 1 << 22
+
+
+# ---------------------------------------------------------------------------
+# save
+# ---------------------------------------------------------------------------
+
+
+def save(H, path):
+    """Write an H-matrix to ``path`` atomically (format in :mod:`hmnumba.io`).
+
+    The file holds the flat arrays, ``tol``, ``norm`` and the build
+    parameters. The write goes to a temporary file in the same directory
+    which is flushed, ``fsync``-ed and renamed over ``path``: a crash leaves
+    either the old file or the new one, never half a file.
+
+    Parameters
+    ----------
+    H : HMatrix
+    path : str or os.PathLike
+        Target file; ``.hmz`` by convention. Its directory must exist.
+
+    Raises
+    ------
+    TypeError
+        ``H`` is not an HMatrix or ``path`` not a path.
+    ValueError
+        ``H``'s arrays are inconsistent (a file :func:`load` would refuse is
+        never written).
+    OSError
+        The file cannot be written; ``path`` is then unchanged.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from hmnumba import HMatrix, load
+    >>> x = np.linspace(0, 1, 200)
+    >>> H = HMatrix.from_dense(np.exp(-np.abs(x[:, None] - x[None, :])), tol=1e-6)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = os.path.join(tmp, "a.hmz")
+    ...     H.save(path)
+    ...     H2 = load(path)
+    ...     os.listdir(tmp)
+    ['a.hmz']
+    >>> bool(np.array_equal(H2 @ np.ones(200), H @ np.ones(200)))
+    True
+    """
+    from hmnumba.hmatrix import HMatrix
+    if not isinstance(H, HMatrix):
+        raise TypeError(f"H must be an HMatrix, got {type(H).__name__}")
+    path = _check_path(path)
+    dtype = np.dtype(H.dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"cannot save an HMatrix with data dtype {dtype}")
+    m, n = H.shape
+    data_le = _DATA_DTYPES[dtype.name]
+    arrays = {}
+    for name, code, _ in _ARRAYS:
+        arrays[name] = np.ascontiguousarray(getattr(H, name), dtype=code or data_le).ravel()
+    _check_structure(m, n, arrays, "the HMatrix to save")
+    header, layout, payload_nbytes = _layout(arrays, m, n)
+    digest = hashlib.sha256()
+    for chunk in _payload_chunks(arrays, layout, payload_nbytes):
+        digest.update(chunk)
+    from hmnumba import __version__
+    header.update(format=FORMAT_NAME, format_version=FORMAT_VERSION,
+                  writer=f"hmnumba {__version__}", dtype=dtype.name, shape=[m, n],
+                  n_blocks=int(arrays["rank"].size), tol=float(H.tol), norm=float(H.norm),
+                  params=_jsonable(H.params), payload_nbytes=payload_nbytes,
+                  payload_sha256=digest.hexdigest())
+    # payload_offset depends on the header length, which depends on it:
+    # iterate to the fixed point (at most a couple of rounds).
+    header["payload_offset"] = 0
+    while True:
+        text = json.dumps(header, sort_keys=True, allow_nan=False).encode("utf-8")
+        start = _align(_PREAMBLE.size + len(text))
+        if start == header["payload_offset"]:
+            break
+        header["payload_offset"] = start
+    preamble = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0, len(text),
+                              hashlib.sha256(text).digest())
+    _atomic_write(path, [preamble, text, bytes(start - _PREAMBLE.size - len(text)),
+                         *_payload_chunks(arrays, layout, payload_nbytes)])
+
+
+def _check_path(path):
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    return os.fspath(path)
+
+
+def _align(nbytes):
+    return -(-nbytes // ALIGN) * ALIGN
+
+
+def _layout(arrays, m, n):
+    """Header ``arrays`` entry, (offset, nbytes) per array, payload length."""
+    entries = {}
+    layout = []
+    pos = 0
+    for name, _, _ in _ARRAYS:
+        a = arrays[name]
+        pos = _align(pos)
+        entries[name] = {"dtype": a.dtype.str, "shape": [int(a.size)], "offset": pos}
+        layout.append((pos, a.nbytes))
+        pos += a.nbytes
+    return {"arrays": entries}, layout, pos
+
+
+def _payload_chunks(arrays, layout, payload_nbytes):
+    pos = 0
+    for (name, _, _), (off, nbytes) in zip(_ARRAYS, layout):
+        if off > pos:
+            yield bytes(off - pos)
+        yield memoryview(arrays[name]).cast("B")
+        pos = off + nbytes
+    assert pos == payload_nbytes
+
+
+def _jsonable(value):
+    """``value`` as JSON-able data; anything else becomes its ``repr``."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, np.generic) and not isinstance(value, np.void):
+        value = value.item()
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        return value if np.isfinite(value) else repr(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return repr(value)
+
+
+def _new_file_mode():
+    """Permissions a plain ``open(path, "w")`` would give (0o666 & ~umask)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)   # not thread-safe: only where /proc is missing
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _atomic_write(path, chunks):
+    directory = os.path.dirname(os.path.abspath(path))
+    base = os.path.basename(path)
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+    except OSError:
+        mode = _new_file_mode()
+    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory):
+    """Make the rename durable; not possible on every OS (e.g. Windows)."""
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+# ---------------------------------------------------------------------------
+# load
+# ---------------------------------------------------------------------------
+
+
+def load(path):
+    """Read an H-matrix written by :func:`save` (or :meth:`HMatrix.save`).
+
+    Every field, index, offset and rank is validated before an
+    :class:`~hmnumba.HMatrix` is made (see :mod:`hmnumba.io` for the list), so
+    a truncated, corrupted or hostile file is refused with a clear error and
+    never reaches the (unchecked) numba kernels. Products of the loaded
+    matrix equal those of the saved one bit for bit.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    HMatrix
+        With the saved ``tol``, ``norm`` and ``params``. The kernel of a
+        :meth:`~hmnumba.HMatrix.from_kernel` matrix is not stored, so
+        ``estimate_error`` then needs the matrix ``A``.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist (other ``OSError`` for unreadable files).
+    ValueError
+        The file is not an hmnumba H-matrix file, was written by a newer
+        format version, or is truncated, corrupted or inconsistent; the
+        message names the file and the problem.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from hmnumba import HMatrix, load
+    >>> rng = np.random.default_rng(0)
+    >>> W = (rng.standard_normal((128, 4)) @ rng.standard_normal((4, 96))).astype(np.float32)
+    >>> H = HMatrix.from_dense(W, tol=1e-4)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = os.path.join(tmp, "w.hmz")
+    ...     H.save(path)
+    ...     H2 = load(path)
+    ...     with open(path, "r+b") as f:   # damage one byte of the payload
+    ...         _ = f.seek(-1, os.SEEK_END)
+    ...         _ = f.write(b"?")
+    ...     try:
+    ...         load(path)
+    ...     except ValueError as exc:
+    ...         print(str(exc).split(": ", 1)[1])
+    payload checksum mismatch (the file is corrupted)
+    >>> H2.shape, H2.dtype, H2.tol
+    ((128, 96), dtype('float32'), 0.0001)
+    """
+    path = _check_path(path)
+    where = f"cannot load {path!r}"
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        header = _read_header(f, size, where)
+        payload = np.empty(header["payload_nbytes"], np.uint8)
+        f.seek(header["payload_offset"])
+        if f.readinto(memoryview(payload)) != payload.size:
+            raise ValueError(f"{where}: file truncated while reading the payload")
+    if hashlib.sha256(payload).hexdigest() != header["payload_sha256"]:
+        raise ValueError(f"{where}: payload checksum mismatch (the file is corrupted)")
+    arrays = {}
+    for name, _, _ in _ARRAYS:
+        spec = header["arrays"][name]
+        dt = np.dtype(spec["dtype"])
+        raw = payload[spec["offset"]:spec["offset"] + spec["shape"][0] * dt.itemsize]
+        # Native byte order and aligned, as the numba kernels expect (a no-op
+        # view on little-endian machines: the payload is 64-byte aligned).
+        arrays[name] = np.require(raw.view(dt), dt.newbyteorder("="), ["C", "A"])
+    m, n = header["shape"]
+    _check_structure(m, n, arrays, where)
+    from hmnumba.hmatrix import HMatrix
+    return HMatrix((m, n), tol=header["tol"], norm=header["norm"], params=header["params"],
+                   **arrays)
+
+
+def _read_header(f, size, where):
+    """Read and validate the preamble and JSON header; returns the header."""
+    pre = f.read(_PREAMBLE.size)
+    if len(pre) < 8 or pre[:8] != MAGIC:
+        if len(pre) == 0:
+            raise ValueError(f"{where}: the file is empty")
+        if pre.startswith(b"\x93NUMPY") or pre.startswith(b"PK\x03\x04"):
+            raise ValueError(f"{where}: this is a NumPy .npy/.npz file, not an hmnumba "
+                             f"H-matrix file (.hmz)")
+        if MAGIC.startswith(pre):
+            raise ValueError(f"{where}: file truncated inside the preamble ({len(pre)} bytes)")
+        raise ValueError(f"{where}: not an hmnumba H-matrix file (bad magic bytes)")
+    if len(pre) < _PREAMBLE.size:
+        raise ValueError(f"{where}: file truncated inside the preamble ({len(pre)} bytes)")
+    _, version, reserved, hlen, hdigest = _PREAMBLE.unpack(pre)
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{where}: written in format version {version} by a newer hmnumba "
+                         f"(or corrupted); this hmnumba reads format version "
+                         f"{FORMAT_VERSION}, upgrade it to read this file")
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{where}: invalid format version {version}")
+    if reserved != 0:
+        raise ValueError(f"{where}: reserved preamble field is {reserved}, expected 0")
+    if hlen > MAX_HEADER_BYTES or _PREAMBLE.size + hlen > size:
+        raise ValueError(f"{where}: header length {hlen} does not fit the file "
+                         f"({size} bytes); the file is truncated or corrupted")
+    text = f.read(hlen)
+    if len(text) != hlen:
+        raise ValueError(f"{where}: file truncated inside the header")
+    if hashlib.sha256(text).digest() != hdigest:
+        raise ValueError(f"{where}: header checksum mismatch (the file is corrupted)")
+    try:
+        header = json.loads(text.decode("utf-8"), object_pairs_hook=_unique_keys,
+                            parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"{where}: header is not valid JSON ({exc})") from None
+    _check_header(header, size, hlen, where)
+    pad_start = _PREAMBLE.size + hlen
+    padding = f.read(header["payload_offset"] - pad_start)
+    if padding.strip(b"\x00"):
+        raise ValueError(f"{where}: non-zero bytes between header and payload")
+    return header
+
+
+def _unique_keys(pairs):
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"duplicate keys in {sorted(keys)}")
+    return dict(pairs)
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not allowed")
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _finite(value):
+    try:
+        return math.isfinite(value)
+    except OverflowError:   # an integer beyond the float range
+        return False
+
+
+def _check_header(h, size, hlen, where):
+    """Schema, types and ranges of the header, and the exact array layout."""
+    def bad(msg):
+        raise ValueError(f"{where}: {msg}")
+
+    if not isinstance(h, dict):
+        bad(f"header must be a JSON object, got {type(h).__name__}")
+    missing = _HEADER_KEYS - h.keys()
+    extra = h.keys() - _HEADER_KEYS
+    if missing or extra:
+        bad(f"header fields wrong: missing {sorted(missing)}, unexpected {sorted(extra)}")
+    if h["format"] != FORMAT_NAME:
+        bad(f"header format is {h['format']!r}, expected {FORMAT_NAME!r}")
+    if not _is_int(h["format_version"]) or h["format_version"] != FORMAT_VERSION:
+        bad(f"header format_version {h['format_version']!r} disagrees with the preamble "
+            f"({FORMAT_VERSION})")
+    if not isinstance(h["writer"], str):
+        bad("header writer must be a string")
+    if h["dtype"] not in _DATA_DTYPES:
+        bad(f"dtype must be 'float32' or 'float64', got {h['dtype']!r}")
+    shape = h["shape"]
+    if (not isinstance(shape, list) or len(shape) != 2 or not all(map(_is_int, shape))
+            or not all(1 <= s <= MAX_DIM for s in shape)):
+        bad(f"shape must be [m, n] with 1 <= m, n <= 2**30, got {shape!r}")
+    n_blocks = h["n_blocks"]
+    if not _is_int(n_blocks) or n_blocks < 1:
+        bad(f"n_blocks must be a positive integer, got {n_blocks!r}")
+    tol = h["tol"]
+    if not _is_number(tol) or not (_finite(tol) and 0.0 < tol < 1.0):
+        bad(f"tol must be a number in (0, 1), got {tol!r}")
+    norm = h["norm"]
+    if not _is_number(norm) or not (_finite(norm) and norm >= 0):
+        bad(f"norm must be a finite number >= 0, got {norm!r}")
+    h["tol"], h["norm"] = float(tol), float(norm)
+    if not isinstance(h["params"], dict):
+        bad(f"params must be a JSON object, got {type(h['params']).__name__}")
+    digest = h["payload_sha256"]
+    if (not isinstance(digest, str) or len(digest) != 64
+            or any(c not in "0123456789abcdef" for c in digest)):
+        bad("payload_sha256 must be 64 lowercase hex digits")
+    specs = h["arrays"]
+    if not isinstance(specs, dict) or set(specs) != {a[0] for a in _ARRAYS}:
+        names = sorted(specs) if isinstance(specs, dict) else specs
+        bad(f"arrays must name exactly {[a[0] for a in _ARRAYS]}, got {names!r}")
+    lengths = {"m": shape[0], "n": shape[1], "b": n_blocks}
+    pos = 0
+    for name, code, length in _ARRAYS:
+        spec = specs[name]
+        if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "offset"}:
+            bad(f"array {name}: entry must have exactly dtype, shape, offset; got {spec!r}")
+        expected = code or _DATA_DTYPES[h["dtype"]]
+        if spec["dtype"] != expected:
+            bad(f"array {name}: dtype {spec['dtype']!r}, expected {expected!r}")
+        s = spec["shape"]
+        if not isinstance(s, list) or len(s) != 1 or not _is_int(s[0]) or s[0] < 0:
+            bad(f"array {name}: shape must be [length], got {s!r}")
+        if length in lengths and s[0] != lengths[length]:
+            bad(f"array {name}: length {s[0]}, expected {lengths[length]} ({length})")
+        pos = _align(pos)
+        if not _is_int(spec["offset"]) or spec["offset"] != pos:
+            bad(f"array {name}: offset {spec['offset']!r}, expected {pos}")
+        pos += s[0] * np.dtype(expected).itemsize
+    if not _is_int(h["payload_nbytes"]) or h["payload_nbytes"] != pos:
+        bad(f"payload_nbytes {h['payload_nbytes']!r} does not match the arrays ({pos} bytes)")
+    start = _align(_PREAMBLE.size + hlen)
+    if not _is_int(h["payload_offset"]) or h["payload_offset"] != start:
+        bad(f"payload_offset {h['payload_offset']!r}, expected {start}")
+    if start + pos != size:
+        bad(f"file has {size} bytes but the header describes {start + pos}"
+            + (" (truncated)" if size < start + pos else " (trailing bytes)"))
+
+
+# ---------------------------------------------------------------------------
+# structure of the packed arrays
+# ---------------------------------------------------------------------------
+
+
+def _check_structure(m, n, a, where):
+    """Validate the packed arrays of an ``m x n`` H-matrix (dict ``a`` of
+    little-endian/native 1-D arrays with the names of the file format).
+
+    After this, every index and offset a product kernel computes lies inside
+    its array. Raises ``ValueError`` prefixed by ``where``.
+    """
+    def bad(msg):
+        raise ValueError(f"{where}: {msg}")
+
+    for name, size in (("row_perm", m), ("col_perm", n)):
+        p = a[name]
+        if p.size != size:
+            bad(f"{name} has length {p.size}, expected {size}")
+        if p.size and (p.min() < 0 or p.max() >= size):
+            bad(f"{name} has entries outside [0, {size})")
+        if not np.all(np.bincount(p, minlength=size) == 1):
+            bad(f"{name} is not a permutation of range({size}) (repeated entries)")
+    r0, r1, c0, c1, rank, off = (a[k] for k in ("row_start", "row_stop", "col_start",
+                                                  "col_stop", "rank", "offset"))
+    nb = rank.size
+    if nb == 0 or any(a[k].size != nb for k in ("row_start", "row_stop", "col_start",
+                                                 "col_stop", "offset", "block_err2",
+                                                 "block_norm2")):
+        bad("per-block arrays must be non-empty and of equal length")
+    for lo, hi, size, what in ((r0, r1, m, "row"), (c0, c1, n, "column")):
+        wrong = np.flatnonzero((lo < 0) | (hi > size) | (lo >= hi))
+        if wrong.size:
+            b = int(wrong[0])
+            bad(f"block {b} has {what} range [{lo[b]}, {hi[b]}), expected "
+                f"0 <= start < stop <= {size} ({wrong.size} such blocks)")
+    mb = r1 - r0
+    nb_cols = c1 - c0
+    wrong = np.flatnonzero((rank < -1) | (rank > np.minimum(mb, nb_cols)))
+    if wrong.size:
+        b = int(wrong[0])
+        bad(f"block {b} ({mb[b]} x {nb_cols[b]}) has rank {rank[b]}, expected -1 (dense) "
+            f"or 0..{min(mb[b], nb_cols[b])} ({wrong.size} such blocks)")
+    stored = np.where(rank < 0, mb * nb_cols, np.maximum(rank, 0) * (mb + nb_cols))
+    length = a["data"].size
+    wrong = np.flatnonzero((off < 0) | (off > length))
+    if wrong.size == 0:
+        wrong = np.flatnonzero(stored > length - off)
+    if wrong.size:
+        b = int(wrong[0])
+        bad(f"block {b} stores {stored[b]} numbers at offset {off[b]}, outside data of "
+            f"length {length} ({wrong.size} such blocks)")
+    nonempty = np.flatnonzero(stored > 0)
+    order = nonempty[np.argsort(off[nonempty], kind="stable")]
+    clash = np.flatnonzero(off[order[:-1]] + stored[order[:-1]] > off[order[1:]])
+    if clash.size:
+        b1, b2 = int(order[clash[0]]), int(order[clash[0] + 1])
+        bad(f"blocks {b1} and {b2} overlap in data (offsets {off[b1]} and {off[b2]})")
+    _check_tiling(r0, r1, c0, c1, m, n, bad)
+    if not np.all(np.isfinite(a["data"])):
+        bad("data contains NaN or infinity")
+    for name in ("block_err2", "block_norm2"):
+        v = a[name]
+        if not np.all(np.isfinite(v) & (v >= 0)):
+            bad(f"{name} must be finite and non-negative")
+
+
+def _check_tiling(r0, r1, c0, c1, m, n, bad):
+    """Check that the blocks cover every entry of ``[0, m) x [0, n)`` exactly once.
+
+    Rows are cut into segments at every block boundary, so a segment lies
+    inside or outside each block's row range. The blocks are a tiling iff,
+    for every segment, the column ranges of the blocks over it, sorted,
+    follow each other from 0 without gap or overlap and their widths sum to
+    ``n``. Cost: the size of the products' row schedule, worked through in
+    chunks of bounded memory.
+    """
+    bounds = np.unique(np.concatenate([r0, r1]))
+    if bounds[0] != 0 or bounds[-1] != m:
+        bad(f"the blocks cover rows [{bounds[0]}, {bounds[-1]}), not [0, {m})")
+    lo = np.searchsorted(bounds, r0)
+    hi = np.searchsorted(bounds, r1)
+    n_seg = bounds.size - 1
+    width = np.zeros(n_seg + 1, np.int64)
+    np.add.at(width, lo, c1 - c0)
+    np.add.at(width, hi, -(c1 - c0))
+    width = np.cumsum(width[:-1])
+    wrong = np.flatnonzero(width != n)
+    if wrong.size:
+        s = int(wrong[0])
+        bad(f"rows [{bounds[s]}, {bounds[s + 1]}) are covered by blocks {width[s]} columns "
+            f"wide in total, expected {n} (blocks overlap or leave gaps)")
+    count = np.cumsum(np.bincount(lo, minlength=n_seg + 1) - np.bincount(hi, minlength=n_seg + 1))
+    csum = np.cumsum(count[:-1])
+    s = 0
+    while s < n_seg:
+        base = int(csum[s - 1]) if s else 0
+        e = min(max(int(np.searchsorted(csum, base + _TILING_CHUNK, side="right")), s + 1),
+                n_seg)
+        sel = np.flatnonzero((lo < e) & (hi > s))
+        first = np.maximum(lo[sel], s)
+        k = np.minimum(hi[sel], e) - first
+        blk = np.repeat(sel, k)
+        seg = np.repeat(first - (np.cumsum(k) - k), k) + np.arange(blk.size)
+        order = np.lexsort((c0[blk], seg))
+        seg = seg[order]
+        blk = blk[order]
+        prev_stop = np.empty(blk.size, np.int64)
+        prev_stop[0] = 0
+        prev_stop[1:] = c1[blk[:-1]]
+        prev_stop[np.flatnonzero(seg[1:] != seg[:-1]) + 1] = 0
+        wrong = np.flatnonzero(c0[blk] != prev_stop)
+        if wrong.size:
+            i = int(wrong[0])
+            g = int(seg[i])
+            b = int(blk[i])
+            bad(f"in rows [{bounds[g]}, {bounds[g + 1]}) block {b} starts at column {c0[b]} "
+                f"where the previous block ends at {prev_stop[i]} (blocks overlap or leave "
+                f"gaps)")
+        s = e
