@@ -1,0 +1,615 @@
+"""Persistence (DESIGN sections 4 and 7): ``HMatrix.save`` / ``hmnumba.load``.
+
+Round trips are exact (same arrays, same product bits). Damaged and hostile
+files are refused with ``ValueError``: random byte damage is caught by the
+checksums, and files whose checksums were recomputed after tampering
+(written here by an independent encoder that follows the format documented
+in :mod:`hmnumba.io`) are caught by the structural validation. A writer killed
+with SIGKILL mid-save never damages the previous file.
+"""
+import hashlib
+import json
+import os
+import re
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import hmnumba.io as hio
+from hmnumba import HMatrix, load
+from hmnumba.kernels import exponential
+from reference import smooth_matrix
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARRAY_NAMES = ("row_perm", "col_perm", "row_start", "row_stop", "col_start", "col_stop",
+               "rank", "offset", "block_err2", "block_norm2", "data")
+PREAMBLE = struct.Struct("<8sIIQ32s")
+
+
+# ---------------------------------------------------------------------------
+# matrices
+# ---------------------------------------------------------------------------
+
+
+def _dense_case(dtype):
+    return HMatrix.from_dense(smooth_matrix(150, 110).astype(dtype), tol=1e-6, leaf_size=16,
+                              random_state=0)
+
+
+def _kernel_case():
+    rng = np.random.default_rng(1)
+    return HMatrix.from_kernel(exponential.with_length_scale(0.5), rng.random((300, 2)),
+                               col_points=rng.random((200, 2)) + [0.3, 0.0], tol=1e-6,
+                               leaf_size=16)
+
+
+def _synthetic(m, n, bs, seed, dtype=np.float64):
+    """A grid of ``bs x bs`` blocks (dense, rank 0 and low rank mixed) with
+    random factors, built directly from the flat arrays."""
+    rng = np.random.default_rng(seed)
+    r0, c0 = [a.ravel() for a in np.meshgrid(np.arange(0, m, bs), np.arange(0, n, bs),
+                                             indexing="ij")]
+    r1 = np.minimum(r0 + bs, m)
+    c1 = np.minimum(c0 + bs, n)
+    kind = np.arange(r0.size) % 5
+    mb, nb = r1 - r0, c1 - c0
+    rank = np.where(kind == 0, -1, np.where(kind == 1, 0, np.minimum(kind, np.minimum(mb, nb))))
+    stored = np.where(rank < 0, mb * nb, rank * (mb + nb))
+    offset = np.concatenate([[0], np.cumsum(stored)[:-1]])
+    data = rng.standard_normal(int(stored.sum())).astype(dtype)
+    return HMatrix((m, n), rng.permutation(m), rng.permutation(n), r0, r1, c0, c1,
+                   rank.astype(np.int64), offset.astype(np.int64), data,
+                   rng.random(r0.size) * 1e-12, rng.random(r0.size), 1e-3,
+                   params={"synthetic": True, "seed": seed})
+
+
+CASES = {
+    "dense-float64": lambda: _dense_case(np.float64),
+    "dense-float32": lambda: _dense_case(np.float32),
+    "kernel-float64": _kernel_case,
+    "synthetic-float32": lambda: _synthetic(70, 90, 16, 3, np.float32),
+}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def H(request):
+    return CASES[request.param]()
+
+
+@pytest.fixture(scope="module")
+def small_file(tmp_path_factory):
+    """A small saved matrix with dense, low-rank and rank-0 blocks."""
+    path = tmp_path_factory.mktemp("io") / "small.hmz"
+    H = _synthetic(40, 30, 8, 5)
+    H.save(path)
+    return H, path, path.read_bytes()
+
+
+# ---------------------------------------------------------------------------
+# an independent encoder / decoder of the documented format
+# ---------------------------------------------------------------------------
+
+
+def _decode(blob):
+    """(header dict, arrays dict) of a file, read as hmnumba.io documents it."""
+    magic, version, reserved, hlen, digest = PREAMBLE.unpack_from(blob)
+    assert (magic, version, reserved) == (b"\x89HMZ\r\n\x1a\n", 1, 0)
+    text = blob[PREAMBLE.size:PREAMBLE.size + hlen]
+    assert hashlib.sha256(text).digest() == digest
+    header = json.loads(text)
+    payload = blob[header["payload_offset"]:]
+    assert hashlib.sha256(payload).hexdigest() == header["payload_sha256"]
+    arrays = {}
+    for name in ARRAY_NAMES:
+        spec = header["arrays"][name]
+        dt = np.dtype(spec["dtype"])
+        arrays[name] = np.frombuffer(payload, dt, spec["shape"][0], spec["offset"]).copy()
+    return header, arrays
+
+
+def _encode(header, arrays, edit=None, version=1, reserved=0, allow_nan=False):
+    """File bytes with valid checksums: the layout follows ``arrays`` (each in
+    its own dtype and length), then ``edit(header)`` may lie about anything,
+    then both digests are computed over what is written."""
+    header = json.loads(json.dumps(header))
+    payload = b""
+    header["arrays"] = {}
+    for name in ARRAY_NAMES:
+        a = np.ascontiguousarray(arrays[name])
+        payload += bytes(-len(payload) % 64)
+        header["arrays"][name] = {"dtype": a.dtype.str, "shape": [a.size],
+                                  "offset": len(payload)}
+        payload += a.tobytes()
+    header["payload_nbytes"] = len(payload)
+    header["payload_sha256"] = hashlib.sha256(payload).hexdigest()
+    header["payload_offset"] = 0
+    while True:
+        text = json.dumps(header, sort_keys=True, allow_nan=allow_nan).encode()
+        start = -(-(PREAMBLE.size + len(text)) // 64) * 64
+        if start == header["payload_offset"]:
+            break
+        header["payload_offset"] = start
+    if edit is not None:
+        edit(header)
+        text = json.dumps(header, sort_keys=True, allow_nan=allow_nan).encode()
+        start = max(start, PREAMBLE.size + len(text))
+    pre = PREAMBLE.pack(b"\x89HMZ\r\n\x1a\n", version, reserved, len(text),
+                        hashlib.sha256(text).digest())
+    return pre + text + bytes(start - PREAMBLE.size - len(text)) + payload
+
+
+def _assert_refused(path, blob):
+    path.write_bytes(blob)
+    with pytest.raises(ValueError) as exc:
+        load(path)
+    assert str(path) in str(exc.value)
+    return str(exc.value)
+
+
+# ---------------------------------------------------------------------------
+# round trips
+# ---------------------------------------------------------------------------
+
+
+def test_round_trip_keeps_every_array_and_attribute(H, tmp_path):
+    path = tmp_path / "h.hmz"
+    H.save(path)
+    H2 = load(path)
+    assert H2.shape == H.shape and H2.dtype == H.dtype
+    for name in ARRAY_NAMES:
+        got, want = getattr(H2, name), getattr(H, name)
+        assert got.dtype == want.dtype or name not in ("data",)
+        assert np.array_equal(got, want), name
+    assert H2.tol == H.tol and H2.norm == H.norm
+    assert H2.params == json.loads(json.dumps(hio._jsonable(H.params)))
+    assert H2.error_bound == H.error_bound and H2.nbytes == H.nbytes
+    assert os.listdir(tmp_path) == ["h.hmz"]
+
+
+def test_products_are_bit_for_bit_equal_after_load(H, tmp_path):
+    path = tmp_path / "h.hmz"
+    H.save(str(path))
+    H2 = load(str(path))
+    rng = np.random.default_rng(0)
+    m, n = H.shape
+    x, X = rng.standard_normal(n).astype(H.dtype), rng.standard_normal((n, 3)).astype(H.dtype)
+    y, Y = rng.standard_normal(m).astype(H.dtype), rng.standard_normal((m, 2)).astype(H.dtype)
+    for got, want in ((H2 @ x, H @ x), (H2 @ X, H @ X), (H2.rmatvec(y), H.rmatvec(y)),
+                      (H2.rmatmat(Y), H.rmatmat(Y)), (H2.to_dense(), H.to_dense())):
+        assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+def test_transposed_matrix_round_trips(tmp_path):
+    H = _dense_case(np.float64).T
+    H.save(tmp_path / "t.hmz")
+    assert np.array_equal(load(tmp_path / "t.hmz").to_dense(), H.to_dense())
+
+
+def test_loaded_kernel_matrix_needs_A_for_estimate_error(tmp_path):
+    H = _kernel_case()
+    H.save(tmp_path / "k.hmz")
+    H2 = load(tmp_path / "k.hmz")
+    with pytest.raises(ValueError, match="needs A"):
+        H2.estimate_error()
+    A = H.to_dense()
+    assert H2.estimate_error(A, random_state=0) == H.estimate_error(A, random_state=0)
+
+
+def test_saving_twice_gives_identical_bytes_and_the_documented_layout(tmp_path):
+    H = _dense_case(np.float32)
+    H.save(tmp_path / "a.hmz")
+    H.save(tmp_path / "b.hmz")
+    blob = (tmp_path / "a.hmz").read_bytes()
+    assert blob == (tmp_path / "b.hmz").read_bytes()
+    header, arrays = _decode(blob)
+    assert header["format"] == "hmnumba-hmatrix" and header["format_version"] == 1
+    assert header["dtype"] == "float32" and header["shape"] == list(H.shape)
+    assert header["n_blocks"] == H.n_blocks and header["tol"] == H.tol
+    assert header["payload_offset"] % 64 == 0 and len(blob) == (header["payload_offset"]
+                                                               + header["payload_nbytes"])
+    for name in ARRAY_NAMES:
+        assert np.array_equal(arrays[name], getattr(H, name))
+    # The independent encoder reproduces the file exactly, so the hostile
+    # files below differ from a valid one only by what each test changes.
+    assert _encode(header, arrays) == blob
+
+
+def test_params_that_json_cannot_hold_are_stored_as_repr(tmp_path):
+    rs = np.random.RandomState(0)
+    H = HMatrix.from_dense(smooth_matrix(64, 64), tol=1e-6, random_state=rs)
+    H.params["extra"] = (np.int32(3), np.float64(np.inf), {1: None})
+    H.save(tmp_path / "p.hmz")
+    params = load(tmp_path / "p.hmz").params
+    assert params["random_state"] == repr(rs)
+    assert params["extra"] == [3, "inf", {"1": None}]
+
+
+# ---------------------------------------------------------------------------
+# failures with a clear message
+# ---------------------------------------------------------------------------
+
+
+def test_missing_file_raises_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load(tmp_path / "nope.hmz")
+
+
+def test_bad_arguments_raise_type_error(tmp_path):
+    with pytest.raises(TypeError, match="HMatrix"):
+        hio.save(np.eye(3), tmp_path / "x.hmz")
+    with pytest.raises(TypeError, match="path"):
+        load(3.5)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "empty"),
+    (b"\x89HMZ", "truncated"),
+    (b"\x93NUMPY\x01\x00" + bytes(100), ".npy/.npz"),
+    (b"PK\x03\x04" + bytes(100), ".npy/.npz"),
+    (b"hello world, not an hmz file at all", "bad magic"),
+])
+def test_not_an_hmz_file(tmp_path, content, message):
+    assert message in _assert_refused(tmp_path / "f.hmz", content)
+
+
+def test_newer_format_version_says_upgrade(small_file, tmp_path):
+    header, arrays = _decode(small_file[2])
+    msg = _assert_refused(tmp_path / "v.hmz", _encode(header, arrays, version=2))
+    assert "newer" in msg and "version 2" in msg and "upgrade" in msg
+
+
+def test_payload_damage_is_reported_as_a_checksum_mismatch(small_file, tmp_path):
+    blob = bytearray(small_file[2])
+    blob[-3] ^= 0x10
+    assert "payload checksum" in _assert_refused(tmp_path / "d.hmz", bytes(blob))
+
+
+# ---------------------------------------------------------------------------
+# fuzz: random damage
+# ---------------------------------------------------------------------------
+
+
+def _damaged(blob, rng):
+    """One random damage of ``blob``: bit flips, truncation, appended bytes
+    or an overwritten range, half of them aimed at the preamble and header."""
+    hlen = PREAMBLE.size + PREAMBLE.unpack_from(blob)[3] + 64
+    b = bytearray(blob)
+    where = lambda: int(rng.integers(0, hlen if rng.random() < 0.5 else len(b)))  # noqa: E731
+    kind = rng.integers(4)
+    if kind == 0:
+        for _ in range(rng.integers(1, 4)):
+            b[where()] ^= 1 << int(rng.integers(8))
+    elif kind == 1:
+        del b[where():]
+    elif kind == 2:
+        b += rng.bytes(int(rng.integers(1, 200)))
+    else:
+        i = where()
+        b[i:i + int(rng.integers(1, 64))] = rng.bytes(int(rng.integers(1, 64)))
+    return bytes(b)
+
+
+def test_random_damage_always_raises_value_error(small_file, tmp_path):
+    H, _, blob = small_file
+    path = tmp_path / "fuzz.hmz"
+    n_refused = 0
+    for seed in range(300):
+        bad = _damaged(blob, np.random.default_rng(seed))
+        if bad == blob:  # unchanged bytes must still load, and be the same matrix
+            path.write_bytes(bad)
+            assert np.array_equal(load(path).to_dense(), H.to_dense())
+            continue
+        _assert_refused(path, bad)
+        n_refused += 1
+    assert n_refused >= 290
+
+
+def test_every_truncation_of_the_head_raises_value_error(small_file, tmp_path):
+    blob = small_file[2]
+    header_end = PREAMBLE.size + PREAMBLE.unpack_from(blob)[3]
+    for cut in list(range(0, header_end + 80, 7)) + [len(blob) - 1, len(blob) - 8]:
+        _assert_refused(tmp_path / "cut.hmz", blob[:cut])
+
+
+# ---------------------------------------------------------------------------
+# hostile files: checksums recomputed, so the validation has to catch them
+# ---------------------------------------------------------------------------
+
+
+def _set(key, value):
+    return lambda h: h.__setitem__(key, value)
+
+
+def _set_array(name, key, value):
+    return lambda h: h["arrays"][name].__setitem__(key, value)
+
+
+HEADER_EDITS = {
+    "format name": _set("format", "numpy"),
+    "format_version disagrees": _set("format_version", 2),
+    "dtype float16": _set("dtype", "float16"),
+    "dtype float32 for float64 data": _set("dtype", "float32"),
+    "shape one more row": lambda h: h["shape"].__setitem__(0, h["shape"][0] + 1),
+    "shape one fewer column": lambda h: h["shape"].__setitem__(1, h["shape"][1] - 1),
+    "shape zero": _set("shape", [0, 30]),
+    "shape negative": _set("shape", [-40, 30]),
+    "shape huge": _set("shape", [2**40, 30]),
+    "shape float": _set("shape", [40.0, 30]),
+    "shape string": _set("shape", "40x30"),
+    "shape 3-D": _set("shape", [40, 30, 1]),
+    "n_blocks plus one": lambda h: h.__setitem__("n_blocks", h["n_blocks"] + 1),
+    "n_blocks zero": _set("n_blocks", 0),
+    "n_blocks bool": _set("n_blocks", True),
+    "tol zero": _set("tol", 0.0),
+    "tol above one": _set("tol", 1.5),
+    "tol string": _set("tol", "1e-3"),
+    "tol null": _set("tol", None),
+    "norm negative": _set("norm", -1.0),
+    "norm beyond float range": _set("norm", 10**400),
+    "params a list": _set("params", [1, 2]),
+    "checksum not hex": _set("payload_sha256", "z" * 64),
+    "checksum of other bytes": _set("payload_sha256", "0" * 64),
+    "payload_nbytes larger": lambda h: h.__setitem__("payload_nbytes", h["payload_nbytes"] + 64),
+    "payload_offset later": lambda h: h.__setitem__("payload_offset", h["payload_offset"] + 64),
+    "unknown field": _set("evil", 1),
+    "missing field": lambda h: h.pop("tol"),
+    "array missing": lambda h: h["arrays"].pop("data"),
+    "array extra": lambda h: h["arrays"].__setitem__("code", {"dtype": "|O", "shape": [1],
+                                                              "offset": 0}),
+    "array offset negative": _set_array("rank", "offset", -64),
+    "array offset huge": _set_array("data", "offset", 2**62),
+    "array offset misaligned": lambda h: h["arrays"]["data"].__setitem__(
+        "offset", h["arrays"]["data"]["offset"] + 8),
+    "arrays overlap": lambda h: h["arrays"]["row_stop"].__setitem__(
+        "offset", h["arrays"]["row_start"]["offset"]),
+    "array shape negative": _set_array("offset", "shape", [-5]),
+    "array shape huge": _set_array("data", "shape", [2**61]),
+    "array big-endian": _set_array("rank", "dtype", ">i8"),
+    "array int32": _set_array("offset", "dtype", "<i4"),
+    "array object dtype": _set_array("data", "dtype", "|O"),
+    "array complex dtype": _set_array("data", "dtype", "<c16"),
+    "array extra key": _set_array("data", "strides", [8]),
+}
+
+
+@pytest.mark.parametrize("edit", list(HEADER_EDITS))
+def test_hostile_header_is_refused(small_file, tmp_path, edit):
+    header, arrays = _decode(small_file[2])
+    _assert_refused(tmp_path / "h.hmz", _encode(header, arrays, HEADER_EDITS[edit]))
+
+
+@pytest.mark.parametrize("raw", [
+    b"[1, 2, 3]", b"{\"format\": 1, \"format\": 2}", b"\xff\xfe not utf-8",
+    b"{" * 100_000, b"{\"tol\": NaN}", b"{\"norm\": Infinity}", b"",
+])
+def test_hostile_header_text_is_refused(tmp_path, raw):
+    blob = PREAMBLE.pack(b"\x89HMZ\r\n\x1a\n", 1, 0, len(raw), hashlib.sha256(raw).digest())
+    _assert_refused(tmp_path / "t.hmz", blob + raw + bytes(64))
+
+
+@pytest.mark.parametrize("version, reserved, hlen", [(0, 0, None), (1, 1, None),
+                                                     (1, 0, 2**63), (1, 0, 10**9)])
+def test_hostile_preamble_is_refused(small_file, tmp_path, version, reserved, hlen):
+    blob = bytearray(small_file[2])
+    old = PREAMBLE.unpack_from(blob)
+    PREAMBLE.pack_into(blob, 0, old[0], version, reserved, old[3] if hlen is None else hlen,
+                       old[4])
+    _assert_refused(tmp_path / "p.hmz", bytes(blob))
+
+
+def _first(arrays, cond):
+    return int(np.flatnonzero(cond(arrays))[0])
+
+
+def _edit_entry(name, index, value):
+    def edit(a):
+        i = index(a) if callable(index) else index
+        a[name][i] = value(a, i) if callable(value) else value
+    return edit
+
+
+def _dense(a):
+    return a["rank"] < 0
+
+
+def _lowrank(a):
+    return a["rank"] > 0
+
+
+ARRAY_EDITS = {
+    "row_perm repeats an entry": _edit_entry("row_perm", 0, lambda a, i: a["row_perm"][1]),
+    "row_perm entry m": _edit_entry("row_perm", 3, 40),
+    "col_perm negative": _edit_entry("col_perm", 2, -1),
+    "empty block": _edit_entry("row_stop", 0, lambda a, i: a["row_start"][i]),
+    "reversed block": _edit_entry("col_stop", 1, lambda a, i: a["col_start"][i] - 1),
+    "row_stop beyond m": _edit_entry("row_stop", -1, 41),
+    "col_start negative": _edit_entry("col_start", 0, -8),
+    "rank below -1": _edit_entry("rank", 0, -2),
+    "rank above min(m_b, n_b)": _edit_entry("rank", lambda a: _first(a, _lowrank),
+                                            lambda a, i: 9),
+    "rank huge": _edit_entry("rank", 2, 2**62),
+    "rank grows into the next block": _edit_entry("rank", lambda a: _first(a, _lowrank),
+                                                  lambda a, i: a["rank"][i] + 1),
+    "offset negative": _edit_entry("offset", 1, -1),
+    "offset past data": _edit_entry("offset", lambda a: _first(a, _dense),
+                                    lambda a, i: a["data"].size),
+    "offset huge": _edit_entry("offset", 0, 2**62),
+    "offsets overlap": _edit_entry("offset", lambda a: _first(a, _lowrank),
+                                   lambda a, i: a["offset"][0]),
+    "data one short": lambda a: a.__setitem__("data", a["data"][:-1]),
+    "two blocks swap columns": lambda a: a["col_start"].__setitem__(
+        slice(0, 2), a["col_start"][[1, 0]]),
+    "duplicate block": lambda a: [a[k].__setitem__(1, a[k][0]) for k in
+                                  ("row_start", "row_stop", "col_start", "col_stop")],
+    "data NaN": _edit_entry("data", 5, np.nan),
+    "data infinite": _edit_entry("data", -1, -np.inf),
+    "block_err2 negative": _edit_entry("block_err2", 0, -1e-3),
+    "block_norm2 NaN": _edit_entry("block_norm2", 3, np.nan),
+    "row_perm float64": lambda a: a.__setitem__("row_perm", a["row_perm"].astype(float)),
+    "rank big-endian": lambda a: a.__setitem__("rank", a["rank"].astype(">i8")),
+    "data float32 in a float64 file": lambda a: a.__setitem__("data",
+                                                              a["data"].astype(np.float32)),
+    "col_perm one short": lambda a: a.__setitem__("col_perm", a["col_perm"][:-1]),
+    "no blocks": lambda a: [a.__setitem__(k, a[k][:0]) for k in ARRAY_NAMES[2:]],
+}
+
+
+@pytest.mark.parametrize("edit", list(ARRAY_EDITS))
+def test_hostile_arrays_are_refused(small_file, tmp_path, edit):
+    header, arrays = _decode(small_file[2])
+    ARRAY_EDITS[edit](arrays)
+    _assert_refused(tmp_path / "a.hmz", _encode(header, arrays))
+
+
+def test_no_blocks_header_consistent_is_refused(small_file, tmp_path):
+    header, arrays = _decode(small_file[2])
+    for k in ARRAY_NAMES[2:]:
+        arrays[k] = arrays[k][:0]
+    header["n_blocks"] = 0
+    assert "n_blocks" in _assert_refused(tmp_path / "z.hmz", _encode(header, arrays))
+
+
+def test_random_structural_tampering_is_refused(small_file, tmp_path):
+    """Random single-entry changes that can never describe a valid matrix:
+    a block boundary moved (the blocks no longer tile), a stored rank grown
+    (the data is packed without gaps, so it overlaps or overflows), an offset
+    of a non-empty block moved (likewise), a permutation entry repeated."""
+    H, _, blob = small_file
+    header, base = _decode(blob)
+    m, n = H.shape
+    n_blocks = H.n_blocks
+    rng = np.random.default_rng(1234)
+    messages = set()
+    for _ in range(150):
+        a = {k: v.copy() for k, v in base.items()}
+        kind = rng.integers(4)
+        if kind == 0:
+            name = ("row_start", "row_stop", "col_start", "col_stop")[rng.integers(4)]
+            b = rng.integers(n_blocks)
+            limit = m if name.startswith("row") else n
+            choices = [v for v in range(-3, limit + 4) if v != a[name][b]]
+            a[name][b] = rng.choice(choices)
+        elif kind == 1:
+            b = rng.choice(np.flatnonzero(a["rank"] >= 0))
+            a["rank"][b] += rng.integers(1, 6)
+        elif kind == 2:
+            stored = np.where(a["rank"] < 0, (a["row_stop"] - a["row_start"])
+                              * (a["col_stop"] - a["col_start"]),
+                              a["rank"] * (a["row_stop"] - a["row_start"]
+                                           + a["col_stop"] - a["col_start"]))
+            b = rng.choice(np.flatnonzero(stored > 0))
+            choices = [v for v in range(-2, a["data"].size + 3) if v != a["offset"][b]]
+            a["offset"][b] = rng.choice(choices)
+        else:
+            name = ("row_perm", "col_perm")[rng.integers(2)]
+            i, j = rng.choice(a[name].size, 2, replace=False)
+            a[name][i] = a[name][j]
+        msg = _assert_refused(tmp_path / "r.hmz", _encode(header, a))
+        messages.add(msg.split(": ", 1)[1].split(" ")[0])
+    assert len(messages) >= 3   # several different checks were reached
+
+
+def test_tiling_check_works_in_chunks(monkeypatch, small_file, tmp_path):
+    """The coverage check gives the same verdicts with a tiny chunk size."""
+    monkeypatch.setattr(hio, "_TILING_CHUNK", 3)
+    H, path, blob = small_file
+    assert np.array_equal(load(path).to_dense(), H.to_dense())
+    header, arrays = _decode(blob)
+    ARRAY_EDITS["duplicate block"](arrays)   # widths still sum to n in every row
+    assert "starts at column" in _assert_refused(tmp_path / "c.hmz", _encode(header, arrays))
+
+
+def test_save_refuses_an_inconsistent_matrix(tmp_path):
+    H = _synthetic(40, 30, 8, 5)
+    H.rank = H.rank.copy()
+    H.rank[0] = 50
+    with pytest.raises(ValueError, match="rank"):
+        H.save(tmp_path / "x.hmz")
+    assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------
+# atomic writes
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("step", ["fsync", "replace"])
+def test_failed_write_leaves_old_file_and_no_temp_file(monkeypatch, small_file, tmp_path, step):
+    H, _, blob = small_file
+    target = tmp_path / "t.hmz"
+    target.write_bytes(blob)
+
+    def boom(*args, **kwargs):
+        raise OSError("disk on fire")
+    monkeypatch.setattr(hio.os, step, boom)
+    with pytest.raises(OSError, match="disk on fire"):
+        _synthetic(50, 50, 10, 9).save(target)
+    monkeypatch.undo()
+    assert target.read_bytes() == blob and os.listdir(tmp_path) == ["t.hmz"]
+
+
+def test_missing_directory_is_an_os_error(small_file, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        small_file[0].save(tmp_path / "no" / "such" / "dir.hmz")
+
+
+def test_new_file_gets_umask_permissions_and_replacement_keeps_mode(small_file, tmp_path):
+    mask = os.umask(0o022)
+    os.umask(mask)
+    target = tmp_path / "m.hmz"
+    small_file[0].save(target)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+    os.chmod(target, 0o600)
+    small_file[0].save(target)
+    assert target.stat().st_mode & 0o777 == 0o600
+
+
+WRITER = """
+import sys
+from hmnumba.io import load, save
+a, b, target = sys.argv[1:4]
+versions = [load(b), load(a)]
+i = 0
+while True:
+    save(versions[i % 2], target)
+    if i == 0:
+        print("ready", flush=True)
+    i += 1
+"""
+
+
+def test_sigkill_during_save_never_damages_the_previous_file(tmp_path):
+    """A subprocess saves two ~20 MB matrices alternately over one file and is
+    SIGKILLed at a random moment, several times: the file is always exactly
+    one of the two complete versions, and the only litter is the documented
+    ``.<name>.<random>.tmp`` of an interrupted write."""
+    a, b, target = tmp_path / "a.hmz", tmp_path / "b.hmz", tmp_path / "target.hmz"
+    _synthetic(1024, 1024, 32, 1).save(a)
+    _synthetic(1024, 1024, 32, 2).save(b)
+    versions = {a.read_bytes(), b.read_bytes()}
+    target.write_bytes(a.read_bytes())
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    rng = np.random.default_rng(7)
+    litter_pattern = re.compile(r"^\.target\.hmz\.[^/]+\.tmp$")
+    n_kills = 4
+    for _ in range(n_kills):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(a), str(b), str(target)],
+                                stdout=subprocess.PIPE, env=env, cwd=tmp_path)
+        try:
+            assert proc.stdout.readline().strip() == b"ready"
+            time.sleep(rng.uniform(0.0, 0.4))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+            proc.stdout.close()
+        assert proc.returncode == -signal.SIGKILL
+        assert target.read_bytes() in versions
+        assert load(target).shape == (1024, 1024)
+    litter = set(os.listdir(tmp_path)) - {"a.hmz", "b.hmz", "target.hmz"}
+    assert all(litter_pattern.match(name) for name in litter), litter
+    assert len(litter) <= n_kills
