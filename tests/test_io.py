@@ -48,9 +48,10 @@ def _kernel_case():
                                leaf_size=16)
 
 
-def _synthetic(m, n, bs, seed, dtype=np.float64):
-    """A grid of ``bs x bs`` blocks (dense, rank 0 and low rank mixed) with
-    random factors, built directly from the flat arrays."""
+def _synthetic(m, n, bs, seed, dtype=np.float64, dense_kinds=(0,)):
+    """A grid of ``bs x bs`` blocks with random factors, built directly from
+    the flat arrays: block ``b`` is dense if ``b % 5`` is in ``dense_kinds``,
+    else of rank 0 (``b % 5 == 1``) or ``min(b % 5, m_b, n_b)``."""
     rng = np.random.default_rng(seed)
     r0, c0 = [a.ravel() for a in np.meshgrid(np.arange(0, m, bs), np.arange(0, n, bs),
                                              indexing="ij")]
@@ -58,7 +59,8 @@ def _synthetic(m, n, bs, seed, dtype=np.float64):
     c1 = np.minimum(c0 + bs, n)
     kind = np.arange(r0.size) % 5
     mb, nb = r1 - r0, c1 - c0
-    rank = np.where(kind == 0, -1, np.where(kind == 1, 0, np.minimum(kind, np.minimum(mb, nb))))
+    rank = np.where(np.isin(kind, dense_kinds), -1,
+                    np.where(kind == 1, 0, np.minimum(kind, np.minimum(mb, nb))))
     stored = np.where(rank < 0, mb * nb, rank * (mb + nb))
     offset = np.concatenate([[0], np.cumsum(stored)[:-1]])
     data = rng.standard_normal(int(stored.sum())).astype(dtype)
@@ -163,7 +165,7 @@ def test_round_trip_keeps_every_array_and_attribute(H, tmp_path):
     assert H2.shape == H.shape and H2.dtype == H.dtype
     for name in ARRAY_NAMES:
         got, want = getattr(H2, name), getattr(H, name)
-        assert got.dtype == want.dtype or name not in ("data",)
+        assert got.dtype == (H.dtype if name == "data" else want.dtype)
         assert np.array_equal(got, want), name
     assert H2.tol == H.tol and H2.norm == H.norm
     assert H2.params == json.loads(json.dumps(hio._jsonable(H.params)))
@@ -583,33 +585,54 @@ while True:
 """
 
 
+def _wait_for_temp_file(directory, pattern, known, proc, timeout=30.0):
+    """Poll until a new temporary file of an ongoing save appears."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(pattern.match(name) for name in set(os.listdir(directory)) - known):
+            return True
+    return False
+
+
 def test_sigkill_during_save_never_damages_the_previous_file(tmp_path):
-    """A subprocess saves two ~20 MB matrices alternately over one file and is
-    SIGKILLed at a random moment, several times: the file is always exactly
-    one of the two complete versions, and the only litter is the documented
+    """A subprocess saves two ~15 MB matrices alternately over one file and is
+    SIGKILLed several times: at a random moment, or just after a temporary
+    file appeared (mid-write). The file is always exactly one of the two
+    complete versions, and the only litter is the documented
     ``.<name>.<random>.tmp`` of an interrupted write."""
     a, b, target = tmp_path / "a.hmz", tmp_path / "b.hmz", tmp_path / "target.hmz"
-    _synthetic(1024, 1024, 32, 1).save(a)
-    _synthetic(1024, 1024, 32, 2).save(b)
+    big = dict(m=1536, n=1536, bs=32, dense_kinds=(0, 2, 3, 4))
+    _synthetic(seed=1, **big).save(a)
+    _synthetic(seed=2, **big).save(b)
     versions = {a.read_bytes(), b.read_bytes()}
     target.write_bytes(a.read_bytes())
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     rng = np.random.default_rng(7)
     litter_pattern = re.compile(r"^\.target\.hmz\.[^/]+\.tmp$")
-    n_kills = 4
-    for _ in range(n_kills):
+    known = {"a.hmz", "b.hmz", "target.hmz"}
+    schedule = ["random", "mid-write", "random", "mid-write", "mid-write"]
+    interrupted = 0
+    for when in schedule:
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(a), str(b), str(target)],
                                 stdout=subprocess.PIPE, env=env, cwd=tmp_path)
         try:
             assert proc.stdout.readline().strip() == b"ready"
-            time.sleep(rng.uniform(0.0, 0.4))
+            if when == "random":
+                time.sleep(rng.uniform(0.0, 0.4))
+            else:
+                assert _wait_for_temp_file(tmp_path, litter_pattern, known, proc)
+                time.sleep(rng.uniform(0.0, 0.004))
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=60)
             proc.stdout.close()
         assert proc.returncode == -signal.SIGKILL
         assert target.read_bytes() in versions
-        assert load(target).shape == (1024, 1024)
+        assert load(target).shape == (1536, 1536)
+        now = set(os.listdir(tmp_path))
+        interrupted += len(now - known) > 0
+        known = now
     litter = set(os.listdir(tmp_path)) - {"a.hmz", "b.hmz", "target.hmz"}
     assert all(litter_pattern.match(name) for name in litter), litter
-    assert len(litter) <= n_kills
+    assert len(litter) == interrupted <= len(schedule)
+    assert interrupted >= 1   # at least one kill really landed inside a write
