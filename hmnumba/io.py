@@ -119,6 +119,10 @@ _HEADER_KEYS = {"format", "format_version", "writer", "dtype", "shape", "n_block
                 "arrays"}
 # Pairs (row segment, block) examined at once by the tiling check.
 _TILING_CHUNK = 1 << 22
+# Most entries a row or column schedule may have (the products materialise
+# both; ~40 bytes per entry while they are built). Real matrices are far
+# below: about 10**6 entries for 10**5 blocks.
+MAX_SCHEDULE = 1 << 28
 
 
 # ---------------------------------------------------------------------------
@@ -138,7 +142,8 @@ def save(H, path):
     ----------
     H : HMatrix
     path : str or os.PathLike
-        Target file; ``.hmz`` by convention. Its directory must exist.
+        Target file; ``.hmz`` by convention. Its directory must exist. A
+        symbolic link is followed: its target is replaced.
 
     Raises
     ------
@@ -174,12 +179,17 @@ def save(H, path):
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"cannot save an HMatrix with data dtype {dtype}")
     m, n = H.shape
+    if not (1 <= m <= MAX_DIM and 1 <= n <= MAX_DIM):
+        raise ValueError(f"cannot save an HMatrix of shape {H.shape}: the format holds "
+                         f"1 <= m, n <= 2**30")
+    if not (0.0 < H.tol < 1.0 and np.isfinite(H.norm) and H.norm >= 0):
+        raise ValueError(f"cannot save an HMatrix with tol={H.tol!r}, norm={H.norm!r}")
     data_le = _DATA_DTYPES[dtype.name]
     arrays = {}
     for name, code, _ in _ARRAYS:
         arrays[name] = np.ascontiguousarray(getattr(H, name), dtype=code or data_le).ravel()
     _check_structure(m, n, arrays, "the HMatrix to save")
-    header, layout, payload_nbytes = _layout(arrays, m, n)
+    header, layout, payload_nbytes = _layout(arrays)
     digest = hashlib.sha256()
     for chunk in _payload_chunks(arrays, layout, payload_nbytes):
         digest.update(chunk)
@@ -214,7 +224,7 @@ def _align(nbytes):
     return -(-nbytes // ALIGN) * ALIGN
 
 
-def _layout(arrays, m, n):
+def _layout(arrays):
     """Header ``arrays`` entry, (offset, nbytes) per array, payload length."""
     entries = {}
     layout = []
@@ -271,7 +281,8 @@ def _new_file_mode():
 
 
 def _atomic_write(path, chunks):
-    directory = os.path.dirname(os.path.abspath(path))
+    path = os.path.realpath(path)   # replace a symlink's target, not the link
+    directory = os.path.dirname(path)
     base = os.path.basename(path)
     try:
         mode = os.stat(path).st_mode & 0o7777
@@ -456,6 +467,12 @@ def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _short(value, limit=80):
+    """``repr`` of a header value, cut short (a hostile header can be large)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _finite(value):
     try:
         return math.isfinite(value)
@@ -475,27 +492,27 @@ def _check_header(h, size, hlen, where):
     if missing or extra:
         bad(f"header fields wrong: missing {sorted(missing)}, unexpected {sorted(extra)}")
     if h["format"] != FORMAT_NAME:
-        bad(f"header format is {h['format']!r}, expected {FORMAT_NAME!r}")
+        bad(f"header format is {_short(h['format'])}, expected {FORMAT_NAME!r}")
     if not _is_int(h["format_version"]) or h["format_version"] != FORMAT_VERSION:
-        bad(f"header format_version {h['format_version']!r} disagrees with the preamble "
+        bad(f"header format_version {_short(h['format_version'])} disagrees with the preamble "
             f"({FORMAT_VERSION})")
     if not isinstance(h["writer"], str):
         bad("header writer must be a string")
-    if h["dtype"] not in _DATA_DTYPES:
-        bad(f"dtype must be 'float32' or 'float64', got {h['dtype']!r}")
+    if not isinstance(h["dtype"], str) or h["dtype"] not in _DATA_DTYPES:
+        bad(f"dtype must be 'float32' or 'float64', got {_short(h['dtype'])}")
     shape = h["shape"]
     if (not isinstance(shape, list) or len(shape) != 2 or not all(map(_is_int, shape))
             or not all(1 <= s <= MAX_DIM for s in shape)):
-        bad(f"shape must be [m, n] with 1 <= m, n <= 2**30, got {shape!r}")
+        bad(f"shape must be [m, n] with 1 <= m, n <= 2**30, got {_short(shape)}")
     n_blocks = h["n_blocks"]
     if not _is_int(n_blocks) or n_blocks < 1:
-        bad(f"n_blocks must be a positive integer, got {n_blocks!r}")
+        bad(f"n_blocks must be a positive integer, got {_short(n_blocks)}")
     tol = h["tol"]
     if not _is_number(tol) or not (_finite(tol) and 0.0 < tol < 1.0):
-        bad(f"tol must be a number in (0, 1), got {tol!r}")
+        bad(f"tol must be a number in (0, 1), got {_short(tol)}")
     norm = h["norm"]
     if not _is_number(norm) or not (_finite(norm) and norm >= 0):
-        bad(f"norm must be a finite number >= 0, got {norm!r}")
+        bad(f"norm must be a finite number >= 0, got {_short(norm)}")
     h["tol"], h["norm"] = float(tol), float(norm)
     if not isinstance(h["params"], dict):
         bad(f"params must be a JSON object, got {type(h['params']).__name__}")
@@ -506,30 +523,30 @@ def _check_header(h, size, hlen, where):
     specs = h["arrays"]
     if not isinstance(specs, dict) or set(specs) != {a[0] for a in _ARRAYS}:
         names = sorted(specs) if isinstance(specs, dict) else specs
-        bad(f"arrays must name exactly {[a[0] for a in _ARRAYS]}, got {names!r}")
+        bad(f"arrays must name exactly {[a[0] for a in _ARRAYS]}, got {_short(names)}")
     lengths = {"m": shape[0], "n": shape[1], "b": n_blocks}
     pos = 0
     for name, code, length in _ARRAYS:
         spec = specs[name]
         if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "offset"}:
-            bad(f"array {name}: entry must have exactly dtype, shape, offset; got {spec!r}")
+            bad(f"array {name}: entry must have exactly dtype, shape, offset; got {_short(spec)}")
         expected = code or _DATA_DTYPES[h["dtype"]]
         if spec["dtype"] != expected:
-            bad(f"array {name}: dtype {spec['dtype']!r}, expected {expected!r}")
+            bad(f"array {name}: dtype {_short(spec['dtype'])}, expected {expected!r}")
         s = spec["shape"]
         if not isinstance(s, list) or len(s) != 1 or not _is_int(s[0]) or s[0] < 0:
-            bad(f"array {name}: shape must be [length], got {s!r}")
+            bad(f"array {name}: shape must be [length], got {_short(s)}")
         if length in lengths and s[0] != lengths[length]:
             bad(f"array {name}: length {s[0]}, expected {lengths[length]} ({length})")
         pos = _align(pos)
         if not _is_int(spec["offset"]) or spec["offset"] != pos:
-            bad(f"array {name}: offset {spec['offset']!r}, expected {pos}")
+            bad(f"array {name}: offset {_short(spec['offset'])}, expected {pos}")
         pos += s[0] * np.dtype(expected).itemsize
     if not _is_int(h["payload_nbytes"]) or h["payload_nbytes"] != pos:
-        bad(f"payload_nbytes {h['payload_nbytes']!r} does not match the arrays ({pos} bytes)")
+        bad(f"payload_nbytes {_short(h['payload_nbytes'])} does not match the arrays ({pos} bytes)")
     start = _align(_PREAMBLE.size + hlen)
     if not _is_int(h["payload_offset"]) or h["payload_offset"] != start:
-        bad(f"payload_offset {h['payload_offset']!r}, expected {start}")
+        bad(f"payload_offset {_short(h['payload_offset'])}, expected {start}")
     if start + pos != size:
         bad(f"file has {size} bytes but the header describes {start + pos}"
             + (" (truncated)" if size < start + pos else " (trailing bytes)"))
@@ -610,7 +627,8 @@ def _check_tiling(r0, r1, c0, c1, m, n, bad):
     for every segment, the column ranges of the blocks over it, sorted,
     follow each other from 0 without gap or overlap and their widths sum to
     ``n``. Cost: the size of the products' row schedule, worked through in
-    chunks of bounded memory.
+    chunks of bounded memory; schedules beyond ``MAX_SCHEDULE`` entries are
+    refused (the products could not build them).
     """
     bounds = np.unique(np.concatenate([r0, r1]))
     if bounds[0] != 0 or bounds[-1] != m:
@@ -618,6 +636,13 @@ def _check_tiling(r0, r1, c0, c1, m, n, bad):
     lo = np.searchsorted(bounds, r0)
     hi = np.searchsorted(bounds, r1)
     n_seg = bounds.size - 1
+    col_bounds = np.unique(np.concatenate([c0, c1]))
+    for what, size in (("row", int(np.sum(hi - lo))),
+                       ("column", int(np.sum(np.searchsorted(col_bounds, c1)
+                                             - np.searchsorted(col_bounds, c0))))):
+        if size > MAX_SCHEDULE:
+            bad(f"the blocks make a {what} schedule of {size} entries (at most "
+                f"{MAX_SCHEDULE}): no matrix the products can apply")
     width = np.zeros(n_seg + 1, np.int64)
     np.add.at(width, lo, c1 - c0)
     np.add.at(width, hi, -(c1 - c0))

@@ -221,6 +221,23 @@ def test_saving_twice_gives_identical_bytes_and_the_documented_layout(tmp_path):
     assert _encode(header, arrays) == blob
 
 
+def test_zero_matrix_with_empty_data_round_trips(tmp_path):
+    H = HMatrix.from_dense(np.zeros((50, 40), np.float32), tol=1e-3, leaf_size=8)
+    assert H.data.size == 0 and (H.rank == 0).all()
+    H.save(tmp_path / "z.hmz")
+    H2 = load(tmp_path / "z.hmz")
+    assert H2.data.size == 0 and H2.dtype == np.float32
+    assert np.array_equal(H2 @ np.ones(40, np.float32), np.zeros(50, np.float32))
+
+
+def test_save_through_a_symlink_replaces_its_target(small_file, tmp_path):
+    real = tmp_path / "real.hmz"
+    real.write_bytes(b"old")
+    (tmp_path / "link.hmz").symlink_to(real)
+    small_file[0].save(tmp_path / "link.hmz")
+    assert (tmp_path / "link.hmz").is_symlink() and real.read_bytes() == small_file[2]
+
+
 def test_params_that_json_cannot_hold_are_stored_as_repr(tmp_path):
     rs = np.random.RandomState(0)
     H = HMatrix.from_dense(smooth_matrix(64, 64), tol=1e-6, random_state=rs)
@@ -385,6 +402,39 @@ def test_hostile_header_is_refused(small_file, tmp_path, edit):
     _assert_refused(tmp_path / "h.hmz", _encode(header, arrays, HEADER_EDITS[edit]))
 
 
+WRONG_VALUES = ([], [1, 2], {}, {"a": 1}, "x", None, True, 1.5, -1, 0, 2**70)
+
+
+def test_every_header_field_with_a_wrong_type_is_refused(small_file, tmp_path):
+    """Each header field, and each field of each array entry, replaced by
+    values of other types and out-of-range numbers (unhashable ones
+    included): always ValueError, except where the value is valid (any
+    writer string, any params object, any norm >= 0)."""
+    header, arrays = _decode(small_file[2])
+    path = tmp_path / "w.hmz"
+    n_refused = 0
+    targets = [(None, key) for key in header if key != "arrays"]
+    targets += [(name, key) for name in ARRAY_NAMES for key in ("dtype", "shape", "offset")]
+    for name, key in targets:
+        current = (header if name is None else header["arrays"][name])[key]
+        for value in WRONG_VALUES:
+            if type(value) is type(current) and value == current:
+                continue
+            def edit(h, name=name, key=key, value=value):
+                (h if name is None else h["arrays"][name])[key] = value
+            blob = _encode(header, arrays, edit)
+            if ((key == "writer" and isinstance(value, str))
+                    or (key == "params" and isinstance(value, dict))
+                    or (key == "norm" and type(value) in (int, float) and value >= 0)):
+                path.write_bytes(blob)
+                assert load(path).shape == small_file[0].shape
+                continue
+            msg = _assert_refused(path, blob)
+            assert len(msg) < 400
+            n_refused += 1
+    assert n_refused > 300
+
+
 @pytest.mark.parametrize("raw", [
     b"[1, 2, 3]", b"{\"format\": 1, \"format\": 2}", b"\xff\xfe not utf-8",
     b"{" * 100_000, b"{\"tol\": NaN}", b"{\"norm\": Infinity}", b"",
@@ -524,6 +574,14 @@ def test_tiling_check_works_in_chunks(monkeypatch, small_file, tmp_path):
     header, arrays = _decode(blob)
     ARRAY_EDITS["duplicate block"](arrays)   # widths still sum to n in every row
     assert "starts at column" in _assert_refused(tmp_path / "c.hmz", _encode(header, arrays))
+
+
+def test_schedule_size_limit(monkeypatch, small_file, tmp_path):
+    """A file whose products would need a huge row schedule is refused
+    before the schedule is built (here with a lowered limit)."""
+    H, path, _ = small_file
+    monkeypatch.setattr(hio, "MAX_SCHEDULE", H.n_blocks - 1)
+    assert "schedule" in _assert_refused(tmp_path / "s.hmz", path.read_bytes())
 
 
 def test_save_refuses_an_inconsistent_matrix(tmp_path):
