@@ -95,3 +95,57 @@ def split_pairs(row_tree, col_tree, row_node, col_node):
     order = np.argsort(child_p, kind="stable")  # keep children of one parent together
     return (np.concatenate(out_r)[order], np.concatenate(out_c)[order], child_p[order],
             row_node[leaf], col_node[leaf], idx[leaf])
+
+
+def level_schedule(start, stop):
+    """Group blocks by output range, and the ranges by nesting depth.
+
+    Block ranges come from a cluster tree, so any two are nested or disjoint;
+    ranges of equal depth are therefore disjoint, and the blocks of all groups
+    of one depth can write their outputs in parallel without races. This is
+    the schedule of the BLAS-based products (:func:`hmnumba.kernels.cpu.hmatmat_blas`).
+
+    Parameters
+    ----------
+    start, stop : ndarray of int64
+        Output range of each block (rows for ``A X``, columns for ``A^T X``).
+
+    Returns
+    -------
+    level_ptr : ndarray of int64
+        Groups of depth ``d`` are ``level_ptr[d]:level_ptr[d + 1]``.
+    group_start, group_stop : ndarray of int64
+        The output range of each group.
+    group_ptr, group_block : ndarray of int64
+        CSR: the blocks of group ``g`` are ``group_block[group_ptr[g]:group_ptr[g + 1]]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> lp, gs, ge, gp, gb = level_schedule(np.array([0, 0, 2, 0]), np.array([4, 2, 4, 4]))
+    >>> lp.tolist(), gs.tolist(), ge.tolist(), gb.tolist()
+    ([0, 1, 3], [0, 0, 2], [4, 2, 4], [0, 3, 1, 2])
+    """
+    start = np.asarray(start, np.int64)
+    stop = np.asarray(stop, np.int64)
+    pairs, group_of_block = np.unique(np.stack([start, -stop], axis=1), axis=0,
+                                      return_inverse=True)
+    group_of_block = group_of_block.ravel()
+    g_start, g_stop = pairs[:, 0], -pairs[:, 1]     # sorted by start, then longest first
+    depth = np.empty(g_start.size, np.int64)
+    open_stops = []
+    for g in range(g_start.size):                   # interval nesting by a stack sweep
+        while open_stops and open_stops[-1] <= g_start[g]:
+            open_stops.pop()
+        depth[g] = len(open_stops)
+        open_stops.append(g_stop[g])
+    order = np.lexsort((g_start, depth))
+    rank_of_group = np.empty_like(order)
+    rank_of_group[order] = np.arange(order.size)
+    level_ptr = np.zeros(depth.max() + 2, np.int64)
+    np.cumsum(np.bincount(depth, minlength=depth.max() + 1), out=level_ptr[1:])
+    new_group = rank_of_group[group_of_block]
+    group_block = np.argsort(new_group, kind="stable").astype(np.int64)
+    group_ptr = np.zeros(order.size + 1, np.int64)
+    np.cumsum(np.bincount(new_group, minlength=order.size), out=group_ptr[1:])
+    return level_ptr, g_start[order], g_stop[order], group_ptr, group_block

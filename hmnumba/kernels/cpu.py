@@ -1110,3 +1110,57 @@ def transpose_data(data, r0, r1, c0, c1, rank, offset):
             for q in range(k * m):
                 out[o + k * n + q] = data[o + q]
     return out
+
+
+@njit(cache=True, parallel=True)
+def hmatmat_blas(data, r0, r1, c0, c1, rank, offset, t_off, level_ptr, group_start,
+                 group_stop, group_ptr, group_block, X, trans):
+    """``Y = A X`` (or ``A^T X``) for many right-hand sides, with BLAS products.
+
+    The same result as :func:`hmatmat`, organised for ``X (n, p)`` with a
+    large ``p``: every block product is a matrix-matrix product (``np.dot``
+    calls the BLAS of SciPy, single-threaded inside the parallel loop).
+    Phase one forms ``T_b = V_b^T X_b`` for all low-rank blocks in parallel;
+    phase two walks the output ranges depth by depth (ranges of one depth are
+    disjoint, see :func:`hmnumba.blocks.level_schedule`) and adds
+    ``U_b T_b`` and the dense products. ``X`` must have the dtype of ``data``.
+    """
+    n_blocks = rank.shape[0]
+    p_rhs = X.shape[1]
+    T = np.empty((t_off[n_blocks], p_rhs), dtype=data.dtype)
+    for b in prange(n_blocks):
+        k = rank[b]
+        if k <= 0:
+            continue
+        m = r1[b] - r0[b]
+        n = c1[b] - c0[b]
+        o = offset[b]
+        if trans:   # T = U^T X[rows]
+            T[t_off[b]:t_off[b] + k] = np.dot(data[o:o + k * m].reshape((k, m)),
+                                              X[r0[b]:r1[b]])
+        else:       # T = V^T X[cols]
+            T[t_off[b]:t_off[b] + k] = np.dot(data[o + k * m:o + k * (m + n)].reshape((k, n)),
+                                              X[c0[b]:c1[b]])
+    Y = np.zeros((c1.max() if trans else r1.max(), p_rhs), dtype=data.dtype)
+    for level in range(level_ptr.shape[0] - 1):
+        for g in prange(level_ptr[level], level_ptr[level + 1]):
+            out = Y[group_start[g]:group_stop[g]]
+            for q in range(group_ptr[g], group_ptr[g + 1]):
+                b = group_block[q]
+                k = rank[b]
+                m = r1[b] - r0[b]
+                n = c1[b] - c0[b]
+                o = offset[b]
+                if k < 0:
+                    D = data[o:o + m * n].reshape((m, n))
+                    if trans:
+                        out += np.dot(D.T, X[r0[b]:r1[b]])
+                    else:
+                        out += np.dot(D, X[c0[b]:c1[b]])
+                elif k > 0:
+                    Tb = T[t_off[b]:t_off[b] + k]
+                    if trans:   # V T
+                        out += np.dot(data[o + k * m:o + k * (m + n)].reshape((k, n)).T, Tb)
+                    else:       # U T
+                        out += np.dot(data[o:o + k * m].reshape((k, m)).T, Tb)
+    return Y
