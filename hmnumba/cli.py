@@ -6,12 +6,23 @@ Subcommands
     Compress the standard kernel problem (3-D Laplace, points uniform in the
     unit cube) and a permuted weight-like matrix; print build time,
     compression ratio, error bound and matvec speed-up against dense numpy.
+``compress W.npy -o W.hmz`` / ``compress weights.npz -o DIR``
+    Compress a weight array (rows = outputs, columns = inputs) into an
+    H-matrix file; for an ``.npz`` archive, one ``DIR/<name>.hmz`` per array.
+``info W.hmz`` (or a directory of them)
+    Blocks, ranks, bytes, compression ratio and error bound.
+``apply W.hmz X.npy -o Y.npy``
+    ``Y = X @ W_hat.T`` for samples ``X (n_samples, n_in)``, as
+    :meth:`hmnumba.HMatrixCompressor.transform` does; ``--transpose`` gives
+    ``X @ W_hat`` for ``X (n_samples, n_out)``.
 
-Bad input exits with status 2 and a one-line message.
+Exit status 0 on success and 2 with a one-line message on bad input (missing
+or unreadable files, corrupted ``.hmz`` files, wrong shapes, bad options).
 """
 import argparse
 import sys
 import time
+from pathlib import Path
 
 
 def _demo(args):
@@ -64,6 +75,118 @@ def _demo(args):
     return 0
 
 
+def _compress(args):
+    import numpy as np
+
+    from hmnumba import HMatrix
+    from hmnumba.io import save
+
+    path = Path(args.weights)
+    arrays = _read_weights(path)
+    out = Path(args.output)
+    if path.suffix == ".npz":
+        out.mkdir(parents=True, exist_ok=True)
+        targets = {name: out / f"{name}.hmz" for name in arrays}
+    else:
+        targets = {None: out}
+    for name, W in arrays.items():
+        label = f"{path}[{name}]" if name is not None else str(path)
+        if np.asarray(W).dtype.kind in "iub":
+            W = np.asarray(W, dtype=np.float64)
+        if np.ndim(W) != 2:
+            raise ValueError(f"{label}: expected a 2-D weight array, got shape {np.shape(W)}")
+        H = HMatrix.from_dense(W, tol=args.tol, leaf_size=args.leaf_size, method=args.method,
+                               cluster=args.cluster, random_state=args.seed)
+        save(H, targets[name])
+        print(f"{label} {W.shape[0]}x{W.shape[1]} -> {targets[name]}: ratio "
+              f"{H.compression_ratio:.2f}, error bound {H.error_bound:.2e}, "
+              f"{H.params['build_seconds']:.2f} s")
+    return 0
+
+
+def _read_weights(path):
+    import numpy as np
+    if path.suffix not in (".npy", ".npz"):
+        raise ValueError(f"{path}: expected a .npy or .npz file")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(f"{path}: not a readable NumPy file ({exc})") from None
+    if path.suffix == ".npz":
+        with loaded:
+            arrays = {name: loaded[name] for name in loaded.files}
+        if not arrays:
+            raise ValueError(f"{path}: the archive holds no arrays")
+        return arrays
+    return {None: loaded}
+
+
+def _hmz_files(path):
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.hmz"))
+        if not files:
+            raise ValueError(f"{path}: directory holds no .hmz files")
+        return files
+    return [path]
+
+
+def _info(args):
+    from hmnumba.io import load
+    for i, file in enumerate(_hmz_files(args.file)):
+        H = load(file)
+        print(("\n" if i else "") + f"{file}\n{H.summary()}")
+    return 0
+
+
+def _apply(args):
+    import numpy as np
+
+    from hmnumba.io import load
+    H = load(args.file)
+    X = _read_weights(Path(args.samples))
+    if None not in X:
+        raise ValueError(f"{args.samples}: expected a .npy file of samples")
+    X = X[None]
+    if X.dtype.kind in "iub":
+        X = X.astype(np.float64)
+    if X.ndim not in (1, 2):
+        raise ValueError(f"{args.samples}: samples must be 1-D or 2-D, got shape {X.shape}")
+    squeeze = X.ndim == 1
+    X2 = X[None, :] if squeeze else X
+    n_in = H.shape[0] if args.transpose else H.shape[1]
+    if X2.shape[1] != n_in:
+        raise ValueError(f"{args.samples}: samples have {X2.shape[1]} features but the "
+                         f"operator expects {n_in}")
+    Y = (H.rmatmat(X2.T) if args.transpose else H.matmat(X2.T)).T
+    Y = np.ascontiguousarray(Y[0] if squeeze else Y)
+    _save_npy(Path(args.output), Y)
+    print(f"{args.output}: {Y.shape} {Y.dtype}")
+    return 0
+
+
+def _save_npy(path, array):
+    """Write ``array`` to ``path`` atomically (temporary file + ``os.replace``)."""
+    import os
+    import tempfile
+
+    import numpy as np
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, array, allow_pickle=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def _median_time(fn, repeats=7):
     import numpy as np
     times = []
@@ -74,8 +197,15 @@ def _median_time(fn, repeats=7):
     return float(np.median(times))
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr, exit status 2 (argparse's convention)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hmnumba",
         description="Adaptive, error-bounded hierarchical matrices with Numba.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +216,41 @@ def build_parser():
                       help="relative tolerance (default 1e-6)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.set_defaults(func=_demo)
+
+    comp = sub.add_parser(
+        "compress", help="compress a weight array (.npy) or every array of an .npz",
+        description="Compress weight arrays (rows = outputs, columns = inputs) into "
+                    "H-matrix files with ||W - H||_F <= tol ||W||_F.")
+    comp.add_argument("weights", help="W.npy (one array) or weights.npz (one H-matrix per array)")
+    comp.add_argument("-o", "--output", required=True,
+                      help="output .hmz file for .npy input; output directory for .npz input "
+                           "(one <name>.hmz per array)")
+    comp.add_argument("--tol", type=float, default=1e-3,
+                      help="relative Frobenius tolerance, 0 < tol < 1 (default 1e-3)")
+    comp.add_argument("--method", choices=("aca", "svd", "rsvd"), default="aca",
+                      help="low-rank approximation of a block (default aca)")
+    comp.add_argument("--cluster", choices=("pca", "index"), default="pca",
+                      help="row/column clustering (default pca)")
+    comp.add_argument("--leaf-size", type=int, default=32,
+                      help="largest cluster that is not split (default 32)")
+    comp.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    comp.set_defaults(func=_compress)
+
+    info = sub.add_parser("info", help="describe an .hmz file (or a directory of them)",
+                          description="Print blocks, ranks, bytes, compression ratio and "
+                                      "error bound of H-matrix files.")
+    info.add_argument("file", help="an .hmz file or a directory of .hmz files")
+    info.set_defaults(func=_info)
+
+    apply = sub.add_parser("apply", help="apply an .hmz operator to samples",
+                           description="Y = X @ W_hat.T for samples X of shape "
+                                       "(n_samples, n_in), written to a .npy file.")
+    apply.add_argument("file", help="the .hmz file of W (n_out x n_in)")
+    apply.add_argument("samples", help="X.npy, shape (n_samples, n_in) or (n_in,)")
+    apply.add_argument("-o", "--output", required=True, help="output .npy file for Y")
+    apply.add_argument("--transpose", action="store_true",
+                       help="compute X @ W_hat instead, for X of shape (n_samples, n_out)")
+    apply.set_defaults(func=_apply)
     return parser
 
 

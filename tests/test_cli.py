@@ -2,6 +2,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from hmnumba.cli import main
@@ -37,3 +38,101 @@ def test_missing_or_unknown_command_is_a_usage_error(argv):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
+
+
+# ------------------------------------------------ compress / info / apply
+def console_script():
+    """The installed ``hmnumba`` entry point next to this interpreter."""
+    import os
+    import shutil
+    exe = shutil.which("hmnumba", path=os.path.dirname(sys.executable))
+    if exe is None:
+        pytest.fail("the hmnumba console script is not installed beside "
+                    f"{sys.executable}; run `pip install -e .`")
+    return exe
+
+
+def run_cli(*args, cwd):
+    proc = subprocess.run([console_script(), *map(str, args)], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def smooth(m, n, seed=0):
+    rng = np.random.default_rng(seed)
+    s, t = np.sort(rng.random(m)), np.sort(rng.random(n))
+    return 1.0 / (1.0 + 5.0 * np.abs(s[:, None] - t[None, :]))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    np.save(d / "W.npy", smooth(200, 150))
+    np.savez(d / "layers.npz", fc1=smooth(120, 80, 1), fc2=smooth(64, 120, 2).astype(np.float32))
+    np.save(d / "X.npy", np.random.default_rng(3).standard_normal((7, 150)))
+    return d
+
+
+def test_compress_info_apply_round_trip(workdir):
+    rc, out, err = run_cli("compress", "W.npy", "--tol", "1e-5", "-o", "W.hmz", cwd=workdir)
+    assert rc == 0, err
+    assert "ratio" in out and (workdir / "W.hmz").exists()
+    rc, out, err = run_cli("info", "W.hmz", cwd=workdir)
+    assert rc == 0, err
+    for needle in ("200 x 150", "blocks", "ranks", "MB", "ratio", "error bound"):
+        assert needle in out
+    rc, out, err = run_cli("apply", "W.hmz", "X.npy", "-o", "Y.npy", cwd=workdir)
+    assert rc == 0, err
+    W, X, Y = (np.load(workdir / f) for f in ("W.npy", "X.npy", "Y.npy"))
+    assert Y.shape == (7, 200)
+    assert np.linalg.norm(Y - X @ W.T) <= 1e-5 * np.linalg.norm(W) * np.linalg.norm(X)
+
+
+def test_compress_npz_writes_one_file_per_array(workdir):
+    rc, out, err = run_cli("compress", "layers.npz", "--method", "svd", "-o", "layers",
+                           cwd=workdir)
+    assert rc == 0, err
+    assert sorted(p.name for p in (workdir / "layers").iterdir()) == ["fc1.hmz", "fc2.hmz"]
+    from hmnumba import load
+    H2 = load(workdir / "layers" / "fc2.hmz")
+    assert H2.shape == (64, 120) and H2.dtype == np.float32
+    rc, out, err = run_cli("info", "layers", cwd=workdir)
+    assert rc == 0 and out.count("HMatrix") == 2
+
+
+@pytest.mark.parametrize("args", [
+    ("compress", "missing.npy", "-o", "out.hmz"),                 # no such file
+    ("compress", "W.npy", "--tol", "0", "-o", "out.hmz"),         # tol out of range
+    ("compress", "W.npy", "--method", "qr", "-o", "out.hmz"),     # unknown choice
+    ("compress", "notes.txt", "-o", "out.hmz"),                   # wrong extension
+    ("compress", "vector.npy", "-o", "out.hmz"),                  # not 2-D
+    ("compress", "W.npy"),                                        # no -o
+    ("info", "garbage.hmz"),                                      # corrupted file
+    ("info", "missing.hmz"),
+    ("apply", "W.hmz", "wrong.npy", "-o", "Y2.npy"),             # shape mismatch
+    ("apply", "garbage.hmz", "X.npy", "-o", "Y2.npy"),
+])
+def test_bad_input_exits_2_with_one_line(workdir, args):
+    (workdir / "notes.txt").write_text("not an array")
+    np.save(workdir / "vector.npy", np.ones(5))
+    np.save(workdir / "wrong.npy", np.ones((3, 4)))
+    (workdir / "garbage.hmz").write_bytes(b"HMZ" + bytes(range(256)) * 4)
+    if not (workdir / "W.hmz").exists():
+        assert run_cli("compress", "W.npy", "-o", "W.hmz", cwd=workdir)[0] == 0
+    rc, out, err = run_cli(*args, cwd=workdir)
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "error" in lines[0], err
+    assert not (workdir / "out.hmz").exists() and not (workdir / "Y2.npy").exists()
+
+
+def test_help_lists_every_subcommand_and_option():
+    proc = subprocess.run([console_script(), "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0
+    for sub in ("demo", "compress", "info", "apply"):
+        assert sub in proc.stdout
+    proc = subprocess.run([console_script(), "compress", "--help"], capture_output=True,
+                          text=True, timeout=120)
+    for option in ("--tol", "--method", "--cluster", "--leaf-size", "--seed", "--output"):
+        assert option in proc.stdout
