@@ -86,6 +86,11 @@ can be deleted. On an ordinary error the temporary file is removed.
 What is not stored: the kernel and points of a matrix built by
 :meth:`~hmnumba.HMatrix.from_kernel`, so a loaded matrix's
 :meth:`~hmnumba.HMatrix.estimate_error` needs the reference matrix ``A``.
+
+An :class:`~hmnumba.HMatrix` (and a fitted estimator holding one) also
+round-trips exactly through ``pickle`` and ``joblib``, kernel source
+included; use that only for data you trust, since unpickling runs code. A
+``.hmz`` file holds no code and can be loaded from anywhere.
 """
 import hashlib
 import json

@@ -8,8 +8,10 @@ in :mod:`hmnumba.io`) are caught by the structural validation. A writer killed
 with SIGKILL mid-save never damages the previous file.
 """
 import hashlib
+import io
 import json
 import os
+import pickle
 import re
 import signal
 import struct
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import time
 
+import joblib
 import numpy as np
 import pytest
 
@@ -184,6 +187,27 @@ def test_products_are_bit_for_bit_equal_after_load(H, tmp_path):
     for got, want in ((H2 @ x, H @ x), (H2 @ X, H @ X), (H2.rmatvec(y), H.rmatvec(y)),
                       (H2.rmatmat(Y), H.rmatmat(Y)), (H2.to_dense(), H.to_dense())):
         assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("dumps, loads", [
+    (pickle.dumps, pickle.loads),
+    (lambda H: _joblib_bytes(H), lambda blob: joblib.load(io.BytesIO(blob))),
+], ids=["pickle", "joblib"])
+def test_pickle_and_joblib_round_trips_are_exact(H, dumps, loads):
+    """In-process persistence for trusted data (estimators, caches); unlike
+    ``.hmz`` it keeps the kernel source of a ``from_kernel`` matrix."""
+    H2 = loads(dumps(H))
+    x = np.random.default_rng(3).standard_normal((H.shape[1], 2)).astype(H.dtype)
+    assert np.array_equal(H2 @ x, H @ x) and np.array_equal(H2.rmatmat(H @ x), H.rmatmat(H @ x))
+    assert H2.params == H.params and H2.tol == H.tol and H2.norm == H.norm
+    if H._source is not None:
+        assert H2.estimate_error(random_state=0) == H.estimate_error(random_state=0)
+
+
+def _joblib_bytes(obj):
+    buf = io.BytesIO()
+    joblib.dump(obj, buf)
+    return buf.getvalue()
 
 
 def test_transposed_matrix_round_trips(tmp_path):
