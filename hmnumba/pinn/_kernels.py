@@ -1,0 +1,138 @@
+"""Numba kernels of the PINN module: gradients with respect to the packed
+H-matrix storage, and the nuclear-norm rank surrogate.
+
+All kernels work on the flat arrays of an :class:`~hmnumba.HMatrix` (DESIGN
+section 4) in cluster (permuted) index space. A low-rank block ``b`` of rank
+``k`` stores ``U_b^T`` (``k x m_b``, row-major) then ``V_b^T`` (``k x n_b``)
+at ``data[offset[b]:]``; a dense block stores ``m_b x n_b`` row-major. A
+gradient has exactly the layout of ``data``, so an optimizer steps on
+``data`` directly. Every block writes only its own slice of the output, so
+the ``prange`` loops are race-free and deterministic.
+"""
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, parallel=True)
+def data_grad(data, r0, r1, c0, c1, rank, offset, Sp, Gp):  # pragma: no cover - jit
+    """Gradient of ``sum(G * (A S))`` with respect to ``data``.
+
+    ``Sp (n, M)`` are the layer inputs with rows in column-cluster order and
+    ``Gp (m, M)`` the adjoints of the layer outputs with rows in row-cluster
+    order. For a low-rank block ``A_b = U V^T`` the gradient is
+    ``dU^T = (V^T S_b) G_b^T`` and ``dV^T = (U^T G_b) S_b^T``; for a dense
+    block it is ``G_b S_b^T``. Cost ``2 k M (m_b + n_b)`` per low-rank block,
+    the same order as one product with ``M`` right-hand sides: the dense
+    gradient ``G S^T`` is never formed.
+    """
+    grad = np.zeros_like(data)
+    for b in prange(rank.shape[0]):
+        k = rank[b]
+        m = r1[b] - r0[b]
+        n = c1[b] - c0[b]
+        off = offset[b]
+        Sb = Sp[c0[b]:c1[b]]
+        Gb = Gp[r0[b]:r1[b]]
+        if k < 0:
+            grad[off:off + m * n] = np.dot(Gb, Sb.T).ravel()
+        elif k > 0:
+            UT = data[off:off + k * m].reshape((k, m))
+            VT = data[off + k * m:off + k * (m + n)].reshape((k, n))
+            P = np.dot(VT, Sb)
+            Q = np.dot(UT, Gb)
+            grad[off:off + k * m] = np.dot(P, Gb.T).ravel()
+            grad[off + k * m:off + k * (m + n)] = np.dot(Q, Sb.T).ravel()
+    return grad
+
+
+@njit(cache=True, parallel=True)
+def data_grad_per_sample(data, r0, r1, c0, c1, rank, offset, Ss, Gs):  # pragma: no cover - jit
+    """Per-sample gradients: row ``i`` of the result is :func:`data_grad`
+    restricted to sample ``i``.
+
+    ``Ss (N, C, n)`` and ``Gs (N, C, m)`` hold, per sample, the ``C``
+    derivative channels of the layer input and output adjoint (in cluster
+    order); the gradient of a sample sums over its channels.
+    """
+    n_samples = Ss.shape[0]
+    n_chan = Ss.shape[1]
+    J = np.zeros((n_samples, data.shape[0]))
+    max_k = 0
+    for b in range(rank.shape[0]):
+        max_k = max(max_k, rank[b])
+    for i in prange(n_samples):
+        p = np.empty(max(max_k, 1))
+        q = np.empty(max(max_k, 1))
+        for b in range(rank.shape[0]):
+            k = rank[b]
+            m = r1[b] - r0[b]
+            n = c1[b] - c0[b]
+            off = offset[b]
+            for c in range(n_chan):
+                if k < 0:
+                    for a in range(m):
+                        g = Gs[i, c, r0[b] + a]
+                        if g == 0.0:
+                            continue
+                        row = off + a * n
+                        for j in range(n):
+                            J[i, row + j] += g * Ss[i, c, c0[b] + j]
+                elif k > 0:
+                    u_off = off
+                    v_off = off + k * m
+                    for l in range(k):
+                        sp = 0.0
+                        for j in range(n):
+                            sp += data[v_off + l * n + j] * Ss[i, c, c0[b] + j]
+                        p[l] = sp
+                        sq = 0.0
+                        for a in range(m):
+                            sq += data[u_off + l * m + a] * Gs[i, c, r0[b] + a]
+                        q[l] = sq
+                    for l in range(k):
+                        pl = p[l]
+                        row = u_off + l * m
+                        for a in range(m):
+                            J[i, row + a] += pl * Gs[i, c, r0[b] + a]
+                        ql = q[l]
+                        row = v_off + l * n
+                        for j in range(n):
+                            J[i, row + j] += ql * Ss[i, c, c0[b] + j]
+    return J
+
+
+@njit(cache=True, parallel=True)
+def nuclear_norms(data, r0, r1, c0, c1, rank, offset):  # pragma: no cover - jit
+    """``||U_b V_b^T||_*`` of every low-rank block and the gradient of their
+    sum with respect to ``data`` (zero on dense blocks).
+
+    With thin QR factorisations ``U = Q_u R_u``, ``V = Q_v R_v`` and the SVD
+    ``R_u R_v^T = P diag(s) Q^T`` (k x k), the norm is ``sum(s)`` and its
+    gradient is ``dU = Q_u P Q^T R_v``, ``dV = Q_v Q P^T R_u`` (the
+    subgradient ``Q_u P Q^T Q_v^T`` of the nuclear norm, pulled back to the
+    factors; unique where all ``s > 0``).
+    """
+    n_blocks = rank.shape[0]
+    norms = np.zeros(n_blocks)
+    grad = np.zeros_like(data)
+    for b in prange(n_blocks):
+        k = rank[b]
+        if k <= 0:
+            continue
+        m = r1[b] - r0[b]
+        n = c1[b] - c0[b]
+        off = offset[b]
+        U = np.ascontiguousarray(data[off:off + k * m].reshape((k, m)).T)
+        V = np.ascontiguousarray(data[off + k * m:off + k * (m + n)].reshape((k, n)).T)
+        Qu, Ru = np.linalg.qr(U)
+        Qv, Rv = np.linalg.qr(V)
+        Qu, Ru = np.ascontiguousarray(Qu), np.ascontiguousarray(Ru)
+        Qv, Rv = np.ascontiguousarray(Qv), np.ascontiguousarray(Rv)
+        P, s, QT = np.linalg.svd(np.dot(Ru, Rv.T))
+        norms[b] = s.sum()
+        PQ = np.dot(P, QT)
+        dU = np.dot(Qu, np.dot(PQ, Rv))
+        dV = np.dot(Qv, np.dot(PQ.T, Ru))
+        grad[off:off + k * m] = np.ascontiguousarray(dU.T).ravel()
+        grad[off + k * m:off + k * (m + n)] = np.ascontiguousarray(dV.T).ravel()
+    return norms, grad
