@@ -136,3 +136,77 @@ def nuclear_norms(data, r0, r1, c0, c1, rank, offset):  # pragma: no cover - jit
         grad[off:off + k * m] = np.ascontiguousarray(dU.T).ravel()
         grad[off + k * m:off + k * (m + n)] = np.ascontiguousarray(dV.T).ravel()
     return norms, grad
+
+
+ACT_TANH = 0
+ACT_SIN = 1
+
+
+@njit(cache=True, parallel=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
+def activation_forward(Z, s, cz, lap_weights, order, act):  # pragma: no cover - jit
+    """Derivative channels through the activation, one pass over ``Z``.
+
+    ``Z (w, C, N)`` holds the pre-activation channels (value, ``d`` first
+    derivatives if ``order >= 1``, the weighted Laplacian if ``order == 2``);
+    ``s = act(Z[:, 0])`` and, for ``act = ACT_SIN``, ``cz = cos(Z[:, 0])``
+    come from numpy (its SIMD ``tanh`` is ~5x faster than a scalar loop).
+    Returns ``A`` (the same channels after ``a = s(z)``: ``a_j = s' z_j``,
+    ``lap a = s' lap z + s'' sum_j c_j z_j^2``) and ``D (3, w, N)`` holding
+    the first three derivatives of the activation for the reverse pass.
+    """
+    w, C, N = Z.shape
+    d = lap_weights.shape[0]
+    A = np.empty_like(Z)
+    D = np.empty((3, w, N))
+    for o in prange(w):
+        for n in range(N):
+            t = s[o, n]
+            if act == ACT_TANH:
+                d1 = 1.0 - t * t
+                d2 = -2.0 * t * d1
+                d3 = d1 * (6.0 * t * t - 2.0)
+            else:
+                d1 = cz[o, n]
+                d2 = -t
+                d3 = -d1
+            A[o, 0, n] = t
+            D[0, o, n] = d1
+            D[1, o, n] = d2
+            D[2, o, n] = d3
+            if order >= 1:
+                q = 0.0
+                for j in range(d):
+                    zj = Z[o, 1 + j, n]
+                    A[o, 1 + j, n] = d1 * zj
+                    q += lap_weights[j] * zj * zj
+                if order >= 2:
+                    A[o, d + 1, n] = d1 * Z[o, d + 1, n] + d2 * q
+    return A, D
+
+
+@njit(cache=True, parallel=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
+def activation_backward(Sbar, Z, D, lap_weights, order):  # pragma: no cover - jit
+    """Adjoints of the pre-activation channels from those of the activation
+    channels (see :mod:`hmnumba.pinn.network` for the formulas)."""
+    w, C, N = Z.shape
+    d = lap_weights.shape[0]
+    G = np.empty_like(Sbar)
+    for o in prange(w):
+        for n in range(N):
+            d1 = D[0, o, n]
+            d2 = D[1, o, n]
+            g0 = d1 * Sbar[o, 0, n]
+            if order >= 1:
+                lbar = Sbar[o, d + 1, n] if order >= 2 else 0.0
+                q = 0.0
+                for j in range(d):
+                    zj = Z[o, 1 + j, n]
+                    aj = Sbar[o, 1 + j, n]
+                    g0 += d2 * zj * aj
+                    G[o, 1 + j, n] = d1 * aj + 2.0 * lap_weights[j] * d2 * zj * lbar
+                    q += lap_weights[j] * zj * zj
+                if order >= 2:
+                    G[o, d + 1, n] = d1 * lbar
+                    g0 += (D[2, o, n] * q + d2 * Z[o, d + 1, n]) * lbar
+            G[o, 0, n] = g0
+    return G

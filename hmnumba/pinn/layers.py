@@ -249,6 +249,16 @@ class CompressedLayer(_Layer):
         With ``transform``, ``adjoint_transform``, ``reconstruct`` and
         ``nbytes_``; fitted on ``W`` of shape ``(n_out, n_in)``.
     b : array-like of shape (n_out,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba.baselines import SVDCompressor
+    >>> from hmnumba.pinn import CompressedLayer
+    >>> W = np.outer(np.arange(1.0, 5.0), np.ones(3))       # rank 1, shape (4, 3)
+    >>> layer = CompressedLayer(SVDCompressor(rank=1).fit(W), np.zeros(4))
+    >>> layer.forward(np.ones((3, 1, 2)))[:, 0, 0]
+    array([ 3.,  6.,  9., 12.])
     """
 
     kind = "compressed"

@@ -31,20 +31,13 @@ same pass with per-sample seeds gives per-sample Jacobians
 import numpy as np
 
 from hmnumba import _validation as val
+from hmnumba.pinn import _kernels
 from hmnumba.pinn.layers import CompressedLayer, DenseLayer, HMatrixLayer
 
-ACTIVATIONS = ("tanh", "sin")
+# activation name -> kernel code; the activation and its reverse pass are one
+# fused numba pass each (numpy needed ~10 passes over the channel array)
+ACTIVATIONS = {"tanh": _kernels.ACT_TANH, "sin": _kernels.ACT_SIN}
 COMPRESS_METHODS = ("hmatrix", "svd", "pruning", "quantization")
-
-
-def _activation(name, Z):
-    """``s, s', s'', s'''`` of the activation at ``Z``."""
-    if name == "tanh":
-        t = np.tanh(Z)
-        d1 = 1.0 - t * t
-        return t, d1, -2.0 * t * d1, d1 * (6.0 * t * t - 2.0)
-    s, c = np.sin(Z), np.cos(Z)
-    return s, c, -s, -c
 
 
 class PINN:
@@ -90,7 +83,7 @@ class PINN:
 
     def __init__(self, sizes, activation="tanh", init_rank=None, random_state=None):
         sizes = _check_sizes(sizes)
-        self.activation = val.check_choice(activation, "activation", ACTIVATIONS)
+        self.activation = val.check_choice(activation, "activation", tuple(ACTIVATIONS))
         init_rank = val.check_positive_int(init_rank, "init_rank", allow_none=True)
         rng = np.random.default_rng(val.check_random_state(random_state))
         self.layers = []
@@ -119,7 +112,7 @@ class PINN:
         [1, 3, 1]
         """
         net = cls.__new__(cls)
-        net.activation = val.check_choice(activation, "activation", ACTIVATIONS)
+        net.activation = val.check_choice(activation, "activation", tuple(ACTIVATIONS))
         layers = list(layers)
         if not layers:
             raise ValueError("layers must not be empty")
@@ -178,7 +171,9 @@ class PINN:
         return np.concatenate([p.ravel() for layer in self.layers for p in layer.params])
 
     def set_params(self, theta):
-        """Write the flat vector ``theta`` (length :attr:`n_params`) into the layers."""
+        """Write the flat vector ``theta`` (length :attr:`n_params`) into the
+        layers, in place (an H-matrix layer's ``H.data`` included); see
+        :meth:`get_params`."""
         theta = val.check_float_array(theta, "theta", ndim=1)
         if theta.shape[0] != self.n_params:
             raise ValueError(f"theta must have length {self.n_params}, got {theta.shape[0]}")
@@ -200,10 +195,14 @@ class PINN:
                              f"got shape {x.shape}")
         return x
 
-    def _forward(self, x, order, lap_weights):
+    def _forward(self, x, order, lap_weights, keep=True):
         """Channels through all layers; returns the output channels and the
-        per-layer caches ``(S, Z, s', s'', s''')`` for the reverse pass."""
+        per-layer caches ``(S, Z, D)`` for the reverse pass (``D`` holds the
+        first three derivatives of the activation at ``Z``). With
+        ``keep=False`` and ``order=0`` (inference) nothing is cached."""
         N, d = x.shape
+        c = np.ones(d) if lap_weights is None else lap_weights
+        act = ACTIVATIONS[self.activation]
         C = 1 + (d if order >= 1 else 0) + (1 if order >= 2 else 0)
         S = np.zeros((d, C, N))
         S[:, 0, :] = x.T
@@ -214,23 +213,22 @@ class PINN:
         for i, layer in enumerate(self.layers):
             Z = layer.forward(S)
             if i == last:
-                caches.append((S, None, None, None, None))
+                caches.append((S, None, None))
                 return Z[0], caches
-            s, d1, d2, d3 = _activation(self.activation, Z[:, 0, :])
-            A = np.empty_like(Z)
-            A[:, 0, :] = s
-            if order >= 1:
-                A[:, 1:d + 1, :] = d1[:, None, :] * Z[:, 1:d + 1, :]
-            if order >= 2:
-                q = np.einsum("j,ojn->on", lap_weights, Z[:, 1:d + 1, :] ** 2)
-                A[:, d + 1, :] = d1 * Z[:, d + 1, :] + d2 * q
-            caches.append((S, Z, d1, d2, d3))
+            z0 = Z[:, 0, :]
+            s = np.tanh(z0) if act == _kernels.ACT_TANH else np.sin(z0)
+            if not keep:   # values only (inference): no derivative caches
+                S = s[:, None, :]
+                continue
+            cz = np.cos(z0) if act == _kernels.ACT_SIN else s
+            A, D = _kernels.activation_forward(Z, s, cz, c, order, act)
+            caches.append((S, Z, D))
             S = A
 
     def _backward(self, caches, G, order, lap_weights, per_sample=False):
         """Reverse pass from output-channel adjoints ``G (C, N)``; returns the
         per-layer parameter gradients (summed, or per sample)."""
-        d = self.dim
+        c = np.ones(self.dim) if lap_weights is None else lap_weights
         G = G[None, :, :]
         grads = [None] * len(self.layers)
         for i in range(len(self.layers) - 1, -1, -1):
@@ -245,19 +243,8 @@ class PINN:
                 Sbar, grads[i] = layer.backward(S, G)
                 if i == 0:
                     break
-            _, Z, d1, d2, d3 = caches[i - 1]
-            G = np.empty_like(Sbar)
-            G[:, 0, :] = d1 * Sbar[:, 0, :]
-            if order >= 1:
-                Zj = Z[:, 1:d + 1, :]
-                G[:, 1:d + 1, :] = d1[:, None, :] * Sbar[:, 1:d + 1, :]
-                G[:, 0, :] += d2 * np.einsum("ojn,ojn->on", Zj, Sbar[:, 1:d + 1, :])
-            if order >= 2:
-                lbar = Sbar[:, d + 1, :]
-                G[:, d + 1, :] = d1 * lbar
-                G[:, 1:d + 1, :] += (2.0 * lap_weights[None, :, None]) * (d2 * lbar)[:, None, :] * Zj
-                q = np.einsum("j,ojn->on", lap_weights, Zj ** 2)
-                G[:, 0, :] += (d3 * q + d2 * Z[:, d + 1, :]) * lbar
+            _, Z, D = caches[i - 1]
+            G = _kernels.activation_backward(np.ascontiguousarray(Sbar), Z, D, c, order)
         return grads
 
     def _lap_weights(self, lap_weights):
@@ -280,7 +267,7 @@ class PINN:
         (3,)
         """
         x = self._check_x(x)
-        out, _ = self._forward(x, 0, None)
+        out, _ = self._forward(x, 0, None, keep=False)
         return out[0].copy()
 
     def derivatives(self, x, order=2, lap_weights=None):
@@ -336,11 +323,24 @@ class PINN:
         ``L_r = mean(r(x_r)^2)`` with ``r`` the problem's PDE residual and
         ``L_b = mean((u(x_b) - g_b)^2)``.
 
+        Inputs are not validated here (:meth:`loss` does it); :func:`train`
+        calls this on fixed, checked samples.
+
         Returns
         -------
         (L_r, grad_r), (L_b, grad_b)
             Gradients are flat vectors in :meth:`get_params` order (``None`` if
             ``grad=False``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hmnumba.pinn import PINN, Heat1D
+        >>> prob, net = Heat1D(), PINN([2, 8, 1], random_state=0)
+        >>> x_b, g_b = prob.sample_boundary(30, random_state=0)
+        >>> (Lr, gr), (Lb, gb) = net.loss_terms(prob, prob.sample_collocation(50), x_b, g_b)
+        >>> gr.shape == gb.shape == (net.n_params,)
+        True
         """
         d = self.dim
         c = problem.lap_weights
@@ -362,7 +362,7 @@ class PINN:
         if not grad:
             out, _ = self._forward(x_r, 2, c)
             r = problem.residual(x_r, out[0], out[1:d + 1].T, out[d + 1])[0]
-            ub, _ = self._forward(x_b, 0, None)
+            ub, _ = self._forward(x_b, 0, None, keep=False)
             return (float(np.mean(r * r)), None), (float(np.mean((ub[0] - g_b) ** 2)), None)
         return (self._term(x_r, residual_seed, 2, c),
                 self._term(x_b, boundary_seed, 0, None))

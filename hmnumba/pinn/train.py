@@ -224,8 +224,8 @@ def train(model, problem, epochs=1000, optimizer="adam", lr=1e-3, n_collocation=
     decay_steps = val.check_positive_int(decay_steps, "decay_steps")
     if decay_rate is not None:
         decay_rate = val.check_positive_float(decay_rate, "decay_rate")
-    if isinstance(rank_reg, bool) or not isinstance(rank_reg, (int, float)) or rank_reg < 0:
-        raise ValueError(f"rank_reg must be a number >= 0, got {rank_reg!r}")
+    rank_reg = 0.0 if isinstance(rank_reg, (int, float)) and rank_reg == 0 else \
+        val.check_positive_float(rank_reg, "rank_reg")
     recompress_every = val.check_positive_int(recompress_every, "recompress_every",
                                               allow_none=True)
     if tol is not None:
