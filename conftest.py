@@ -9,5 +9,11 @@
 import os
 
 os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+# pytest has imported numba already (setup.cfg's filterwarnings names a numba
+# warning class), so numba must re-read the environment; numba.cuda, which
+# decides simulator or driver at its own import, comes later.
+from numba.core import config  # noqa: E402
+
+config.reload_config()
 
 collect_ignore = ["hmnumba/__main__.py"]

@@ -101,6 +101,16 @@ def check_choice(value, name, choices):
     return value
 
 
+def check_backend(backend, name="backend"):
+    """One of ``"cpu"``, ``"cuda"``, ``"auto"``."""
+    return check_choice(backend, name, ("cpu", "cuda", "auto"))
+
+
+def check_device(device, name="device"):
+    """Where an HMatrix lives: ``"cpu"`` or ``"cuda"``."""
+    return check_choice(device, name, ("cpu", "cuda"))
+
+
 def check_kernel(kernel, name="kernel"):
     """A built-in :class:`KernelFunction` or a numba ``@njit`` function."""
     from hmnumba.kernels.functions import KernelFunction, UserKernel
@@ -137,7 +147,13 @@ def check_random_state(random_state, name="random_state"):
 
 
 def check_operand(x, n_expected, dtype, name="x"):
-    """Right-hand side of a product: 1-D ``(n,)`` or 2-D ``(n, k)``."""
+    """Right-hand side of a product: 1-D ``(n,)`` or 2-D ``(n, k)``.
+
+    A CUDA device array is checked for its shape and dtype only (its values
+    stay on the device) and returned as it is.
+    """
+    if is_device_operand(x):
+        return _check_device_operand(x, n_expected, name)
     arr = _as_array(x, name)
     if arr.dtype == object or np.iscomplexobj(arr) or arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
@@ -161,3 +177,20 @@ def check_n_jobs(n_jobs, name="n_jobs"):
     if n_jobs == 0:
         raise ValueError(f"{name} must be None or a non-zero integer (-1 for all workers), got 0")
     return int(n_jobs)
+
+
+def is_device_operand(x):
+    """True for a CUDA device array (numba's, CuPy's, or the simulator's)."""
+    return hasattr(x, "__cuda_array_interface__") or type(x).__name__ == "FakeCUDAArray"
+
+
+def _check_device_operand(x, n_expected, name):
+    dtype = np.dtype(x.dtype)
+    if dtype.kind != "f" or dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a float32 or float64 device array, got dtype {dtype}")
+    if x.ndim not in (1, 2):
+        raise ValueError(f"{name} must be 1-D or 2-D, got {x.ndim}-D array of shape {x.shape}")
+    if x.shape[0] != n_expected:
+        raise ValueError(f"dimension mismatch: operator has {n_expected} columns but {name} has "
+                         f"shape {tuple(x.shape)} (expected first dimension {n_expected})")
+    return x

@@ -17,7 +17,9 @@ from hmnumba import _validation as val
 from hmnumba.blocks import ADMISSIBILITY
 from hmnumba.cluster import CLUSTER_METHODS, ClusterTree, build_cluster_trees
 from hmnumba.construct import BUDGETS, METHODS, build, row_schedule
+from hmnumba.backend import resolve_backend
 from hmnumba.kernels import cpu
+from hmnumba.kernels.functions import KernelFunction
 
 _BLOCK_ARRAYS = ("row_start", "row_stop", "col_start", "col_stop", "rank", "offset")
 
@@ -77,6 +79,7 @@ class HMatrix:
         self.norm = float(np.sqrt(block_norm2.sum())) if norm is None else float(norm)
         self.params = dict(params or {})
         self._source = source   # (kernel, points, col_points) for estimate_error
+        self._device_arrays = None  # the packed arrays on the GPU, after to("cuda")
         self._prepare()
 
     def _prepare(self):
@@ -94,7 +97,7 @@ class HMatrix:
     @classmethod
     def from_dense(cls, A, tol=1e-3, leaf_size=32, admissibility="adaptive", eta=2.0,
                    cluster="pca", method="aca", max_rank=None, budget="block", points=None,
-                   col_points=None, random_state=None, n_jobs=None):
+                   col_points=None, random_state=None, n_jobs=None, backend="cpu"):
         """Compress a dense matrix with the guarantee ``||A - H||_F <= tol ||A||_F``.
 
         Parameters
@@ -131,6 +134,9 @@ class HMatrix:
             workers (``-1``: all of the active backend's workers); under
             ``joblib.parallel_config(backend="dask")`` these are the workers of a
             ``dask.distributed`` cluster. The result is the same, bit for bit.
+        backend : {"cpu", "cuda", "auto"}, default="cpu"
+            Where products run (:mod:`hmnumba.backend`). The build itself runs
+            on the CPU; with ``"cuda"`` the result is moved with ``to("cuda")``.
 
         Returns
         -------
@@ -156,6 +162,7 @@ class HMatrix:
         True
         """
         A = val.check_matrix(A, "A")
+        backend = resolve_backend(backend)
         opts = _check_build_options(tol, leaf_size, admissibility, eta, max_rank, budget)
         cluster = val.check_choice(cluster, "cluster", CLUSTER_METHODS)
         method = val.check_choice(method, "method", tuple(METHODS))
@@ -171,13 +178,14 @@ class HMatrix:
                        opts["budget"], norm_estimate=norm, seed=seed, n_jobs=n_jobs)
         params = dict(opts, cluster=cluster, method=method, random_state=random_state,
                       build_seconds=arrays.pop("build_seconds"), n_rounds=arrays.pop("n_rounds"))
-        return cls(A.shape, row_tree.perm, col_tree.perm, tol=opts["tol"], norm=norm,
-                   params=params, **arrays)
+        H = cls(A.shape, row_tree.perm, col_tree.perm, tol=opts["tol"], norm=norm,
+                params=params, **arrays)
+        return H.to(backend)
 
     @classmethod
     def from_kernel(cls, kernel, points, col_points=None, tol=1e-6, leaf_size=32,
                     admissibility="strong", eta=2.0, max_rank=None, budget="block",
-                    random_state=None, n_jobs=None):
+                    random_state=None, n_jobs=None, backend="cpu"):
         """Compress the kernel matrix ``K[i, j] = kernel(points[i], col_points[j])``
         without ever forming it.
 
@@ -208,6 +216,12 @@ class HMatrix:
             chunks of blocks to ``joblib`` workers (e.g. a Dask cluster under
             ``joblib.parallel_config(backend="dask")``); the points are shipped
             once, and the result is the same bit for bit.
+        backend : {"cpu", "cuda", "auto"}, default="cpu"
+            With ``"cuda"`` and a built-in kernel, the cluster trees and the
+            ACA of the low-rank candidates run on the GPU (recompression and
+            the dense near field on the host; ``n_jobs`` is not used), and the
+            result stays there (:meth:`to`). A user ``@njit`` kernel is
+            compressed on the CPU and then moved.
 
         Returns
         -------
@@ -224,6 +238,7 @@ class HMatrix:
         True
         """
         kern = val.check_kernel(kernel, "kernel")
+        backend = resolve_backend(backend)
         X = val.check_points(points, "points")
         Y = X if col_points is None else val.check_points(col_points, "col_points")
         if X.shape[1] != Y.shape[1]:
@@ -232,21 +247,29 @@ class HMatrix:
         opts = _check_build_options(tol, leaf_size, admissibility, eta, max_rank, budget)
         seed = val.check_random_state(random_state)
         n_jobs = val.check_n_jobs(n_jobs)
-        row_tree = ClusterTree.from_points(X, opts["leaf_size"])
-        col_tree = row_tree if col_points is None else ClusterTree.from_points(Y, opts["leaf_size"])
+        on_gpu = backend == "cuda" and isinstance(kern, KernelFunction)
+        tree = _device_tree if on_gpu else ClusterTree.from_points
+        row_tree = tree(X, opts["leaf_size"])
+        col_tree = row_tree if col_points is None else tree(Y, opts["leaf_size"])
         Xp = np.ascontiguousarray(X[row_tree.perm])
         Yp = Xp if col_points is None else np.ascontiguousarray(Y[col_tree.perm])
         src = kern.source(Xp, Yp)
         norm_est = None
         if opts["budget"] == "size":
             norm_est = _estimate_norm(src, Xp.shape[0], Yp.shape[0], seed)
-        arrays = build(src, False, row_tree, col_tree, np.dtype(np.float64), opts["tol"],
-                       opts["admissibility"], opts["eta"], "aca", opts["max_rank"],
-                       opts["budget"], norm_estimate=norm_est, seed=seed, n_jobs=n_jobs)
+        if on_gpu:
+            from hmnumba.construct_cuda import build_kernel
+            arrays = build_kernel(src, row_tree, col_tree, opts["tol"], opts["admissibility"],
+                                  opts["eta"], opts["max_rank"], opts["budget"], norm_est)
+        else:
+            arrays = build(src, False, row_tree, col_tree, np.dtype(np.float64), opts["tol"],
+                           opts["admissibility"], opts["eta"], "aca", opts["max_rank"],
+                           opts["budget"], norm_estimate=norm_est, seed=seed, n_jobs=n_jobs)
         params = dict(opts, kernel=repr(kern), build_seconds=arrays.pop("build_seconds"),
                       n_rounds=arrays.pop("n_rounds"))
-        return cls((X.shape[0], Y.shape[0]), row_tree.perm, col_tree.perm, tol=opts["tol"],
-                   params=params, source=(kern, X, Y), **arrays)
+        H = cls((X.shape[0], Y.shape[0]), row_tree.perm, col_tree.perm, tol=opts["tol"],
+                params=params, source=(kern, X, Y), **arrays)
+        return H.to(backend)
 
     # --------------------------------------------------------------- products
     def matvec(self, x):
@@ -283,6 +306,8 @@ class HMatrix:
         out_dtype = np.result_type(self.dtype, x.dtype)
         if out_dtype.kind != "f":
             out_dtype = np.dtype(np.float64)
+        if self._device_arrays is not None or val.is_device_operand(x):
+            return self._apply_cuda(x, trans, out_dtype)
         xp = np.ascontiguousarray(x[in_perm], dtype=self.dtype)
         blocks = (self.data, self.row_start, self.row_stop, self.col_start, self.col_stop,
                   self.rank, self.offset)
@@ -295,6 +320,72 @@ class HMatrix:
         out = np.empty(yp.shape, dtype=out_dtype)
         out[out_perm] = yp
         return out
+
+    def _apply_cuda(self, x, trans, out_dtype):
+        if self._device_arrays is None:
+            raise ValueError("the operand is a CUDA device array but this HMatrix is on the "
+                             "CPU; call H.to('cuda') first")
+        from hmnumba.kernels import cuda as gpu
+        return gpu.apply(self._device_arrays, self.shape, x, trans, out_dtype)
+
+    def to(self, device):
+        """Move the products to ``device`` (in place) and return this matrix.
+
+        ``to("cuda")`` copies the packed arrays to the GPU once and keeps them
+        there: afterwards :meth:`matvec`, :meth:`matmat`, :meth:`rmatvec`,
+        :meth:`rmatmat` and ``@`` run the CUDA kernels. They return numpy
+        arrays, or device arrays when given device arrays (whose values are
+        not checked for NaN). ``to("cpu")`` releases the device copy; the host
+        arrays are kept throughout, so the round trip copies nothing back.
+
+        Parameters
+        ----------
+        device : {"cpu", "cuda"}
+
+        Returns
+        -------
+        HMatrix
+            ``self``.
+
+        Raises
+        ------
+        ValueError
+            Unknown device, or ``"cuda"`` without a GPU (numba's CUDA
+            simulator, ``NUMBA_ENABLE_CUDASIM=1``, counts as one).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hmnumba import HMatrix
+        >>> A = np.add.outer(np.arange(64.0), np.arange(64.0))
+        >>> H = HMatrix.from_dense(A, tol=1e-8).to("cuda")
+        >>> H.device, bool(np.allclose(H @ np.ones(64), A.sum(axis=1)))
+        ('cuda', True)
+        >>> H.to("cpu").device
+        'cpu'
+        """
+        if val.check_device(device) == "cpu":
+            self._device_arrays = None
+        elif self._device_arrays is None:
+            resolve_backend("cuda", "device")
+            from hmnumba.kernels import cuda as gpu
+            self._device_arrays = gpu.to_device(self)
+        return self
+
+    @property
+    def device(self):
+        """Where products run: ``"cpu"`` or ``"cuda"`` (see :meth:`to`)."""
+        return "cpu" if self._device_arrays is None else "cuda"
+
+    def __getstate__(self):
+        # Device arrays do not pickle: a copy comes back on the CPU.
+        state = dict(self.__dict__)
+        state["_device_arrays"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_device_arrays", None)  # pickled before to() existed
 
     def __matmul__(self, other):
         other_arr = val.check_operand(other, self.shape[1], self.dtype, "operand")
@@ -321,7 +412,7 @@ class HMatrix:
                     self.col_start, self.col_stop, self.row_start, self.row_stop,
                     self.rank, self.offset, data, self.block_err2, self.block_norm2,
                     self.tol, norm=self.norm, params=self.params)
-        return t
+        return t.to(self.device)
 
     def aslinearoperator(self):
         """This matrix as a ``scipy.sparse.linalg.LinearOperator``.
@@ -491,6 +582,12 @@ class HMatrix:
         num = np.sum((approx - exact) ** 2)
         den = np.sum(exact ** 2)
         return float(np.sqrt(num / den)) if den > 0 else float(np.sqrt(num))
+
+
+def _device_tree(points, leaf_size):
+    """Geometric cluster tree built on the GPU (identical to the CPU one)."""
+    from hmnumba.kernels import cuda as gpu
+    return ClusterTree(*gpu.build_geometric_tree(points, leaf_size), method="geometric")
 
 
 def _estimate_norm(src, m, n, seed, n_rows=256):

@@ -1,0 +1,108 @@
+"""Backend selection, ``HMatrix.to`` and device-array operands."""
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from numba import cuda
+
+from hmnumba import HMatrix, backend
+from hmnumba.backend import resolve_backend
+from hmnumba.kernels import laplace
+from hmnumba.kernels.cuda import is_device_array
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """A small kernel matrix with dense and low-rank blocks, and its H-matrix."""
+    rng = np.random.default_rng(5)
+    X = rng.random((96, 2))
+    A = laplace(X, X + [1.5, 0.0])
+    return A, HMatrix.from_dense(A, tol=1e-8, leaf_size=16)
+
+
+def test_resolve_backend_names():
+    assert resolve_backend("cpu") == "cpu"
+    assert resolve_backend("cuda") == "cuda"  # the simulator counts as a GPU
+
+
+def test_auto_never_picks_the_simulator_and_does_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_backend("auto") == "cpu"
+
+
+@pytest.mark.parametrize("bad", ["gpu", "CUDA", None, 1])
+def test_unknown_backend_is_an_error_naming_the_argument(bad):
+    with pytest.raises(ValueError, match="backend must be one of"):
+        resolve_backend(bad)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        HMatrix.from_dense(np.eye(8), backend=bad)
+
+
+def test_cuda_without_gpu_or_simulator_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(backend, "simulator_enabled", lambda: False)
+    monkeypatch.setattr(backend, "gpu_available", lambda: False)
+    with pytest.raises(ValueError, match="backend='cuda' but no CUDA GPU"):
+        resolve_backend("cuda")
+    with pytest.raises(ValueError, match="backend='cuda' but no CUDA GPU"):
+        HMatrix.from_dense(np.eye(8), backend="cuda")
+    with pytest.raises(ValueError, match="device='cuda' but no CUDA GPU"):
+        HMatrix.from_dense(np.eye(8)).to("cuda")
+    assert resolve_backend("auto") == "cpu"
+
+
+def test_to_round_trip_keeps_products(pair):
+    A, H = pair
+    x = np.linspace(-1.0, 1.0, A.shape[1])
+    y_cpu = H @ x
+    assert H.to("cuda") is H and H.device == "cuda"
+    y_gpu = H @ x
+    assert isinstance(y_gpu, np.ndarray)
+    assert H.to("cpu").device == "cpu"
+    np.testing.assert_allclose(y_gpu, y_cpu, rtol=1e-12, atol=0)
+    np.testing.assert_array_equal(H @ x, y_cpu)
+    with pytest.raises(ValueError, match="device must be one of"):
+        H.to("gpu")
+
+
+def test_device_array_in_device_array_out(pair):
+    A, H = pair
+    H.to("cuda")
+    try:
+        x = np.random.default_rng(0).standard_normal((A.shape[1], 3))
+        Y = H.matmat(cuda.to_device(x))
+        assert is_device_array(Y)
+        assert Y.shape == (A.shape[0], 3)
+        np.testing.assert_allclose(Y.copy_to_host(), H.to("cpu").matmat(x), rtol=1e-12)
+    finally:
+        H.to("cpu")
+
+
+def test_device_operand_on_cpu_matrix_or_of_wrong_shape_is_an_error(pair):
+    A, H = pair
+    with pytest.raises(ValueError, match="call H.to\\('cuda'\\) first"):
+        H.matvec(cuda.to_device(np.ones(A.shape[1])))
+    H.to("cuda")
+    try:
+        with pytest.raises(ValueError, match="dimension mismatch"):
+            H.matvec(cuda.to_device(np.ones(A.shape[1] + 1)))
+        with pytest.raises(TypeError, match="float32 or float64 device array"):
+            H.matvec(cuda.to_device(np.ones(A.shape[1], dtype=np.int64)))
+    finally:
+        H.to("cpu")
+
+
+def test_from_dense_backend_cuda_returns_a_device_matrix(pair):
+    A, H = pair
+    Hg = HMatrix.from_dense(A, tol=1e-8, leaf_size=16, backend="cuda")
+    assert Hg.device == "cuda"
+    np.testing.assert_array_equal(Hg.data, H.data)
+    # The transpose follows its matrix; a pickled copy comes back on the CPU.
+    assert Hg.T.device == "cuda"
+    np.testing.assert_allclose(Hg.T @ np.ones(A.shape[0]), H.rmatvec(np.ones(A.shape[0])),
+                               rtol=1e-12)
+    assert pickle.loads(pickle.dumps(Hg)).device == "cpu"
+    op = Hg.aslinearoperator()
+    np.testing.assert_allclose(op.matvec(np.ones(A.shape[1])), H @ np.ones(A.shape[1]),
+                               rtol=1e-12)
