@@ -62,20 +62,27 @@ def device_hmatrix(n):
     return G.to("cuda")
 
 
-class BackendMatvec:
-    """``H @ x`` on the CPU and on the GPU, same H-matrix."""
-
+class _Backends:
     params = [N_VALUES, BACKENDS]
     param_names = ["n", "backend"]
     timeout = 900
 
     def setup(self, n, backend):
+        """Skip without a GPU; compile everything before anything is timed."""
         require_backend(backend)
         warm_up_kernel()
         if backend == "cuda":
+            warm_up_cuda()
+
+
+class BackendMatvec(_Backends):
+    """``H @ x`` on the CPU and on the GPU, same H-matrix."""
+
+    def setup(self, n, backend):
+        super().setup(n, backend)
+        if backend == "cuda":
             from numba import cuda
 
-            warm_up_cuda()
             self.H = device_hmatrix(n)
             self.x_dev = cuda.to_device(vectors(n))
             self.sync = cuda.synchronize
@@ -106,21 +113,15 @@ class BackendMatvec:
     track_matvec_GBps.unit = "GB/s (H.nbytes / median resident matvec time)"
 
 
-class BackendBuild:
+class BackendBuild(_Backends):
     """``HMatrix.from_kernel`` with ``backend="cpu"`` and ``"cuda"``."""
 
-    params = [N_VALUES, BACKENDS]
-    param_names = ["n", "backend"]
     number = 1
     repeat = (1, 5, 60.0)
     warmup_time = 0.0
-    timeout = 900
 
     def setup(self, n, backend):
-        require_backend(backend)
-        warm_up_kernel()
-        if backend == "cuda":
-            warm_up_cuda()
+        super().setup(n, backend)
         self.X = points(n)
 
     def time_from_kernel(self, n, backend):
