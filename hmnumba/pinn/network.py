@@ -180,7 +180,7 @@ class PINN:
         pos = 0
         for layer in self.layers:
             for p in layer.params:
-                p.ravel()[:] = theta[pos:pos + p.size]
+                np.copyto(p, theta[pos:pos + p.size].reshape(p.shape))
                 pos += p.size
 
     def __repr__(self):

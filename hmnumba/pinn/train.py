@@ -245,7 +245,7 @@ def train(model, problem, epochs=1000, optimizer="adam", lr=1e-3, n_collocation=
     bar = _progress(epochs, progress)
     t0 = time.perf_counter()
 
-    def record(epoch):
+    def record(epoch, recompress=True):
         L, Lr, Lb, reg = obj.last
         history["loss"].append(float(L))
         history["loss_r"].append(float(Lr))
@@ -256,7 +256,8 @@ def train(model, problem, epochs=1000, optimizer="adam", lr=1e-3, n_collocation=
         if epoch % eval_every == 0 or epoch == epochs:
             history["eval_epochs"].append(epoch)
             history["relative_l2"].append(problem.relative_l2(model))
-        if recompress_every and epoch % recompress_every == 0 and epoch < epochs:
+        if recompress and recompress_every and epoch % recompress_every == 0 and \
+                epoch < epochs:
             _recompress(model, tol, epoch, history)
         if bar is not None:
             bar.update(1)
@@ -272,7 +273,8 @@ def train(model, problem, epochs=1000, optimizer="adam", lr=1e-3, n_collocation=
     try:
         with limits:
             _run(model, problem, obj, optimizer, epochs, lr, anneal, anneal_alpha,
-                 anneal_every, decay_rate, decay_steps, recompress_every, history, record, bar)
+                 anneal_every, decay_rate, decay_steps, recompress_every, tol, history, record,
+                 bar)
     finally:
         numba.set_num_threads(n_threads)
     history["wall_time"] = time.perf_counter() - t0
@@ -280,7 +282,7 @@ def train(model, problem, epochs=1000, optimizer="adam", lr=1e-3, n_collocation=
 
 
 def _run(model, problem, obj, optimizer, epochs, lr, anneal, anneal_alpha, anneal_every,
-         decay_rate, decay_steps, recompress_every, history, record, bar):
+         decay_rate, decay_steps, recompress_every, tol, history, record, bar):
     """The optimisation loop of :func:`train`."""
     try:
         if optimizer == "adam":
@@ -315,7 +317,9 @@ def _run(model, problem, obj, optimizer, epochs, lr, anneal, anneal_alpha, annea
                 def cb(xk):
                     state["it"] += 1
                     model.set_params(xk)
-                    record(state["it"])
+                    # the parameter vector must not change inside minimize:
+                    # re-compression waits for the end of the chunk
+                    record(state["it"], recompress=False)
 
                 res = minimize(obj, model.get_params(), jac=True, method="L-BFGS-B",
                                callback=cb, options=dict(maxiter=chunk, maxfun=4 * chunk,
@@ -324,6 +328,8 @@ def _run(model, problem, obj, optimizer, epochs, lr, anneal, anneal_alpha, annea
                 done = state["it"]
                 if done == start:   # converged or stalled: no accepted step
                     break
+                if recompress_every and done % recompress_every == 0 and done < epochs:
+                    _recompress(model, tol, done, history)
             if history["eval_epochs"][-1] != history["epochs"]:
                 history["eval_epochs"].append(history["epochs"])
                 history["relative_l2"].append(problem.relative_l2(model))
