@@ -15,13 +15,28 @@ BACKENDS = ("cpu", "cuda", "auto")
 
 
 def simulator_enabled():
-    """True when numba's CUDA simulator is on (``NUMBA_ENABLE_CUDASIM=1``)."""
+    """True when numba's CUDA simulator is on (``NUMBA_ENABLE_CUDASIM=1``).
+
+    Examples
+    --------
+    >>> import os
+    >>> from hmnumba.backend import simulator_enabled
+    >>> simulator_enabled() == (os.environ.get("NUMBA_ENABLE_CUDASIM") == "1")
+    True
+    """
     from numba.core import config
     return bool(config.ENABLE_CUDASIM)
 
 
 def gpu_available():
-    """True when a real CUDA GPU and driver are usable (never the simulator)."""
+    """True when a real CUDA GPU and driver are usable (never the simulator).
+
+    Examples
+    --------
+    >>> from hmnumba.backend import gpu_available, resolve_backend
+    >>> resolve_backend("auto") == ("cuda" if gpu_available() else "cpu")
+    True
+    """
     if simulator_enabled():
         return False
     try:

@@ -110,6 +110,7 @@ def svd_rank_for_tol(s, tol):
     Examples
     --------
     >>> import numpy as np
+    >>> from hmnumba.baselines import svd_rank_for_tol
     >>> svd_rank_for_tol(np.array([1.0, 0.1, 0.001]), 0.01)
     2
     """
@@ -320,6 +321,7 @@ def pack_bits(codes, bits):
     Examples
     --------
     >>> import numpy as np
+    >>> from hmnumba.baselines import pack_bits, unpack_bits
     >>> pack_bits(np.array([1, 2, 3, 0]), 2)
     array([108], dtype=uint8)
     >>> bool(np.array_equal(unpack_bits(pack_bits(np.arange(10), 4), 4, 10), np.arange(10)))
@@ -332,7 +334,15 @@ def pack_bits(codes, bits):
 
 
 def unpack_bits(packed, bits, count):
-    """Inverse of :func:`pack_bits`: the first ``count`` codes as int64."""
+    """Inverse of :func:`pack_bits`: the first ``count`` codes as int64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba.baselines import unpack_bits
+    >>> unpack_bits(np.array([108], dtype=np.uint8), 2, 4)
+    array([1, 2, 3, 0])
+    """
     flat = np.unpackbits(np.asarray(packed, dtype=np.uint8))[: count * bits]
     weights = (1 << np.arange(bits - 1, -1, -1)).astype(np.int64)
     return flat.reshape(count, bits).astype(np.int64) @ weights

@@ -68,6 +68,16 @@ def split_pairs(row_tree, col_tree, row_node, col_node):
 
     Returns ``(child_row, child_col, parent, leaf_row, leaf_col, leaf_parent)``
     where ``parent`` indexes the input pairs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba.cluster import ClusterTree
+    >>> from hmnumba.blocks import split_pairs
+    >>> tree = ClusterTree.from_index(8, leaf_size=2)   # root 0 has children 1, 2
+    >>> r, c, parent, leaf_r, leaf_c, leaf_p = split_pairs(tree, tree, np.array([0]), np.array([0]))
+    >>> r.tolist(), c.tolist(), parent.tolist(), leaf_r.size
+    ([1, 1, 2, 2], [1, 2, 1, 2], [0, 0, 0, 0], 0)
     """
     rc = row_tree.children[row_node]
     cc = col_tree.children[col_node]
@@ -122,6 +132,7 @@ def level_schedule(start, stop):
     Examples
     --------
     >>> import numpy as np
+    >>> from hmnumba.blocks import level_schedule
     >>> lp, gs, ge, gp, gb = level_schedule(np.array([0, 0, 2, 0]), np.array([4, 2, 4, 4]))
     >>> lp.tolist(), gs.tolist(), ge.tolist(), gb.tolist()
     ([0, 1, 3], [0, 0, 2], [4, 2, 4], [0, 3, 1, 2])

@@ -193,7 +193,45 @@ def _principal_direction(X, mean, rng, n_sketch=8):
 
 def build_cluster_trees(A_shape, cluster, leaf_size, A=None, points=None, col_points=None,
                         random_state=None):
-    """Row and column trees for an ``A_shape`` matrix (shared if symmetric points)."""
+    """Row and column trees for an ``A_shape`` matrix (shared if symmetric points).
+
+    Parameters
+    ----------
+    A_shape : tuple of int
+        ``(m, n)``, the shape of the matrix.
+    cluster : {"pca", "index", "geometric"}
+        ``"geometric"`` clusters ``points`` / ``col_points``; the others
+        cluster the rows and columns of ``A``.
+    leaf_size : int
+    A : ndarray of shape (m, n), optional
+        Needed for ``"pca"``.
+    points, col_points : ndarray of shape (m, d) / (n, d), optional
+        Coordinates for ``"geometric"``; without ``col_points`` a square
+        matrix shares one tree for rows and columns.
+    random_state : int or None
+
+    Returns
+    -------
+    row_tree, col_tree : ClusterTree
+
+    Raises
+    ------
+    ValueError
+        ``"geometric"`` without points, or points that do not match the shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba.cluster import build_cluster_trees
+    >>> A = np.random.default_rng(0).standard_normal((100, 60))
+    >>> rows, cols = build_cluster_trees(A.shape, "pca", 16, A=A, random_state=0)
+    >>> rows.size, cols.size, sorted(rows.perm.tolist()) == list(range(100))
+    (100, 60, True)
+    >>> x = np.linspace(0, 1, 64)[:, None]
+    >>> rows, cols = build_cluster_trees((64, 64), "geometric", 8, points=x)
+    >>> rows is cols
+    True
+    """
     cluster = check_choice(cluster, "cluster", CLUSTER_METHODS)
     m, n = A_shape
     if cluster == "geometric":

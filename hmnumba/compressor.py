@@ -47,6 +47,26 @@ class BaseCompressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     ``nbytes``) and ``_apply(X)`` (``X @ W_hat.T``), ``_apply_adjoint(Y)``
     (``Y @ W_hat``) and ``_reconstruct()``; this class does validation, the
     common fitted attributes and the scikit-learn plumbing.
+
+    Examples
+    --------
+    Every compressor is one, so one loop serves all four methods:
+
+    >>> import numpy as np
+    >>> from hmnumba import HMatrixCompressor
+    >>> from hmnumba.baselines import QuantizationCompressor, SVDCompressor
+    >>> from hmnumba.compressor import BaseCompressor
+    >>> rng = np.random.default_rng(0)
+    >>> W, X = rng.standard_normal((64, 48)), rng.standard_normal((5, 48))
+    >>> for comp in (HMatrixCompressor(tol=1e-2), SVDCompressor(tol=1e-2),
+    ...              QuantizationCompressor(bits=8)):
+    ...     assert isinstance(comp, BaseCompressor)
+    ...     _ = comp.fit(W)
+    ...     print(type(comp).__name__, comp.transform(X).shape,
+    ...           bool(comp.relative_error_ <= 1e-2))
+    HMatrixCompressor (5, 64) True
+    SVDCompressor (5, 64) True
+    QuantizationCompressor (5, 64) True
     """
 
     def fit(self, W, y=None):

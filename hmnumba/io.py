@@ -24,25 +24,25 @@ and a payload of raw arrays::
                    at a multiple of 64 bytes from the payload start, zero
                    bytes in between; the file ends where the last array ends
 
-=================  ==========================================================
-header field       meaning
-=================  ==========================================================
-``format``         ``"hmnumba-hmatrix"``
-``format_version`` ``1`` (the same number as in the preamble)
-``writer``         ``"hmnumba <version>"`` that wrote the file (informative)
-``dtype``          ``"float32"`` or ``"float64"``: the dtype of ``data``
-``shape``          ``[m, n]``, ``1 <= m, n <= 2**30``
-``n_blocks``       number of blocks ``b >= 1``
-``tol``            the requested relative tolerance, ``0 < tol < 1``
-``norm``           ``||A||_F`` as the matrix recorded it (finite, ``>= 0``)
-``params``         build parameters (JSON object); values JSON cannot hold
-                   (e.g. a ``RandomState``) are stored as their ``repr``
-``payload_offset`` byte offset of the payload in the file
-``payload_nbytes`` byte length of the payload
-``payload_sha256`` SHA-256 of the payload (hex)
-``arrays``         object: name -> ``{"dtype", "shape", "offset"}`` with the
-                   offset in bytes from the payload start
-=================  ==========================================================
+==================  =========================================================
+header field        meaning
+==================  =========================================================
+``format``          ``"hmnumba-hmatrix"``
+``format_version``  ``1`` (the same number as in the preamble)
+``writer``          ``"hmnumba <version>"`` that wrote the file (informative)
+``dtype``           ``"float32"`` or ``"float64"``: the dtype of ``data``
+``shape``           ``[m, n]``, ``1 <= m, n <= 2**30``
+``n_blocks``        number of blocks ``b >= 1``
+``tol``             the requested relative tolerance, ``0 < tol < 1``
+``norm``            ``||A||_F`` as the matrix recorded it (finite, ``>= 0``)
+``params``          build parameters (JSON object); values JSON cannot hold
+                    (e.g. a ``RandomState``) are stored as their ``repr``
+``payload_offset``  byte offset of the payload in the file
+``payload_nbytes``  byte length of the payload
+``payload_sha256``  SHA-256 of the payload (hex)
+``arrays``          object: name -> ``{"dtype", "shape", "offset"}`` with the
+                    offset in bytes from the payload start
+==================  =========================================================
 
 =================  =========  ==========  ==================================
 array              dtype      shape       content
