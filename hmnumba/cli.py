@@ -205,6 +205,20 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
+    """The ``argparse`` parser of the ``hmnumba`` command and its subcommands.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        Usage errors exit with status 2 and a one-line message.
+
+    Examples
+    --------
+    >>> from hmnumba.cli import build_parser
+    >>> args = build_parser().parse_args(["compress", "W.npy", "-o", "W.hmz", "--tol", "1e-4"])
+    >>> args.command, args.weights, args.output, args.tol, args.method
+    ('compress', 'W.npy', 'W.hmz', 0.0001, 'aca')
+    """
     parser = _Parser(
         prog="hmnumba",
         description="Adaptive, error-bounded hierarchical matrices with Numba.")
@@ -255,6 +269,33 @@ def build_parser():
 
 
 def main(argv=None):
+    """Run the ``hmnumba`` command line (the console script and ``python -m hmnumba``).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after ``hmnumba``; ``sys.argv[1:]`` if omitted.
+
+    Returns
+    -------
+    int
+        Exit status: 0 on success, 2 with a one-line message on standard
+        error for bad input (missing or corrupted files, wrong shapes).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from hmnumba.cli import main
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     W = os.path.join(d, "W.npy")
+    ...     np.save(W, np.outer(np.arange(1.0, 65.0), np.ones(40)))
+    ...     print(main(["compress", W, "-o", os.path.join(d, "W.hmz")]) == 0)
+    ...     print(main(["info", os.path.join(d, "missing.hmz")]))  # doctest: +ELLIPSIS
+    /.../W.npy 64x40 -> /.../W.hmz: ratio ..., error bound ..., ... s
+    True
+    2
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
