@@ -1,0 +1,143 @@
+"""Experiment 7: NTK preservation (the paper's Theorem 2).
+
+The empirical neural tangent kernel of the PINN,
+``K = [[K_uu, K_ur], [K_ur^T, K_rr]]`` with ``K_uu = J_u J_u^T``,
+``K_ur = J_u J_r^T``, ``K_rr = J_r J_r^T`` (``J_u``: Jacobian of ``u`` at the
+boundary points, ``J_r``: of the PDE residual at collocation points, with
+respect to all weights and biases, :meth:`hmnumba.pinn.PINN.jacobian`), is
+computed for the trained dense network and for the networks whose hidden
+weights are replaced by their H-matrix (and SVD) reconstructions at each
+tolerance, in the same dense parameterisation, so the kernels are
+comparable entry by entry.
+"""
+import numpy as np
+
+NAME = "ntk"
+TITLE = "NTK preservation"
+FIGURE = "fig7_ntk.png"
+CLAIM = ("The NTK of the H-matrix-compressed PINN stays close to the dense one: "
+         "||K_H - K||_F / ||K||_F shrinks in proportion to tol.")
+
+
+def _as_dense(model):
+    from hmnumba.pinn import PINN, DenseLayer
+    return PINN.from_layers([DenseLayer(l.to_dense(), l.b) for l in model.layers],
+                            model.activation)
+
+
+def empirical_ntk(model, problem, x_u, x_r):
+    """``K_uu, K_ur, K_rr`` of ``model`` from its per-sample Jacobians."""
+    J_u = model.jacobian(x_u, output="u")
+    J_r = model.jacobian(x_r, output="residual", problem=problem)
+    return J_u @ J_u.T, J_u @ J_r.T, J_r @ J_r.T
+
+
+def full_kernel(K_uu, K_ur, K_rr):
+    return np.block([[K_uu, K_ur], [K_ur.T, K_rr]])
+
+
+def run(ctx):
+    """Relative NTK differences and spectra for H-matrix and SVD at each tolerance.
+
+    Returns
+    -------
+    dict
+        ``tols``, ``n_u``, ``n_r``, ``dense_spectrum`` (eigenvalues of the
+        full kernel, descending) and per method one row per tolerance with
+        ``tol``, ``relative_difference`` (full kernel) and per block
+        (``uu``, ``ur``, ``rr``), ``spectrum`` and ``compression_ratio``.
+    """
+    c = ctx.config
+    dense = ctx.train()
+    x_r = ctx.problem.sample_collocation(c.ntk_points, random_state=c.seed + 7)
+    x_u, _ = ctx.problem.sample_boundary(max(2, c.ntk_points // 4), random_state=c.seed + 8)
+    blocks0 = empirical_ntk(dense, ctx.problem, x_u, x_r)
+    K0 = full_kernel(*blocks0)
+    out = {}
+    for method in ("hmatrix", "svd"):
+        rows = []
+        for tol in c.propagation_tols:
+            model = ctx.compress(method, tol=tol)
+            blocks = empirical_ntk(_as_dense(model), ctx.problem, x_u, x_r)
+            K = full_kernel(*blocks)
+            rel = {name: float(np.linalg.norm(b - b0) / np.linalg.norm(b0))
+                   for name, b, b0 in zip(("uu", "ur", "rr"), blocks, blocks0)}
+            rows.append(dict(tol=tol, relative_difference=float(np.linalg.norm(K - K0)
+                                                                / np.linalg.norm(K0)),
+                             blocks=rel, spectrum=_spectrum(K).tolist(),
+                             compression_ratio=dense.hidden_nbytes / model.hidden_nbytes))
+        out[method] = rows
+    return dict(tols=list(c.propagation_tols), n_u=int(x_u.shape[0]), n_r=int(x_r.shape[0]),
+                dense_spectrum=_spectrum(K0).tolist(), entries=out)
+
+
+def _spectrum(K):
+    return np.sort(np.linalg.eigvalsh(0.5 * (K + K.T)))[::-1]
+
+
+def slope(rows):
+    """Least-squares slope of log(relative difference) against log(tol)."""
+    t = np.array([r["tol"] for r in rows])
+    d = np.array([r["relative_difference"] for r in rows])
+    ok = d > 0
+    return float(np.polyfit(np.log(t[ok]), np.log(d[ok]), 1)[0]) if ok.sum() >= 2 \
+        else float("nan")
+
+
+def verdict(result):
+    rows = result["entries"]["hmatrix"]
+    s = slope(rows)
+    d = [r["relative_difference"] for r in rows]
+    monotone = all(a >= b for a, b in zip(d, d[1:]))
+    listing = ", ".join(f"tol {r['tol']:g}: {r['relative_difference']:.1e}" for r in rows)
+    head = (f"||K_H - K||_F / ||K||_F ({listing}) scales like tol^{s:.2f}"
+            f"{'' if monotone else ' (not monotone)'}")
+    if monotone and s >= 0.8:
+        return dict(supports=True, sentence=head + ": the NTK is preserved in proportion to "
+                    "tol, supports the claim.")
+    return dict(supports=False, sentence=head + ": not proportional to tol, contradicts the "
+                "claim here.")
+
+
+def plot(result, path):
+    from hmnumba.experiments._plot import METHOD_STYLE, pyplot, save
+    plt = pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for method, rows in result["entries"].items():
+        ax1.plot([r["tol"] for r in rows], [r["relative_difference"] for r in rows],
+                 **METHOD_STYLE[method])
+    t = np.array(result["tols"])
+    ax1.plot(t, t, color="gray", ls=":", label="tol")
+    ax1.set_xscale("log")
+    ax1.set_yscale("log")
+    ax1.set_xlabel("tol")
+    ax1.set_ylabel("||K_c - K||_F / ||K||_F")
+    ax1.grid(True, which="both", alpha=0.3)
+    ax1.legend(fontsize=8)
+    ax2.plot(np.maximum(result["dense_spectrum"], 1e-16), color="black", lw=2, label="dense")
+    cmap = plt.get_cmap("autumn")
+    rows = result["entries"]["hmatrix"]
+    for k, r in enumerate(rows):
+        ax2.plot(np.maximum(r["spectrum"], 1e-16), color=cmap(k / max(1, len(rows) - 1)),
+                 ls="--", label=f"H-matrix tol {r['tol']:g}")
+    ax2.set_yscale("log")
+    ax2.set_xlabel("index")
+    ax2.set_ylabel("eigenvalue of the NTK")
+    ax2.grid(True, which="both", alpha=0.3)
+    ax2.legend(fontsize=8)
+    fig.suptitle(f"Fig. 7: empirical NTK ({result['n_u']} boundary + {result['n_r']} "
+                 f"collocation points)")
+    save(fig, path)
+
+
+def table(result):
+    """Markdown rows: method, tol, ratio, relative NTK difference (full and blocks)."""
+    lines = ["| method | tol | ratio | full K | K_uu | K_ur | K_rr |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for method, rows in result["entries"].items():
+        for r in rows:
+            b = r["blocks"]
+            lines.append(f"| {method} | {r['tol']:g} | {r['compression_ratio']:.2f} | "
+                         f"{r['relative_difference']:.2e} | {b['uu']:.2e} | {b['ur']:.2e} | "
+                         f"{b['rr']:.2e} |")
+    return lines

@@ -1,0 +1,132 @@
+"""Experiment 6 (paper Fig. 6): error propagation across layers.
+
+Every hidden-to-hidden layer of the trained PINN is compressed by SVD and by
+the H-matrix at tolerances ``config.propagation_tols``; on the test points
+each layer's activations are compared with the dense network's,
+``||a_l - a_l^dense||_F / ||a_l^dense||_F`` (the last entry is the output u).
+"""
+import numpy as np
+
+NAME = "propagation"
+TITLE = "Error propagation across layers"
+FIGURE = "fig6_propagation.png"
+CLAIM = ("The deviation of the activations from the dense network is controlled by tol "
+         "and accumulates at most additively across layers, without amplification.")
+MAX_POINTS = 4096
+
+
+def activations(model, x):
+    """Every layer's output (after the activation; the last is ``u``) at ``x (N, d)``."""
+    act = {"tanh": np.tanh, "sin": np.sin}[model.activation]
+    S = np.ascontiguousarray(x.T)[:, None, :]
+    out = []
+    for i, layer in enumerate(model.layers):
+        Z = layer.forward(S)
+        S = Z if i == len(model.layers) - 1 else act(Z)
+        out.append(S[:, 0, :].copy())
+    return out
+
+
+def run(ctx):
+    """Per-layer relative deviations for SVD and H-matrix at each tolerance.
+
+    Returns
+    -------
+    dict
+        ``tols``, ``layers`` (1-based layer numbers), ``compressed`` (which
+        of them are compressed) and, per method, one row per tolerance with
+        ``tol``, ``deviation`` (one per layer) and ``compression_ratio``.
+    """
+    dense = ctx.train()
+    x = ctx.problem.test_grid()
+    if x.shape[0] > MAX_POINTS:
+        x = x[np.random.default_rng(ctx.config.seed).choice(x.shape[0], MAX_POINTS,
+                                                             replace=False)]
+    ref = activations(dense, x)
+    out = {}
+    for method in ("svd", "hmatrix"):
+        rows = []
+        for tol in ctx.config.propagation_tols:
+            model = ctx.compress(method, tol=tol)
+            acts = activations(model, x)
+            dev = [float(np.linalg.norm(a - r) / np.linalg.norm(r)) for a, r in zip(acts, ref)]
+            rows.append(dict(tol=tol, deviation=dev,
+                             compression_ratio=dense.hidden_nbytes / model.hidden_nbytes))
+        out[method] = rows
+    return dict(tols=list(ctx.config.propagation_tols),
+                layers=list(range(1, len(dense.layers) + 1)),
+                compressed=[i + 1 for i in dense.hidden_layers], n_points=int(x.shape[0]),
+                entries=out)
+
+
+def additive_bound(result, row):
+    """Per layer, ``tol`` times the number of compressed layers up to it: the
+    deviation if every layer added its relative weight error and nothing
+    amplified it."""
+    return [row["tol"] * sum(1 for c in result["compressed"] if c <= layer)
+            for layer in result["layers"]]
+
+
+def slope(result, method="hmatrix"):
+    """Log-log slope of the output deviation against tol."""
+    rows = result["entries"][method]
+    tols = np.array([r["tol"] for r in rows])
+    outdev = np.array([r["deviation"][-1] for r in rows])
+    ok = outdev > 0
+    return float(np.polyfit(np.log(tols[ok]), np.log(outdev[ok]), 1)[0]) \
+        if ok.sum() >= 2 else float("nan")
+
+
+def verdict(result):
+    rows = result["entries"]["hmatrix"]
+    s = slope(result)
+    held = [r["tol"] for r in rows
+            if all(d <= b for d, b in zip(r["deviation"], additive_bound(result, r)))]
+    failed = [r["tol"] for r in rows if r["tol"] not in held]
+    listing = ", ".join(f"tol {r['tol']:g}: {r['deviation'][-1]:.1e}" for r in rows)
+    head = (f"H-matrix output deviation ({listing}) scales like tol^{s:.2f}; the additive "
+            f"bound (tol x compressed layers so far) holds at every layer for tol "
+            f"{', '.join(f'{t:g}' for t in held) or 'none'}"
+            + (f" and fails for tol {', '.join(f'{t:g}' for t in failed)}" if failed else ""))
+    if s >= 0.8 and not failed:
+        return dict(supports=True, sentence=head + ": supports the claim.")
+    if s >= 0.8 and held:
+        return dict(supports="partly", sentence=head + ": supports the claim for small tol "
+                    "only; at large tol the deviation is amplified.")
+    return dict(supports=False, sentence=head + ": contradicts the claim here.")
+
+
+def plot(result, path):
+    from hmnumba.experiments._plot import METHOD_STYLE, pyplot, save
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    cmap = plt.get_cmap("viridis")
+    labels = [f"{l}" if l < result["layers"][-1] else "u" for l in result["layers"]]
+    for ax, method in zip(axes, ("svd", "hmatrix")):
+        rows = result["entries"][method]
+        for k, r in enumerate(rows):
+            ax.plot(result["layers"], np.maximum(r["deviation"], 1e-18), marker="o",
+                    color=cmap(k / max(1, len(rows) - 1)),
+                    label=f"tol {r['tol']:g} (ratio {r['compression_ratio']:.2f})")
+        ax.set_yscale("log")
+        ax.set_xticks(result["layers"])
+        ax.set_xticklabels(labels)
+        ax.set_xlabel("layer (compressed: " + ", ".join(map(str, result["compressed"])) + ")")
+        ax.set_title(METHOD_STYLE[method]["label"])
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("relative deviation of the activations from dense")
+    fig.suptitle(f"Fig. 6: error propagation across layers ({result['n_points']} test points)")
+    save(fig, path)
+
+
+def table(result):
+    """Markdown rows: method, tol, ratio, deviation per layer."""
+    heads = [f"layer {l}" if l < result["layers"][-1] else "u" for l in result["layers"]]
+    lines = ["| method | tol | ratio | " + " | ".join(heads) + " |",
+             "| --- | ---: | ---: | " + " | ".join("---:" for _ in heads) + " |"]
+    for method, rows in result["entries"].items():
+        for r in rows:
+            lines.append(f"| {method} | {r['tol']:g} | {r['compression_ratio']:.2f} | "
+                         + " | ".join(f"{x:.1e}" for x in r["deviation"]) + " |")
+    return lines

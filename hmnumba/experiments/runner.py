@@ -1,0 +1,90 @@
+"""Run the registered experiments and write figures, ``results.json`` and ``report.md``."""
+import time
+from pathlib import Path
+
+from hmnumba.experiments._context import Config, Context, limited_threads
+
+
+def reproduce(out_dir, quick=True, problem=None, seed=0, progress=True, command=None,
+              experiments=None):
+    """Reproduce the paper's results into ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        Created if needed; receives ``report.md``, ``results.json`` and one
+        PNG per experiment.
+    quick : bool, default=True
+        :meth:`Config.quick` (a few minutes on 2 cores) or :meth:`Config.full`.
+    problem : str, optional
+        One of :data:`hmnumba.experiments.PROBLEMS`; the profile's default
+        (Poisson 1-D quick, Poisson 2-D full) if None.
+    seed : int, default=0
+    progress : bool, default=True
+        Print what runs; a tqdm bar over the experiments in the full run
+        (if tqdm is installed).
+    command : str, optional
+        The command line recorded in the report.
+    experiments : list of str, optional
+        Names from :data:`hmnumba.experiments.REGISTRY` (default: all seven).
+
+    Returns
+    -------
+    dict
+        What ``results.json`` holds.
+
+    Raises
+    ------
+    ImportError
+        If matplotlib (the ``plot`` extra) is missing; raised before any work.
+    """
+    from hmnumba import _validation as val
+    from hmnumba.experiments import REGISTRY, report
+    from hmnumba.experiments._plot import pyplot
+
+    pyplot()
+    seed = val.check_random_state(seed)
+    names = list(REGISTRY) if experiments is None else list(experiments)
+    for name in names:
+        val.check_choice(name, "experiments", tuple(REGISTRY))
+    config = Config.quick(problem, seed) if quick else Config.full(problem, seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    say = print if progress else (lambda message: None)
+    ctx = Context(config, progress=say)
+    bar = None
+    if progress and not quick:
+        try:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=len(names) + 1, desc="hmnumba reproduce", unit="step")
+        except ImportError:
+            bar = None
+    results = {}
+    t0 = time.perf_counter()
+    try:
+        with limited_threads(config.threads):
+            ctx.train()
+            if bar is not None:
+                bar.update(1)
+            say(f"  trained in {ctx.train_seconds:.1f} s: relative L2 "
+                f"{ctx.history['relative_l2'][-1]:.2e}")
+            for name in names:
+                module = REGISTRY[name]
+                say(f"[{name}] {module.TITLE}")
+                t = time.perf_counter()
+                result = module.run(ctx)
+                result["seconds"] = time.perf_counter() - t
+                module.plot(result, out / module.FIGURE)
+                result["verdict"] = module.verdict(result)
+                say(f"  {result['verdict']['sentence']}")
+                results[name] = result
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    data = report.write(out, ctx, results, wall_time=time.perf_counter() - t0,
+                        command=command)
+    say(f"wrote {out / 'report.md'}, {out / 'results.json'} and {len(results)} figures "
+        f"in {data['wall_time']:.1f} s")
+    return data

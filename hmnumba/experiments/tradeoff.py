@@ -1,0 +1,113 @@
+"""Experiment 1 (paper Fig. 2a, 4b): compression-accuracy trade-off.
+
+The hidden-to-hidden layers of the trained PINN are compressed by the
+H-matrix (tolerance sweep), global truncated SVD (rank sweep), magnitude
+pruning (sparsity sweep) and integer quantization (2/4/8 bits); for each
+network the compression ratio of the hidden weights and the relative L2
+error of the PDE solution on the problem's test grid are recorded.
+"""
+from hmnumba.experiments._context import target_l2
+
+NAME = "tradeoff"
+TITLE = "Compression-accuracy trade-off"
+FIGURE = "fig1_tradeoff.png"
+CLAIM = ("H-matrices keep the PINN's accuracy at higher compression ratios than SVD, "
+         "pruning and quantization.")
+METHODS = ("hmatrix", "svd", "pruning", "quantization")
+
+
+def sweep(ctx):
+    """``(method, params)`` for every compressed network of the sweep."""
+    c = ctx.config
+    return ([("hmatrix", dict(tol=t)) for t in c.h_tols]
+            + [("svd", dict(rank=r)) for r in c.svd_ranks]
+            + [("pruning", dict(sparsity=s)) for s in c.sparsities]
+            + [("quantization", dict(bits=b)) for b in c.bits])
+
+
+def run(ctx):
+    """Compress the trained PINN by every method of the sweep.
+
+    Returns
+    -------
+    dict
+        ``dense`` (relative L2 of the uncompressed network) and ``entries``
+        (per method, a list of rows from :meth:`Context.entry`).
+    """
+    dense = ctx.train()
+    entries = {m: [] for m in METHODS}
+    for method, params in sweep(ctx):
+        entries[method].append(ctx.entry(method, ctx.compress(method, **params), **params))
+    return dict(dense=dict(relative_l2=ctx.problem.relative_l2(dense),
+                           relative_l2_train=ctx.relative_l2_train(dense),
+                           hidden_nbytes=dense.hidden_nbytes),
+                entries=entries)
+
+
+def best_ratios(result):
+    """Per method, the largest compression ratio whose relative L2 is at most
+    the target (:func:`~hmnumba.experiments._context.target_l2`; 0 if none),
+    and the target."""
+    target = target_l2(result["dense"]["relative_l2"])
+    best = {}
+    for method, rows in result["entries"].items():
+        ok = [r["compression_ratio"] for r in rows if r["relative_l2"] <= target]
+        best[method] = max(ok) if ok else 0.0
+    return best, target
+
+
+def verdict(result):
+    """Whether the H-matrix reaches the largest ratio at the target accuracy,
+    decided from the numbers."""
+    best, target = best_ratios(result)
+    h = best["hmatrix"]
+    others = {m: r for m, r in best.items() if m != "hmatrix"}
+    winner = max(others, key=others.get)
+    listing = ", ".join(f"{m} {r:.2f}" for m, r in others.items())
+    head = (f"Keeping relative L2 <= {target:.1e} (dense: "
+            f"{result['dense']['relative_l2']:.1e}), the H-matrix "
+            f"reaches compression ratio {h:.2f} where the baselines reach {listing}")
+    if h > others[winner]:
+        return dict(supports=True, sentence=head + ": supports the claim.")
+    return dict(supports=False, sentence=head + f": contradicts the claim here ({winner} "
+                f"compresses more at this accuracy).")
+
+
+def table(result):
+    """Markdown rows: method, setting, ratio, relative L2, accuracy."""
+    lines = ["| method | setting | compression ratio | relative L2 (test) | accuracy = 1 - rel. L2 |",
+             "| --- | --- | ---: | ---: | ---: |",
+             f"| dense | - | 1.00 | {result['dense']['relative_l2']:.3e} | "
+             f"{1 - result['dense']['relative_l2']:.4f} |"]
+    for method, rows in result["entries"].items():
+        for r in rows:
+            setting = ", ".join(f"{k}={r[k]:g}" for k in ("tol", "rank", "sparsity", "bits")
+                                if k in r)
+            lines.append(f"| {method} | {setting} | {r['compression_ratio']:.2f} | "
+                         f"{r['relative_l2']:.3e} | {r['accuracy']:.4f} |")
+    return lines
+
+
+def plot(result, path):
+    from hmnumba.experiments._plot import METHOD_STYLE, pyplot, save
+    plt = pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    d = result["dense"]["relative_l2"]
+    for method, rows in result["entries"].items():
+        rows = sorted(rows, key=lambda r: r["compression_ratio"])
+        x = [r["compression_ratio"] for r in rows]
+        ax1.plot(x, [r["relative_l2"] for r in rows], **METHOD_STYLE[method])
+        ax2.plot(x, [r["accuracy"] for r in rows], **METHOD_STYLE[method])
+    ax1.axhline(d, color="black", ls="--", lw=1, label=f"dense ({d:.1e})")
+    ax2.axhline(1 - d, color="black", ls="--", lw=1, label="dense")
+    ax1.set_yscale("log")
+    ax1.set_ylabel("relative L2 error of the PDE solution")
+    ax2.set_ylabel("accuracy = 1 - relative L2 (the paper's axis)")
+    ax2.set_ylim(max(-0.05, min(ax2.get_ylim()[0], 0.5)), 1.02)
+    for ax in (ax1, ax2):
+        ax.set_xscale("log")
+        ax.set_xlabel("compression ratio of the hidden weights")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Fig. 1: compression-accuracy trade-off (hidden layers of a trained PINN)")
+    save(fig, path)

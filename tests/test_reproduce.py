@@ -1,0 +1,142 @@
+"""``hmnumba reproduce --quick``: report, JSON and the seven figures, with
+finite numbers, the H-matrix error bound, and verdicts decided from the numbers."""
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from hmnumba.cli import main
+from hmnumba.experiments import REGISTRY, tradeoff
+
+pytest.importorskip("matplotlib")
+
+METHODS = ("hmatrix", "svd", "pruning", "quantization")
+
+
+def console_script():
+    exe = shutil.which("hmnumba", path=os.path.dirname(sys.executable))
+    if exe is None:
+        pytest.fail(f"the hmnumba console script is not installed beside {sys.executable}; "
+                    "run `pip install -e .`")
+    return exe
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduce") / "out"
+    proc = subprocess.run([console_script(), "reproduce", "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, json.loads((out / "results.json").read_text()), proc.stdout
+
+
+def finite(x):
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def test_report_json_and_seven_figures_exist(quick_run):
+    out, data, _ = quick_run
+    figures = sorted(p.name for p in out.glob("*.png"))
+    assert figures == sorted(m.FIGURE for m in REGISTRY.values())
+    assert len(figures) == 7
+    for name in figures:
+        head = (out / name).read_bytes()[:8]
+        assert head == b"\x89PNG\r\n\x1a\n" and (out / name).stat().st_size > 10_000
+    report = (out / "report.md").read_text()
+    for needle in ("hmnumba reproduce --quick --out", "CPUs", "numba", "numpy", "scipy",
+                   "hmnumba", "Seed", data["versions"]["numpy"]):
+        assert needle in report
+    for module in REGISTRY.values():
+        assert module.TITLE in report and f"({module.FIGURE})" in report
+        assert data["results"][module.NAME]["verdict"]["sentence"] in report
+
+
+def test_pinn_is_really_trained(quick_run):
+    _, data, _ = quick_run
+    tr = data["training"]
+    assert tr["epochs"] > 50
+    assert tr["relative_l2"] < 1e-2        # a trained PINN, not an initialisation
+
+
+def test_every_method_entry_is_finite(quick_run):
+    _, data, _ = quick_run
+    res = data["results"]
+    for method in METHODS:
+        rows = res["tradeoff"]["entries"][method]
+        assert rows, method
+        for r in rows:
+            for key in ("compression_ratio", "relative_l2", "relative_l2_train", "accuracy"):
+                assert finite(r[key]), (method, key, r)
+            assert r["compression_ratio"] > 0 and r["relative_l2"] >= 0
+            assert all(finite(e) for e in r["weight_errors"])
+    for method, rows in res["speed"]["entries"].items():
+        assert len(rows) == len(res["speed"]["widths"])
+        for r in rows:
+            assert all(finite(r[k]) and r[k] > 0 for k in ("median", "q25", "q75", "min"))
+            assert r["min"] <= r["median"] <= r["max"]
+    for method in ("svd", "hmatrix"):
+        for r in res["propagation"]["entries"][method]:
+            assert all(finite(d) for d in r["deviation"])
+        for r in res["ntk"]["entries"][method]:
+            assert finite(r["relative_difference"])
+            assert all(finite(s) for s in r["spectrum"])
+    assert all(finite(v) for v in res["dynamic"]["relative_l2"])
+    assert all(finite(v) and v > 0 for v in res["dynamic"]["compression_ratio"])
+
+
+def test_hmatrix_error_bound_holds_everywhere(quick_run):
+    _, data, _ = quick_run
+    res = data["results"]
+    for r in res["tradeoff"]["entries"]["hmatrix"]:
+        assert r["error_bounds"] and all(b <= r["tol"] for b in r["error_bounds"])
+        # the bound is an upper bound of the measured weight error
+        assert all(w <= b * (1 + 1e-6) + 1e-12
+                   for w, b in zip(r["weight_errors"], r["error_bounds"]))
+    hm = res["heatmaps"]
+    assert hm["error_bound"] <= hm["tol"] and hm["relative_error"] <= hm["tol"]
+    for r in res["speed"]["entries"]["hmatrix"]:
+        assert r["error_bound"] <= r["tol"]
+    for rc in res["dynamic"]["recompress"]:
+        assert all(b <= res["dynamic"]["tol"] for b in rc["error_bounds"])
+
+
+def test_verdicts_are_decided_from_the_stored_numbers(quick_run):
+    _, data, _ = quick_run
+    for name, module in REGISTRY.items():
+        stored = data["results"][name]
+        assert stored["verdict"] == module.verdict(stored)
+        assert stored["verdict"]["supports"] in (True, False, None, "partly")
+
+
+def test_tradeoff_verdict_follows_the_numbers():
+    def rows(*pairs):
+        return [dict(compression_ratio=c, relative_l2=e) for c, e in pairs]
+    result = dict(dense=dict(relative_l2=1e-4),
+                  entries=dict(hmatrix=rows((2.0, 1e-3), (5.0, 5e-3), (9.0, 0.5)),
+                               svd=rows((2.0, 2e-3), (4.0, 0.2)),
+                               pruning=rows((3.0, 0.9)), quantization=rows((4.0, 0.02))))
+    v = tradeoff.verdict(result)
+    assert v["supports"] is True and "5.00" in v["sentence"]
+    result["entries"]["quantization"] = rows((8.0, 1e-3))
+    v = tradeoff.verdict(result)
+    assert v["supports"] is False and "quantization" in v["sentence"]
+
+
+def test_missing_matplotlib_is_a_clear_error(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert main(["reproduce", "--quick", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "matplotlib" in err[0] and "hmnumba[plot]" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv", [["--problem", "wave3d"], ["--only", "nonsense"],
+                                  ["--seed", "-1"]])
+def test_bad_options_exit_2_before_any_work(argv, tmp_path, capsys):
+    assert main(["reproduce", "--quick", "--out", str(tmp_path / "out"), *argv]) == 2
+    assert "error" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
