@@ -5,7 +5,13 @@ Subcommands
 ``demo``
     Compress the standard kernel problem (3-D Laplace, points uniform in the
     unit cube) and a permuted weight-like matrix; print build time,
-    compression ratio, error bound and matvec speed-up against dense numpy.
+    compression ratio, error bound and matvec speed-up against dense numpy;
+    then run ``reproduce --quick`` into ``--out`` (``./hmnumba-reproduce``;
+    ``--no-reproduce`` skips it).
+``reproduce [--quick] [--problem P] [--out DIR]``
+    The paper's seven numerical results on trained PINNs
+    (:mod:`hmnumba.experiments`): ``DIR/report.md``, ``DIR/results.json`` and
+    one PNG per result (needs matplotlib, the ``plot`` extra).
 ``compress W.npy -o W.hmz`` / ``compress weights.npz -o DIR``
     Compress a weight array (rows = outputs, columns = inputs) into an
     H-matrix file; for an ``.npz`` archive, one ``DIR/<name>.hmz`` per array.
@@ -72,6 +78,20 @@ def _demo(args):
     print(f"  build {time.perf_counter() - t:.2f} s, compression ratio "
           f"{Hw.compression_ratio:.2f}, error bound {Hw.error_bound:.2e} (exact), true error "
           f"{np.linalg.norm(Hw.to_dense() - W) / np.linalg.norm(W):.2e}")
+    if args.no_reproduce:
+        return 0
+    print(f"\nhmnumba reproduce --quick --out {args.out}")
+    args.quick, args.problem, args.only = True, None, None
+    return _reproduce(args)
+
+
+def _reproduce(args):
+    import shlex
+
+    from hmnumba.experiments import reproduce
+    command = "hmnumba " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
+    reproduce(args.out, quick=args.quick, problem=args.problem, seed=args.seed,
+              command=command, experiments=args.only)
     return 0
 
 
@@ -229,7 +249,30 @@ def build_parser():
     demo.add_argument("--tol", type=float, default=1e-6,
                       help="relative tolerance (default 1e-6)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--out", default="hmnumba-reproduce",
+                      help="output directory of the quick reproduction (default "
+                           "./hmnumba-reproduce)")
+    demo.add_argument("--no-reproduce", action="store_true",
+                      help="only the kernel figures, skip `reproduce --quick`")
     demo.set_defaults(func=_demo)
+
+    repro = sub.add_parser(
+        "reproduce", help="reproduce the paper's results (figures, results.json, report.md)",
+        description="Train PINNs, compress them by H-matrix, SVD, pruning and quantization "
+                    "and write the paper's seven results to DIR: report.md, results.json "
+                    "and one PNG per result (needs matplotlib: pip install 'hmnumba[plot]').")
+    repro.add_argument("--quick", action="store_true",
+                       help="small settings, a few minutes on 2 cores (Poisson 1-D by default)")
+    repro.add_argument("--problem", default=None,
+                       help="PDE of the trained PINN: poisson1d, poisson2d, helmholtz2d or "
+                            "heat1d (default poisson1d with --quick, poisson2d otherwise)")
+    repro.add_argument("--out", default="hmnumba-reproduce",
+                       help="output directory (default ./hmnumba-reproduce)")
+    repro.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    repro.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                       help="run only these results (tradeoff heatmaps dynamic "
+                            "generalisation speed propagation ntk)")
+    repro.set_defaults(func=_reproduce)
 
     comp = sub.add_parser(
         "compress", help="compress a weight array (.npy) or every array of an .npz",
@@ -298,9 +341,10 @@ def main(argv=None):
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError, OSError, ImportError) as exc:
         print(f"hmnumba: error: {exc}", file=sys.stderr)
         return 2
 

@@ -9,11 +9,25 @@ from hmnumba.cli import main
 
 
 def test_demo_prints_build_ratio_error_and_speedup(capsys):
-    assert main(["demo", "--n", "1500", "--tol", "1e-5"]) == 0
+    assert main(["demo", "--n", "1500", "--tol", "1e-5", "--no-reproduce"]) == 0
     out = capsys.readouterr().out
     for needle in ("H-matrix build", "compression ratio", "error bound", "speed-up",
                    "weight-like"):
         assert needle in out
+    assert "reproduce" not in out
+
+
+def test_demo_then_runs_the_quick_reproduction(monkeypatch, tmp_path, capsys):
+    import hmnumba.experiments
+    calls = []
+    monkeypatch.setattr(hmnumba.experiments, "reproduce",
+                        lambda out, **kw: calls.append((out, kw)))
+    out = str(tmp_path / "repro")
+    assert main(["demo", "--n", "1500", "--tol", "1e-5", "--out", out]) == 0
+    assert "weight-like" in capsys.readouterr().out
+    assert len(calls) == 1
+    assert calls[0][0] == out
+    assert calls[0][1]["quick"] is True and calls[0][1]["problem"] is None
 
 
 def test_bad_input_exits_with_status_2_and_one_line(capsys):
@@ -130,7 +144,7 @@ def test_help_lists_every_subcommand_and_option():
     proc = subprocess.run([console_script(), "--help"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0
-    for sub in ("demo", "compress", "info", "apply"):
+    for sub in ("demo", "reproduce", "compress", "info", "apply"):
         assert sub in proc.stdout
     proc = subprocess.run([console_script(), "compress", "--help"], capture_output=True,
                           text=True, timeout=120)
