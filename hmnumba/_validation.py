@@ -194,3 +194,21 @@ def _check_device_operand(x, n_expected, name):
         raise ValueError(f"dimension mismatch: operator has {n_expected} columns but {name} has "
                          f"shape {tuple(x.shape)} (expected first dimension {n_expected})")
     return x
+
+
+def check_nonnegative_float(value, name):
+    """A finite real number ``>= 0`` (a norm, an error)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not (np.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return value
+
+
+def check_nonnegative_vector(value, name):
+    """A non-empty 1-D float64 array of finite values ``>= 0``."""
+    arr = check_float_array(value, name, ndim=1).astype(np.float64, copy=False)
+    if np.any(arr < 0):
+        raise ValueError(f"{name} must hold values >= 0, got minimum {arr.min()!r}")
+    return arr
