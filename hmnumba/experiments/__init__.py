@@ -20,4 +20,4 @@ from hmnumba.experiments.runner import reproduce
 REGISTRY = {m.NAME: m for m in (tradeoff, heatmaps, dynamic, generalisation, speed,
                                 propagation, ntk_preservation)}
 
-__all__ = ["REGISTRY", "PROBLEMS", "Config", "Context", "reproduce"]
+__all__ = ["REGISTRY", "reproduce"]
