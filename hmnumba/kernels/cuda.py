@@ -171,8 +171,10 @@ def _tree_level(points, perm_in, perm_out, level_start, level_stop, first, leaf_
         hi = -math.inf
         for p in range(s + tid, e, THREADS_PER_BLOCK):
             v = points[perm_in[p], k]
-            lo = min(lo, v)
-            hi = max(hi, v)
+            if v < lo:
+                lo = v
+            if v > hi:
+                hi = v
         lo, hi = _block_minmax(sh_a, sh_b, tid, lo, hi)
         if tid == 0:
             box_lo[t, k] = lo
@@ -458,10 +460,14 @@ def _aca_blocks(code, ls, XT, YT, r0, r1, c0, c1, rel_tol, abs_tol, kmax, uoff, 
             else:
                 update += 2.0 * du * dv
         update = _block_sum(sh_f, tid, update)
-        norm2 = max(norm2 + update, 0.0)
+        norm2 += update
+        if norm2 < 0.0:
+            norm2 = 0.0
         last = math.sqrt(sh_last[0])
         k += 1
-        tau = max(rel_tol * math.sqrt(norm2), atol)
+        tau = rel_tol * math.sqrt(norm2)
+        if atol > tau:
+            tau = atol
         i_next = _argmax_unused(U, uo + (k - 1) * m, row_used, mo, m, sh_f, sh_i, tid)
         if last <= tau:
             if k == kmx:
