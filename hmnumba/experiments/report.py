@@ -98,8 +98,9 @@ def _markdown(data, results, registry):
         "| # | result | verdict | what the numbers say |", "| --- | --- | --- | --- |"]
     for k, (name, res) in enumerate(results.items(), 1):
         ver = res["verdict"]
+        sentence = ver["sentence"].replace("|", "\\|")     # a table cell
         lines.append(f"| {k} | {registry[name].TITLE} | {VERDICT[ver['supports']]} | "
-                     f"{ver['sentence']} |")
+                     f"{sentence} |")
     for k, (name, res) in enumerate(results.items(), 1):
         module = registry[name]
         lines += ["", f"## {k}. {module.TITLE}", "",

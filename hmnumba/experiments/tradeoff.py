@@ -63,27 +63,46 @@ def verdict(result):
     h = best["hmatrix"]
     others = {m: r for m, r in best.items() if m != "hmatrix"}
     winner = max(others, key=others.get)
-    listing = ", ".join(f"{m} {r:.2f}" for m, r in others.items())
+    listing = ", ".join(f"{m} {r:.2f}" if r > 0 else f"{m} none" for m, r in others.items())
     head = (f"Keeping relative L2 <= {target:.1e} (dense: "
-            f"{result['dense']['relative_l2']:.1e}), the H-matrix "
-            f"reaches compression ratio {h:.2f} where the baselines reach {listing}")
+            f"{result['dense']['relative_l2']:.1e}), the H-matrix reaches compression ratio "
+            + (f"{h:.2f}" if h > 0 else "none") + f" where the baselines reach {listing}")
     if h > others[winner]:
         return dict(supports=True, sentence=head + ": supports the claim.")
     return dict(supports=False, sentence=head + f": contradicts the claim here ({winner} "
                 f"compresses more at this accuracy).")
 
 
+def _setting(row):
+    return ", ".join(f"{k}={row[k]:g}" for k in ("tol", "rank", "sparsity", "bits") if k in row)
+
+
+def summary_table(result, levels=(1e-1, 1e-2, 1e-3)):
+    """Markdown rows: per method, the largest compression ratio (and its
+    setting) whose relative L2 stays within each level."""
+    lines = ["| method | " + " | ".join(f"largest ratio with rel. L2 <= {lv:g}" for lv in levels)
+             + " |", "| --- | " + " | ".join("---:" for _ in levels) + " |"]
+    for method, rows in result["entries"].items():
+        cells = []
+        for lv in levels:
+            ok = [r for r in rows if r["relative_l2"] <= lv]
+            best = max(ok, key=lambda r: r["compression_ratio"]) if ok else None
+            cells.append(f"{best['compression_ratio']:.2f} ({_setting(best)})" if best else "-")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def table(result):
-    """Markdown rows: method, setting, ratio, relative L2, accuracy."""
-    lines = ["| method | setting | compression ratio | relative L2 (test) | accuracy = 1 - rel. L2 |",
+    """Markdown rows: the summary (:func:`summary_table`), then method,
+    setting, ratio, relative L2, accuracy of every network."""
+    lines = summary_table(result) + [""]
+    lines += ["| method | setting | compression ratio | relative L2 (test) | accuracy = 1 - rel. L2 |",
              "| --- | --- | ---: | ---: | ---: |",
              f"| dense | - | 1.00 | {result['dense']['relative_l2']:.3e} | "
              f"{1 - result['dense']['relative_l2']:.4f} |"]
     for method, rows in result["entries"].items():
         for r in rows:
-            setting = ", ".join(f"{k}={r[k]:g}" for k in ("tol", "rank", "sparsity", "bits")
-                                if k in r)
-            lines.append(f"| {method} | {setting} | {r['compression_ratio']:.2f} | "
+            lines.append(f"| {method} | {_setting(r)} | {r['compression_ratio']:.2f} | "
                          f"{r['relative_l2']:.3e} | {r['accuracy']:.4f} |")
     return lines
 
