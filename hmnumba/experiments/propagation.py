@@ -101,15 +101,18 @@ def plot(result, path):
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     cmap = plt.get_cmap("viridis")
-    labels = [f"{l}" if l < result["layers"][-1] else "u" for l in result["layers"]]
+    # layers before the first compressed one are exact (deviation 0): not drawn
+    first = result["layers"].index(result["compressed"][0])
+    layers = result["layers"][first:]
+    labels = [f"{l}" if l < result["layers"][-1] else "u" for l in layers]
     for ax, method in zip(axes, ("svd", "hmatrix")):
         rows = result["entries"][method]
         for k, r in enumerate(rows):
-            ax.plot(result["layers"], np.maximum(r["deviation"], 1e-18), marker="o",
+            ax.plot(layers, np.maximum(r["deviation"][first:], 1e-18), marker="o",
                     color=cmap(k / max(1, len(rows) - 1)),
                     label=f"tol {r['tol']:g} (ratio {r['compression_ratio']:.2f})")
         ax.set_yscale("log")
-        ax.set_xticks(result["layers"])
+        ax.set_xticks(layers)
         ax.set_xticklabels(labels)
         ax.set_xlabel("layer (compressed: " + ", ".join(map(str, result["compressed"])) + ")")
         ax.set_title(METHOD_STYLE[method]["label"])
