@@ -40,6 +40,7 @@ def trained_poisson2d_width128():
     return net, hist
 
 
+@pytest.mark.slow
 def test_compressing_trained_width128_network_keeps_accuracy_and_saves_bytes(
         trained_poisson2d_width128):
     net, hist = trained_poisson2d_width128
@@ -55,6 +56,7 @@ def test_compressing_trained_width128_network_keeps_accuracy_and_saves_bytes(
     np.testing.assert_array_equal(small.layers[0].W, net.layers[0].W)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method, params", [("svd", dict(tol=1e-4)),
                                             ("pruning", dict(sparsity=0.2)),
                                             ("quantization", dict(bits=8))])
