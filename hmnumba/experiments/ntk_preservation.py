@@ -4,40 +4,25 @@ The empirical neural tangent kernel of the PINN,
 ``K = [[K_uu, K_ur], [K_ur^T, K_rr]]`` with ``K_uu = J_u J_u^T``,
 ``K_ur = J_u J_r^T``, ``K_rr = J_r J_r^T`` (``J_u``: Jacobian of ``u`` at the
 boundary points, ``J_r``: of the PDE residual at collocation points, with
-respect to all weights and biases, :meth:`hmnumba.pinn.PINN.jacobian`), is
+respect to all weights and biases; :func:`hmnumba.ntk.empirical_ntk`), is
 computed for the trained dense network and for the networks whose hidden
 weights are replaced by their H-matrix (and SVD) reconstructions at each
-tolerance, in the same dense parameterisation, so the kernels are
-comparable entry by entry. Theorem 2's constant ``C`` in
+tolerance, in the dense parametrisation (``parametrization="dense"``), so
+the kernels are comparable entry by entry (:func:`hmnumba.ntk.compare_ntk`).
+Theorem 2's constant ``C`` in
 ``||K_H - K||_F / ||K||_F <= C eps`` (``eps``: the relative weight error of
 the compressed layers) is fitted by :func:`hmnumba.bounds.fit_ntk_constant`.
 """
 import numpy as np
 
 from hmnumba.bounds import fit_ntk_constant
+from hmnumba.ntk import compare_ntk, empirical_ntk, ntk_spectrum
 
 NAME = "ntk"
 TITLE = "NTK preservation"
 FIGURE = "fig7_ntk.png"
 CLAIM = ("The NTK of the H-matrix-compressed PINN stays close to the dense one: "
          "||K_H - K||_F / ||K||_F shrinks in proportion to tol.")
-
-
-def _as_dense(model):
-    from hmnumba.pinn import PINN, DenseLayer
-    return PINN.from_layers([DenseLayer(l.to_dense(), l.b) for l in model.layers],
-                            model.activation)
-
-
-def empirical_ntk(model, problem, x_u, x_r):
-    """``K_uu, K_ur, K_rr`` of ``model`` from its per-sample Jacobians."""
-    J_u = model.jacobian(x_u, output="u")
-    J_r = model.jacobian(x_r, output="residual", problem=problem)
-    return J_u @ J_u.T, J_u @ J_r.T, J_r @ J_r.T
-
-
-def full_kernel(K_uu, K_ur, K_rr):
-    return np.block([[K_uu, K_ur], [K_ur.T, K_rr]])
 
 
 def run(ctx):
@@ -49,16 +34,17 @@ def run(ctx):
         ``tols``, ``n_u``, ``n_r``, ``dense_spectrum`` (eigenvalues of the
         full kernel, descending), per method one row per tolerance with
         ``tol``, ``weight_error`` (relative Frobenius error of all compressed
-        weights together), ``relative_difference`` (full kernel) and per block
-        (``uu``, ``ur``, ``rr``), ``spectrum`` and ``compression_ratio``; and
+        weights together), ``relative_difference`` (full kernel),
+        ``alignment`` and ``spectrum_distance`` (:func:`hmnumba.ntk.compare_ntk`),
+        the relative difference per block (``uu``, ``ur``, ``rr``),
+        ``spectrum`` and ``compression_ratio``; and
         per method the fit of Theorem 2 (``C``, ``C_lsq``, ``exponent``).
     """
     c = ctx.config
     dense = ctx.train()
     x_r = ctx.problem.sample_collocation(c.ntk_points, random_state=c.seed + 7)
     x_u, _ = ctx.problem.sample_boundary(max(2, c.ntk_points // 4), random_state=c.seed + 8)
-    blocks0 = empirical_ntk(dense, ctx.problem, x_u, x_r)
-    K0 = full_kernel(*blocks0)
+    K0 = empirical_ntk(dense, ctx.problem, x_u, x_r, parametrization="dense")
     W = [dense.layers[i].to_dense() for i in dense.hidden_layers]
     w_norm = np.sqrt(sum(float(np.sum(w * w)) for w in W))
     out, fits = {}, {}
@@ -68,14 +54,15 @@ def run(ctx):
             model = ctx.compress(method, tol=tol)
             err = np.sqrt(sum(float(np.sum((model.layers[i].to_dense() - w) ** 2))
                               for i, w in zip(dense.hidden_layers, W))) / w_norm
-            blocks = empirical_ntk(_as_dense(model), ctx.problem, x_u, x_r)
-            K = full_kernel(*blocks)
-            rel = {name: float(np.linalg.norm(b - b0) / np.linalg.norm(b0))
-                   for name, b, b0 in zip(("uu", "ur", "rr"), blocks, blocks0)}
+            K = empirical_ntk(model, ctx.problem, x_u, x_r, parametrization="dense")
+            cmp = compare_ntk(K0, K)
+            rel = {name: compare_ntk(b0, b)["relative_frobenius"]
+                   for name, b, b0 in zip(("uu", "ur", "rr"), K, K0)}
             rows.append(dict(tol=tol, weight_error=float(err),
-                             relative_difference=float(np.linalg.norm(K - K0)
-                                                       / np.linalg.norm(K0)),
-                             blocks=rel, spectrum=_spectrum(K).tolist(),
+                             relative_difference=cmp["relative_frobenius"],
+                             alignment=cmp["alignment"],
+                             spectrum_distance=cmp["spectrum_distance"],
+                             blocks=rel, spectrum=ntk_spectrum(K).tolist(),
                              compression_ratio=dense.hidden_nbytes / model.hidden_nbytes))
         out[method] = rows
         # a layer stored exactly (all blocks dense, or full SVD rank) has no
@@ -88,11 +75,7 @@ def run(ctx):
         else:
             fits[method] = dict(C=None, C_lsq=None, exponent=None)
     return dict(tols=list(c.propagation_tols), n_u=int(x_u.shape[0]), n_r=int(x_r.shape[0]),
-                dense_spectrum=_spectrum(K0).tolist(), entries=out, fit=fits)
-
-
-def _spectrum(K):
-    return np.sort(np.linalg.eigvalsh(0.5 * (K + K.T)))[::-1]
+                dense_spectrum=ntk_spectrum(K0).tolist(), entries=out, fit=fits)
 
 
 def verdict(result):
@@ -148,14 +131,16 @@ def plot(result, path):
 
 def table(result):
     """Markdown rows: method, tol, ratio, relative NTK difference (full and blocks)."""
-    lines = ["| method | tol | ratio | weight error | full K | K_uu | K_ur | K_rr |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| method | tol | ratio | weight error | full K | K_uu | K_ur | K_rr | alignment "
+             "| spectrum distance |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for method, rows in result["entries"].items():
         for r in rows:
             b = r["blocks"]
             lines.append(f"| {method} | {r['tol']:g} | {r['compression_ratio']:.2f} | "
                          f"{r['weight_error']:.2e} | {r['relative_difference']:.2e} | "
-                         f"{b['uu']:.2e} | {b['ur']:.2e} | {b['rr']:.2e} |")
+                         f"{b['uu']:.2e} | {b['ur']:.2e} | {b['rr']:.2e} | "
+                         f"{r['alignment']:.6f} | {r['spectrum_distance']:.2e} |")
     lines.append("")
     for method, fit in result["fit"].items():
         if fit["C"] is None:
