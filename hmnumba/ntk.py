@@ -55,7 +55,19 @@ PARAMETRIZATIONS = ("factors", "dense")
 
 
 class NTK(NamedTuple):
-    """The blocks of the empirical NTK (see :func:`empirical_ntk`)."""
+    """The blocks of the empirical NTK (see :func:`empirical_ntk`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba.ntk import NTK
+    >>> J_u, J_r = np.ones((1, 3)), np.arange(6.0).reshape(2, 3)
+    >>> K = NTK(J_u @ J_u.T, J_u @ J_r.T, J_r @ J_r.T)
+    >>> K.full()
+    array([[ 3.,  3., 12.],
+           [ 3.,  5., 14.],
+           [12., 14., 50.]])
+    """
 
     K_uu: np.ndarray
     K_ur: np.ndarray
@@ -311,7 +323,7 @@ def ntk_feature_map(model, output="residual", problem=None, parametrization="fac
 
 
 class GramKernel(UserKernel):
-    """The kernel ``k(x_i, x_j) = F[i] . F[j]`` of feature rows tabulated at points.
+    """The kernel ``k(x_i, x_j) = F[i] @ F[j]`` of feature rows tabulated at points.
 
     Given to :meth:`HMatrix.from_kernel` with the same ``points``, the
     cluster tree and admissibility use the coordinates ``points (N, d)``
