@@ -14,6 +14,24 @@ of interest.
   points, then one Adam update;
 * ``time_inference``: ``u`` at 4096 points;
 * ``track_hidden_nbytes``: bytes of the hidden-to-hidden weights.
+
+Measured by hand (``setup`` then ``common.median_time(..., repeats=7)`` of
+each ``time_`` method, ``OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1``, on the
+2-core machine at load average 11-14 from other jobs, so absolute figures
+are inflated and noisy; two runs):
+
+==========  =====================  ====================  =================
+layers      train step             inference (4096)      hidden bytes
+==========  =====================  ====================  =================
+dense       370 / 497 ms           74 / 120 ms           1,572,864
+hmatrix     289 / 315 ms           79 / 120 ms           209,424 (7.5x)
+==========  =====================  ====================  =================
+
+The H-matrix layers are one rank-16 block each (``tol = 1e-4``), so their
+products do 1/8 of the dense flops; inference is dominated by the
+activations (``tanh`` of 4 x 256 x 4096 values) and ties. With numba's two
+threads and OpenBLAS's default threading under that load both were 3-6x
+slower (oversubscription), e.g. train step 2.3 s dense / 1.8 s hmatrix.
 """
 from functools import lru_cache
 
