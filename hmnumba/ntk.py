@@ -267,7 +267,7 @@ def ntk_spectrum(K, k=None, tol=0.0, random_state=None):
         k = 6 if k is None else val.check_positive_int(k, "k")
         if k >= n:
             raise ValueError(f"k must be < {n} (the operator's size) for eigsh, got {k}")
-        tol = _check_nonnegative(tol, "tol")
+        tol = val.check_nonnegative_float(tol, "tol")
         op = K.aslinearoperator() if isinstance(K, HMatrix) else K
 
         def sym(x):
@@ -549,7 +549,3 @@ def _spectrum(K):
                                                 atol=1e-12 * (np.abs(K).max() + 1e-300)):
         return np.linalg.eigvalsh(0.5 * (K + K.T))[::-1]
     return np.linalg.svd(K, compute_uv=False)
-
-
-def _check_nonnegative(value, name):
-    return val.check_nonnegative_float(value, name)

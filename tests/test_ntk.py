@@ -154,6 +154,7 @@ def trained_net():
     return prob, net
 
 
+@pytest.mark.slow
 def test_ntk_error_decreases_with_tol_and_constant_is_fitted(trained_net, record_property,
                                                              capsys):
     prob, net = trained_net
@@ -244,6 +245,7 @@ def test_gram_kernel_matches_points_in_any_order_and_refuses_others():
         compress_ntk(lambda z: np.ones((1, 3)), x, tol=1e-3)
 
 
+@pytest.mark.slow
 def test_compress_ntk_meets_tol_on_2000_points_and_gives_spectrum():
     prob = Poisson2D()
     net = PINN([2, 32, 32, 32, 1], random_state=0)
