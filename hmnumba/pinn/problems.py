@@ -19,6 +19,29 @@ class Problem:
     Subclasses set ``lo``, ``hi``, ``lap_weights`` and implement ``exact``,
     ``residual`` and (if the boundary is not all of the box's faces)
     ``sample_boundary``.
+
+    Examples
+    --------
+    ``u'' = 2`` on ``[0, 1]`` with ``u = x^2`` (the residual ``r = lap - 2``
+    and its partials with respect to ``u``, ``grad u`` and ``lap``):
+
+    >>> import numpy as np
+    >>> from hmnumba.pinn import PINN, Problem, train
+    >>> class Parabola(Problem):
+    ...     lo, hi = (0.0,), (1.0,)
+    ...     lap_weights = np.ones(1)
+    ...     def exact(self, x):
+    ...         return x[:, 0] ** 2
+    ...     def residual(self, x, u, du, lap):
+    ...         n = x.shape[0]
+    ...         return lap - 2.0, np.zeros(n), np.zeros((n, 1)), np.ones(n)
+    >>> p = Parabola()
+    >>> p.dim, p.sample_boundary(4, random_state=0)[1].shape
+    (1, (4,))
+    >>> net = PINN([1, 8, 1], random_state=0)
+    >>> hist = train(net, p, epochs=20, optimizer="lbfgs", progress=False, random_state=0)
+    >>> bool(hist["relative_l2"][-1] < hist["relative_l2"][0])
+    True
     """
 
     #: points per axis of the fixed test grid of :meth:`relative_l2`
