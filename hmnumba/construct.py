@@ -7,7 +7,10 @@ one parallel numba call (:func:`hmnumba.kernels.cpu.compress_blocks`);
 a candidate is accepted if its rank ``k`` meets the block's error budget with
 ``k * (m + n) < m * n`` (it saves storage) and ``k <= max_rank``; otherwise it is
 split into its children, which are tried in the next round. Pairs of leaf
-clusters that fail are stored dense. At the end, a refined block whose
+clusters that fail are stored dense. Under weak and adaptive admissibility, a
+block accepted with little compression (ratio below ``LOOKAHEAD_RATIO``) has
+its children tried too, and the cheaper representation is kept: storage is
+then the minimum over the explored tree. At the end, a refined block whose
 children all ended up dense is stored as one dense block again (less
 metadata, faster products), so an incompressible matrix costs no more than
 dense.
@@ -26,6 +29,7 @@ is estimated from sampled rows).
 """
 import contextlib
 import mmap
+import sys
 import time
 
 import numba
@@ -52,6 +56,14 @@ INITIAL_RANK_ROOM = 64
 # plain break-even stores less (2.10 vs 2.18 GB for the N=40,000 cube).
 ACCEPT_FRACTION = 0.125
 BIG_BLOCK = 256 * 256
+# Look-ahead (weak and adaptive admissibility): a block accepted with a
+# compression ratio m n / (k (m + n)) below this is accepted *tentatively*:
+# its children are compressed as well, and at the end the cheaper of the two
+# representations is kept (see _choose_cheaper). Without it, a 4096 x 4096
+# weight-like operator whose global rank (201 at tol 1e-3) fits under the
+# break-even is stored as one low-rank block, ratio 10, while its hierarchical
+# representation reaches ratio 25 or more.
+LOOKAHEAD_RATIO = 32.0
 # Slabs per thread in compress_blocks (load balance against slab overhead).
 SLABS_PER_THREAD = 16
 # Items of the reused scratch one parallel call writes into (256 MB of float64).
@@ -129,6 +141,8 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
     out = None
     accepted = []   # per chunk: (ids, rank, err2, norm2, offsets in data)
     refined_ids = []
+    tentative_ids = []   # accepted, and their children tried as well
+    lookahead = admissibility != "strong"
     n_rounds = 0
     total_rows = float(m_total) * float(n_total)
     pool = (_LocalChunks if n_jobs is None else _JoblibChunks)(src, exact, dtype, n_jobs)
@@ -183,9 +197,17 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
             retry = status == cpu.STATUS_RETRY
             refine = status == cpu.STATUS_REFINE
             refined_ids.append(cur_id[refine])
-            ch_r, ch_c, ch_p, lf_r, lf_c, lf_p = split_pairs(row_tree, col_tree, cur_row[refine],
-                                                             cur_col[refine])
-            parent_ids = cur_id[refine]
+            expand = refine.copy()
+            if lookahead:
+                splittable = ((row_tree.children[cur_row, 0] >= 0)
+                              | (col_tree.children[cur_col, 0] >= 0))
+                tentative = ((status == cpu.STATUS_ACCEPTED) & splittable
+                             & (LOOKAHEAD_RATIO * rank * (mb + nb) > mb * nb))
+                tentative_ids.append(cur_id[tentative])
+                expand |= tentative
+            ch_r, ch_c, ch_p, lf_r, lf_c, lf_p = split_pairs(row_tree, col_tree, cur_row[expand],
+                                                             cur_col[expand])
+            parent_ids = cur_id[expand]
             dense_row.append(lf_r)
             dense_col.append(lf_c)
             dense_parent.append(parent_ids[lf_p])
@@ -208,10 +230,20 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
                              np.zeros(0), np.zeros(0, np.int64)))
         if out is None:
             out = _Output(dtype, dense_known)
-        dense_row, dense_col = _coarsen(att_row, att_col, att_parent,
-                                        np.concatenate(refined_ids + [np.zeros(0, np.int64)]),
-                                        np.concatenate(dense_row), np.concatenate(dense_col),
-                                        np.concatenate(dense_parent))
+        refined_ids = np.concatenate(refined_ids + [np.zeros(0, np.int64)])
+        dense_row = np.concatenate(dense_row)
+        dense_col = np.concatenate(dense_col)
+        dense_parent = np.concatenate(dense_parent)
+        tentative_ids = np.concatenate(tentative_ids + [np.zeros(0, np.int64)])
+        if tentative_ids.size:
+            sizes = (row_tree.stop - row_tree.start, col_tree.stop - col_tree.start)
+            accepted, refined_ids, keep_dense, out = _choose_cheaper(
+                att_row, att_col, att_parent, accepted, refined_ids, tentative_ids,
+                dense_row, dense_col, dense_parent, sizes, out)
+            dense_row, dense_col = dense_row[keep_dense], dense_col[keep_dense]
+            dense_parent = dense_parent[keep_dense]
+        dense_row, dense_col = _coarsen(att_row, att_col, att_parent, refined_ids,
+                                        dense_row, dense_col, dense_parent)
         arrays = _pack(src, row_tree, col_tree, out, accepted, att_row, att_col, dense_row,
                        dense_col)
     arrays["n_rounds"] = n_rounds
@@ -334,6 +366,74 @@ def _compress_task(is_tuple, exact, dtype, blocks, rel_tol, code, seed, *parts):
     return status, rank, err2, norm2, off, packed
 
 
+def _choose_cheaper(att_row, att_col, att_parent, accepted, refined_ids, tentative_ids,
+                    dense_row, dense_col, dense_parent, sizes, out):
+    """Keep, for every tentatively accepted block, the cheaper of its own
+    factors and the best representation of its children's subtree.
+
+    Storage counts stored numbers: ``k (m + n)`` for a low-rank block, ``m n``
+    for a dense one. Both alternatives meet the same error budget (each
+    block of either meets its own share of the parent's), so the guarantee
+    is unchanged. Attempts below a discarded subtree are dropped, and the
+    kept factors are copied into a fresh ``data`` buffer without the gaps.
+
+    Returns ``(accepted, refined_ids, keep_dense, out)`` filtered, where
+    ``refined_ids`` now also lists the tentative blocks replaced by their
+    children (so :func:`_coarsen` may merge them if all those became dense).
+    """
+    n_att = att_row.size
+    m_size, n_size = sizes
+    att_m = m_size[att_row].astype(np.float64)
+    att_n = n_size[att_col].astype(np.float64)
+    own = np.full(n_att, np.inf)
+    for ids, rank, _, _, _ in accepted:
+        own[ids] = rank * (att_m[ids] + att_n[ids])
+    expanded = np.zeros(n_att, bool)
+    expanded[refined_ids] = True
+    expanded[tentative_ids] = True
+    dense_cost = m_size[dense_row].astype(np.float64) * n_size[dense_col]
+    sub = np.bincount(dense_parent[dense_parent >= 0], weights=dense_cost[dense_parent >= 0],
+                      minlength=n_att).astype(np.float64)
+    best = own.copy()
+    # Children have larger ids than their parents: one pass from the back.
+    for a in range(n_att - 1, -1, -1):
+        if expanded[a]:
+            best[a] = min(own[a], sub[a])
+        p = att_parent[a]
+        if p >= 0:
+            sub[p] += best[a]
+    use_own = ~expanded | (own <= sub)          # ties: fewer blocks
+    dropped = np.zeros(n_att, bool)             # lies below a block that keeps its own
+    for a in range(n_att):
+        p = att_parent[a]
+        if p >= 0 and (dropped[p] or (expanded[p] and use_own[p])):
+            dropped[a] = True
+    keep_att = ~dropped & use_own
+    p = dense_parent
+    keep_dense = (p < 0) | ~(dropped[np.maximum(p, 0)] | use_own[np.maximum(p, 0)])
+    replaced = np.zeros(n_att, bool)
+    replaced[tentative_ids] = True
+    replaced &= ~dropped & ~use_own
+    refined = np.zeros(n_att, bool)
+    refined[refined_ids] = True
+    refined_ids = np.flatnonzero((refined & ~dropped) | replaced)
+
+    kept = []
+    for ids, rank, err2, norm2, dest in accepted:
+        k = keep_att[ids]
+        kept.append((ids[k], rank[k], err2[k], norm2[k], dest[k],
+                     rank[k] * (m_size[att_row[ids[k]]] + n_size[att_col[ids[k]]])))
+    if all(entry[0].size == len(a[0]) for entry, a in zip(kept, accepted)):
+        return accepted, refined_ids, keep_dense, out
+    lr_items = sum(int(entry[5].sum()) for entry in kept)
+    fresh = _Output(out.buf.dtype, lr_items + int(dense_cost[keep_dense].sum()))
+    result = []
+    for ids, rank, err2, norm2, dest, items in kept:
+        new_dest = fresh.append(out.buf, dest, items)
+        result.append((ids, rank, err2, norm2, new_dest))
+    return result, refined_ids, keep_dense, fresh
+
+
 def _coarsen(att_row, att_col, att_parent, refined_ids, dense_row, dense_col, dense_parent):
     """Store a refined block as one dense block when all its descendants are dense."""
     n_att = att_row.size
@@ -376,9 +476,13 @@ def _virtual_empty(n_items, dtype):
     dtype = np.dtype(dtype)
     nbytes = max(int(n_items), 1) * dtype.itemsize
     flags = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
-    if not flags or not hasattr(mmap, "MAP_NORESERVE"):  # pragma: no cover - not POSIX
+    # Python < 3.12 lacks the constant; Linux's value is 0x4000. Without it a
+    # bound above RAM + swap (the first round of the N=200,000 cube asks for
+    # 34 GB) is refused by the kernel's overcommit heuristic.
+    noreserve = getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform.startswith("linux") else 0)
+    if not flags or not noreserve:  # pragma: no cover - not POSIX
         return np.empty(int(n_items), dtype)
-    mem = mmap.mmap(-1, nbytes, flags=flags | mmap.MAP_NORESERVE)
+    mem = mmap.mmap(-1, nbytes, flags=flags | noreserve)
     if hasattr(mmap, "MADV_HUGEPAGE"):  # written densely from the start
         mem.madvise(mmap.MADV_HUGEPAGE)
     return np.frombuffer(mem, dtype=dtype, count=int(n_items))

@@ -799,6 +799,11 @@ def _stored_factors(store, off, m, n, r):
     return Ut, Vt
 
 
+# A block with more entries than this whose ACA misses its exact error check
+# is refined instead of decomposed by the exact SVD.
+EXACT_SVD_MAX_ITEMS = 512 * 512
+
+
 @njit(cache=True)
 def compress_one_block(src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kcap, kmax_final,
                        seed, scratch, off, ws_u, ws_v, ws_block):
@@ -849,6 +854,10 @@ def compress_one_block(src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kca
         err2 = block_residual2(block, Us, Vs)
         if err2 <= tau * tau:
             return STATUS_ACCEPTED, r, err2, norm2
+        if m * n > EXACT_SVD_MAX_ITEMS:
+            # An exact SVD of a big block costs O(m n min(m, n)), minutes at
+            # 4096 x 4096; its children are cheaper to compress and check.
+            return STATUS_REFINE, r, err2, norm2
         # ACA's estimate was too optimistic: the exact SVD below decides.
     if method == METHOD_RSVD:
         Ur, Vr, resid2, conv = randomized_factors(block, tau, kcap + 1, seed)
