@@ -128,7 +128,7 @@ class Config:
         cfg = cls(profile="full", problem="poisson2d", width=128, depth=5, epochs=2000,
                   n_collocation=1000, n_boundary=200, leaf_size=32, seed=seed,
                   svd_ranks=list(range(2, 33, 2)) + [40, 48, 64], dynamic_epochs=1000,
-                  recompress_every=100, speed_widths=[256, 1024, 4096], speed_repeats=11,
+                  recompress_every=100, speed_widths=[256, 1024, 4096], speed_repeats=7,
                   ntk_points=128)
         if problem is not None:
             cfg.problem = val.check_choice(problem, "problem", PROBLEMS)
