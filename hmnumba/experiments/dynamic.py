@@ -58,6 +58,9 @@ def run(ctx):
 
 
 def verdict(result):
+    """Supports if the compression-aware run ends within the target relative L2
+    (:func:`~hmnumba.experiments._context.target_l2`) while compressed, with every
+    re-compression inside its error bound."""
     final, ratio = result["relative_l2"][-1], result["compression_ratio"][-1]
     dense = result["dense_relative_l2"][-1]
     bounds = [b for r in result["recompress"] for b in r["error_bounds"]]
@@ -79,6 +82,7 @@ def verdict(result):
 
 
 def plot(result, path):
+    """Accuracy of both runs and the compression ratio per epoch (PNG at ``path``)."""
     from hmnumba.experiments._plot import METHOD_STYLE, pyplot, save
     plt = pyplot()
     fig, ax1 = plt.subplots(figsize=(7.5, 4.2))

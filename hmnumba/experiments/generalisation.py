@@ -44,6 +44,8 @@ def gap(row):
 
 
 def verdict(result):
+    """Supports if no H-matrix network within the target relative L2 has a
+    test/training error ratio above 1.5 times the dense network's."""
     g0 = gap(result["dense"])
     target = target_l2(result["dense"]["relative_l2"])
     rows = [r for r in result["entries"]["hmatrix"] if r["relative_l2"] <= target]
@@ -63,6 +65,7 @@ def verdict(result):
 
 
 def plot(result, path):
+    """Training and test relative L2 and their ratio against the compression ratio."""
     from hmnumba.experiments._plot import METHOD_STYLE, pyplot, save
     plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))

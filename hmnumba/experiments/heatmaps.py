@@ -45,6 +45,8 @@ def run(ctx):
 
 
 def verdict(result):
+    """Supports if the bound and the measured error are within tol and the layer is
+    compressed by a partition of more than one block."""
     ok = result["error_bound"] <= result["tol"] and \
         result["relative_error"] <= result["tol"] * (1 + 1e-8)
     head = (f"Layer {result['layer']} at tol {result['tol']:g}: error bound "
@@ -65,6 +67,7 @@ def verdict(result):
 
 
 def plot(result, path):
+    """Original, reconstruction, block ranks and error side by side (PNG at ``path``)."""
     from matplotlib.patches import Rectangle
 
     from hmnumba.experiments._plot import pyplot, save

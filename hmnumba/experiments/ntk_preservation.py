@@ -79,6 +79,8 @@ def run(ctx):
 
 
 def verdict(result):
+    """Supports if the NTK difference falls monotonically with tol and its
+    log-log slope against the weight error is at least 0.8."""
     rows = result["entries"]["hmatrix"]
     fit = result["fit"]["hmatrix"]
     d = [r["relative_difference"] for r in rows]
@@ -99,6 +101,7 @@ def verdict(result):
 
 
 def plot(result, path):
+    """NTK difference against tol, and the spectra (PNG at ``path``)."""
     from hmnumba.experiments._plot import METHOD_STYLE, pyplot, save
     plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))

@@ -78,6 +78,9 @@ def slope(result, method="hmatrix"):
 
 
 def verdict(result):
+    """Supports if the output deviation scales with tol (log-log slope >= 0.8)
+    and every layer stays within the additive bound at every tol; partly if
+    the bound fails at some tol only."""
     rows = result["entries"]["hmatrix"]
     s = slope(result)
     if not np.isfinite(s):
@@ -100,6 +103,7 @@ def verdict(result):
 
 
 def plot(result, path):
+    """Per-layer deviations for SVD and H-matrix at each tol (PNG at ``path``)."""
     from hmnumba.experiments._plot import METHOD_STYLE, pyplot, save
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)

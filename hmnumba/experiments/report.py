@@ -77,6 +77,7 @@ def write(out, ctx, results, wall_time, command=None):
 
 
 def _markdown(data, results, registry):
+    """The lines of ``report.md``."""
     cfg, m, v, tr = data["config"], data["machine"], data["versions"], data["training"]
     lines = [
         "# hmnumba reproduce: the paper's numerical results", "",

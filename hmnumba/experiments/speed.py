@@ -23,6 +23,7 @@ SETTINGS = dict(pruning=dict(sparsity=0.9), quantization=dict(bits=8))
 
 
 def _network(ctx, width, rng):
+    """A dense ``[d, w, w, w, 1]`` PINN with near-low-rank hidden weights."""
     from hmnumba.pinn import PINN, DenseLayer
     c = ctx.config
     net = PINN([ctx.problem.dim, width, width, width, 1], init_rank=c.speed_rank,
@@ -38,6 +39,7 @@ def _network(ctx, width, rng):
 
 
 def _times(fn, repeats):
+    """Seconds of ``repeats`` calls of ``fn`` after one warm-up call."""
     fn()
     out = []
     for _ in range(repeats):
@@ -96,6 +98,8 @@ def run(ctx):
 
 
 def verdict(result):
+    """Supports if the H-matrix network is faster than the dense one at the
+    largest width."""
     e = result["entries"]
     speedups = [d["median"] / h["median"] for d, h in zip(e["dense"], e["hmatrix"])]
     svd = [d["median"] / s["median"] for d, s in zip(e["dense"], e["svd"])]
@@ -113,6 +117,7 @@ def verdict(result):
 
 
 def plot(result, path):
+    """Median time per batch with quartile bars against width (PNG at ``path``)."""
     from hmnumba.experiments._plot import METHOD_STYLE, pyplot, save
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))

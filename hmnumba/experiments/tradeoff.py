@@ -74,6 +74,7 @@ def verdict(result):
 
 
 def _setting(row):
+    """``tol=...`` / ``rank=...`` / ... of a row, for tables."""
     return ", ".join(f"{k}={row[k]:g}" for k in ("tol", "rank", "sparsity", "bits") if k in row)
 
 
@@ -96,7 +97,8 @@ def table(result):
     """Markdown rows: the summary (:func:`summary_table`), then method,
     setting, ratio, relative L2, accuracy of every network."""
     lines = summary_table(result) + [""]
-    lines += ["| method | setting | compression ratio | relative L2 (test) | accuracy = 1 - rel. L2 |",
+    lines += ["| method | setting | compression ratio | relative L2 (test) | "
+              "accuracy = 1 - rel. L2 |",
              "| --- | --- | ---: | ---: | ---: |",
              f"| dense | - | 1.00 | {result['dense']['relative_l2']:.3e} | "
              f"{1 - result['dense']['relative_l2']:.4f} |"]
@@ -108,6 +110,7 @@ def table(result):
 
 
 def plot(result, path):
+    """Relative L2 and accuracy against compression ratio per method (PNG at ``path``)."""
     from hmnumba.experiments._plot import METHOD_STYLE, pyplot, save
     plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
