@@ -50,7 +50,7 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "generated/*.rst.txt"]
+exclude_patterns = ["_build"]
 templates_path = ["_templates"]
 
 # --- API reference -----------------------------------------------------------
