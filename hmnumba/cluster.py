@@ -13,8 +13,8 @@ passes into numba code, pickles and persists as it is. Three ways to build one:
 * ``"index"``: contiguous halves, keeping the natural order.
 """
 import numpy as np
-from threadpoolctl import threadpool_limits
 
+from hmnumba._threads import one_blas_thread
 from hmnumba._validation import check_choice, check_points, check_positive_int, check_random_state
 from hmnumba.kernels import cpu
 
@@ -127,7 +127,7 @@ class ClusterTree:
         P = A if axis == 0 else A.T
         # Single-threaded BLAS: after a numba parallel region, OpenBLAS
         # threads compete with numba's and small products run ~20x slower.
-        with threadpool_limits(limits=1, user_api="blas"):
+        with one_blas_thread():
             return cls._pca_tree(P, leaf_size, check_random_state(random_state))
 
     @classmethod

@@ -34,8 +34,8 @@ import time
 
 import numba
 import numpy as np
-from threadpoolctl import threadpool_limits
 
+from hmnumba._threads import one_blas_thread
 from hmnumba.blocks import initial_partition, split_pairs
 from hmnumba.kernels import cpu
 
@@ -146,7 +146,7 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
     n_rounds = 0
     total_rows = float(m_total) * float(n_total)
     pool = (_LocalChunks if n_jobs is None else _JoblibChunks)(src, exact, dtype, n_jobs)
-    with threadpool_limits(limits=1, user_api="blas"), pool:
+    with one_blas_thread(), pool:
         while cur_id.size:
             n_rounds += 1
             r0 = row_tree.start[cur_row]
@@ -354,7 +354,7 @@ def _compress_task(is_tuple, exact, dtype, blocks, rel_tol, code, seed, *parts):
     packed densely (the result of :func:`compress_candidates`)."""
     src = tuple(parts) if is_tuple else parts[0]
     r0, r1, c0, c1 = blocks[:4]
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         status, rank, err2, norm2, off, scratch = compress_candidates(
             src, exact, blocks, rel_tol, code, seed, np.empty(0, dtype))
         ok = np.flatnonzero(status == cpu.STATUS_ACCEPTED)

@@ -11,15 +11,19 @@ column schedule for race-free parallel products.
 """
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
-from threadpoolctl import threadpool_limits
 
 from hmnumba import _validation as val
-from hmnumba.blocks import ADMISSIBILITY
+from hmnumba._threads import one_blas_thread
+from hmnumba.blocks import ADMISSIBILITY, level_schedule
 from hmnumba.cluster import CLUSTER_METHODS, ClusterTree, build_cluster_trees
 from hmnumba.construct import BUDGETS, METHODS, build, row_schedule
 from hmnumba.backend import resolve_backend
 from hmnumba.kernels import cpu
 from hmnumba.kernels.functions import KernelFunction
+
+# From this many right-hand sides on, products use BLAS block products
+# (cpu.hmatmat_blas); below, the fused loops of cpu.hmatmat are faster.
+BLAS_MIN_RHS = 16
 
 _BLOCK_ARRAYS = ("row_start", "row_stop", "col_start", "col_stop", "rank", "offset")
 
@@ -311,15 +315,27 @@ class HMatrix:
         xp = np.ascontiguousarray(x[in_perm], dtype=self.dtype)
         blocks = (self.data, self.row_start, self.row_stop, self.col_start, self.col_stop,
                   self.rank, self.offset)
-        with threadpool_limits(limits=1, user_api="blas"):
+        with one_blas_thread():
             if x.ndim == 1:
                 z_off = self.z_off_cols if trans else self.z_off_rows
                 yp = cpu.hmatvec(*blocks, z_off, seg, ptr, blk, xp, trans)
+            elif x.shape[1] >= BLAS_MIN_RHS:
+                yp = cpu.hmatmat_blas(*blocks, self.t_off, *self._level_schedule(trans), xp,
+                                      trans)
             else:
                 yp = cpu.hmatmat(*blocks, self.t_off, seg, ptr, blk, xp, trans)
         out = np.empty(yp.shape, dtype=out_dtype)
         out[out_perm] = yp
         return out
+
+    def _level_schedule(self, trans):
+        """Output groups by depth for :func:`cpu.hmatmat_blas` (built on first use)."""
+        key = "_level_schedule_cols" if trans else "_level_schedule_rows"
+        if getattr(self, key, None) is None:
+            start, stop = ((self.col_start, self.col_stop) if trans
+                           else (self.row_start, self.row_stop))
+            setattr(self, key, level_schedule(start, stop))
+        return getattr(self, key)
 
     def _apply_cuda(self, x, trans, out_dtype):
         if self._device_arrays is None:

@@ -16,9 +16,9 @@ the usual ``A ~= U @ V.T`` convention (``U (m, k)``, ``V (n, k)``).
 All tolerances here are relative to ``||A||_F`` (resp. ``||U V^T||_F``).
 """
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from hmnumba import _validation as val
+from hmnumba._threads import one_blas_thread
 from hmnumba.kernels import cpu
 
 
@@ -153,7 +153,7 @@ def randomized_svd(A, tol, max_rank=None, random_state=None):
     tol = val.check_tol(tol, "tol")
     kmax = min(A.shape) if max_rank is None else val.check_positive_int(max_rank, "max_rank")
     seed = val.check_random_state(random_state)
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         Ut, Vt, _, converged = cpu.randomized_factors(A, tol * np.linalg.norm(A), kmax, seed)
     return Ut.T.copy(), Vt.T.copy(), bool(converged)
 
@@ -191,7 +191,7 @@ def recompress(U, V, tol):
     tol = val.check_tol(tol, "tol")
     norm = float(np.sqrt(max(np.sum((U.T @ U) * (V.T @ V)), 0.0)))
     k = U.shape[1]
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         Ut, Vt, tail2 = cpu.recompress(np.ascontiguousarray(U.T), np.ascontiguousarray(V.T),
                                        k, tol * norm, cpu.GRAM_REL_TOL_FLOOR, norm)
     return Ut.T.copy(), Vt.T.copy(), float(np.sqrt(tail2))

@@ -12,23 +12,11 @@ updated in place by the optimizers) and the gradient of ``sum(G * Z)`` as
 :meth:`backward`.
 """
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 from hmnumba import _validation as val
+from hmnumba._threads import one_blas_thread
 from hmnumba.hmatrix import HMatrix
 from hmnumba.pinn import _kernels
-
-
-# One controller, created on first use: threadpool_limits() re-scans the loaded
-# libraries (/proc/self/maps) on every call, ~3 ms each on the test machine.
-_CONTROLLER = []
-
-
-def _one_blas_thread():
-    """Context: one BLAS thread (the numba kernels call BLAS inside prange)."""
-    if not _CONTROLLER:
-        _CONTROLLER.append(ThreadpoolController())
-    return _CONTROLLER[0].limit(limits=1, user_api="blas")
 
 
 class _Layer:
@@ -176,7 +164,7 @@ class HMatrixLayer(_Layer):
         Sbar = self.H.rmatmat(G2).reshape(n_in, C, N)
         Sp = np.ascontiguousarray(S2[self.H.col_perm])
         Gp = np.ascontiguousarray(G2[self.H.row_perm])
-        with _one_blas_thread():
+        with one_blas_thread():
             gdata = _kernels.data_grad(*self._blocks(), Sp, Gp)
         return Sbar, [gdata, G[:, 0, :].sum(axis=1)]
 
@@ -193,7 +181,7 @@ class HMatrixLayer(_Layer):
     def nuclear_norm(self):
         """``sum_b ||U_b V_b^T||_*`` over the low-rank blocks and its gradient
         with respect to ``H.data``."""
-        with _one_blas_thread():
+        with one_blas_thread():
             norms, grad = _kernels.nuclear_norms(*self._blocks())
         return float(norms.sum()), grad
 
