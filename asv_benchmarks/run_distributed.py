@@ -99,7 +99,8 @@ def main(argv=None):
         peaks = client.run(peak_rss_gb)
         nbytes = D.nbytes
         rows.append(("distributed build", t_build, t_mv, nbytes))
-        print(f"distributed: {D.n_parts} parts, bounds {D.bounds.tolist()}")
+        print(f"distributed: {D.n_parts} parts, bounds {D.bounds.tolist()}, build "
+              f"{t_build:.1f} s, matvec {1e3 * t_mv:.0f} ms, storage {nbytes / 1e9:.2f} GB")
         for addr in sorted(peaks):
             print(f"  worker {addr}: peak RSS {peaks[addr]:.2f} GB "
                   f"(after warm-up {base[addr]:.2f} GB)")

@@ -257,12 +257,17 @@ class DistributedHMatrix:
                           max_rank=opts["max_rank"], budget=opts["budget"],
                           norm_estimate=norm_est, seed=seed)
         host_threads = _host_threads(client)
+        # Parts are dealt round-robin to the workers (all would otherwise go
+        # where ``shared`` is); any worker may take one over if its own dies.
+        workers = sorted(client.scheduler_info()["workers"])
         parts = []
         for p in range(bounds.size - 1):
             mine = (t0 >= bounds[p]) & (t1 <= bounds[p + 1])
             parts.append(client.submit(_build_part, shared, bounds[p], bounds[p + 1],
                                        (t_node[mine], s_node[mine], cand[mine]), build_opts,
-                                       host_threads, pure=False))
+                                       host_threads, pure=False,
+                                       workers=[workers[p % len(workers)]],
+                                       allow_other_workers=True))
         if wait:
             _require_distributed().wait(parts)
             for f in parts:   # raise a build error here, not at the first product
