@@ -230,11 +230,21 @@ def test_gram_kernel_matches_points_in_any_order_and_refuses_others():
     x = rng.random((30, 2))
     x[7] = x[3]                                    # duplicates are harmless
     F = np.hstack([np.sin(x @ rng.standard_normal((2, 4))), np.cos(x)])
+    F0 = F.copy()
     kern = GramKernel(x, F)
     perm = rng.permutation(30)
     FX, FY = kern.source(x[perm], x[perm][::-1])
-    np.testing.assert_array_equal(FX, F[perm])
-    np.testing.assert_array_equal(FY, F[perm][::-1])
+    np.testing.assert_array_equal(FX, F0[perm])
+    np.testing.assert_array_equal(FY, F0[perm][::-1])
+    np.testing.assert_array_equal(F, F0)               # copy=True: the caller's F is kept
+    FX, FY = kern.source(x, x)                        # back to the original order
+    assert FY is FX
+    np.testing.assert_array_equal(FX, F0)
+    # copy=False reorders the given rows in place (cycle following, one spare row).
+    owned = GramKernel(x, F, copy=False)
+    FX, _ = owned.source(x[perm], x[perm])
+    assert FX is F
+    np.testing.assert_array_equal(F, F0[perm])
     with pytest.raises(ValueError, match="only the points"):
         kern.source(x + 1.0, x)
     with pytest.raises(ValueError, match="one row per point"):
@@ -267,5 +277,7 @@ def test_compress_ntk_meets_tol_on_2000_points_and_gives_spectrum():
     wh = ntk_spectrum(H, k=5, random_state=0)
     assert np.all(np.abs(wh - w) <= true * np.linalg.norm(K) * (1 + 1e-6))
     # Precomputed Jacobian rows give the same matrix.
+    J0 = J.copy()
     H2 = compress_ntk(J, x, tol=tol, random_state=0)
     np.testing.assert_array_equal(H2.data, H.data)
+    np.testing.assert_array_equal(J, J0)
