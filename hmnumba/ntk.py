@@ -201,8 +201,9 @@ def compare_ntk(K, K_approx):
         ``alignment``: kernel alignment ``<K, K_approx>_F / (||K||_F ||K_approx||_F)``
         (1 for kernels equal up to a positive factor);
         ``spectrum_distance``: ``||s(K_approx) - s(K)||_2 / ||s(K)||_2`` for the
-        sorted eigenvalues ``s`` of symmetric matrices (the singular values
-        otherwise). By Mirsky's theorem it is at most ``relative_frobenius``.
+        sorted eigenvalues ``s`` when both matrices are symmetric (the singular
+        values otherwise). It is at most ``relative_frobenius``
+        (Hoffman-Wielandt for eigenvalues, Mirsky for singular values).
 
     Examples
     --------
@@ -219,7 +220,8 @@ def compare_ntk(K, K_approx):
         raise ValueError(f"K and K_approx must have the same shape, got {K.shape} and {K2.shape}")
     nK, nK2 = np.linalg.norm(K), np.linalg.norm(K2)
     diff = np.linalg.norm(K2 - K)
-    s, s2 = _spectrum(K), _spectrum(K2)
+    sym = _is_symmetric(K) and _is_symmetric(K2)
+    s, s2 = _spectrum(K, sym), _spectrum(K2, sym)
     ns = np.linalg.norm(s)
     return {"relative_frobenius": float(diff / nK) if nK > 0 else float(diff),
             "alignment": float(np.vdot(K, K2) / (nK * nK2)) if nK * nK2 > 0 else float("nan"),
@@ -233,7 +235,8 @@ def ntk_spectrum(K, k=None, tol=0.0, random_state=None):
     Parameters
     ----------
     K : array-like of shape (n, n), NTK, HMatrix or LinearOperator
-        A dense kernel is diagonalised exactly (``numpy.linalg.eigvalsh``).
+        A dense kernel is diagonalised exactly (``numpy.linalg.eigvalsh``;
+        singular values if it is not symmetric).
         An :class:`~hmnumba.HMatrix` (e.g. from :func:`compress_ntk`) or a
         ``LinearOperator`` is never expanded: its ``k`` largest eigenvalues come
         from ``scipy.sparse.linalg.eigsh`` on the symmetric part
@@ -280,7 +283,7 @@ def ntk_spectrum(K, k=None, tol=0.0, random_state=None):
     K = _as_kernel(K, "K")
     if K.shape[0] != K.shape[1]:
         raise ValueError(f"K must be square, got shape {K.shape}")
-    w = _spectrum(K)
+    w = _spectrum(K, _is_symmetric(K))
     if k is not None:
         w = w[:val.check_positive_int(k, "k")]
     return w
@@ -574,9 +577,13 @@ def _permute_rows(A, idx):
         A[j] = spare
 
 
-def _spectrum(K):
+def _is_symmetric(K):
+    return K.shape[0] == K.shape[1] and np.allclose(
+        K, K.T, rtol=1e-10, atol=1e-12 * (np.abs(K).max() + 1e-300))
+
+
+def _spectrum(K, symmetric):
     """Sorted eigenvalues (symmetric) or singular values, largest first."""
-    if K.shape[0] == K.shape[1] and np.allclose(K, K.T, rtol=1e-10,
-                                                atol=1e-12 * (np.abs(K).max() + 1e-300)):
+    if symmetric:
         return np.linalg.eigvalsh(0.5 * (K + K.T))[::-1]
     return np.linalg.svd(K, compute_uv=False)

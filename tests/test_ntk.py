@@ -194,6 +194,12 @@ def test_compare_ntk_and_spectrum():
     w, w2 = np.linalg.eigvalsh(K)[::-1], np.linalg.eigvalsh(K + E + E.T)[::-1]
     assert d["spectrum_distance"] == pytest.approx(np.linalg.norm(w2 - w) / np.linalg.norm(w))
     assert d["spectrum_distance"] <= d["relative_frobenius"]
+    # One non-symmetric matrix: both are compared through singular values.
+    A = K.copy()
+    A[0, 1] += 1e-3
+    sv, sv2 = np.linalg.svd(K, compute_uv=False), np.linalg.svd(A, compute_uv=False)
+    assert compare_ntk(K, A)["spectrum_distance"] == pytest.approx(
+        np.linalg.norm(sv2 - sv) / np.linalg.norm(sv))
     # A rectangular block (K_ur) is compared through its singular values.
     r = compare_ntk(K[:5], K[:5] * 1.1)
     assert r["spectrum_distance"] == pytest.approx(0.1)
