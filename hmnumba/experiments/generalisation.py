@@ -76,7 +76,7 @@ def plot(result, path):
         ax1.plot(x, [r["relative_l2"] for r in rows], **style)
         ax1.plot(x, [r["relative_l2_train"] for r in rows], color=style["color"],
                  marker=style["marker"], ls="--", mfc="none", alpha=0.7)
-        ax2.plot(x, [gap(r) for r in rows], **style)
+        ax2.plot(x, [gap(r) for r in rows], ls="none", **style)
     d = result["dense"]
     ax1.axhline(d["relative_l2"], color="black", lw=1, label="dense, test")
     ax1.axhline(d["relative_l2_train"], color="black", lw=1, ls="--",
