@@ -16,6 +16,18 @@ The measured part runs in a child process, so its peak RSS
 the Jacobian rows (``N x P``, reordered in place), the H-matrix build, ``estimate_error`` (256
 exact rows of ``J J^T`` against random probes) and the 6 largest
 eigenvalues by ``eigsh`` on the operator.
+
+Measured 2026-11-25 on the shared 2-core test machine (load average 6-10,
+so wall times are about twice the CPU times), P = 2241 parameters:
+
+    python3 asv_benchmarks/run_ntk.py 20000 1e-4 32
+      42.6 s wall / 21.1 s CPU (Jacobian rows 10.0 s, build 32.6 s), 111 MB
+      (dense 3.2 GB, ratio 28.7), estimate_error 5.00e-05, error_bound
+      5.54e-05, eigsh top-6 3.5 s, peak RSS 0.94 GB
+    python3 asv_benchmarks/run_ntk.py 50000 1e-4 32
+      111.1 s wall / 62.1 s CPU (Jacobian rows 34.2 s, build 76.9 s), 319 MB
+      (dense 20 GB, ratio 62.7), estimate_error 6.48e-05, error_bound
+      5.60e-05, eigsh top-6 8.6 s, peak RSS 1.78 GB
 """
 import json
 import resource
