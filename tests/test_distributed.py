@@ -107,6 +107,18 @@ def test_distributed_products_equal_local_ones(client, points, local):
     assert_close(D.rmatmat(X), local.rmatmat(X))
 
 
+def test_scheduler_knows_what_a_part_weighs(client, points):
+    # Otherwise it may run a product task away from its part and move the part.
+    D = DistributedHMatrix.from_kernel(laplace, points, client, tol=1e-6)
+    keys = [f.key for f in D.parts]
+
+    def reported(dask_scheduler):
+        return [dask_scheduler.tasks[k].nbytes for k in keys]
+
+    actual = [h.nbytes for h in client.gather(D.parts)]
+    assert all(r >= a > 0 for r, a in zip(client.run_on_scheduler(reported), actual))
+
+
 def test_from_hmatrix_round_trip_and_products(client):
     x = np.linspace(0.0, 1.0, 700)
     A = np.exp(-np.abs(x[:, None] - x[None, :])) + np.sin(7 * x)[:, None] * x[None, :]
