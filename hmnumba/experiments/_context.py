@@ -158,6 +158,8 @@ class Context:
     config : Config
     progress : callable, optional
         ``progress(message)`` is called as work starts (the CLI prints it).
+    bars : bool, default=False
+        Show tqdm bars during training (:func:`hmnumba.pinn.train`).
 
     Attributes
     ----------
@@ -171,12 +173,13 @@ class Context:
         :func:`hmnumba.pinn.train` uses).
     """
 
-    def __init__(self, config, progress=None):
+    def __init__(self, config, progress=None, bars=False):
         if not isinstance(config, Config):
             raise TypeError(f"config must be a Config, got {type(config).__name__}")
         self.config = config
         self.problem = make_problem(config.problem)
         self.progress = progress or (lambda message: None)
+        self.bars = bool(bars)
         self.model = None
         self.history = None
         self._cache = {}
@@ -197,7 +200,7 @@ class Context:
         t = time.perf_counter()
         self.history = train(self.model, self.problem, epochs=c.epochs, optimizer="lbfgs",
                              n_collocation=c.n_collocation, n_boundary=c.n_boundary,
-                             random_state=c.seed, progress=False, blas_threads=c.threads,
+                             random_state=c.seed, progress=self.bars, blas_threads=c.threads,
                              n_jobs=c.threads, eval_every=max(1, c.epochs // 25))
         self.train_seconds = time.perf_counter() - t
         # train() draws the collocation points with the seed it is given.

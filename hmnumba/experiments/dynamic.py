@@ -42,7 +42,8 @@ def run(ctx):
 
     hist = train(net, ctx.problem, epochs=c.dynamic_epochs, optimizer="lbfgs",
                  n_collocation=c.n_collocation, n_boundary=c.n_boundary,
-                 random_state=c.seed, progress=False, blas_threads=c.threads, n_jobs=c.threads,
+                 random_state=c.seed, progress=ctx.bars, blas_threads=c.threads,
+                 n_jobs=c.threads,
                  rank_reg=c.rank_reg, recompress_every=c.recompress_every, tol=c.dynamic_tol,
                  eval_every=max(1, c.dynamic_epochs // 25), callback=record)
     ref = ctx.history

@@ -73,7 +73,7 @@ def reproduce(out_dir, quick=True, problem=None, seed=0, progress=True, command=
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     say = print if progress else (lambda message: None)
-    ctx = Context(config, progress=say)
+    ctx = Context(config, progress=say, bars=progress and not quick)
     bar = None
     if progress and not quick:
         try:
