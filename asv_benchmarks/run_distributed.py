@@ -22,8 +22,19 @@ every worker, on 2,000 points, so no JIT time is in any figure):
    (numba's threads): build time, matvec, peak RSS of this process; and the
    relative difference between the distributed and the local ``H @ x``.
 
-Measured on this 2-core, 24 GB VM (shared with other jobs, load average
-6-9), ``--n 200000 --tol 1e-3 --workers 2 --joblib``:
+Measured on this 2-core, 24 GB VM, shared with other jobs (so the times are
+upper bounds). ``--n 200000 --tol 1e-4 --workers 2`` (load average 2-7):
+
+| stage | build s | matvec ms | storage GB |
+|---|---|---|---|
+| distributed build | 99.9 | 3059 | 8.87 |
+| local build (this process) | 102.7 | 2668 | 8.87 |
+
+Peak RSS per worker 5.04 and 5.08 GB (0.31 after warm-up), this process
+9.75 GB; error bound 7.15e-5; distributed vs local ``H @ x``: relative
+difference 0 (the same bits).
+
+``--n 200000 --tol 1e-3 --workers 2 --joblib`` (load average 6-9):
 
 | stage | build s | matvec ms | storage GB |
 |---|---|---|---|
@@ -31,11 +42,9 @@ Measured on this 2-core, 24 GB VM (shared with other jobs, load average
 | n_jobs=-1, dask backend | 129.5 | 2953 | 5.83 |
 | local build (this process) | 73.4 | 2044 | 5.83 |
 
-Peak RSS per worker 3.53 and 3.55 GB (0.31 after warm-up); this process
-8.36 GB (6.73 GB in a run without ``--joblib``); error bound 7.26e-4;
-distributed vs local ``H @ x``: relative difference 0. (A first run at tol
-1e-4 had a worker OOM-killed, before parts reported their size to Dask and
-were copied between workers; tol 1e-6 would need about 17 GB per copy.)
+Peak RSS per worker 3.53 and 3.55 GB; this process 8.36 GB (it also held
+the ``n_jobs`` result); error bound 7.26e-4; relative difference 0. Tol 1e-6
+would need about 17 GB per copy of the matrix.
 """
 import argparse
 import os

@@ -50,16 +50,16 @@ Client(cluster)``. Point ``NUMBA_CACHE_DIR`` at a shared directory so the
 numba kernels are compiled once, not once per machine; choose ``n_parts``
 (default: one per worker thread) so each part fits in a worker's memory.
 
-Measured: ``python3 asv_benchmarks/run_distributed.py --n 200000 --tol 1e-3
---workers 2 --joblib`` (Laplace, 200,000 points in the unit cube, 2-core VM
-with 24 GB shared with other jobs: load average 6-9 during the run, so the
-times are upper bounds). Storage 5.83 GB, error bound 7.3e-4 (at tol 1e-6
-the matrix would need about 17 GB, too much for one copy on this VM). Distributed build 52.7 s on a
-2-worker LocalCluster (1 thread each), matvec 3.1 s, peak RSS 3.53 and 3.55
-GB per worker (0.3 GB after start-up); the same matrix built in this process
-73.4 s, matvec 2.0 s; ``n_jobs=-1`` under the dask backend 129.5 s (every
-factor travels back to the client). The distributed and local ``H @ x`` agree
-bit for bit.
+Measured: ``python3 asv_benchmarks/run_distributed.py --n 200000 --tol 1e-4
+--workers 2`` (Laplace, 200,000 points in the unit cube; a 2-core, 24 GB VM
+shared with other jobs, load average 2-7 during the run, so the times are
+upper bounds). Storage 8.87 GB, error bound 7.2e-5. Distributed build
+99.9 s on a 2-worker LocalCluster (1 thread each), matvec 3.1 s, peak RSS
+5.04 and 5.08 GB per worker (0.31 GB after start-up); the same matrix built
+in one process 102.7 s, matvec 2.7 s, peak RSS 9.75 GB. The distributed and
+local ``H @ x`` agree bit for bit. At tol 1e-3 (5.83 GB): distributed 52.7 s,
+local 73.4 s, ``n_jobs=-1`` under the dask backend 129.5 s (every factor
+travels back to the client). Tol 1e-6 would need about 17 GB per copy.
 """
 import asyncio
 import concurrent.futures
