@@ -25,6 +25,11 @@ from hmnumba.kernels.functions import KernelFunction
 # (cpu.hmatmat_blas); below, the fused loops of cpu.hmatmat are faster.
 BLAS_MIN_RHS = 16
 
+# With at most this many blocks (a weight array that is one low-rank block,
+# say), matmat runs block by block in numpy so that BLAS may use all its
+# threads; the numba kernels parallelise over blocks and would use one core.
+FEW_BLOCKS = 8
+
 _BLOCK_ARRAYS = ("row_start", "row_stop", "col_start", "col_stop", "rank", "offset")
 
 
@@ -315,6 +320,11 @@ class HMatrix:
         xp = np.ascontiguousarray(x[in_perm], dtype=self.dtype)
         blocks = (self.data, self.row_start, self.row_stop, self.col_start, self.col_stop,
                   self.rank, self.offset)
+        if x.ndim == 2 and x.shape[1] >= BLAS_MIN_RHS and self.rank.size <= FEW_BLOCKS:
+            yp = _few_blocks_product(*blocks, xp, trans, self.shape[1 if trans else 0])
+            out = np.empty(yp.shape, dtype=out_dtype)
+            out[out_perm] = yp
+            return out
         with one_blas_thread():
             if x.ndim == 1:
                 z_off = self.z_off_cols if trans else self.z_off_rows
@@ -620,3 +630,26 @@ def _check_build_options(tol, leaf_size, admissibility, eta, max_rank, budget):
                 eta=val.check_positive_float(eta, "eta"),
                 max_rank=val.check_positive_int(max_rank, "max_rank", minimum=0, allow_none=True),
                 budget=val.check_choice(budget, "budget", BUDGETS))
+
+
+def _few_blocks_product(data, r0, r1, c0, c1, rank, offset, X, trans, n_out):
+    """``A X`` (or ``A^T X``) in cluster order, one numpy BLAS call per block
+    product: the product of :func:`cpu.hmatmat_blas` for matrices of few blocks."""
+    Y = np.zeros((n_out, X.shape[1]), dtype=data.dtype)
+    for b in range(rank.size):
+        m, n, k, o = r1[b] - r0[b], c1[b] - c0[b], rank[b], offset[b]
+        rows, cols = slice(r0[b], r1[b]), slice(c0[b], c1[b])
+        if k < 0:
+            D = data[o:o + m * n].reshape(m, n)
+            if trans:
+                Y[cols] += D.T @ X[rows]
+            else:
+                Y[rows] += D @ X[cols]
+        elif k > 0:
+            Ut = data[o:o + k * m].reshape(k, m)
+            Vt = data[o + k * m:o + k * (m + n)].reshape(k, n)
+            if trans:
+                Y[cols] += Vt.T @ (Ut @ X[rows])
+            else:
+                Y[rows] += Ut.T @ (Vt @ X[cols])
+    return Y
