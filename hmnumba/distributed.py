@@ -71,7 +71,7 @@ from hmnumba import _validation as val
 from hmnumba.blocks import initial_partition
 from hmnumba.cluster import ClusterTree
 from hmnumba.construct import build
-from hmnumba.hmatrix import HMatrix, _check_build_options, _estimate_norm
+from hmnumba.hmatrix import HMatrix, _check_build_options, _check_kernel_inputs, _kernel_source
 from hmnumba.kernels import cpu
 
 _BLOCK_ARRAYS = ("row_start", "row_stop", "col_start", "col_stop", "rank", "offset",
@@ -251,23 +251,14 @@ class DistributedHMatrix:
         See the class example (it needs a running cluster).
         """
         _require_distributed()
-        kern = val.check_kernel(kernel, "kernel")
-        X = val.check_points(points, "points")
-        Y = X if col_points is None else val.check_points(col_points, "col_points")
-        if X.shape[1] != Y.shape[1]:
-            raise ValueError(f"points and col_points must have the same dimension, got "
-                             f"{X.shape[1]} and {Y.shape[1]}")
+        kern, X, Y = _check_kernel_inputs(kernel, points, col_points)
         opts = _check_build_options(tol, leaf_size, admissibility, eta, max_rank, budget)
         seed = val.check_random_state(random_state)
         n_parts = _default_parts(client, n_parts)
         row_tree = ClusterTree.from_points(X, opts["leaf_size"])
         col_tree = row_tree if col_points is None else ClusterTree.from_points(Y, opts["leaf_size"])
-        Xp = np.ascontiguousarray(X[row_tree.perm])
-        Yp = Xp if col_points is None else np.ascontiguousarray(Y[col_tree.perm])
-        src = kern.source(Xp, Yp)
-        norm_est = None
-        if opts["budget"] == "size":
-            norm_est = _estimate_norm(src, Xp.shape[0], Yp.shape[0], seed)
+        Xp, Yp, src, norm_est = _kernel_source(kern, X, Y, row_tree, col_tree, opts["budget"],
+                                               seed)
         t_node, s_node, cand = initial_partition(row_tree, col_tree, opts["admissibility"],
                                                  opts["eta"])
         t0, t1 = row_tree.start[t_node], row_tree.stop[t_node]

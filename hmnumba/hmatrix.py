@@ -246,13 +246,8 @@ class HMatrix:
         >>> bool(H.estimate_error(random_state=0) < 1e-5)
         True
         """
-        kern = val.check_kernel(kernel, "kernel")
+        kern, X, Y = _check_kernel_inputs(kernel, points, col_points)
         backend = resolve_backend(backend)
-        X = val.check_points(points, "points")
-        Y = X if col_points is None else val.check_points(col_points, "col_points")
-        if X.shape[1] != Y.shape[1]:
-            raise ValueError(f"points and col_points must have the same dimension, got "
-                             f"{X.shape[1]} and {Y.shape[1]}")
         opts = _check_build_options(tol, leaf_size, admissibility, eta, max_rank, budget)
         seed = val.check_random_state(random_state)
         n_jobs = val.check_n_jobs(n_jobs)
@@ -260,12 +255,8 @@ class HMatrix:
         tree = _device_tree if on_gpu else ClusterTree.from_points
         row_tree = tree(X, opts["leaf_size"])
         col_tree = row_tree if col_points is None else tree(Y, opts["leaf_size"])
-        Xp = np.ascontiguousarray(X[row_tree.perm])
-        Yp = Xp if col_points is None else np.ascontiguousarray(Y[col_tree.perm])
-        src = kern.source(Xp, Yp)
-        norm_est = None
-        if opts["budget"] == "size":
-            norm_est = _estimate_norm(src, Xp.shape[0], Yp.shape[0], seed)
+        Xp, Yp, src, norm_est = _kernel_source(kern, X, Y, row_tree, col_tree, opts["budget"],
+                                               seed)
         if on_gpu:
             from hmnumba.construct_cuda import build_kernel
             arrays = build_kernel(src, row_tree, col_tree, opts["tol"], opts["admissibility"],
@@ -552,7 +543,7 @@ class HMatrix:
             f"HMatrix {self.shape[0]} x {self.shape[1]} {self.dtype}",
             f"  blocks        {self.n_blocks} ({int(lr.sum())} low-rank, "
             f"{int((~lr).sum())} dense)",
-            f"  ranks         " + (f"min {ranks.min()} / median {int(np.median(ranks))} / "
+            "  ranks         " + (f"min {ranks.min()} / median {int(np.median(ranks))} / "
                                    f"max {ranks.max()}" if ranks.size else "-"),
             f"  storage       {self.nbytes / 1e6:.3f} MB (dense {self.dense_nbytes / 1e6:.3f} MB),"
             f" ratio {self.compression_ratio:.2f}",
@@ -614,6 +605,28 @@ def _device_tree(points, leaf_size):
     """Geometric cluster tree built on the GPU (identical to the CPU one)."""
     from hmnumba.kernels import cuda as gpu
     return ClusterTree(*gpu.build_geometric_tree(points, leaf_size), method="geometric")
+
+
+def _check_kernel_inputs(kernel, points, col_points):
+    """The validated kernel, row points and column points (``points`` again
+    when ``col_points`` is None)."""
+    kern = val.check_kernel(kernel, "kernel")
+    X = val.check_points(points, "points")
+    Y = X if col_points is None else val.check_points(col_points, "col_points")
+    if X.shape[1] != Y.shape[1]:
+        raise ValueError(f"points and col_points must have the same dimension, got "
+                         f"{X.shape[1]} and {Y.shape[1]}")
+    return kern, X, Y
+
+
+def _kernel_source(kern, X, Y, row_tree, col_tree, budget, seed):
+    """Points in cluster order, the entry source over them, and the norm
+    estimate that ``budget="size"`` needs (None otherwise)."""
+    Xp = np.ascontiguousarray(X[row_tree.perm])
+    Yp = Xp if Y is X else np.ascontiguousarray(Y[col_tree.perm])
+    src = kern.source(Xp, Yp)
+    norm_est = _estimate_norm(src, Xp.shape[0], Yp.shape[0], seed) if budget == "size" else None
+    return Xp, Yp, src, norm_est
 
 
 def _estimate_norm(src, m, n, seed, n_rows=256):
