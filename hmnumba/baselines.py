@@ -16,6 +16,7 @@ import scipy.sparse as sp
 
 from hmnumba import _validation as val
 from hmnumba.compressor import BaseCompressor
+from hmnumba.kernels.cpu import truncation_rank
 
 
 class SVDCompressor(BaseCompressor):
@@ -114,9 +115,8 @@ def svd_rank_for_tol(s, tol):
     >>> svd_rank_for_tol(np.array([1.0, 0.1, 0.001]), 0.01)
     2
     """
-    s2 = np.asarray(s, dtype=np.float64) ** 2
-    tail = np.concatenate([np.cumsum(s2[::-1])[::-1], [0.0]])  # tail[k] = sum_{i>=k} s_i^2
-    return int(np.argmax(tail <= (tol ** 2) * s2.sum()))
+    s = np.ascontiguousarray(s, dtype=np.float64)
+    return int(truncation_rank(s, tol * np.linalg.norm(s))[0])
 
 
 class PruningCompressor(BaseCompressor):
