@@ -164,7 +164,7 @@ def _info(args):
 def _apply(args):
     import numpy as np
 
-    from hmnumba.io import load
+    from hmnumba.io import _save_npy, load
     H = load(args.file)
     X = _read_weights(Path(args.samples))
     if None not in X:
@@ -182,29 +182,11 @@ def _apply(args):
                          f"operator expects {n_in}")
     Y = (H.rmatmat(X2.T) if args.transpose else H.matmat(X2.T)).T
     Y = np.ascontiguousarray(Y[0] if squeeze else Y)
-    _save_npy(Path(args.output), Y)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    _save_npy(output, Y)
     print(f"{args.output}: {Y.shape} {Y.dtype}")
     return 0
-
-
-def _save_npy(path, array):
-    """Write ``array`` to ``path`` atomically (temporary file + ``os.replace``)."""
-    import os
-    import tempfile
-
-    import numpy as np
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _median_time(fn, repeats=7):

@@ -93,6 +93,7 @@ included; use that only for data you trust, since unpickling runs code. A
 ``.hmz`` file holds no code and can be loaded from anywhere.
 """
 import hashlib
+import io
 import json
 import math
 import numbers
@@ -310,6 +311,13 @@ def _atomic_write(path, chunks):
             pass
         raise
     _fsync_directory(directory)
+
+
+def _save_npy(path, array):
+    """Write ``array`` as a ``.npy`` file, atomically (see :func:`_atomic_write`)."""
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    _atomic_write(path, [buf.getbuffer()])
 
 
 def _fsync_directory(directory):
