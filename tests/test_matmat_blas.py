@@ -72,8 +72,13 @@ def test_schedule_of_nested_and_disjoint_ranges():
 
 @pytest.mark.parametrize("trans", [False, True])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_few_block_matrices_use_numpy_blas_and_agree(trans, dtype):
+def test_few_block_matrices_use_numpy_blas_and_agree(trans, dtype, monkeypatch):
+    import hmnumba.hmatrix as hm
     from hmnumba.hmatrix import FEW_BLOCKS
+    calls = []
+    original = hm._few_blocks_product
+    monkeypatch.setattr(hm, "_few_blocks_product",
+                        lambda *args: calls.append(1) or original(*args))
     rng = np.random.default_rng(5)
     W = (rng.standard_normal((300, 6)) @ rng.standard_normal((6, 200))).astype(dtype)
     H = HMatrix.from_dense(W, tol=1e-5, random_state=0)
@@ -82,6 +87,7 @@ def test_few_block_matrices_use_numpy_blas_and_agree(trans, dtype):
     n_in = H.shape[0] if trans else H.shape[1]
     X = rng.standard_normal((n_in, 32)).astype(dtype)
     got = H.rmatmat(X) if trans else H.matmat(X)
+    assert calls == [1]
     want = (D.T if trans else D) @ X.astype(np.float64)
     rtol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max())
