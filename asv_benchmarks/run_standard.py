@@ -67,6 +67,9 @@ def main(argv=None):
                    help="random rows of the exact error check")
     p.add_argument("--dense-max", type=int, default=40_000,
                    help="largest n with dense references (8 n^2 bytes)")
+    p.add_argument("--no-symmetric", action="store_true",
+                   help="store every block (symmetric=False) instead of the upper "
+                        "block triangle")
     args = p.parse_args(argv)
 
     import numba
@@ -83,7 +86,7 @@ def main(argv=None):
     # Import and JIT cost are not part of any figure below.
     n = args.n
     opts = dict(tol=args.tol, leaf_size=args.leaf_size,
-                admissibility="strong", eta=args.eta)
+                admissibility="strong", eta=args.eta, symmetric=not args.no_symmetric)
     rng = np.random.default_rng(0)
     X = rng.random((n, 3))
     x = np.random.default_rng(1).random(n) - 0.5
@@ -98,7 +101,8 @@ def main(argv=None):
           f"{platform.python_version()}, {platform.machine()}; numba threads "
           f"{numba.get_num_threads()}, BLAS threads (outside hmnumba) {blas}")
     print(f"problem: n={n} unit cube, Laplace 1/r, leaf {args.leaf_size}, "
-          f"strong eta={args.eta}, tol={args.tol:g}")
+          f"strong eta={args.eta}, tol={args.tol:g}, "
+          f"{'every block stored' if args.no_symmetric else 'symmetric storage'}")
 
     t0 = time.perf_counter()
     nw = min(2_000, n)
@@ -148,6 +152,7 @@ def main(argv=None):
         ("H matvec", 1e3 * t_mv, "ms",
          f"range {1e3 * min(mv_times):.1f}-{1e3 * max(mv_times):.1f} over 7"),
         ("H storage", nbytes / 1e9, "GB", f"{nbytes / 1e6:.1f} MB"),
+        ("storage per point", nbytes / n / 1e3, "KB", "H.nbytes / n"),
         ("compression ratio", ratio, "x", "8 n^2 / H.nbytes"),
         ("error bound", bound, "", "H.error_bound"),
         ("probe error", probe, "", f"H.estimate_error(n_probe={args.n_probe})"),

@@ -19,13 +19,28 @@ Error budget
 ------------
 ``budget="block"`` gives each block ``err_b <= tol * ||A_b||_F``; then
 ``sum_b err_b^2 <= tol^2 sum_b ||A_b||_F^2 = tol^2 ||A||_F^2``.
-``budget="size"`` gives ``err_b <= tol * ||A||_F * sqrt(m_b n_b / (M N))``;
-again ``sum_b err_b^2 <= tol^2 ||A||_F^2`` because the blocks tile the matrix.
-The size split lets large far-field blocks of small norm use more of the
-absolute budget, and stores less for the same global bound. For dense input
-the block norms and errors are exact, so ``||A - H||_F <= tol ||A||_F`` holds
-always; for kernels they are ACA estimates (and ``||A||_F`` for the size split
-is estimated from sampled rows).
+The weighted splits give a candidate of weight ``w_b`` the allowance
+``err_b^2 <= (tol ||A||_F)^2 w_b / W``, ``W`` the total weight of the first
+round's candidates (blocks stored dense from the start have no error and take
+no share); a refined block's allowance is split over its children in
+proportion to their weights, so ``sum_b err_b^2 <= tol^2 ||A||_F^2`` holds
+after any refinement. ``budget="size"`` weighs a block by its area ``m_b n_b``
+(large far-field blocks of small norm get more of the absolute budget);
+``budget="perimeter"`` by ``m_b + n_b``, the split that minimises storage when
+every block's singular values decay at one geometric rate (Lagrange: a rank
+costs ``m_b + n_b`` numbers and buys the same factor of error everywhere).
+For dense input the block norms and errors are exact, so
+``||A - H||_F <= tol ||A||_F`` holds always; for kernels they are ACA
+estimates (and ``||A||_F`` for the weighted splits is estimated from sampled
+rows).
+
+Symmetric builds
+----------------
+With ``symmetric=True`` (a symmetric source on one cluster tree) only the
+upper block triangle is built: the diagonal pairs and the pairs whose row
+cluster comes first. A strictly upper block stands for its mirror image too,
+so it counts twice in the weighted budgets; the block split needs no change
+(``err_b <= tol ||A_b||_F`` holds for the mirror as well).
 """
 import contextlib
 import mmap
@@ -39,7 +54,7 @@ from hmnumba._threads import one_blas_thread
 from hmnumba.blocks import initial_partition, split_pairs
 from hmnumba.kernels import cpu
 
-BUDGETS = ("block", "size")
+BUDGETS = ("block", "size", "perimeter")
 METHODS = {"aca": cpu.METHOD_ACA, "svd": cpu.METHOD_SVD, "rsvd": cpu.METHOD_RSVD}
 
 # Rank room given to a candidate in its first round; a block needing more
@@ -80,7 +95,7 @@ MIN_TASK_ITEMS = 1 << 18
 
 def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", eta=2.0,
           method="aca", max_rank=None, budget="block", norm_estimate=None, seed=0,
-          n_jobs=None, initial=None):
+          n_jobs=None, initial=None, symmetric=False):
     """Build the packed arrays of an H-matrix; see the module docstring.
 
     Parameters
@@ -107,6 +122,10 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
         :func:`~hmnumba.blocks.initial_partition`: a subset of it whose rows
         form a range builds those rows of the matrix, the same blocks as the
         whole build has there (see :mod:`hmnumba.distributed`).
+    symmetric : bool
+        The source is symmetric (``row_tree is col_tree``): only the upper
+        block triangle is built (see :func:`upper_pairs`), and each strictly
+        upper block counts twice in the error budget, for its mirror image.
 
     Returns
     -------
@@ -116,9 +135,19 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
     m_total = row_tree.size
     n_total = col_tree.size
     code = METHODS[method]
+    full = initial_partition(row_tree, col_tree, admissibility, eta)
+    if symmetric:
+        full = _upper_partition(row_tree, full)
     if initial is None:
-        initial = initial_partition(row_tree, col_tree, admissibility, eta)
+        initial = full
+    elif symmetric:
+        initial = _upper_partition(row_tree, initial)
     t_node, s_node, cand = initial
+    # Squared absolute allowance of each current candidate (weighted splits).
+    cur_share = None
+    if budget != "block":
+        cur_share = initial_shares(budget, tol, norm_estimate, row_tree, col_tree, full,
+                                   t_node[cand], s_node[cand], symmetric)
 
     # Every attempted pair is a node of the "attempt tree" (for coarsening).
     att_row = [t_node[cand]]
@@ -147,7 +176,6 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
     tentative_ids = []   # accepted, and their children tried as well
     lookahead = admissibility != "strong"
     n_rounds = 0
-    total_rows = float(m_total) * float(n_total)
     pool = (_LocalChunks if n_jobs is None else _JoblibChunks)(src, exact, dtype, n_jobs)
     with one_blas_thread(), pool:
         while cur_id.size:
@@ -172,9 +200,9 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
             else:
                 room = np.minimum(kmax_final,
                                   INITIAL_RANK_ROOM if cur_room is None else cur_room)
-            if budget == "size":
+            if budget != "block":
                 rel_tol = 0.0
-                abs_tol = tol * norm_estimate * np.sqrt(mb * nb / total_rows)
+                abs_tol = np.sqrt(cur_share)
             else:
                 rel_tol = tol
                 abs_tol = np.zeros(cur_id.size)
@@ -210,6 +238,11 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
                 expand |= tentative
             ch_r, ch_c, ch_p, lf_r, lf_c, lf_p = split_pairs(row_tree, col_tree, cur_row[expand],
                                                              cur_col[expand])
+            if symmetric:  # a diagonal block's children below the diagonal are mirrors
+                keep = upper_pairs(row_tree, ch_r, ch_c)
+                ch_r, ch_c, ch_p = ch_r[keep], ch_c[keep], ch_p[keep]
+                keep = upper_pairs(row_tree, lf_r, lf_c)
+                lf_r, lf_c, lf_p = lf_r[keep], lf_c[keep], lf_p[keep]
             parent_ids = cur_id[expand]
             dense_row.append(lf_r)
             dense_col.append(lf_c)
@@ -224,6 +257,12 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
             cur_row = np.concatenate([cur_row[retry], ch_r])
             cur_col = np.concatenate([cur_col[retry], ch_c])
             cur_room = np.concatenate([new_room, np.full(ch_r.size, INITIAL_RANK_ROOM)])
+            if cur_share is not None:
+                cur_share = np.concatenate([
+                    cur_share[retry],
+                    child_shares(budget, cur_share[expand], ch_p, _sizes(row_tree, ch_r),
+                                 _sizes(col_tree, ch_c),
+                                 _multiplicity(ch_r, ch_c) if symmetric else None)])
 
         att_row = np.concatenate(att_row)
         att_col = np.concatenate(att_col)
@@ -252,6 +291,67 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
     arrays["n_rounds"] = n_rounds
     arrays["build_seconds"] = time.perf_counter() - t_start
     return arrays
+
+
+def upper_pairs(tree, rows, cols):
+    """Mask of the cluster pairs a symmetric build stores: the diagonal ones
+    (``row == col``) and the strictly upper ones (the row cluster starts
+    first; pairs of a partition are then disjoint, so it lies wholly
+    before the column cluster)."""
+    return (rows == cols) | (tree.start[rows] < tree.start[cols])
+
+
+def _multiplicity(rows, cols):
+    """How often a stored block of a symmetric build occurs in the matrix."""
+    return np.where(rows == cols, 1.0, 2.0)
+
+
+def _upper_partition(tree, partition):
+    t_node, s_node, cand = partition
+    keep = upper_pairs(tree, t_node, s_node)
+    return t_node[keep], s_node[keep], cand[keep]
+
+
+def _sizes(tree, nodes):
+    return tree.stop[nodes] - tree.start[nodes]
+
+
+def budget_weights(budget, m, n):
+    """A block's weight in a weighted split of the error budget: its area
+    ``m n`` (``"size"``) or its perimeter ``m + n`` (``"perimeter"``)."""
+    m = np.asarray(m, np.float64)
+    n = np.asarray(n, np.float64)
+    return m * n if budget == "size" else m + n
+
+
+def initial_shares(budget, tol, norm, row_tree, col_tree, full, rows, cols, symmetric=False):
+    """Squared absolute error allowances of the candidate blocks ``(rows,
+    cols)`` under a weighted split: ``(tol ||A||_F)^2 w_b / W``, where ``W``
+    sums the weights of *all* candidates of the full initial partition
+    ``full`` (so builds of disjoint parts of it share one budget; in a
+    symmetric build a strictly upper block counts twice, for its mirror).
+    Blocks stored dense from the start have no error and take no share."""
+    t_node, s_node, cand = full
+    w_all = budget_weights(budget, _sizes(row_tree, t_node[cand]), _sizes(col_tree, s_node[cand]))
+    if symmetric:
+        w_all = w_all * _multiplicity(t_node[cand], s_node[cand])
+    total = w_all.sum()
+    w = budget_weights(budget, _sizes(row_tree, rows), _sizes(col_tree, cols))
+    scale = (tol * norm) ** 2 / total if total > 0 else 0.0
+    return w * scale
+
+
+def child_shares(budget, parent_share, ch_parent, ch_m, ch_n, ch_mult=None):
+    """Split each expanded block's allowance over its children that are tried
+    again (``ch_parent`` indexes ``parent_share``), in proportion to their
+    weights. The shares of a block's children (times their multiplicity
+    ``ch_mult``: 2 for a strictly upper block of a symmetric build) sum to
+    its own, so the bound ``sum_b err_b^2 <= (tol ||A||_F)^2`` survives any
+    refinement; children stored dense (zero error) take no share."""
+    w = budget_weights(budget, ch_m, ch_n)
+    counted = w if ch_mult is None else w * ch_mult
+    sums = np.bincount(ch_parent, weights=counted, minlength=parent_share.size)
+    return parent_share[ch_parent] * w / sums[ch_parent]
 
 
 def compress_candidates(src, exact, blocks, rel_tol, code, seed, scratch):

@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from hmnumba.blocks import initial_partition, split_pairs
 from hmnumba.construct import (ACCEPT_FRACTION, BIG_BLOCK, INITIAL_RANK_ROOM, SCRATCH_ITEMS,
-                               _chunks)
+                               _chunks, child_shares, initial_shares)
 from hmnumba.kernels import cpu
 
 
@@ -42,9 +42,13 @@ def build_kernel(src, row_tree, col_tree, tol, admissibility="strong", eta=2.0, 
 
     t_start = time.perf_counter()
     aca = DeviceACA(src)
-    total = float(row_tree.size) * float(col_tree.size)
-    t_node, s_node, cand = initial_partition(row_tree, col_tree, admissibility, eta)
+    full = initial_partition(row_tree, col_tree, admissibility, eta)
+    t_node, s_node, cand = full
     cur_row, cur_col = t_node[cand], s_node[cand]
+    cur_share = None
+    if budget != "block":
+        cur_share = initial_shares(budget, tol, norm_estimate, row_tree, col_tree, full,
+                                   cur_row, cur_col)
     cur_room = np.full(cur_row.size, INITIAL_RANK_ROOM, np.int64)
     dense_row, dense_col = [t_node[~cand]], [s_node[~cand]]
     lr = {"row": [], "col": [], "rank": [], "err2": [], "norm2": [], "factors": []}
@@ -61,8 +65,8 @@ def build_kernel(src, row_tree, col_tree, tol, admissibility="strong", eta=2.0, 
             if max_rank is not None:
                 kmax_final = np.minimum(kmax_final, max_rank)
             room = np.minimum(kmax_final, cur_room)
-            if budget == "size":
-                rel_tol, abs_tol = 0.0, tol * norm_estimate * np.sqrt(mb * nb / total)
+            if budget != "block":
+                rel_tol, abs_tol = 0.0, np.sqrt(cur_share)
             else:
                 rel_tol, abs_tol = tol, np.zeros(cur_row.size)
             abs_tol = np.ascontiguousarray(abs_tol, dtype=np.float64)
@@ -90,12 +94,18 @@ def build_kernel(src, row_tree, col_tree, tol, admissibility="strong", eta=2.0, 
                     lr[key].append(value)
             retry = status == cpu.STATUS_RETRY
             refine = status == cpu.STATUS_REFINE
-            ch_r, ch_c, _, lf_r, lf_c, _ = split_pairs(row_tree, col_tree, cur_row[refine],
+            ch_r, ch_c, ch_p, lf_r, lf_c, _ = split_pairs(row_tree, col_tree, cur_row[refine],
                                                        cur_col[refine])
             dense_row.append(lf_r)
             dense_col.append(lf_c)
             cur_room = np.concatenate([np.maximum(2 * room[retry], rank[retry]),
                                        np.full(ch_r.size, INITIAL_RANK_ROOM, np.int64)])
+            if cur_share is not None:
+                cur_share = np.concatenate([
+                    cur_share[retry],
+                    child_shares(budget, cur_share[refine], ch_p,
+                                 row_tree.stop[ch_r] - row_tree.start[ch_r],
+                                 col_tree.stop[ch_c] - col_tree.start[ch_c])])
             cur_row = np.concatenate([cur_row[retry], ch_r])
             cur_col = np.concatenate([cur_col[retry], ch_c])
         arrays = _pack(src, row_tree, col_tree, lr, np.concatenate(dense_row),

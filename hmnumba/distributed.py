@@ -16,7 +16,9 @@ Two ways in:
   each part is a pure task that runs the same adaptive build
   (:func:`hmnumba.construct.build`) on its share of that partition. A block's
   outcome depends only on the block, so the parts hold exactly the blocks,
-  and the numbers, of ``HMatrix.from_kernel`` with the same options.
+  and the numbers, of ``HMatrix.from_kernel`` with the same options and
+  ``symmetric=False`` (row parts store every block: a mirrored block would
+  lie in another part).
 * :meth:`DistributedHMatrix.from_hmatrix` cuts a local H-matrix into parts
   and scatters them.
 
@@ -140,7 +142,7 @@ class DistributedHMatrix:
     >>> client = Client(LocalCluster(n_workers=2, threads_per_worker=1))  # doctest: +SKIP
     >>> X = np.random.default_rng(0).random((5000, 3))
     >>> D = DistributedHMatrix.from_kernel(laplace, X, client, tol=1e-6)  # doctest: +SKIP
-    >>> H = HMatrix.from_kernel(laplace, X, tol=1e-6)
+    >>> H = HMatrix.from_kernel(laplace, X, tol=1e-6, symmetric=False)
     >>> x = np.ones(5000)
     >>> bool(np.allclose(D @ x, H @ x, rtol=1e-12, atol=0))  # doctest: +SKIP
     True
@@ -204,6 +206,8 @@ class DistributedHMatrix:
         _require_distributed()
         if not isinstance(H, HMatrix):
             raise TypeError(f"H must be an HMatrix, got {type(H).__name__}")
+        # Row parts need every block stored (a mirror lies in another part).
+        H = H.full_storage()
         n_parts = _default_parts(client, n_parts)
         sizes = _block_sizes(H)
         cuts = _cut_points(H.row_start, H.row_stop, H.shape[0])
@@ -226,7 +230,7 @@ class DistributedHMatrix:
         The client builds the cluster trees and the first block partition;
         each row part is then built by a pure task on a worker, with the same
         blocks and numbers as :meth:`HMatrix.from_kernel` with the same
-        options.
+        options and ``symmetric=False``.
 
         Parameters
         ----------

@@ -8,6 +8,15 @@ input's float dtype (each low-rank block as ``U (m_b, k)`` then ``V (n_b, k)``,
 both column-major, i.e. the rows of ``U.T`` then those of ``V.T``; each dense
 block as ``m_b x n_b`` row-major), and a row and a
 column schedule for race-free parallel products.
+
+A *symmetric* HMatrix (``H.symmetric``; :meth:`HMatrix.from_kernel` builds
+one for a symmetric kernel on one point set) stores only its upper block
+triangle: every block is either diagonal (``row_start == col_start`` and
+``row_stop == col_stop``) or strictly upper (``row_stop <= col_start``), and a
+strictly upper block also stands for its mirror image, its transpose below
+the diagonal. That halves storage and build time; the matvec reads every
+stored number once and applies it twice
+(:func:`hmnumba.kernels.symmetric.symmetric_hmatvec`).
 """
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
@@ -20,6 +29,7 @@ from hmnumba.construct import BUDGETS, METHODS, build, row_schedule
 from hmnumba.backend import resolve_backend
 from hmnumba.kernels import cpu
 from hmnumba.kernels.functions import KernelFunction
+from hmnumba.kernels.symmetric import SYMMETRIC_SLABS, symmetric_hmatvec, symmetric_slabs
 
 # From this many right-hand sides on, products use BLAS block products
 # (cpu.hmatmat_blas); below, the fused loops of cpu.hmatmat are faster.
@@ -51,6 +61,10 @@ class HMatrix:
         ``||A||_F``: exact for dense input, an estimate for kernels.
     block_errors : ndarray
         Per-block absolute Frobenius errors (exact for dense input).
+    symmetric : bool
+        Only the upper block triangle is stored (see the module docstring);
+        every product, :meth:`to_dense`, :attr:`error_bound` and
+        :attr:`nbytes` account for the mirrored blocks.
 
     Examples
     --------
@@ -71,8 +85,9 @@ class HMatrix:
 
     def __init__(self, shape, row_perm, col_perm, row_start, row_stop, col_start, col_stop,
                  rank, offset, data, block_err2, block_norm2, tol, norm=None, params=None,
-                 source=None):
+                 source=None, symmetric=False):
         self.shape = (int(shape[0]), int(shape[1]))
+        self.symmetric = bool(symmetric)
         self.row_perm = row_perm
         self.col_perm = col_perm
         self.row_start = row_start
@@ -85,13 +100,21 @@ class HMatrix:
         self.block_err2 = block_err2
         self.block_norm2 = block_norm2
         self.tol = tol
-        self.norm = float(np.sqrt(block_norm2.sum())) if norm is None else float(norm)
+        self.norm = (float(np.sqrt(np.dot(self.multiplicity, block_norm2))) if norm is None
+                     else float(norm))
         self.params = dict(params or {})
         self._source = source   # (kernel, points, col_points) for estimate_error
         self._device_arrays = None  # the packed arrays on the GPU, after to("cuda")
         self._prepare()
 
     def _prepare(self):
+        self._halves = None
+        if self.symmetric:
+            # The matvec needs only its slabs; matmat builds the schedules of
+            # the two halves when first used (see _symmetric_product).
+            self.slab_ptr = symmetric_slabs(self.row_start, self.row_stop, self.col_start,
+                                            self.col_stop, self.rank, SYMMETRIC_SLABS)
+            return
         self.t_off = np.zeros(self.rank.size + 1, np.int64)
         np.cumsum(np.maximum(self.rank, 0), out=self.t_off[1:])
         lr = self.rank > 0
@@ -130,9 +153,9 @@ class HMatrix:
             misses its budget falls back to the exact SVD or is refined.
         max_rank : int or None
             Blocks needing a larger rank are refined.
-        budget : {"block", "size"}, default="block"
+        budget : {"block", "size", "perimeter"}, default="block"
             How the error budget is split over the blocks (see
-            :mod:`hmnumba.construct`). Both meet the global bound.
+            :mod:`hmnumba.construct`). All meet the global bound.
         points, col_points : array-like of shape (m, d) / (n, d), optional
             Coordinates of rows / columns for ``cluster="geometric"``.
         random_state : int, RandomState, Generator or None
@@ -194,7 +217,7 @@ class HMatrix:
     @classmethod
     def from_kernel(cls, kernel, points, col_points=None, tol=1e-6, leaf_size=32,
                     admissibility="strong", eta=2.0, max_rank=None, budget="block",
-                    random_state=None, n_jobs=None, backend="cpu"):
+                    random_state=None, n_jobs=None, backend="cpu", symmetric=None):
         """Compress the kernel matrix ``K[i, j] = kernel(points[i], col_points[j])``
         without ever forming it.
 
@@ -217,9 +240,10 @@ class HMatrix:
         eta : float, default=2.0
             Strong admissibility ``min(diam t, diam s) <= eta * dist(t, s)``.
         max_rank : int or None
-        budget : {"block", "size"}, default="block"
+        budget : {"block", "size", "perimeter"}, default="block"
         random_state : int or None
-            Seeds the row sampling that estimates ``||K||_F`` for ``budget="size"``.
+            Seeds the row sampling that estimates ``||K||_F`` for the
+            weighted budgets ``"size"`` and ``"perimeter"``.
         n_jobs : int or None, default=None
             As in :meth:`from_dense`: None builds in this process, an int sends
             chunks of blocks to ``joblib`` workers (e.g. a Dask cluster under
@@ -231,6 +255,13 @@ class HMatrix:
             the dense near field on the host; ``n_jobs`` is not used), and the
             result stays there (:meth:`to`). A user ``@njit`` kernel is
             compressed on the CPU and then moved.
+        symmetric : bool or None, default=None
+            Store only the upper block triangle (half the storage and build
+            time; see :attr:`symmetric`). None means yes for a built-in
+            kernel (they depend on ``|x - y|`` only) on one point set
+            (``col_points`` None) built on the CPU. Pass True for your own
+            kernel if ``k(x, y) == k(y, x)``: only the upper triangle is then
+            evaluated.
 
         Returns
         -------
@@ -252,6 +283,7 @@ class HMatrix:
         seed = val.check_random_state(random_state)
         n_jobs = val.check_n_jobs(n_jobs)
         on_gpu = backend == "cuda" and isinstance(kern, KernelFunction)
+        symmetric = _check_symmetric(symmetric, kern, col_points, on_gpu)
         tree = _device_tree if on_gpu else ClusterTree.from_points
         row_tree = tree(X, opts["leaf_size"])
         col_tree = row_tree if col_points is None else tree(Y, opts["leaf_size"])
@@ -264,11 +296,12 @@ class HMatrix:
         else:
             arrays = build(src, False, row_tree, col_tree, np.dtype(np.float64), opts["tol"],
                            opts["admissibility"], opts["eta"], "aca", opts["max_rank"],
-                           opts["budget"], norm_estimate=norm_est, seed=seed, n_jobs=n_jobs)
+                           opts["budget"], norm_estimate=norm_est, seed=seed, n_jobs=n_jobs,
+                           symmetric=symmetric)
         params = dict(opts, kernel=repr(kern), build_seconds=arrays.pop("build_seconds"),
                       n_rounds=arrays.pop("n_rounds"))
         H = cls((X.shape[0], Y.shape[0]), row_tree.perm, col_tree.perm, tol=opts["tol"],
-                params=params, source=(kern, X, Y), **arrays)
+                params=params, source=(kern, X, Y), symmetric=symmetric, **arrays)
         return H.to(backend)
 
     # --------------------------------------------------------------- products
@@ -302,20 +335,30 @@ class HMatrix:
 
     def _apply(self, x, trans):
         in_perm, out_perm = (self.row_perm, self.col_perm) if trans else (self.col_perm, self.row_perm)
-        seg, ptr, blk = self.col_sched if trans else self.row_sched
         out_dtype = np.result_type(self.dtype, x.dtype)
         if out_dtype.kind != "f":
             out_dtype = np.dtype(np.float64)
         if self._device_arrays is not None or val.is_device_operand(x):
             return self._apply_cuda(x, trans, out_dtype)
         xp = np.ascontiguousarray(x[in_perm], dtype=self.dtype)
-        blocks = (self.data, self.row_start, self.row_stop, self.col_start, self.col_stop,
-                  self.rank, self.offset)
-        if x.ndim == 2 and x.shape[1] >= BLAS_MIN_RHS and self.rank.size <= FEW_BLOCKS:
-            yp = _few_blocks_product(*blocks, xp, trans, self.shape[1 if trans else 0])
+        if self.symmetric:   # A^T = A
+            yp = self._symmetric_product(xp)
             out = np.empty(yp.shape, dtype=out_dtype)
             out[out_perm] = yp
             return out
+        yp = self._product(xp, trans)
+        out = np.empty(yp.shape, dtype=out_dtype)
+        out[out_perm] = yp
+        return out
+
+    def _product(self, xp, trans):
+        """``A xp`` (``A^T xp``) in cluster order, for a stored-in-full matrix."""
+        seg, ptr, blk = self.col_sched if trans else self.row_sched
+        blocks = (self.data, self.row_start, self.row_stop, self.col_start, self.col_stop,
+                  self.rank, self.offset)
+        x = xp
+        if x.ndim == 2 and x.shape[1] >= BLAS_MIN_RHS and self.rank.size <= FEW_BLOCKS:
+            return _few_blocks_product(*blocks, xp, trans, self.shape[1 if trans else 0])
         with one_blas_thread():
             if x.ndim == 1:
                 z_off = self.z_off_cols if trans else self.z_off_rows
@@ -325,9 +368,98 @@ class HMatrix:
                                       trans)
             else:
                 yp = cpu.hmatmat(*blocks, self.t_off, seg, ptr, blk, xp, trans)
-        out = np.empty(yp.shape, dtype=out_dtype)
-        out[out_perm] = yp
-        return out
+        return yp
+
+    def _symmetric_product(self, xp):
+        """``A xp`` in cluster order for symmetric storage.
+
+        A vector goes through the fused kernel (one read of ``data``). A
+        block of vectors is the upper triangle's product plus the transposed
+        product of its strictly upper blocks, each with the kernels of a
+        stored-in-full matrix (BLAS block products from ``BLAS_MIN_RHS`` on).
+        """
+        if xp.ndim == 1:
+            with one_blas_thread():
+                return symmetric_hmatvec(self.data, self.row_start, self.row_stop,
+                                         self.col_start, self.col_stop, self.rank, self.offset,
+                                         self.slab_ptr, xp)
+        upper, strict = self._symmetric_halves()
+        yp = np.zeros((self.shape[0], xp.shape[1]))
+        for half, trans in ((upper, False), (strict, True)):
+            if half is not None:
+                part = half._product(xp, trans)
+                yp[:part.shape[0]] += part
+        return yp
+
+    def _symmetric_halves(self):
+        """The stored blocks and the strictly upper ones as two HMatrix views
+        of ``data`` (built on first use)."""
+        if self._halves is None:
+            strict = self.row_start != self.col_start
+            halves = []
+            for mask in (np.ones(self.rank.size, bool), strict):
+                if not mask.any():
+                    halves.append(None)
+                    continue
+                arrays = {name: np.ascontiguousarray(getattr(self, name)[mask])
+                          for name in _BLOCK_ARRAYS + ("block_err2", "block_norm2")}
+                halves.append(HMatrix(self.shape, self.row_perm, self.col_perm,
+                                      data=self.data, tol=self.tol, norm=self.norm, **arrays))
+            self._halves = tuple(halves)
+        return self._halves
+
+    @property
+    def multiplicity(self):
+        """How often each stored block occurs in the matrix: 2 for a strictly
+        upper block of a symmetric matrix (itself and its mirror), else 1."""
+        if not self.symmetric:
+            return np.ones(self.rank.size)
+        return np.where(self.row_start == self.col_start, 1.0, 2.0)
+
+    def full_storage(self):
+        """This matrix with every block stored: for a symmetric matrix the
+        mirror images of the strictly upper blocks are made explicit (the
+        layout the CUDA kernels and :func:`hmnumba.io.save` of older
+        versions expect); otherwise ``self``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hmnumba import HMatrix
+        >>> from hmnumba.kernels import gaussian
+        >>> X = np.random.default_rng(0).random((600, 2))
+        >>> H = HMatrix.from_kernel(gaussian, X, tol=1e-8)
+        >>> F = H.full_storage()
+        >>> H.symmetric, F.symmetric, bool(F.nbytes > H.nbytes)
+        (True, False, True)
+        >>> bool(np.allclose(F.to_dense(), H.to_dense(), rtol=0, atol=1e-13))
+        True
+        """
+        if not self.symmetric:
+            return self
+        strict = np.flatnonzero(self.row_start != self.col_start)
+        m = self.row_stop[strict] - self.row_start[strict]
+        n = self.col_stop[strict] - self.col_start[strict]
+        k = self.rank[strict]
+        sizes = np.where(k < 0, m * n, np.maximum(k, 0) * (m + n))
+        packed_off = np.cumsum(sizes) - sizes
+        packed = np.empty(int(sizes.sum()), self.dtype)
+        cpu.gather_factors(self.data, self.offset[strict], sizes, packed, packed_off)
+        mirrored = cpu.transpose_data(packed, self.row_start[strict], self.row_stop[strict],
+                                      self.col_start[strict], self.col_stop[strict], k,
+                                      packed_off)
+        data = np.concatenate([self.data, mirrored])
+        r0 = np.concatenate([self.row_start, self.col_start[strict]])
+        r1 = np.concatenate([self.row_stop, self.col_stop[strict]])
+        c0 = np.concatenate([self.col_start, self.row_start[strict]])
+        c1 = np.concatenate([self.col_stop, self.row_stop[strict]])
+        order = np.lexsort((c0, r0))
+        cat = lambda a: np.concatenate([a, a[strict]])[order]  # noqa: E731
+        return HMatrix(self.shape, self.row_perm, self.col_perm, r0[order], r1[order],
+                       c0[order], c1[order], cat(self.rank),
+                       np.concatenate([self.offset, packed_off + self.data.size])[order],
+                       data, cat(self.block_err2), cat(self.block_norm2), self.tol,
+                       norm=self.norm, params=self.params, source=self._source)
 
     def _level_schedule(self, trans):
         """Output groups by depth for :func:`cpu.hmatmat_blas` (built on first use)."""
@@ -386,7 +518,8 @@ class HMatrix:
         elif self._device_arrays is None:
             resolve_backend("cuda", "device")
             from hmnumba.kernels import cuda as gpu
-            self._device_arrays = gpu.to_device(self)
+            # The CUDA kernels take every block stored (the mirrors too).
+            self._device_arrays = gpu.to_device(self.full_storage())
         return self
 
     @property
@@ -398,11 +531,14 @@ class HMatrix:
         # Device arrays do not pickle: a copy comes back on the CPU.
         state = dict(self.__dict__)
         state["_device_arrays"] = None
+        state["_halves"] = None   # views rebuilt on first use
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self.__dict__.setdefault("_device_arrays", None)  # pickled before to() existed
+        self.__dict__.setdefault("symmetric", False)      # pickled before symmetric storage
+        self.__dict__.setdefault("_halves", None)
 
     def __matmul__(self, other):
         other_arr = val.check_operand(other, self.shape[1], self.dtype, "operand")
@@ -422,7 +558,14 @@ class HMatrix:
 
     def transpose(self):
         """Return ``A.T`` as a new HMatrix (dense blocks are transposed, low-rank
-        blocks swap their factors; the data are copied once)."""
+        blocks swap their factors; the data are copied once). A symmetric
+        matrix is its own transpose: the new HMatrix shares its arrays."""
+        if self.symmetric:
+            return HMatrix(self.shape, self.row_perm, self.col_perm, self.row_start,
+                           self.row_stop, self.col_start, self.col_stop, self.rank, self.offset,
+                           self.data, self.block_err2, self.block_norm2, self.tol,
+                           norm=self.norm, params=self.params, source=self._source,
+                           symmetric=True).to(self.device)
         data = cpu.transpose_data(self.data, self.row_start, self.row_stop, self.col_start,
                                   self.col_stop, self.rank, self.offset)
         t = HMatrix((self.shape[1], self.shape[0]), self.col_perm, self.row_perm,
@@ -478,6 +621,11 @@ class HMatrix:
         """
         Dp = cpu.hm_to_dense(self.data, self.row_start, self.row_stop, self.col_start,
                              self.col_stop, self.rank, self.offset, self.shape[0], self.shape[1])
+        if self.symmetric:   # add the mirrors of the strictly upper blocks
+            s = self.row_start != self.col_start
+            Dp += cpu.hm_to_dense(self.data, self.row_start[s], self.row_stop[s],
+                                  self.col_start[s], self.col_stop[s], self.rank[s],
+                                  self.offset[s], self.shape[0], self.shape[1]).T
         out = np.empty(self.shape, dtype=self.dtype if dtype is None else dtype)
         out[np.ix_(self.row_perm, self.col_perm)] = Dp
         return out
@@ -512,7 +660,7 @@ class HMatrix:
         Exact for :meth:`from_dense`; built from ACA estimates for
         :meth:`from_kernel`. Zero for the zero matrix.
         """
-        total = float(np.sqrt(self.block_err2.sum()))
+        total = float(np.sqrt(np.dot(self.multiplicity, self.block_err2)))
         return total / self.norm if self.norm > 0 else total
 
     @property
@@ -520,7 +668,13 @@ class HMatrix:
         """Bytes of everything a product reads: ``data``, the six per-block
         arrays, both permutations, the row and column schedules and the
         offsets of the phase-one buffer. (The per-block error diagnostics
-        ``block_err2``/``block_norm2`` are not counted.)"""
+        ``block_err2``/``block_norm2`` are not counted.) A symmetric matrix
+        counts its stored blocks and the slabs of its matvec; the schedules
+        that a matmat builds on first use are working memory, not counted."""
+        if self.symmetric:
+            arrays = [self.data, self.row_perm, self.col_perm, self.slab_ptr]
+            arrays += [getattr(self, name) for name in _BLOCK_ARRAYS]
+            return int(sum(a.nbytes for a in arrays))
         arrays = [self.data, self.row_perm, self.col_perm, self.t_off, self.z_off_rows,
                   self.z_off_cols, *self.row_sched, *self.col_sched]
         arrays += [getattr(self, name) for name in _BLOCK_ARRAYS]
@@ -549,6 +703,9 @@ class HMatrix:
             f" ratio {self.compression_ratio:.2f}",
             f"  error bound   {self.error_bound:.3e} (tol {self.tol:g}, relative Frobenius)",
         ]
+        if self.symmetric:
+            lines.insert(1, "  symmetric     upper block triangle stored (strictly upper "
+                            "blocks mirrored)")
         if "build_seconds" in self.params:
             lines.append(f"  build         {self.params['build_seconds']:.3f} s, "
                          f"{self.params.get('n_rounds', '?')} rounds")
@@ -621,11 +778,11 @@ def _check_kernel_inputs(kernel, points, col_points):
 
 def _kernel_source(kern, X, Y, row_tree, col_tree, budget, seed):
     """Points in cluster order, the entry source over them, and the norm
-    estimate that ``budget="size"`` needs (None otherwise)."""
+    estimate that the weighted budgets need (None for ``budget="block"``)."""
     Xp = np.ascontiguousarray(X[row_tree.perm])
     Yp = Xp if Y is X else np.ascontiguousarray(Y[col_tree.perm])
     src = kern.source(Xp, Yp)
-    norm_est = _estimate_norm(src, Xp.shape[0], Yp.shape[0], seed) if budget == "size" else None
+    norm_est = _estimate_norm(src, Xp.shape[0], Yp.shape[0], seed) if budget != "block" else None
     return Xp, Yp, src, norm_est
 
 
@@ -634,6 +791,20 @@ def _estimate_norm(src, m, n, seed, n_rows=256):
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(m, size=min(n_rows, m), replace=False)).astype(np.int64)
     return float(np.sqrt(cpu.sample_row_norms2(src, rows, n).sum() * m / rows.size))
+
+
+def _check_symmetric(symmetric, kern, col_points, on_gpu):
+    """Resolve ``symmetric`` of :meth:`HMatrix.from_kernel` (None: automatic)."""
+    if symmetric is None:
+        return isinstance(kern, KernelFunction) and col_points is None and not on_gpu
+    if not isinstance(symmetric, (bool, np.bool_)):
+        raise TypeError(f"symmetric must be True, False or None, got {type(symmetric).__name__}")
+    if symmetric and col_points is not None:
+        raise ValueError("symmetric=True needs one point set: pass col_points=None")
+    if symmetric and on_gpu:
+        raise ValueError("symmetric=True is built on the CPU: use backend='cpu' (then "
+                         "H.to('cuda') if you want the products on the GPU)")
+    return bool(symmetric)
 
 
 def _check_build_options(tol, leaf_size, admissibility, eta, max_rank, budget):

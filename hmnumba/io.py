@@ -42,6 +42,9 @@ header field        meaning
 ``payload_sha256``  SHA-256 of the payload (hex)
 ``arrays``          object: name -> ``{"dtype", "shape", "offset"}`` with the
                     offset in bytes from the payload start
+``symmetric``       ``true`` if only the upper block triangle is stored (see
+                    :attr:`hmnumba.HMatrix.symmetric`); optional, files
+                    without it (written before hmnumba 0.2) are ``false``
 ==================  =========================================================
 
 =================  =========  ==========  ==================================
@@ -73,7 +76,10 @@ lies inside the matrix with ``start < stop``, every rank is ``-1`` or
 block's storage lies inside ``data`` without overlapping another's (gaps are
 allowed), the blocks tile the matrix exactly (each entry belongs to exactly one
 block), and ``data``, ``block_err2``, ``block_norm2`` are finite (the latter two
-non-negative). Nothing is unpickled.
+non-negative). For a symmetric matrix: it is square with one permutation,
+every block is diagonal (``row_start == col_start``, ``row_stop == col_stop``)
+or strictly upper (``row_stop <= col_start``), and the blocks with the mirror
+images of the strictly upper ones tile the matrix. Nothing is unpickled.
 
 Writes are atomic: :func:`save` writes a temporary file in the target's
 directory, flushes and ``fsync``\\ s it, renames it over the target with
@@ -123,6 +129,7 @@ _DATA_DTYPES = {"float32": "<f4", "float64": "<f8"}
 _HEADER_KEYS = {"format", "format_version", "writer", "dtype", "shape", "n_blocks", "tol",
                 "norm", "params", "payload_offset", "payload_nbytes", "payload_sha256",
                 "arrays"}
+_OPTIONAL_HEADER_KEYS = {"symmetric"}
 # Pairs (row segment, block) examined at once by the tiling check.
 _TILING_CHUNK = 1 << 22
 # Most entries a row or column schedule may have (the products materialise
@@ -194,7 +201,8 @@ def save(H, path):
     arrays = {}
     for name, code, _ in _ARRAYS:
         arrays[name] = np.ascontiguousarray(getattr(H, name), dtype=code or data_le).ravel()
-    _check_structure(m, n, arrays, "the HMatrix to save")
+    symmetric = bool(getattr(H, "symmetric", False))
+    _check_structure(m, n, arrays, "the HMatrix to save", symmetric)
     header, layout, payload_nbytes = _layout(arrays)
     digest = hashlib.sha256()
     for chunk in _payload_chunks(arrays, layout, payload_nbytes):
@@ -203,6 +211,7 @@ def save(H, path):
     header.update(format=FORMAT_NAME, format_version=FORMAT_VERSION,
                   writer=f"hmnumba {__version__}", dtype=dtype.name, shape=[m, n],
                   n_blocks=int(arrays["rank"].size), tol=float(H.tol), norm=float(H.norm),
+                  symmetric=symmetric,
                   params=_jsonable(H.params), payload_nbytes=payload_nbytes,
                   payload_sha256=digest.hexdigest())
     # payload_offset depends on the header length, which depends on it:
@@ -411,10 +420,11 @@ def load(path):
         # view on little-endian machines: the payload is 64-byte aligned).
         arrays[name] = np.require(raw.view(dt), dt.newbyteorder("="), ["C", "A"])
     m, n = header["shape"]
-    _check_structure(m, n, arrays, where)
+    symmetric = header.get("symmetric", False)
+    _check_structure(m, n, arrays, where, symmetric)
     from hmnumba.hmatrix import HMatrix
     return HMatrix((m, n), tol=header["tol"], norm=header["norm"], params=header["params"],
-                   **arrays)
+                   symmetric=symmetric, **arrays)
 
 
 def _read_header(f, size, where):
@@ -501,7 +511,7 @@ def _check_header(h, size, hlen, where):
     if not isinstance(h, dict):
         bad(f"header must be a JSON object, got {type(h).__name__}")
     missing = _HEADER_KEYS - h.keys()
-    extra = h.keys() - _HEADER_KEYS
+    extra = h.keys() - _HEADER_KEYS - _OPTIONAL_HEADER_KEYS
     if missing or extra:
         bad(f"header fields wrong: missing {sorted(missing)}, unexpected {sorted(extra)}")
     if h["format"] != FORMAT_NAME:
@@ -527,6 +537,8 @@ def _check_header(h, size, hlen, where):
     if not _is_number(norm) or not (_finite(norm) and norm >= 0):
         bad(f"norm must be a finite number >= 0, got {_short(norm)}")
     h["tol"], h["norm"] = float(tol), float(norm)
+    if not isinstance(h.get("symmetric", False), bool):
+        bad(f"symmetric must be true or false, got {_short(h['symmetric'])}")
     if not isinstance(h["params"], dict):
         bad(f"params must be a JSON object, got {type(h['params']).__name__}")
     digest = h["payload_sha256"]
@@ -570,9 +582,10 @@ def _check_header(h, size, hlen, where):
 # ---------------------------------------------------------------------------
 
 
-def _check_structure(m, n, a, where):
+def _check_structure(m, n, a, where, symmetric=False):
     """Validate the packed arrays of an ``m x n`` H-matrix (dict ``a`` of
-    little-endian/native 1-D arrays with the names of the file format).
+    little-endian/native 1-D arrays with the names of the file format;
+    ``symmetric``: only the upper block triangle is stored).
 
     After this, every index and offset a product kernel computes lies inside
     its array. Raises ``ValueError`` prefixed by ``where``.
@@ -623,6 +636,19 @@ def _check_structure(m, n, a, where):
     if clash.size:
         b1, b2 = int(order[clash[0]]), int(order[clash[0] + 1])
         bad(f"blocks {b1} and {b2} overlap in data (offsets {off[b1]} and {off[b2]})")
+    if symmetric:
+        if m != n or not np.array_equal(a["row_perm"], a["col_perm"]):
+            bad("a symmetric matrix must be square with one permutation for rows and columns")
+        diagonal = (r0 == c0) & (r1 == c1)
+        wrong = np.flatnonzero(~diagonal & (r1 > c0))
+        if wrong.size:
+            b = int(wrong[0])
+            bad(f"block {b} (rows [{r0[b]}, {r1[b]}), columns [{c0[b]}, {c1[b]})) of a "
+                f"symmetric matrix is neither diagonal nor strictly upper ({wrong.size} such "
+                f"blocks)")
+        s = ~diagonal   # tile with the mirror images
+        r0, r1, c0, c1 = (np.concatenate([r0, c0[s]]), np.concatenate([r1, c1[s]]),
+                          np.concatenate([c0, r0[s]]), np.concatenate([c1, r1[s]]))
     _check_tiling(r0, r1, c0, c1, m, n, bad)
     if not np.all(np.isfinite(a["data"])):
         bad("data contains NaN or infinity")

@@ -117,6 +117,17 @@ def _decode(blob):
     return header, arrays
 
 
+def _place_payload(header, allow_nan):
+    """Set ``payload_offset`` to the aligned end of the header that holds it
+    (a fixed point); returns the header bytes and that offset."""
+    while True:
+        text = json.dumps(header, sort_keys=True, allow_nan=allow_nan).encode()
+        start = -(-(PREAMBLE.size + len(text)) // 64) * 64
+        if start == header["payload_offset"]:
+            return text, start
+        header["payload_offset"] = start
+
+
 def _encode(header, arrays, edit=None, version=1, reserved=0, allow_nan=False):
     """File bytes with valid checksums: the layout follows ``arrays`` (each in
     its own dtype and length), then ``edit(header)`` may lie about anything,
@@ -133,15 +144,15 @@ def _encode(header, arrays, edit=None, version=1, reserved=0, allow_nan=False):
     header["payload_nbytes"] = len(payload)
     header["payload_sha256"] = hashlib.sha256(payload).hexdigest()
     header["payload_offset"] = 0
-    while True:
-        text = json.dumps(header, sort_keys=True, allow_nan=allow_nan).encode()
-        start = -(-(PREAMBLE.size + len(text)) // 64) * 64
-        if start == header["payload_offset"]:
-            break
-        header["payload_offset"] = start
+    text, start = _place_payload(header, allow_nan)
     if edit is not None:
+        offset_before = header["payload_offset"]
         edit(header)
         text = json.dumps(header, sort_keys=True, allow_nan=allow_nan).encode()
+        if isinstance(header, dict) and header.get("payload_offset") == offset_before:
+            # The edit changed the header's length but not the layout: put
+            # the payload at the aligned offset after it, as a writer would.
+            text, start = _place_payload(header, allow_nan)
         start = max(start, PREAMBLE.size + len(text))
     pre = PREAMBLE.pack(b"\x89HMZ\r\n\x1a\n", version, reserved, len(text),
                         hashlib.sha256(text).digest())

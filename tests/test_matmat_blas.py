@@ -23,7 +23,7 @@ def check_schedule(start, stop):
 def matrices():
     rng = np.random.default_rng(0)
     pts = rng.random((900, 2))
-    Hk = HMatrix.from_kernel(laplace, pts, tol=1e-8, leaf_size=16)
+    Hk = HMatrix.from_kernel(laplace, pts, tol=1e-8, leaf_size=16, symmetric=False)
     s = np.sort(rng.random(500))
     A = 1.0 / (0.05 + np.abs(s[:, None] - s[None, ::-1][:, :300]))
     Hd = HMatrix.from_dense(A, tol=1e-6, leaf_size=16, random_state=0)

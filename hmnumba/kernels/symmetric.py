@@ -1,0 +1,354 @@
+"""Numba CPU kernel for the matrix-vector product of an H-matrix stored in
+*symmetric form*: only the upper block triangle of ``A = A^T`` is stored.
+
+Storage
+-------
+The flat block arrays of :mod:`hmnumba.kernels.cpu` (``r0, r1, c0, c1``,
+``rank``, ``offset`` and one contiguous ``data`` array, float64 or float32).
+Every stored block is either
+
+* *diagonal* (``r0 == c0`` and ``r1 == c1``): the whole diagonal block, dense
+  or low-rank, which stands for itself only; or
+* *strictly upper* (``r1 <= c0``): it stands for itself and for its mirror
+  image, the block ``[c0, c1) x [r0, r1)`` equal to its transpose.
+
+Why a separate kernel
+---------------------
+A matrix-vector product is bound by memory bandwidth: every stored number is
+used once or twice, so the time is the time it takes to stream ``data``.
+Storing half the matrix halves that, provided each stored number is read from
+memory once per product, not once for ``A_ub x_b`` and again for
+``A_ub^T x_u``. :func:`symmetric_hmatvec` fuses both uses of a block into one
+sweep (a low-rank block reads ``V^T`` a second time, but from cache).
+
+The mirror of a block writes to other rows than the block itself, so a row
+schedule like that of :func:`hmnumba.kernels.cpu.hmatvec` does not apply.
+Instead the blocks are cut into a fixed number of *slabs* (contiguous ranges
+in storage order, :func:`symmetric_slabs`); each slab adds its blocks into its
+own length-``N`` row of a buffer, and a second parallel pass sums the rows in
+slab order. No atomics, no races, and since the slabs do not depend on the
+number of threads, the same bits for any thread count.
+
+This module is separate from :mod:`hmnumba.kernels.cpu` so that its on-disk
+numba cache is not invalidated when this file changes, and vice versa.
+"""
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from hmnumba.kernels.functions import FASTMATH
+
+# Default number of slabs. The slabs are the unit of parallel work, so this
+# bounds the number of threads that can be kept busy; the price of a slab is
+# zeroing and summing one float64 row of length N (16 slabs x N = 40000 is
+# 5 MB of buffer against ~2 GB of data in the benchmark of the module tests).
+SYMMETRIC_SLABS = 16
+
+# Cost of a block beyond its stored numbers (loop set-up, the slices of x and
+# y it touches), in units of one stored number.
+BLOCK_OVERHEAD = 32
+
+# Output entries per task in the final reduction over the slab rows.
+REDUCE_CHUNK = 4096
+
+
+def symmetric_slabs(r0, r1, c0, c1, rank, n_slabs=SYMMETRIC_SLABS):
+    """Cut the blocks, in storage order, into contiguous slabs of about equal cost.
+
+    The cost of a block is the count of its stored numbers (``k (m + n)``
+    for a low-rank block of rank ``k``, ``m n`` for a dense one, nothing for
+    a zero block) plus :data:`BLOCK_OVERHEAD`. The cuts are computed in
+    integer arithmetic from the block arrays and ``n_slabs`` only, never from
+    the number of threads, so :func:`symmetric_hmatvec` gives the same bits
+    whatever the thread count. There are ``min(n_slabs, n_blocks)`` slabs,
+    none empty.
+
+    Parameters
+    ----------
+    r0, r1, c0, c1, rank : ndarray of int64, shape (n_blocks,)
+        The block rows ``[r0, r1)``, columns ``[c0, c1)`` and ranks (``-1``
+        dense, ``0`` zero, ``k > 0`` low rank).
+    n_slabs : int, default=SYMMETRIC_SLABS
+        Number of slabs wanted (at least 1).
+
+    Returns
+    -------
+    slab_ptr : ndarray of int64, shape (n_slabs_eff + 1,)
+        Slab ``s`` holds the blocks ``slab_ptr[s]:slab_ptr[s + 1]``;
+        ``slab_ptr[0] == 0`` and ``slab_ptr[-1] == n_blocks``, strictly
+        increasing (``[0]`` when there are no blocks).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba.kernels.symmetric import symmetric_slabs
+    >>> r0 = np.array([0, 0, 4]); r1 = np.array([4, 4, 8])
+    >>> c0 = np.array([0, 4, 4]); c1 = np.array([4, 8, 8])
+    >>> rank = np.array([-1, 1, -1])
+    >>> symmetric_slabs(r0, r1, c0, c1, rank, 2)
+    array([0, 2, 3])
+    >>> symmetric_slabs(r0, r1, c0, c1, rank, 10)
+    array([0, 1, 2, 3])
+    """
+    n_slabs = int(n_slabs)
+    if n_slabs < 1:
+        raise ValueError(f"n_slabs must be at least 1, got {n_slabs}")
+    rank = np.asarray(rank, dtype=np.int64)
+    n_blocks = rank.shape[0]
+    if n_blocks == 0:
+        return np.zeros(1, dtype=np.int64)
+    m = np.asarray(r1, dtype=np.int64) - np.asarray(r0, dtype=np.int64)
+    n = np.asarray(c1, dtype=np.int64) - np.asarray(c0, dtype=np.int64)
+    cost = np.where(rank < 0, m * n, np.maximum(rank, 0) * (m + n)) + BLOCK_OVERHEAD
+    before = np.zeros(n_blocks + 1, dtype=np.int64)     # cost of the blocks before b
+    np.cumsum(cost, out=before[1:])
+    total = int(before[-1])
+    n_eff = min(n_slabs, n_blocks)
+    # Greedy, left to right: each slab ends at the block boundary nearest to
+    # an equal share of the cost still to cut, and leaves at least one block
+    # to each slab after it (so a block bigger than a share gets a slab of its
+    # own and the rest is shared out again).
+    ptr = np.empty(n_eff + 1, dtype=np.int64)
+    ptr[0] = 0
+    start = 0
+    for s in range(n_eff - 1):
+        left = n_eff - s
+        target = int(before[start]) + (total - int(before[start])) // left
+        hi = int(np.searchsorted(before, target, side="left"))   # before[hi] >= target
+        end = hi - 1 if target - before[hi - 1] < before[hi] - target else hi
+        end = min(max(end, start + 1), n_blocks - (left - 1))
+        ptr[s + 1] = end
+        start = end
+    ptr[n_eff] = n_blocks
+    return ptr
+
+
+# ---------------------------------------------------------------------------
+# Software prefetch
+# ---------------------------------------------------------------------------
+
+# How far ahead of the sweep the data is prefetched, in bytes.
+PREFETCH_BYTES = 8192
+
+_CACHE_LINE = 64
+# llvm.prefetch(address, read = 0, locality, data cache = 1). Locality 2
+# brings a line into L2 but not L1, where the factor swept a second time
+# from cache must stay.
+_LOCALITY = 2
+_I8P = ir.IntType(8).as_pointer()
+# The intrinsic is overloaded on the pointer type: "p0" with opaque pointers
+# (recent llvmlite), "p0i8" with typed ones.
+_PREFETCH_NAME = "llvm.prefetch.p0" if str(_I8P) == "ptr" else "llvm.prefetch.p0i8"
+
+
+@intrinsic
+def _prefetch(typingctx, arr, idx):
+    """Hint that the cache line of ``arr[idx]`` will be read soon.
+
+    A hint only: no bounds check, never faults, changes no result.
+    """
+    sig = types.void(arr, types.intp)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), _I8P)
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [_I8P, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, _PREFETCH_NAME)
+        builder.call(fn, [ptr, i32(0), i32(_LOCALITY), i32(1)])
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@njit(cache=True, inline="always")
+def _stored_size(r0, r1, c0, c1, rank, b):
+    """Count of stored numbers of block ``b`` (0 for a zero block)."""
+    k = rank[b]
+    if k < 0:
+        return (r1[b] - r0[b]) * (c1[b] - c0[b])
+    return k * ((r1[b] - r0[b]) + (c1[b] - c0[b]))
+
+
+@njit(cache=True, inline="always")
+def _prefetch_more(data, r0, r1, c0, c1, rank, offset, last, cursor, count):
+    """Prefetch the next ``count`` numbers of a slab's stream; advance ``cursor``.
+
+    The stream is the slab's blocks up to ``last`` in storage order, each
+    block's numbers in memory order: the order the kernel sweeps them in,
+    wherever ``offset`` puts the blocks in ``data``. ``cursor`` holds
+    ``(block, position in it)``.
+    """
+    step = _CACHE_LINE // data.itemsize
+    b = cursor[0]
+    pos = cursor[1]
+    while count > 0 and b < last:
+        size = _stored_size(r0, r1, c0, c1, rank, b)
+        if pos >= size:
+            b += 1
+            pos = 0
+            continue
+        take = min(count, size - pos)
+        base = offset[b] + pos
+        for q in range(base, base + take, step):
+            _prefetch(data, q)
+        pos += take
+        count -= take
+    cursor[0] = b
+    cursor[1] = pos
+
+
+# ---------------------------------------------------------------------------
+# The product
+# ---------------------------------------------------------------------------
+
+
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
+def symmetric_hmatvec(data, r0, r1, c0, c1, rank, offset, slab_ptr, x):
+    """``y = A x`` for an H-matrix ``A = A^T`` stored in symmetric form.
+
+    Every stored number is read from memory once per product: a dense
+    strictly upper block ``D`` does ``y_r += D x_c`` and ``y_c += D^T x_r``
+    in one sweep; a low-rank one computes ``t1 = V^T x_c`` (sweeping
+    ``V^T``), then in one sweep of ``U^T`` both ``y_r += U t1`` and
+    ``t2 = U^T x_r``, then ``y_c += V t2`` (``V^T`` again, from cache).
+    Diagonal blocks do ``y_r += A_rr x_r`` only.
+
+    The slabs (:func:`symmetric_slabs`) run in parallel, each adding into its
+    own float64 row of an ``(n_slabs, N)`` buffer, with work vectors ``t1``,
+    ``t2`` allocated once per slab; the rows are then summed in slab order,
+    in parallel over chunks of the output. No atomics, no races: the result
+    is the same bits for any number of threads and on every call.
+
+    Parameters
+    ----------
+    data : ndarray of float64 or float32
+        The stored blocks (see the module docstring).
+    r0, r1, c0, c1, rank, offset : ndarray of int64, shape (n_blocks,)
+        Block rows, columns, ranks and offsets into ``data``, upper block
+        triangle only; the stored blocks and the mirrors of the strictly
+        upper ones tile the ``N x N`` matrix.
+    slab_ptr : ndarray of int64
+        From :func:`symmetric_slabs`.
+    x : ndarray of float64, shape (N,)
+        In cluster order.
+
+    Returns
+    -------
+    ndarray of float64, shape (N,)
+        ``A x`` in cluster order (accumulated in float64 whatever the
+        precision of ``data``).
+
+    Examples
+    --------
+    A 4 x 4 matrix: two dense 2 x 2 diagonal blocks and one rank-1 upper
+    block ``[1, 2]^T [1, 1]`` (the lower one is its mirror).
+
+    >>> import numpy as np
+    >>> from hmnumba.kernels.symmetric import symmetric_hmatvec, symmetric_slabs
+    >>> r0 = np.array([0, 0, 2]); r1 = np.array([2, 2, 4])
+    >>> c0 = np.array([0, 2, 2]); c1 = np.array([2, 4, 4])
+    >>> rank = np.array([-1, 1, -1]); offset = np.array([0, 4, 8])
+    >>> data = np.array([2., 1., 1., 2.,  1., 2., 1., 1.,  3., 0., 0., 3.])
+    >>> slabs = symmetric_slabs(r0, r1, c0, c1, rank)
+    >>> symmetric_hmatvec(data, r0, r1, c0, c1, rank, offset, slabs, np.ones(4))
+    array([5., 7., 6., 6.])
+    """
+    N = x.shape[0]
+    n_slabs = slab_ptr.shape[0] - 1
+    ahead = PREFETCH_BYTES // data.itemsize
+    ybuf = np.empty((n_slabs, N))
+    for s in prange(n_slabs):
+        y = ybuf[s]
+        for i in range(N):
+            y[i] = 0.0
+        first = slab_ptr[s]
+        last = slab_ptr[s + 1]
+        kmax = 0
+        for b in range(first, last):
+            kmax = max(kmax, rank[b])
+        t1 = np.empty(kmax)
+        t2 = np.empty(kmax)
+        cursor = np.empty(2, dtype=np.int64)
+        cursor[0] = first
+        cursor[1] = 0
+        _prefetch_more(data, r0, r1, c0, c1, rank, offset, last, cursor, ahead)
+        for b in range(first, last):
+            k = rank[b]
+            if k == 0:
+                continue
+            m = r1[b] - r0[b]
+            n = c1[b] - c0[b]
+            upper = r1[b] <= c0[b]
+            off = offset[b]
+            xr = x[r0[b]:r1[b]]
+            yr = y[r0[b]:r1[b]]
+            xc = x[c0[b]:c1[b]]
+            yc = y[c0[b]:c1[b]]
+            if k < 0:
+                # Dense, row by row: y_r += D x_c and (upper) y_c += D^T x_r.
+                D = data[off:off + m * n]
+                for i in range(m):
+                    _prefetch_more(data, r0, r1, c0, c1, rank, offset, last, cursor, n)
+                    row = i * n
+                    acc = 0.0
+                    if upper:
+                        xi = xr[i]
+                        for j in range(n):
+                            d = D[row + j]
+                            acc += d * xc[j]
+                            yc[j] += d * xi
+                    else:
+                        for j in range(n):
+                            acc += D[row + j] * xc[j]
+                    yr[i] += acc
+                continue
+            # Low rank, the factors swept in memory order: U^T (t2 = U^T x_r),
+            # then V^T (t1 = V^T x_c and y_c += V t2), then U^T again, from
+            # cache (y_r += U t1).
+            Ut = data[off:off + k * m]
+            Vt = data[off + k * m:off + k * (m + n)]
+            if upper:
+                for l in range(k):
+                    _prefetch_more(data, r0, r1, c0, c1, rank, offset, last, cursor, m)
+                    row = l * m
+                    acc = 0.0
+                    for i in range(m):
+                        acc += Ut[row + i] * xr[i]
+                    t2[l] = acc
+                for l in range(k):
+                    _prefetch_more(data, r0, r1, c0, c1, rank, offset, last, cursor, n)
+                    row = l * n
+                    a = t2[l]
+                    acc = 0.0
+                    for j in range(n):
+                        v = Vt[row + j]
+                        acc += v * xc[j]
+                        yc[j] += v * a
+                    t1[l] = acc
+            else:
+                _prefetch_more(data, r0, r1, c0, c1, rank, offset, last, cursor, k * m)
+                for l in range(k):
+                    _prefetch_more(data, r0, r1, c0, c1, rank, offset, last, cursor, n)
+                    row = l * n
+                    acc = 0.0
+                    for j in range(n):
+                        acc += Vt[row + j] * xc[j]
+                    t1[l] = acc
+            for l in range(k):
+                row = l * m
+                a = t1[l]
+                for i in range(m):
+                    yr[i] += Ut[row + i] * a
+    out = np.empty(N)
+    n_chunks = (N + REDUCE_CHUNK - 1) // REDUCE_CHUNK
+    for c in prange(n_chunks):
+        lo = c * REDUCE_CHUNK
+        hi = min(N, lo + REDUCE_CHUNK)
+        for i in range(lo, hi):
+            out[i] = 0.0
+        for s in range(n_slabs):
+            for i in range(lo, hi):
+                out[i] += ybuf[s, i]
+    return out
