@@ -106,3 +106,28 @@ def test_from_dense_backend_cuda_returns_a_device_matrix(pair):
     op = Hg.aslinearoperator()
     np.testing.assert_allclose(op.matvec(np.ones(A.shape[1])), H @ np.ones(A.shape[1]),
                                rtol=1e-12)
+
+
+def test_symmetric_matrix_moves_to_the_device_with_every_block():
+    """The CUDA kernels take every block stored: ``to("cuda")`` copies the
+    expansion of a symmetric matrix; the products agree with the CPU's."""
+    X = np.random.default_rng(12).random((300, 3))
+    H = HMatrix.from_kernel(laplace, X, tol=1e-8, leaf_size=16)
+    assert H.symmetric
+    rng = np.random.default_rng(13)
+    x, Y = rng.standard_normal(300), rng.standard_normal((300, 4))
+    y_cpu, Z_cpu = H @ x, H @ Y
+    H.to("cuda")
+    assert H.device == "cuda" and H.symmetric
+    np.testing.assert_allclose(H @ x, y_cpu, rtol=1e-12, atol=1e-12 * np.abs(y_cpu).max())
+    np.testing.assert_allclose(H.rmatmat(Y), Z_cpu, rtol=1e-12, atol=1e-12 * np.abs(Z_cpu).max())
+    H.to("cpu")
+    assert np.array_equal(H @ x, y_cpu)
+
+
+def test_symmetric_build_on_the_gpu_is_refused_and_auto_stores_every_block():
+    X = np.random.default_rng(14).random((200, 3))
+    with pytest.raises(ValueError, match="symmetric=True is built on the CPU"):
+        HMatrix.from_kernel(laplace, X, tol=1e-6, backend="cuda", symmetric=True)
+    H = HMatrix.from_kernel(laplace, X, tol=1e-6, leaf_size=16, backend="cuda")
+    assert not H.symmetric and H.device == "cuda"
