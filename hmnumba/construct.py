@@ -135,9 +135,13 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
     m_total = row_tree.size
     n_total = col_tree.size
     code = METHODS[method]
-    full = initial_partition(row_tree, col_tree, admissibility, eta)
-    if symmetric:
-        full = _upper_partition(row_tree, full)
+    if symmetric and row_tree is not col_tree:
+        raise ValueError("a symmetric build needs one cluster tree for rows and columns")
+    full = None
+    if initial is None or budget != "block":   # the weighted budgets share out all of it
+        full = initial_partition(row_tree, col_tree, admissibility, eta)
+        if symmetric:
+            full = _upper_partition(row_tree, full)
     if initial is None:
         initial = full
     elif symmetric:

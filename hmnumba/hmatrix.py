@@ -356,14 +356,13 @@ class HMatrix:
         seg, ptr, blk = self.col_sched if trans else self.row_sched
         blocks = (self.data, self.row_start, self.row_stop, self.col_start, self.col_stop,
                   self.rank, self.offset)
-        x = xp
-        if x.ndim == 2 and x.shape[1] >= BLAS_MIN_RHS and self.rank.size <= FEW_BLOCKS:
+        if xp.ndim == 2 and xp.shape[1] >= BLAS_MIN_RHS and self.rank.size <= FEW_BLOCKS:
             return _few_blocks_product(*blocks, xp, trans, self.shape[1 if trans else 0])
         with one_blas_thread():
-            if x.ndim == 1:
+            if xp.ndim == 1:
                 z_off = self.z_off_cols if trans else self.z_off_rows
                 yp = cpu.hmatvec(*blocks, z_off, seg, ptr, blk, xp, trans)
-            elif x.shape[1] >= BLAS_MIN_RHS:
+            elif xp.shape[1] >= BLAS_MIN_RHS:
                 yp = cpu.hmatmat_blas(*blocks, self.t_off, *self._level_schedule(trans), xp,
                                       trans)
             else:

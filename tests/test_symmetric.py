@@ -199,3 +199,13 @@ def test_distributed_from_symmetric_hmatrix():
         Dh = DistributedHMatrix.from_hmatrix(H, client)
         x = np.random.default_rng(11).standard_normal(1200)
         assert _rel(Dh @ x, H @ x) <= 1e-13
+
+
+def test_symmetric_build_needs_one_tree():
+    from hmnumba.cluster import ClusterTree
+    from hmnumba.construct import build
+    X = np.random.default_rng(15).random((100, 2))
+    rows, cols = ClusterTree.from_points(X, 16), ClusterTree.from_points(X, 16)
+    with pytest.raises(ValueError, match="one cluster tree"):
+        build(np.eye(100), True, rows, cols, np.dtype(np.float64), 1e-6, "strong",
+              symmetric=True)
