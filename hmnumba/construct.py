@@ -40,7 +40,9 @@ With ``symmetric=True`` (a symmetric source on one cluster tree) only the
 upper block triangle is built: the diagonal pairs and the pairs whose row
 cluster comes first. A strictly upper block stands for its mirror image too,
 so it counts twice in the weighted budgets; the block split needs no change
-(``err_b <= tol ||A_b||_F`` holds for the mirror as well).
+(``err_b <= tol ||A_b||_F`` holds for the mirror as well). Diagonal blocks
+are refined down to dense leaves (or stored dense whole, by coarsening), so
+the result equals its transpose exactly.
 """
 import contextlib
 import mmap
@@ -197,6 +199,11 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
             kmax_final[big] = np.maximum(kmax_final[big] * ACCEPT_FRACTION, 1).astype(np.int64)
             if max_rank is not None:
                 kmax_final = np.minimum(kmax_final, max_rank)
+            if symmetric:
+                # A diagonal block is refined, never low rank: U V^T of a
+                # symmetric block is not symmetric, and a symmetric H-matrix
+                # must equal its transpose exactly (products use A^T = A).
+                kmax_final[cur_row == cur_col] = 0
             if exact:
                 # Dense input is at most m*n numbers: room for the largest
                 # useful rank costs only address space and avoids retries.

@@ -12,7 +12,8 @@ column schedule for race-free parallel products.
 A *symmetric* HMatrix (``H.symmetric``; :meth:`HMatrix.from_kernel` builds
 one for a symmetric kernel on one point set) stores only its upper block
 triangle: every block is either diagonal (``row_start == col_start`` and
-``row_stop == col_stop``) or strictly upper (``row_stop <= col_start``), and a
+``row_stop == col_stop``; the builds store these dense, so ``H`` equals its
+transpose exactly) or strictly upper (``row_stop <= col_start``), and a
 strictly upper block also stands for its mirror image, its transpose below
 the diagonal. That halves storage and build time; the matvec reads every
 stored number once and applies it twice
@@ -129,7 +130,8 @@ class HMatrix:
     @classmethod
     def from_dense(cls, A, tol=1e-3, leaf_size=32, admissibility="adaptive", eta=2.0,
                    cluster="pca", method="aca", max_rank=None, budget="block", points=None,
-                   col_points=None, random_state=None, n_jobs=None, backend="cpu"):
+                   col_points=None, random_state=None, n_jobs=None, backend="cpu",
+                   symmetric=False):
         """Compress a dense matrix with the guarantee ``||A - H||_F <= tol ||A||_F``.
 
         Parameters
@@ -169,6 +171,12 @@ class HMatrix:
         backend : {"cpu", "cuda", "auto"}, default="cpu"
             Where products run (:mod:`hmnumba.backend`). The build itself runs
             on the CPU; with ``"cuda"`` the result is moved with ``to("cuda")``.
+        symmetric : bool, default=False
+            ``A`` equals its transpose (checked exactly; e.g. a Gram or NTK
+            matrix): build and store only the upper block triangle, on one
+            cluster tree (see :attr:`symmetric`). Half the storage and build
+            time; the bound still holds exactly, each strictly upper block's
+            error counted twice.
 
         Returns
         -------
@@ -200,18 +208,22 @@ class HMatrix:
         method = val.check_choice(method, "method", tuple(METHODS))
         seed = val.check_random_state(random_state)
         n_jobs = val.check_n_jobs(n_jobs)
+        symmetric = _check_dense_symmetric(symmetric, A, col_points)
         row_tree, col_tree = build_cluster_trees(A.shape, cluster, opts["leaf_size"], A=A,
                                                  points=points, col_points=col_points,
                                                  random_state=seed)
+        if symmetric:   # rows and columns are the same vectors: one tree
+            col_tree = row_tree
         Ap = np.ascontiguousarray(A[row_tree.perm][:, col_tree.perm])
         norm = float(np.linalg.norm(Ap.astype(np.float64, copy=False)))
         arrays = build(Ap, True, row_tree, col_tree, A.dtype, opts["tol"],
                        opts["admissibility"], opts["eta"], method, opts["max_rank"],
-                       opts["budget"], norm_estimate=norm, seed=seed, n_jobs=n_jobs)
+                       opts["budget"], norm_estimate=norm, seed=seed, n_jobs=n_jobs,
+                       symmetric=symmetric)
         params = dict(opts, cluster=cluster, method=method, random_state=random_state,
                       build_seconds=arrays.pop("build_seconds"), n_rounds=arrays.pop("n_rounds"))
         H = cls(A.shape, row_tree.perm, col_tree.perm, tol=opts["tol"], norm=norm,
-                params=params, **arrays)
+                params=params, symmetric=symmetric, **arrays)
         return H.to(backend)
 
     @classmethod
@@ -790,6 +802,20 @@ def _estimate_norm(src, m, n, seed, n_rows=256):
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(m, size=min(n_rows, m), replace=False)).astype(np.int64)
     return float(np.sqrt(cpu.sample_row_norms2(src, rows, n).sum() * m / rows.size))
+
+
+def _check_dense_symmetric(symmetric, A, col_points):
+    """Validate ``symmetric`` of :meth:`HMatrix.from_dense`."""
+    if not isinstance(symmetric, (bool, np.bool_)):
+        raise TypeError(f"symmetric must be True or False, got {type(symmetric).__name__}")
+    if symmetric:
+        if A.shape[0] != A.shape[1] or not np.array_equal(A, A.T):
+            raise ValueError(f"symmetric=True needs A equal to its transpose, got a "
+                             f"{A.shape[0]} x {A.shape[1]} matrix that is not")
+        if col_points is not None:
+            raise ValueError("symmetric=True uses one tree for rows and columns: pass "
+                             "col_points=None")
+    return bool(symmetric)
 
 
 def _check_symmetric(symmetric, kern, col_points, on_gpu):

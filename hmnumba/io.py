@@ -77,9 +77,9 @@ block's storage lies inside ``data`` without overlapping another's (gaps are
 allowed), the blocks tile the matrix exactly (each entry belongs to exactly one
 block), and ``data``, ``block_err2``, ``block_norm2`` are finite (the latter two
 non-negative). For a symmetric matrix: it is square with one permutation,
-every block is diagonal (``row_start == col_start``, ``row_stop == col_stop``)
-or strictly upper (``row_stop <= col_start``), and the blocks with the mirror
-images of the strictly upper ones tile the matrix. Nothing is unpickled.
+every block is diagonal (``row_start == col_start``, ``row_stop == col_stop``;
+dense or zero) or strictly upper (``row_stop <= col_start``), and the blocks
+with the mirror images of the strictly upper ones tile the matrix. Nothing is unpickled.
 
 Writes are atomic: :func:`save` writes a temporary file in the target's
 directory, flushes and ``fsync``\\ s it, renames it over the target with
@@ -645,6 +645,12 @@ def _check_structure(m, n, a, where, symmetric=False):
             b = int(wrong[0])
             bad(f"block {b} (rows [{r0[b]}, {r1[b]}), columns [{c0[b]}, {c1[b]})) of a "
                 f"symmetric matrix is neither diagonal nor strictly upper ({wrong.size} such "
+                f"blocks)")
+        wrong = np.flatnonzero(diagonal & (rank > 0))
+        if wrong.size:
+            b = int(wrong[0])
+            bad(f"diagonal block {b} of a symmetric matrix has rank {rank[b]}: diagonal blocks "
+                f"are stored dense, so that the matrix equals its transpose ({wrong.size} such "
                 f"blocks)")
         s = ~diagonal   # tile with the mirror images
         r0, r1, c0, c1 = (np.concatenate([r0, c0[s]]), np.concatenate([r1, c1[s]]),

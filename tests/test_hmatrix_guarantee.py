@@ -26,7 +26,7 @@ EQ_ATOL = 1e-13
 METHODS = ("aca", "svd", "rsvd")
 CLUSTERS = ("pca", "index")
 ADMISSIBILITIES = ("adaptive", "weak")
-BUDGETS = ("block", "size")
+BUDGETS = ("block", "size", "perimeter")
 
 tols = st.floats(np.log10(1e-8), np.log10(0.5)).map(lambda e: min(10.0 ** e, 0.5))
 options = st.fixed_dictionaries({
@@ -79,6 +79,23 @@ def test_guarantee_holds_for_single_rows_columns_and_tall_wide_matrices(shape, t
                                                                         kind):
     A = MATRIX_KINDS[kind](*shape, seed)
     assert_guarantee(A, tol, **opts)
+
+
+@given(n=sizes, tol=tols, opts=options, seed=seeds, kind=st.sampled_from(sorted(MATRIX_KINDS)),
+       float32=st.booleans())
+def test_guarantee_holds_for_symmetric_storage(n, tol, opts, seed, kind, float32):
+    """Only the upper block triangle is stored; each strictly upper block's
+    exact error counts twice, and the bound still holds exactly."""
+    A = MATRIX_KINDS[kind](n, n, seed)
+    A = A + A.T
+    if float32:
+        A = A.astype(np.float32)
+    H = assert_guarantee(A, tol, symmetric=True, random_state=seed % 1000, **opts)
+    assert H.symmetric
+    assert np.all(((H.row_start == H.col_start) & (H.row_stop == H.col_stop))
+                  | (H.row_stop <= H.col_start))
+    D = H.to_dense()
+    assert np.array_equal(D, D.T)
 
 
 def test_ill_conditioned_test_matrix_has_condition_number_at_least_1e10():

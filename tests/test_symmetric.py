@@ -174,6 +174,12 @@ def test_a_file_claiming_symmetry_it_lacks_is_refused(tmp_path):
     _check_structure(500, 500, arrays, "where", symmetric=True)
     with pytest.raises(ValueError, match="overlap or leave gaps|not \\[0"):
         _check_structure(500, 500, arrays, "where", symmetric=False)
+    diagonal = np.flatnonzero((arrays["row_start"] == arrays["col_start"])
+                              & (arrays["rank"] < 0))[0]
+    lowrank_diagonal = {**arrays, "rank": arrays["rank"].copy()}
+    lowrank_diagonal["rank"][diagonal] = 1
+    with pytest.raises(ValueError, match="diagonal blocks are stored dense"):
+        _check_structure(500, 500, lowrank_diagonal, "where", symmetric=True)
     perm = arrays["col_perm"].copy()
     arrays["col_perm"] = perm[::-1].copy()
     with pytest.raises(ValueError, match="one permutation"):
@@ -209,3 +215,33 @@ def test_symmetric_build_needs_one_tree():
     with pytest.raises(ValueError, match="one cluster tree"):
         build(np.eye(100), True, rows, cols, np.dtype(np.float64), 1e-6, "strong",
               symmetric=True)
+
+
+def test_from_dense_symmetric_halves_storage_with_the_exact_bound():
+    x = np.random.default_rng(16).random(1500)
+    A = 1.0 / (1.0 + 10.0 * np.abs(x[:, None] - x[None, :]))
+    A += 1e-5 * np.random.default_rng(17).standard_normal(A.shape)
+    A = A + A.T
+    H = HMatrix.from_dense(A, tol=1e-3, symmetric=True, admissibility="weak", cluster="index")
+    F = HMatrix.from_dense(A, tol=1e-3, admissibility="weak", cluster="index")
+    assert H.symmetric and not F.symmetric
+    assert H.nbytes < 0.55 * F.nbytes
+    err = np.linalg.norm(H.to_dense() - A) / np.linalg.norm(A)
+    assert err <= 1e-3
+    assert H.error_bound == pytest.approx(err, rel=1e-6)
+    v = np.random.default_rng(18).standard_normal(1500)
+    assert _rel(H @ v, H.to_dense() @ v) <= 1e-12
+
+
+def test_from_dense_symmetric_checks_its_input():
+    A = np.random.default_rng(19).standard_normal((50, 50))
+    with pytest.raises(ValueError, match="symmetric=True needs A equal to its transpose"):
+        HMatrix.from_dense(A, symmetric=True)
+    with pytest.raises(ValueError, match="symmetric=True needs A equal to its transpose"):
+        HMatrix.from_dense(np.ones((4, 5)), symmetric=True)
+    with pytest.raises(TypeError, match="symmetric must be True or False"):
+        HMatrix.from_dense(A + A.T, symmetric=None)
+    x = np.linspace(0, 1, 50)[:, None]
+    with pytest.raises(ValueError, match="pass col_points=None"):
+        HMatrix.from_dense(A + A.T, symmetric=True, cluster="geometric", points=x,
+                           col_points=x)
