@@ -21,6 +21,24 @@ from hmnumba.kernels import cpu
 ADMISSIBILITY = ("adaptive", "strong", "weak")
 
 
+def stored_numbers(row_start, row_stop, col_start, col_stop, rank):
+    """How many numbers each block keeps in ``data``: ``m n`` for a dense
+    block (``rank < 0``), ``k (m + n)`` for a low-rank one (nothing for rank 0).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba.blocks import stored_numbers
+    >>> stored_numbers(np.array([0, 0]), np.array([4, 4]), np.array([0, 4]),
+    ...                np.array([4, 10]), np.array([-1, 2]))
+    array([16, 20])
+    """
+    m = np.asarray(row_stop, np.int64) - np.asarray(row_start, np.int64)
+    n = np.asarray(col_stop, np.int64) - np.asarray(col_start, np.int64)
+    rank = np.asarray(rank, np.int64)
+    return np.where(rank < 0, m * n, np.maximum(rank, 0) * (m + n))
+
+
 def initial_partition(row_tree, col_tree, admissibility="adaptive", eta=2.0):
     """The first block partition, before any adaptive refinement.
 

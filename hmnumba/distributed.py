@@ -70,7 +70,7 @@ import numba
 import numpy as np
 
 from hmnumba import _validation as val
-from hmnumba.blocks import initial_partition
+from hmnumba.blocks import initial_partition, stored_numbers
 from hmnumba.cluster import ClusterTree
 from hmnumba.construct import build
 from hmnumba.hmatrix import HMatrix, _check_build_options, _check_kernel_inputs, _kernel_source
@@ -447,9 +447,7 @@ class _numba_share:
 
 
 def _block_sizes(H):
-    m = H.row_stop - H.row_start
-    n = H.col_stop - H.col_start
-    return np.where(H.rank >= 0, np.maximum(H.rank, 0) * (m + n), m * n)
+    return stored_numbers(H.row_start, H.row_stop, H.col_start, H.col_stop, H.rank)
 
 
 def _cut_points(start, stop, m):

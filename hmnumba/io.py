@@ -109,6 +109,8 @@ import tempfile
 
 import numpy as np
 
+from hmnumba.blocks import stored_numbers
+
 MAGIC = b"\x89HMZ\r\n\x1a\n"
 FORMAT_NAME = "hmnumba-hmatrix"
 FORMAT_VERSION = 1
@@ -621,7 +623,7 @@ def _check_structure(m, n, a, where, symmetric=False):
         b = int(wrong[0])
         bad(f"block {b} ({mb[b]} x {nb_cols[b]}) has rank {rank[b]}, expected -1 (dense) "
             f"or 0..{min(mb[b], nb_cols[b])} ({wrong.size} such blocks)")
-    stored = np.where(rank < 0, mb * nb_cols, np.maximum(rank, 0) * (mb + nb_cols))
+    stored = stored_numbers(r0, r1, c0, c1, rank)
     length = a["data"].size
     wrong = np.flatnonzero((off < 0) | (off > length))
     if wrong.size == 0:

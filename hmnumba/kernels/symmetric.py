@@ -43,6 +43,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
+from hmnumba.blocks import stored_numbers
 from hmnumba.kernels.functions import FASTMATH
 
 # Default number of slabs. The slabs are the unit of parallel work, so this
@@ -105,9 +106,7 @@ def symmetric_slabs(r0, r1, c0, c1, rank, n_slabs=SYMMETRIC_SLABS):
     n_blocks = rank.shape[0]
     if n_blocks == 0:
         return np.zeros(1, dtype=np.int64)
-    m = np.asarray(r1, dtype=np.int64) - np.asarray(r0, dtype=np.int64)
-    n = np.asarray(c1, dtype=np.int64) - np.asarray(c0, dtype=np.int64)
-    cost = np.where(rank < 0, m * n, np.maximum(rank, 0) * (m + n)) + BLOCK_OVERHEAD
+    cost = stored_numbers(r0, r1, c0, c1, rank) + BLOCK_OVERHEAD
     before = np.zeros(n_blocks + 1, dtype=np.int64)     # cost of the blocks before b
     np.cumsum(cost, out=before[1:])
     total = int(before[-1])
