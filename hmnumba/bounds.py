@@ -40,7 +40,10 @@ def block_error_bound(block_errors, norm=None):
     block_errors : array-like of shape (n_blocks,) or HMatrix
         Bounds ``eps_b >= ||A_b - H_b||_F``. An HMatrix gives its own
         ``block_errors`` (exact for ``from_dense``, ACA estimates for
-        ``from_kernel``) and, unless ``norm`` is given, its ``norm``.
+        ``from_kernel``), each counted as often as its block occurs
+        (``H.multiplicity``: twice for a strictly upper block of a symmetric
+        matrix, which stands for its mirror too), and, unless ``norm`` is
+        given, its ``norm``. :attr:`HMatrix.error_bound` is this value.
     norm : float, optional
         ``||A||_F``: the bound is then returned relative to it.
 
@@ -64,9 +67,10 @@ def block_error_bound(block_errors, norm=None):
     5.0
     """
     if hasattr(block_errors, "block_errors") and hasattr(block_errors, "norm"):
+        H = block_errors
         if norm is None:
-            norm = block_errors.norm
-        block_errors = block_errors.block_errors
+            norm = H.norm
+        block_errors = H.block_errors * np.sqrt(H.multiplicity)
     e = val.check_nonnegative_vector(block_errors, "block_errors")
     total = float(np.sqrt(np.sum(e * e)))
     if norm is None:

@@ -24,7 +24,8 @@ from scipy.sparse.linalg import LinearOperator
 
 from hmnumba import _validation as val
 from hmnumba._threads import one_blas_thread
-from hmnumba.blocks import ADMISSIBILITY, level_schedule
+from hmnumba.blocks import ADMISSIBILITY, level_schedule, stored_numbers
+from hmnumba.bounds import block_error_bound
 from hmnumba.cluster import CLUSTER_METHODS, ClusterTree, build_cluster_trees
 from hmnumba.construct import BUDGETS, METHODS, build, row_schedule
 from hmnumba.backend import resolve_backend
@@ -353,12 +354,8 @@ class HMatrix:
         if self._device_arrays is not None or val.is_device_operand(x):
             return self._apply_cuda(x, trans, out_dtype)
         xp = np.ascontiguousarray(x[in_perm], dtype=self.dtype)
-        if self.symmetric:   # A^T = A
-            yp = self._symmetric_product(xp)
-            out = np.empty(yp.shape, dtype=out_dtype)
-            out[out_perm] = yp
-            return out
-        yp = self._product(xp, trans)
+        # A symmetric matrix is its own transpose.
+        yp = self._symmetric_product(xp) if self.symmetric else self._product(xp, trans)
         out = np.empty(yp.shape, dtype=out_dtype)
         out[out_perm] = yp
         return out
@@ -403,29 +400,36 @@ class HMatrix:
         return yp
 
     def _symmetric_halves(self):
-        """The stored blocks and the strictly upper ones as two HMatrix views
-        of ``data`` (built on first use)."""
+        """``(upper, strict)``: the stored blocks, and the strictly upper ones
+        (None if there are none), as stored-in-full HMatrix objects over this
+        ``data`` (built on first use; they hold the products' schedules)."""
         if self._halves is None:
-            strict = self.row_start != self.col_start
-            halves = []
-            for mask in (np.ones(self.rank.size, bool), strict):
-                if not mask.any():
-                    halves.append(None)
-                    continue
-                arrays = {name: np.ascontiguousarray(getattr(self, name)[mask])
-                          for name in _BLOCK_ARRAYS + ("block_err2", "block_norm2")}
-                halves.append(HMatrix(self.shape, self.row_perm, self.col_perm,
-                                      data=self.data, tol=self.tol, norm=self.norm, **arrays))
-            self._halves = tuple(halves)
+            names = _BLOCK_ARRAYS + ("block_err2", "block_norm2")
+            upper = HMatrix(self.shape, self.row_perm, self.col_perm, data=self.data,
+                            tol=self.tol, norm=self.norm,
+                            **{name: getattr(self, name) for name in names})
+            strict = None
+            if self._strictly_upper.any():
+                strict = HMatrix(self.shape, self.row_perm, self.col_perm, data=self.data,
+                                 tol=self.tol, norm=self.norm,
+                                 **{name: getattr(self, name)[self._strictly_upper]
+                                    for name in names})
+            self._halves = (upper, strict)
         return self._halves
+
+    @property
+    def _strictly_upper(self):
+        """Mask of the stored blocks that stand for their mirror image too
+        (a symmetric matrix's blocks off the diagonal)."""
+        if not self.symmetric:
+            return np.zeros(self.rank.size, bool)
+        return self.row_start != self.col_start
 
     @property
     def multiplicity(self):
         """How often each stored block occurs in the matrix: 2 for a strictly
         upper block of a symmetric matrix (itself and its mirror), else 1."""
-        if not self.symmetric:
-            return np.ones(self.rank.size)
-        return np.where(self.row_start == self.col_start, 1.0, 2.0)
+        return np.where(self._strictly_upper, 2.0, 1.0)
 
     def full_storage(self):
         """This matrix with every block stored: for a symmetric matrix the
@@ -448,11 +452,10 @@ class HMatrix:
         """
         if not self.symmetric:
             return self
-        strict = np.flatnonzero(self.row_start != self.col_start)
-        m = self.row_stop[strict] - self.row_start[strict]
-        n = self.col_stop[strict] - self.col_start[strict]
+        strict = np.flatnonzero(self._strictly_upper)
         k = self.rank[strict]
-        sizes = np.where(k < 0, m * n, np.maximum(k, 0) * (m + n))
+        sizes = stored_numbers(self.row_start[strict], self.row_stop[strict],
+                               self.col_start[strict], self.col_stop[strict], k)
         packed_off = np.cumsum(sizes) - sizes
         packed = np.empty(int(sizes.sum()), self.dtype)
         cpu.gather_factors(self.data, self.offset[strict], sizes, packed, packed_off)
@@ -632,11 +635,11 @@ class HMatrix:
         """
         Dp = cpu.hm_to_dense(self.data, self.row_start, self.row_stop, self.col_start,
                              self.col_stop, self.rank, self.offset, self.shape[0], self.shape[1])
-        if self.symmetric:   # add the mirrors of the strictly upper blocks
-            s = self.row_start != self.col_start
-            Dp += cpu.hm_to_dense(self.data, self.row_start[s], self.row_stop[s],
-                                  self.col_start[s], self.col_stop[s], self.rank[s],
-                                  self.offset[s], self.shape[0], self.shape[1]).T
+        strict = self._symmetric_halves()[1] if self.symmetric else None
+        if strict is not None:   # add the mirrors of the strictly upper blocks
+            Dp += cpu.hm_to_dense(strict.data, strict.row_start, strict.row_stop,
+                                  strict.col_start, strict.col_stop, strict.rank,
+                                  strict.offset, self.shape[0], self.shape[1]).T
         out = np.empty(self.shape, dtype=self.dtype if dtype is None else dtype)
         out[np.ix_(self.row_perm, self.col_perm)] = Dp
         return out
@@ -671,8 +674,7 @@ class HMatrix:
         Exact for :meth:`from_dense`; built from ACA estimates for
         :meth:`from_kernel`. Zero for the zero matrix.
         """
-        total = float(np.sqrt(np.dot(self.multiplicity, self.block_err2)))
-        return total / self.norm if self.norm > 0 else total
+        return block_error_bound(self)
 
     @property
     def nbytes(self):

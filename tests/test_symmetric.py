@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from hmnumba import HMatrix, load
+from hmnumba.bounds import block_error_bound
 from hmnumba.kernels import assemble_dense, exponential, gaussian, laplace
 
 
@@ -77,6 +78,7 @@ def test_error_bound_counts_each_strictly_upper_block_twice(cube):
     mult = np.where(H.row_start == H.col_start, 1.0, 2.0)
     assert np.array_equal(H.multiplicity, mult)
     assert H.error_bound == pytest.approx(np.sqrt(mult @ H.block_err2) / H.norm)
+    assert block_error_bound(H) == H.error_bound   # Theorem 1a counts the mirrors too
     assert H.norm == pytest.approx(np.sqrt(mult @ H.block_norm2))
     A = assemble_dense(laplace, X)
     assert H.norm == pytest.approx(np.linalg.norm(A), rel=1e-6)
