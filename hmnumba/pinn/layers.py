@@ -139,7 +139,9 @@ class HMatrixLayer(_Layer):
         if H.dtype != np.float64:
             raise TypeError(f"H must store float64 (PINN gradients are checked in "
                             f"float64), got {H.dtype}")
-        self.H = H
+        # Every block its own parameters: a trained weight does not stay
+        # symmetric, and the data gradient kernels take every block stored.
+        self.H = H.full_storage()
         self.b = _check_bias(b, H.shape[0])
         self.n_out, self.n_in = H.shape
 

@@ -242,3 +242,27 @@ def test_invalid_inputs_are_refused():
     with pytest.raises(ValueError, match="inputs"):
         PINN.from_layers([DenseLayer(np.ones((3, 2)), np.zeros(3)),
                           DenseLayer(np.ones((1, 4)), np.zeros(1))])
+
+
+def test_layer_from_a_symmetric_hmatrix_trains_every_block():
+    """A symmetric H is expanded: the data gradient kernels take every block
+    stored, and a trained weight need not stay symmetric."""
+    from hmnumba.kernels import gaussian
+    X = np.random.default_rng(3).random((40, 2))
+    Hs = HMatrix.from_kernel(gaussian, X, tol=1e-8, leaf_size=8)
+    assert Hs.symmetric
+    layer = HMatrixLayer(Hs, np.zeros(40))
+    assert not layer.H.symmetric
+    np.testing.assert_allclose(layer.to_dense(), Hs.to_dense(), rtol=0, atol=1e-13)
+    rng = np.random.default_rng(4)
+    S, G = rng.standard_normal((40, 1, 3)), rng.standard_normal((40, 1, 3))
+    gdata = layer.backward(S, G)[1][0]
+    data0 = layer.H.data.copy()
+    v = rng.standard_normal(data0.size)
+    h = 1e-6
+    layer.H.data[:] = data0 + h * v
+    fp = np.sum(G * layer.forward(S))
+    layer.H.data[:] = data0 - h * v
+    fm = np.sum(G * layer.forward(S))
+    layer.H.data[:] = data0
+    assert (fp - fm) / (2 * h) == pytest.approx(gdata @ v, rel=1e-6)
