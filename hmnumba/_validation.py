@@ -157,11 +157,7 @@ def check_operand(x, n_expected, dtype, name="x"):
     arr = _as_array(x, name)
     if arr.dtype == object or np.iscomplexobj(arr) or arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
-    if arr.ndim not in (1, 2):
-        raise ValueError(f"{name} must be 1-D or 2-D, got {arr.ndim}-D array of shape {arr.shape}")
-    if arr.shape[0] != n_expected:
-        raise ValueError(f"dimension mismatch: operator has {n_expected} columns but {name} has "
-                         f"shape {arr.shape} (expected first dimension {n_expected})")
+    _check_operand_shape(arr.shape, n_expected, name)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or infinity")
     return arr
@@ -188,12 +184,17 @@ def _check_device_operand(x, n_expected, name):
     dtype = np.dtype(x.dtype)
     if dtype.kind != "f" or dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be a float32 or float64 device array, got dtype {dtype}")
-    if x.ndim not in (1, 2):
-        raise ValueError(f"{name} must be 1-D or 2-D, got {x.ndim}-D array of shape {x.shape}")
-    if x.shape[0] != n_expected:
-        raise ValueError(f"dimension mismatch: operator has {n_expected} columns but {name} has "
-                         f"shape {tuple(x.shape)} (expected first dimension {n_expected})")
+    _check_operand_shape(tuple(x.shape), n_expected, name)
     return x
+
+
+def _check_operand_shape(shape, n_expected, name):
+    """A product's operand is ``(n,)`` or ``(n, k)`` with ``n == n_expected``."""
+    if len(shape) not in (1, 2):
+        raise ValueError(f"{name} must be 1-D or 2-D, got {len(shape)}-D array of shape {shape}")
+    if shape[0] != n_expected:
+        raise ValueError(f"dimension mismatch: operator has {n_expected} columns but {name} has "
+                         f"shape {shape} (expected first dimension {n_expected})")
 
 
 def check_nonnegative_float(value, name):

@@ -6,7 +6,6 @@ import numba
 import numpy as np
 import pytest
 from scipy.sparse.linalg import LinearOperator
-from threadpoolctl import threadpool_limits
 
 from hmnumba import HMatrix
 from hmnumba.bounds import fit_ntk_constant
@@ -18,18 +17,9 @@ from hmnumba.pinn import PINN, HMatrixLayer, Heat1D, Poisson2D, train
 H_STEP = 1e-6
 
 
-@pytest.fixture(autouse=True)
-def _single_threaded():
-    """One numba and one BLAS thread, as in tests/pinn: the finite differences
-    run thousands of tiny products, and on the shared 2-core machine a
-    two-thread prange launch waits for its threads far longer than the work."""
-    n = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        with threadpool_limits(limits=1, user_api="blas"):
-            yield
-    finally:
-        numba.set_num_threads(n)
+# One numba and one BLAS thread, as in tests/pinn: the finite differences run
+# thousands of tiny products (see the fixture in tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("single_threaded")
 
 
 def _fd_jacobians(model, problem, x_u, x_r):
