@@ -128,7 +128,7 @@ def test_user_kernel_symmetric_on_request():
     assert _rel(sym.to_dense(), assemble_dense(laplace, X)) <= 1e-6
 
 
-def test_two_point_sets_or_a_gpu_build_are_not_symmetric():
+def test_two_point_sets_are_not_symmetric_and_a_bad_symmetric_is_refused():
     X = np.random.default_rng(6).random((300, 2))
     assert not HMatrix.from_kernel(gaussian, X, X.copy(), tol=1e-6).symmetric
     with pytest.raises(ValueError, match="symmetric=True needs one point set"):

@@ -21,11 +21,14 @@ memory once per product, not once for ``A_ub x_b`` and again for
 ``A_ub^T x_u``. :func:`symmetric_hmatvec` fuses both uses of a block into one
 sweep (a low-rank block reads ``U^T`` a second time, but from cache).
 
-Streaming alone does not reach the memory bandwidth: left to the hardware
-prefetchers, the kernel was measured at ~0.77 of the time-equivalent of
-``np.dot(data, data)`` (2 cores, 2.2 GB of float64). It also prefetches in
-software, :data:`PREFETCH_BYTES` ahead along the order in which a slab reads
-its blocks (which need not be their order in ``data``): ~0.93.
+Streaming alone does not reach the memory bandwidth: the hardware
+prefetchers lose the stream at every jump from one block to the next. The
+kernel also prefetches in software, :data:`PREFETCH_BYTES` ahead along the
+order in which a slab reads its blocks (which need not be their order in
+``data``). ``python3 asv_benchmarks/run_symmetric_matvec.py`` (2 cores, 2.2
+GB of float64) measured 0.96 of the time of ``np.dot(data, data)`` with the
+layout of :func:`hmnumba.construct.build`, 0.97 with blocks in storage order
+and 0.81 in a random order (``--layout``).
 
 The mirror of a block writes to other rows than the block itself, so a row
 schedule like that of :func:`hmnumba.kernels.cpu.hmatvec` does not apply.
@@ -48,9 +51,11 @@ from hmnumba.kernels.functions import FASTMATH
 
 # Default number of slabs. The slabs are the unit of parallel work, so this
 # bounds the number of threads that can be kept busy; the price of a slab is
-# zeroing and summing one float64 row of length N. Measured on 2 cores, N =
-# 40000, 2.2 GB of float64 data: the same time for 2 to 64 slabs (within 3%),
-# 15% more for 128 (41 MB of buffer).
+# zeroing and summing one float64 row of length N. Measured on 2 cores with
+# ``python3 asv_benchmarks/run_symmetric_matvec.py --slabs 2 8 16 64``
+# (2.2 GB of float64): 8 to 64 slabs within 3% of each other (0.94-0.97 of
+# np.dot streaming), 2 slabs (one per thread) 0.62: a stall of one slab then
+# idles a core.
 SYMMETRIC_SLABS = 16
 
 # Cost of a block beyond its stored numbers (loop set-up, the slices of x and
@@ -134,8 +139,9 @@ def symmetric_slabs(r0, r1, c0, c1, rank, n_slabs=SYMMETRIC_SLABS):
 # Software prefetch
 # ---------------------------------------------------------------------------
 
-# How far ahead of the sweep the data is prefetched, in bytes (4 KB to
-# 16 KB measured the same, within noise).
+# How far ahead of the sweep the data is prefetched, in bytes (a page or
+# two: far enough to cover the memory latency at streaming speed, near
+# enough to stay in the cache until read).
 PREFETCH_BYTES = 8192
 
 _CACHE_LINE = 64
