@@ -116,10 +116,12 @@ def _compress(args):
         if np.ndim(W) != 2:
             raise ValueError(f"{label}: expected a 2-D weight array, got shape {np.shape(W)}")
         H = HMatrix.from_dense(W, tol=args.tol, leaf_size=args.leaf_size, method=args.method,
-                               cluster=args.cluster, random_state=args.seed)
+                               cluster=args.cluster, random_state=args.seed,
+                               structure=args.structure)
         save(H, targets[name])
         print(f"{label} {W.shape[0]}x{W.shape[1]} -> {targets[name]}: ratio "
               f"{H.compression_ratio:.2f}, error bound {H.error_bound:.2e}, "
+              f"{H.params.get('structure', 'hierarchical')}, "
               f"{H.params['build_seconds']:.2f} s")
     return 0
 
@@ -273,6 +275,9 @@ def build_parser():
     comp.add_argument("--leaf-size", type=int, default=32,
                       help="largest cluster that is not split (default 32)")
     comp.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    comp.add_argument("--structure", choices=("auto", "hierarchical"), default="auto",
+                      help="auto: the cheaper of the adaptive tree and one global low-rank "
+                           "block; hierarchical: the tree only (default auto)")
     comp.set_defaults(func=_compress)
 
     info = sub.add_parser("info", help="describe an .hmz file (or a directory of them)",

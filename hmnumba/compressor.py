@@ -180,6 +180,11 @@ class HMatrixCompressor(BaseCompressor):
     random_state : int, RandomState instance or None, default=None
         Seeds the PCA clustering and randomized SVD; an int makes ``fit``
         reproducible bit for bit.
+    structure : {"auto", "hierarchical"}, default="auto"
+        ``"auto"`` keeps the cheaper of the adaptive tree and one global
+        low-rank block, so the result never stores more than
+        :class:`~hmnumba.baselines.SVDCompressor` at the same ``tol``;
+        ``"hierarchical"`` keeps the tree (see :meth:`HMatrix.from_dense`).
 
     Attributes
     ----------
@@ -219,7 +224,7 @@ class HMatrixCompressor(BaseCompressor):
 
     def __init__(self, tol=1e-3, leaf_size=32, admissibility="adaptive", eta=2.0,
                  cluster="pca", method="aca", max_rank=None, backend="auto", n_jobs=None,
-                 random_state=None):
+                 random_state=None, structure="auto"):
         self.tol = tol
         self.leaf_size = leaf_size
         self.admissibility = admissibility
@@ -230,6 +235,7 @@ class HMatrixCompressor(BaseCompressor):
         self.backend = backend
         self.n_jobs = n_jobs
         self.random_state = random_state
+        self.structure = structure
 
     def _check_params(self):
         val.check_choice(self.admissibility, "admissibility", ("adaptive", "weak"))
@@ -244,7 +250,8 @@ class HMatrixCompressor(BaseCompressor):
         H = HMatrix.from_dense(W, tol=self.tol, leaf_size=self.leaf_size,
                                admissibility=self.admissibility, eta=self.eta,
                                cluster=self.cluster, method=self.method,
-                               max_rank=self.max_rank, random_state=seed, **options)
+                               max_rank=self.max_rank, random_state=seed,
+                               structure=self.structure, **options)
         self._place(H)
         self.hmatrix_ = H
         self.error_bound_ = H.error_bound

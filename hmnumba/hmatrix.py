@@ -19,6 +19,8 @@ the diagonal. That halves storage and build time; the matvec reads every
 stored number once and applies it twice
 (:func:`hmnumba.kernels.symmetric.symmetric_hmatvec`).
 """
+import time
+
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
@@ -27,7 +29,7 @@ from hmnumba._threads import one_blas_thread
 from hmnumba.blocks import ADMISSIBILITY, level_schedule, stored_numbers
 from hmnumba.bounds import block_error_bound
 from hmnumba.cluster import CLUSTER_METHODS, ClusterTree, build_cluster_trees
-from hmnumba.construct import BUDGETS, METHODS, build, row_schedule
+from hmnumba.construct import BUDGETS, METHODS, build, global_low_rank, row_schedule
 from hmnumba.backend import resolve_backend
 from hmnumba.kernels import cpu
 from hmnumba.kernels.functions import KernelFunction
@@ -41,6 +43,9 @@ BLAS_MIN_RHS = 16
 # say), matmat runs block by block in numpy so that BLAS may use all its
 # threads; the numba kernels parallelise over blocks and would use one core.
 FEW_BLOCKS = 8
+
+# from_dense's choices: the cheaper of tree and global low-rank block, or the tree.
+STRUCTURES = ("auto", "hierarchical")
 
 _BLOCK_ARRAYS = ("row_start", "row_stop", "col_start", "col_stop", "rank", "offset")
 
@@ -111,6 +116,10 @@ class HMatrix:
 
     def _prepare(self):
         self._halves = None
+        # An identity permutation (a matrix stored as one block, or built
+        # with cluster="index") is neither applied nor stored.
+        self._identity_rows = _is_identity(self.row_perm)
+        self._identity_cols = _is_identity(self.col_perm)
         if self.symmetric:
             # The matvec needs only its slabs; matmat builds the schedules of
             # the two halves when first used (see _symmetric_product).
@@ -132,8 +141,13 @@ class HMatrix:
     def from_dense(cls, A, tol=1e-3, leaf_size=32, admissibility="adaptive", eta=2.0,
                    cluster="pca", method="aca", max_rank=None, budget="block", points=None,
                    col_points=None, random_state=None, n_jobs=None, backend="cpu",
-                   symmetric=False):
+                   symmetric=False, structure="auto"):
         """Compress a dense matrix with the guarantee ``||A - H||_F <= tol ||A||_F``.
+
+        The adaptive tree is compared with the whole matrix as one low-rank
+        block at its optimal rank (``structure="auto"``), and the one that
+        stores fewer bytes is returned: an H-matrix never stores more than
+        a truncated SVD at the same ``tol`` (``summary()`` says which won).
 
         Parameters
         ----------
@@ -178,6 +192,12 @@ class HMatrix:
             cluster tree (see :attr:`symmetric`). Half the storage and build
             time; the bound still holds exactly, each strictly upper block's
             error counted twice.
+        structure : {"auto", "hierarchical"}, default="auto"
+            ``"auto"``: the cheaper of the adaptive tree and one global
+            low-rank block (:func:`hmnumba.construct.global_low_rank`; exact
+            SVD up to 2048 x 2048, a randomized range finder above). A
+            symmetric build keeps its tree (one low-rank block is not
+            exactly symmetric). ``"hierarchical"``: the tree only.
 
         Returns
         -------
@@ -210,6 +230,7 @@ class HMatrix:
         seed = val.check_random_state(random_state)
         n_jobs = val.check_n_jobs(n_jobs)
         symmetric = _check_dense_symmetric(symmetric, A, col_points)
+        structure = val.check_choice(structure, "structure", STRUCTURES)
         row_tree, col_tree = build_cluster_trees(A.shape, cluster, opts["leaf_size"], A=A,
                                                  points=points, col_points=col_points,
                                                  random_state=seed)
@@ -225,6 +246,8 @@ class HMatrix:
                       build_seconds=arrays.pop("build_seconds"), n_rounds=arrays.pop("n_rounds"))
         H = cls(A.shape, row_tree.perm, col_tree.perm, tol=opts["tol"], norm=norm,
                 params=params, symmetric=symmetric, **arrays)
+        if structure == "auto" and not symmetric:
+            H = _cheaper_global(H, A, opts, seed)
         return H.to(backend)
 
     @classmethod
@@ -353,9 +376,13 @@ class HMatrix:
             out_dtype = np.dtype(np.float64)
         if self._device_arrays is not None or val.is_device_operand(x):
             return self._apply_cuda(x, trans, out_dtype)
-        xp = np.ascontiguousarray(x[in_perm], dtype=self.dtype)
+        in_identity, out_identity = ((self._identity_rows, self._identity_cols) if trans
+                                     else (self._identity_cols, self._identity_rows))
+        xp = np.ascontiguousarray(x if in_identity else x[in_perm], dtype=self.dtype)
         # A symmetric matrix is its own transpose.
         yp = self._symmetric_product(xp) if self.symmetric else self._product(xp, trans)
+        if out_identity:
+            return yp.astype(out_dtype, copy=False)
         out = np.empty(yp.shape, dtype=out_dtype)
         out[out_perm] = yp
         return out
@@ -679,17 +706,20 @@ class HMatrix:
     @property
     def nbytes(self):
         """Bytes of everything a product reads: ``data``, the six per-block
-        arrays, both permutations, the row and column schedules and the
+        arrays, the permutations (an identity permutation is neither applied
+        nor counted), the row and column schedules and the
         offsets of the phase-one buffer. (The per-block error diagnostics
         ``block_err2``/``block_norm2`` are not counted.) A symmetric matrix
         counts its stored blocks and the slabs of its matvec; the schedules
         that a matmat builds on first use are working memory, not counted."""
+        perms = [p for p, identity in ((self.row_perm, self._identity_rows),
+                                       (self.col_perm, self._identity_cols)) if not identity]
         if self.symmetric:
-            arrays = [self.data, self.row_perm, self.col_perm, self.slab_ptr]
+            arrays = [self.data, *perms, self.slab_ptr]
             arrays += [getattr(self, name) for name in _BLOCK_ARRAYS]
             return int(sum(a.nbytes for a in arrays))
-        arrays = [self.data, self.row_perm, self.col_perm, self.t_off, self.z_off_rows,
-                  self.z_off_cols, *self.row_sched, *self.col_sched]
+        arrays = [self.data, *perms, self.t_off, self.z_off_rows, self.z_off_cols,
+                  *self.row_sched, *self.col_sched]
         arrays += [getattr(self, name) for name in _BLOCK_ARRAYS]
         return int(sum(a.nbytes for a in arrays))
 
@@ -716,6 +746,9 @@ class HMatrix:
             f" ratio {self.compression_ratio:.2f}",
             f"  error bound   {self.error_bound:.3e} (tol {self.tol:g}, relative Frobenius)",
         ]
+        if "structure" in self.params:
+            lines.insert(1, f"  structure     {self.params['structure']} (the cheaper of the "
+                            "adaptive tree and one global low-rank block)")
         if self.symmetric:
             lines.insert(1, "  symmetric     upper block triangle stored (strictly upper "
                             "blocks mirrored)")
@@ -769,6 +802,32 @@ class HMatrix:
         num = np.sum((approx - exact) ** 2)
         den = np.sum(exact ** 2)
         return float(np.sqrt(num / den)) if den > 0 else float(np.sqrt(num))
+
+
+def _is_identity(perm):
+    return bool(np.array_equal(perm, np.arange(perm.size)))
+
+
+def _cheaper_global(H, A, opts, seed):
+    """``H`` or, if it stores fewer bytes, ``A`` as one low-rank block (the
+    root's own candidate, :func:`hmnumba.construct.global_low_rank`), in the
+    original row and column order so that no permutation is stored."""
+    t_start = time.perf_counter()
+    found = global_low_rank(A, opts["tol"], opts["max_rank"], A.dtype,
+                            H.nbytes // A.dtype.itemsize, seed)
+    H.params["build_seconds"] += time.perf_counter() - t_start
+    H.params["structure"] = "hierarchical"
+    if found is None:
+        return H
+    U, V, err2, norm2 = found
+    m, n = A.shape
+    k = U.shape[1]
+    one = np.zeros(1, np.int64)
+    G = HMatrix(A.shape, np.arange(m), np.arange(n), one, one + m, one.copy(), one + n,
+                one + k, one.copy(), np.concatenate([U.T.ravel(), V.T.ravel()]),
+                np.array([err2]), np.array([norm2]), tol=H.tol, norm=H.norm,
+                params=dict(H.params, structure="global low rank"))
+    return G if G.nbytes < H.nbytes else H
 
 
 def _device_tree(points, leaf_size):

@@ -47,18 +47,23 @@ header field        meaning
                     without it (written before hmnumba 0.2) are ``false``
 ==================  =========================================================
 
+"int" is ``<i4`` or ``<i8``: :func:`save` writes ``<i4`` wherever the values
+fit (files of hmnumba 0.1 hold ``<i8`` and full permutations; they load as
+before, while hmnumba 0.1 refuses the compact files with a clear message).
+
 =================  =========  ==========  ==================================
 array              dtype      shape       content
 =================  =========  ==========  ==================================
-``row_perm``       ``<i8``    ``(m,)``    row permutation of the cluster tree
-``col_perm``       ``<i8``    ``(n,)``    column permutation
-``row_start``      ``<i8``    ``(b,)``    block rows ``[row_start, row_stop)``
-``row_stop``       ``<i8``    ``(b,)``    (cluster order)
-``col_start``      ``<i8``    ``(b,)``    block columns
-``col_stop``       ``<i8``    ``(b,)``
-``rank``           ``<i8``    ``(b,)``    ``-1`` dense, else ``0 <= k <=
+``row_perm``       int        ``(m,)``    row permutation of the cluster tree;
+                              or ``(0,)`` empty for the identity
+``col_perm``       int        ``(n,)``    column permutation (or empty)
+``row_start``      int        ``(b,)``    block rows ``[row_start, row_stop)``
+``row_stop``       int        ``(b,)``    (cluster order)
+``col_start``      int        ``(b,)``    block columns
+``col_stop``       int        ``(b,)``
+``rank``           int        ``(b,)``    ``-1`` dense, else ``0 <= k <=
                                           min(m_b, n_b)``
-``offset``         ``<i8``    ``(b,)``    start of the block in ``data``
+``offset``         int        ``(b,)``    start of the block in ``data``
 ``block_err2``     ``<f8``    ``(b,)``    squared block errors
 ``block_norm2``    ``<f8``    ``(b,)``    squared block norms
 ``data``           ``<f4``/   ``(L,)``    low-rank block: ``U^T (k x m_b)``
@@ -119,6 +124,7 @@ MAX_DIM = 2**30             # keeps every size product below 2**62 in int64
 MAX_HEADER_BYTES = 64 << 20
 _PREAMBLE = struct.Struct("<8sIIQ32s")   # magic, version, reserved, header length, digest
 _INT = "<i8"
+_INT32 = "<i4"
 _FLOAT = "<f8"
 # (name, dtype, length) in file order; length names a header quantity.
 _ARRAYS = (("row_perm", _INT, "m"), ("col_perm", _INT, "n"),
@@ -205,6 +211,7 @@ def save(H, path):
         arrays[name] = np.ascontiguousarray(getattr(H, name), dtype=code or data_le).ravel()
     symmetric = bool(getattr(H, "symmetric", False))
     _check_structure(m, n, arrays, "the HMatrix to save", symmetric)
+    arrays = _compact(arrays)
     header, layout, payload_nbytes = _layout(arrays)
     digest = hashlib.sha256()
     for chunk in _payload_chunks(arrays, layout, payload_nbytes):
@@ -229,6 +236,20 @@ def save(H, path):
                               hashlib.sha256(text).digest())
     _atomic_write(path, [preamble, text, bytes(start - _PREAMBLE.size - len(text)),
                          *_payload_chunks(arrays, layout, payload_nbytes)])
+
+
+def _compact(arrays):
+    """The arrays as written: an identity permutation as an empty array, and
+    every integer array as int32 where its values fit (all but ``offset``
+    always do, since ``m, n <= 2**30``)."""
+    out = dict(arrays)
+    for name in ("row_perm", "col_perm"):
+        if np.array_equal(out[name], np.arange(out[name].size)):
+            out[name] = out[name][:0]
+    for name, code, _ in _ARRAYS:
+        if code == _INT and (out[name].size == 0 or out[name].max() < 2**31):
+            out[name] = out[name].astype(_INT32)
+    return out
 
 
 def _check_path(path):
@@ -419,9 +440,14 @@ def load(path):
         dt = np.dtype(spec["dtype"])
         raw = payload[spec["offset"]:spec["offset"] + spec["shape"][0] * dt.itemsize]
         # Native byte order and aligned, as the numba kernels expect (a no-op
-        # view on little-endian machines: the payload is 64-byte aligned).
-        arrays[name] = np.require(raw.view(dt), dt.newbyteorder("="), ["C", "A"])
+        # view on little-endian machines: the payload is 64-byte aligned);
+        # int32 index arrays are widened to the kernels' int64.
+        native = np.dtype(np.int64) if dt.kind == "i" else dt.newbyteorder("=")
+        arrays[name] = np.require(raw.view(dt), native, ["C", "A"])
     m, n = header["shape"]
+    for name, size in (("row_perm", m), ("col_perm", n)):
+        if arrays[name].size == 0:   # the identity permutation is not stored
+            arrays[name] = np.arange(size, dtype=np.int64)
     symmetric = header.get("symmetric", False)
     _check_structure(m, n, arrays, where, symmetric)
     from hmnumba.hmatrix import HMatrix
@@ -557,18 +583,21 @@ def _check_header(h, size, hlen, where):
         spec = specs[name]
         if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "offset"}:
             bad(f"array {name}: entry must have exactly dtype, shape, offset; got {_short(spec)}")
-        expected = code or _DATA_DTYPES[h["dtype"]]
-        if spec["dtype"] != expected:
-            bad(f"array {name}: dtype {_short(spec['dtype'])}, expected {expected!r}")
+        allowed = (code, _INT32) if code == _INT else (code or _DATA_DTYPES[h["dtype"]],)
+        if spec["dtype"] not in allowed:
+            bad(f"array {name}: dtype {_short(spec['dtype'])}, expected "
+                + " or ".join(map(repr, allowed)))
         s = spec["shape"]
         if not isinstance(s, list) or len(s) != 1 or not _is_int(s[0]) or s[0] < 0:
             bad(f"array {name}: shape must be [length], got {_short(s)}")
-        if length in lengths and s[0] != lengths[length]:
+        # A permutation may be empty: the identity, not stored.
+        identity = name in ("row_perm", "col_perm") and s[0] == 0
+        if length in lengths and s[0] != lengths[length] and not identity:
             bad(f"array {name}: length {s[0]}, expected {lengths[length]} ({length})")
         pos = _align(pos)
         if not _is_int(spec["offset"]) or spec["offset"] != pos:
             bad(f"array {name}: offset {_short(spec['offset'])}, expected {pos}")
-        pos += s[0] * np.dtype(expected).itemsize
+        pos += s[0] * np.dtype(spec["dtype"]).itemsize
     if not _is_int(h["payload_nbytes"]) or h["payload_nbytes"] != pos:
         bad(f"payload_nbytes {_short(h['payload_nbytes'])} does not match the arrays ({pos} bytes)")
     start = _align(_PREAMBLE.size + hlen)

@@ -100,8 +100,10 @@ def small_file(tmp_path_factory):
 # ---------------------------------------------------------------------------
 
 
-def _decode(blob):
-    """(header dict, arrays dict) of a file, read as hmnumba.io documents it."""
+def _decode(blob, widen=True):
+    """(header dict, arrays dict) of a file, read as hmnumba.io documents it;
+    ``widen``: int64 index arrays and full permutations, as a loader makes
+    them (else the arrays as stored)."""
     magic, version, reserved, hlen, digest = PREAMBLE.unpack_from(blob)
     assert (magic, version, reserved) == (b"\x89HMZ\r\n\x1a\n", 1, 0)
     text = blob[PREAMBLE.size:PREAMBLE.size + hlen]
@@ -114,6 +116,11 @@ def _decode(blob):
         spec = header["arrays"][name]
         dt = np.dtype(spec["dtype"])
         arrays[name] = np.frombuffer(payload, dt, spec["shape"][0], spec["offset"]).copy()
+        if widen and dt.kind == "i":  # int32 where it fits; crafted files get the room of int64
+            arrays[name] = arrays[name].astype("<i8")
+    for name, size in (("row_perm", header["shape"][0]), ("col_perm", header["shape"][1])):
+        if widen and arrays[name].size == 0:  # an identity permutation is not stored
+            arrays[name] = np.arange(size, dtype="<i8")
     return header, arrays
 
 
@@ -251,9 +258,28 @@ def test_saving_twice_gives_identical_bytes_and_the_documented_layout(tmp_path):
                                                                + header["payload_nbytes"])
     for name in ARRAY_NAMES:
         assert np.array_equal(arrays[name], getattr(H, name))
+    # Index arrays are stored as int32 (they fit), the permutations in full.
+    _, stored = _decode(blob, widen=False)
+    assert all(stored[name].dtype == "<i4" for name in ARRAY_NAMES[:8])
+    assert stored["row_perm"].size == H.shape[0] and stored["col_perm"].size == H.shape[1]
     # The independent encoder reproduces the file exactly, so the hostile
     # files below differ from a valid one only by what each test changes.
-    assert _encode(header, arrays) == blob
+    assert _encode(header, stored) == blob
+
+
+def test_identity_permutations_are_not_stored(tmp_path):
+    rng = np.random.default_rng(3)
+    W = rng.standard_normal((60, 5)) @ rng.standard_normal((5, 40))
+    H = HMatrix.from_dense(W, tol=1e-6, cluster="index", leaf_size=8)
+    assert np.array_equal(H.row_perm, np.arange(60))
+    H.save(tmp_path / "i.hmz")
+    _, stored = _decode((tmp_path / "i.hmz").read_bytes(), widen=False)
+    assert stored["row_perm"].size == 0 and stored["col_perm"].size == 0
+    H2 = load(tmp_path / "i.hmz")
+    assert np.array_equal(H2.row_perm, np.arange(60)) and H2.row_perm.dtype == np.int64
+    x = rng.standard_normal(40)
+    assert np.array_equal(H2 @ x, H @ x)
+    assert H2.nbytes == H.nbytes
 
 
 def test_zero_matrix_with_empty_data_round_trips(tmp_path):
@@ -424,7 +450,8 @@ HEADER_EDITS = {
     "array shape negative": _set_array("offset", "shape", [-5]),
     "array shape huge": _set_array("data", "shape", [2**61]),
     "array big-endian": _set_array("rank", "dtype", ">i8"),
-    "array int32": _set_array("offset", "dtype", "<i4"),
+    "array int16": _set_array("offset", "dtype", "<i2"),
+    "array int64 read as int32": _set_array("offset", "dtype", "<i4"),
     "array object dtype": _set_array("data", "dtype", "|O"),
     "array complex dtype": _set_array("data", "dtype", "<c16"),
     "array extra key": _set_array("data", "strides", [8]),

@@ -225,7 +225,8 @@ def test_from_dense_symmetric_halves_storage_with_the_exact_bound():
     A += 1e-5 * np.random.default_rng(17).standard_normal(A.shape)
     A = A + A.T
     H = HMatrix.from_dense(A, tol=1e-3, symmetric=True, admissibility="weak", cluster="index")
-    F = HMatrix.from_dense(A, tol=1e-3, admissibility="weak", cluster="index")
+    F = HMatrix.from_dense(A, tol=1e-3, admissibility="weak", cluster="index",
+                           structure="hierarchical")
     assert H.symmetric and not F.symmetric
     assert H.nbytes < 0.55 * F.nbytes
     err = np.linalg.norm(H.to_dense() - A) / np.linalg.norm(A)
