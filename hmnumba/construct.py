@@ -778,8 +778,10 @@ def global_low_rank(A, tol, max_rank, dtype, max_numbers, seed=0):
     else:
         U, Vt = _randomized_range(A64, k_max + GLOBAL_OVERSAMPLING, seed)
         # Truncating the projection Q Q^T A to rank k leaves the energy
-        # outside the range plus the dropped singular values.
-        outside2 = max(norm * norm - float(np.sum(U * U)), 0.0)
+        # outside the range plus the dropped singular values (orthogonal
+        # parts). The outside part is computed from the residual, not as
+        # ||A||^2 - ||Q^T A||^2, which cancels at small tol.
+        outside2 = float(np.linalg.norm(A64 - U @ Vt) ** 2)
         if outside2 > budget * budget:
             return None
         k = int(cpu.truncation_rank(np.linalg.norm(U, axis=0),
