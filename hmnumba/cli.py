@@ -276,8 +276,9 @@ def build_parser():
                       help="largest cluster that is not split (default 32)")
     comp.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     comp.add_argument("--structure", choices=("auto", "hierarchical"), default="auto",
-                      help="auto: the cheaper of the adaptive tree and one global low-rank "
-                           "block; hierarchical: the tree only (default auto)")
+                      help="auto: the cheapest of the adaptive tree, one global low-rank "
+                           "block and one dense block; hierarchical: the tree only "
+                           "(default auto)")
     comp.set_defaults(func=_compress)
 
     info = sub.add_parser("info", help="describe an .hmz file (or a directory of them)",

@@ -181,9 +181,10 @@ class HMatrixCompressor(BaseCompressor):
         Seeds the PCA clustering and randomized SVD; an int makes ``fit``
         reproducible bit for bit.
     structure : {"auto", "hierarchical"}, default="auto"
-        ``"auto"`` keeps the cheaper of the adaptive tree and one global
-        low-rank block, so the result never stores more than
-        :class:`~hmnumba.baselines.SVDCompressor` at the same ``tol``;
+        ``"auto"`` keeps the cheapest of the adaptive tree, one global
+        low-rank block and one dense block, so the result never stores more
+        than :class:`~hmnumba.baselines.SVDCompressor` at the same ``tol``,
+        nor more than ``W``;
         ``"hierarchical"`` keeps the tree (see :meth:`HMatrix.from_dense`).
 
     Attributes

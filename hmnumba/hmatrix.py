@@ -145,9 +145,10 @@ class HMatrix:
         """Compress a dense matrix with the guarantee ``||A - H||_F <= tol ||A||_F``.
 
         The adaptive tree is compared with the whole matrix as one low-rank
-        block at its optimal rank (``structure="auto"``), and the one that
-        stores fewer bytes is returned: an H-matrix never stores more than
-        a truncated SVD at the same ``tol`` (``summary()`` says which won).
+        block at its optimal rank and as one dense block
+        (``structure="auto"``), and the one that stores fewest bytes is
+        returned: an H-matrix never stores more than a truncated SVD at the
+        same ``tol``, nor more than ``A`` (``summary()`` says which won).
 
         Parameters
         ----------
@@ -193,9 +194,10 @@ class HMatrix:
             time; the bound still holds exactly, each strictly upper block's
             error counted twice.
         structure : {"auto", "hierarchical"}, default="auto"
-            ``"auto"``: the cheaper of the adaptive tree and one global
+            ``"auto"``: the cheapest of the adaptive tree, one global
             low-rank block (:func:`hmnumba.construct.global_low_rank`; exact
-            SVD up to 2048 x 2048, a randomized range finder above). A
+            SVD up to 2048 x 2048, a randomized range finder above) and one
+            dense block. A
             symmetric build keeps its tree (one low-rank block is not
             exactly symmetric). ``"hierarchical"``: the tree only.
 
@@ -747,8 +749,8 @@ class HMatrix:
             f"  error bound   {self.error_bound:.3e} (tol {self.tol:g}, relative Frobenius)",
         ]
         if "structure" in self.params:
-            lines.insert(1, f"  structure     {self.params['structure']} (the cheaper of the "
-                            "adaptive tree and one global low-rank block)")
+            lines.insert(1, f"  structure     {self.params['structure']} (the cheapest of the "
+                            "adaptive tree, one low-rank and one dense block)")
         if self.symmetric:
             lines.insert(1, "  symmetric     upper block triangle stored (strictly upper "
                             "blocks mirrored)")
@@ -809,25 +811,35 @@ def _is_identity(perm):
 
 
 def _cheaper_global(H, A, opts, seed):
-    """``H`` or, if it stores fewer bytes, ``A`` as one low-rank block (the
-    root's own candidate, :func:`hmnumba.construct.global_low_rank`), in the
-    original row and column order so that no permutation is stored."""
+    """The cheapest of ``H``, ``A`` as one low-rank block (the root's own
+    candidate, :func:`hmnumba.construct.global_low_rank`) and ``A`` as one
+    dense block, the latter two in the original row and column order so
+    that no permutation is stored. So the result never stores more than a
+    truncated SVD at the same ``tol``, nor more than ``A`` itself (plus the
+    ~200 bytes of one block's metadata)."""
     t_start = time.perf_counter()
+    m, n = A.shape
+    H.params["structure"] = "hierarchical"
+    best = H
     found = global_low_rank(A, opts["tol"], opts["max_rank"], A.dtype,
                             H.nbytes // A.dtype.itemsize, seed)
-    H.params["build_seconds"] += time.perf_counter() - t_start
-    H.params["structure"] = "hierarchical"
-    if found is None:
-        return H
-    U, V, err2, norm2 = found
-    m, n = A.shape
-    k = U.shape[1]
+    norm2 = H.norm ** 2
+    candidates = [("dense", -1, np.ascontiguousarray(A).ravel(), 0.0)]
+    if found is not None:
+        U, V, err2, norm2 = found
+        candidates.insert(0, ("global low rank", U.shape[1],
+                              np.concatenate([U.T.ravel(), V.T.ravel()]), err2))
     one = np.zeros(1, np.int64)
-    G = HMatrix(A.shape, np.arange(m), np.arange(n), one, one + m, one.copy(), one + n,
-                one + k, one.copy(), np.concatenate([U.T.ravel(), V.T.ravel()]),
-                np.array([err2]), np.array([norm2]), tol=H.tol, norm=H.norm,
-                params=dict(H.params, structure="global low rank"))
-    return G if G.nbytes < H.nbytes else H
+    for structure, k, data, err2 in candidates:
+        if data.size * A.dtype.itemsize >= best.nbytes:
+            continue
+        G = HMatrix(A.shape, np.arange(m), np.arange(n), one, one + m, one.copy(), one + n,
+                    one + k, one.copy(), data, np.array([err2]), np.array([norm2]),
+                    tol=H.tol, norm=H.norm, params=dict(H.params, structure=structure))
+        if G.nbytes < best.nbytes:
+            best = G
+    best.params["build_seconds"] += time.perf_counter() - t_start
+    return best
 
 
 def _device_tree(points, leaf_size):

@@ -144,3 +144,16 @@ def test_randomized_screen_above_the_exact_limit(monkeypatch):
     G = rng.standard_normal((400, 300))
     found = construct.global_low_rank(G, 1e-2, None, G.dtype, 50 * 700)
     assert found is None   # a Gaussian array needs far more than rank 50
+
+
+def test_an_incompressible_array_costs_no_more_than_dense():
+    # Gaussian noise at a tight tol: no low-rank block pays, and one dense
+    # block in the original order stores no permutation (the tree would
+    # carry ~4.6 kB of them here).
+    W = np.random.default_rng(6).standard_normal((512, 64))
+    H = HMatrix.from_dense(W, tol=1e-3)
+    assert H.params["structure"] == "dense" and H.n_blocks == 1
+    assert H.nbytes <= W.nbytes + 256
+    assert np.array_equal(H.to_dense(), W) and H.error_bound == 0
+    x = np.random.default_rng(7).standard_normal(64)
+    assert np.allclose(H @ x, W @ x, rtol=1e-12, atol=1e-12)
