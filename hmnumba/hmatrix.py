@@ -250,6 +250,8 @@ class HMatrix:
                 params=params, symmetric=symmetric, **arrays)
         if structure == "auto" and not symmetric:
             H = _cheaper_global(H, A, opts, seed)
+        else:
+            H.params["structure"] = "hierarchical"
         return H.to(backend)
 
     @classmethod
