@@ -149,7 +149,7 @@ def perturbation_bound(A_norm, E_norm, tol, target="perturbed"):
 
 
 def singular_value_bound(s, eps):
-    """Weyl's and Mirsky's inequalities: the singular values of ``H`` are those of ``A`` up to ``eps``.
+    """Weyl's and Mirsky's inequalities: ``s(H)`` is ``s(A)`` up to ``eps``.
 
     Not a part of the paper's theorems but the step the proofs of Theorem 1
     (c), (d), (e) and Theorem 3 rest on.
@@ -616,7 +616,8 @@ def effective_condition_number_bound(s, eps, threshold=None, rank=None, first_or
     which is *not* a bound: it is below the exact form by
     ``kappa_eff(A) (eps / s_eff) (eps / s_1 + eps / s_eff) / (1 - eps / s_eff)``,
     second order in ``eps``, and a worst-case ``H`` exceeds it.
-    Assumptions: ``eps < s_eff`` (else :class:`ValueError`).
+    Assumptions: ``eps < s_eff`` (else :class:`ValueError`, for both forms:
+    beyond it ``H`` may lose rank and no form means anything).
 
     Parameters
     ----------
@@ -658,11 +659,8 @@ def effective_condition_number_bound(s, eps, threshold=None, rank=None, first_or
     else:
         r = _check_rank(rank, s.size)
     s1, se = float(s[0]), float(s[r - 1])
-    if not first_order:
-        return _weyl_kappa(s1, se, eps, "Theorem 3", "s_eff")
-    if se <= 0:
-        raise ValueError("Theorem 3 does not apply: s_eff = 0")
-    return (s1 / se) * (1.0 + eps / s1 + eps / se)
+    exact = _weyl_kappa(s1, se, eps, "Theorem 3", "s_eff")
+    return (s1 / se) * (1.0 + eps / s1 + eps / se) if first_order else exact
 
 
 def fit_ntk_constant(eps, ntk_errors):
