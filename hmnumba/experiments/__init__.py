@@ -10,11 +10,11 @@ numbers; ``outcome`` is one of ``"supports"``, ``"partly"``,
 and ``plot(result, path)``. :data:`REGISTRY` lists them in
 the paper's order; :func:`reproduce` runs them and writes the report.
 
->>> from hmnumba.experiments import REGISTRY
 The first six are the paper's figures (2a/4b, 2b, 3, 4a, 5, 6), ``ntk`` checks
 Theorem 2's NTK claim, and the last three measure Theorem 1 (c), (d), (e),
 (f) and Theorem 3 against their bounds (:mod:`hmnumba.bounds`):
 
+>>> from hmnumba.experiments import REGISTRY
 >>> list(REGISTRY)                                    # doctest: +NORMALIZE_WHITESPACE
 ['tradeoff', 'heatmaps', 'dynamic', 'generalisation', 'speed', 'propagation', 'ntk',
  'conditioning', 'adversarial', 'refinement']
