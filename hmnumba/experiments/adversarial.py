@@ -20,7 +20,7 @@ from hmnumba.experiments._verdict import verdict as verdict_of
 
 NAME = "adversarial"
 TITLE = "Adversarial input perturbations (Theorem 1 (e))"
-FIGURE = "fig9_adversarial.png"
+FIGURE = "thm1e_adversarial.png"
 CLAIM = ("The compressed network is as resilient to worst-case input perturbations as the "
          "dense one, within Theorem 1 (e)'s bound.")
 #: "As resilient": the worst-case output change of the compressed network at
@@ -147,7 +147,7 @@ def plot(result, path):
     ax.set_ylabel("worst |u(x + d) - u(x)| over the points")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    ax.set_title(f"Fig. 9: gradient-sign attacks ({result['steps']} steps, "
+    ax.set_title(f"Theorem 1 (e): gradient-sign attacks ({result['steps']} steps, "
                  f"{result['n_points']} points)")
     save(fig, path)
 

@@ -28,7 +28,7 @@ from hmnumba.experiments._verdict import verdict as verdict_of
 
 NAME = "conditioning"
 TITLE = "Conditioning bounds (Theorem 1 (c), (d), Theorem 3)"
-FIGURE = "fig8_conditioning.png"
+FIGURE = "thm1cd_thm3_conditioning.png"
 CLAIM = ("The condition number of the H-matrix, of an H-matrix perturbed inside the PINN, "
          "and the effective condition number after regularisation stay within the bounds of "
          "Theorem 1 (c), (d) and Theorem 3, close to the original's for small eps.")
@@ -193,7 +193,8 @@ def plot(result, path):
     ax1.legend(fontsize=7)
     ax2.set_xlabel("relative size of the factor step along the loss gradient")
     ax2.set_ylabel("kappa_eff of the perturbed layer (o) and Theorem 1 (d) bound (s)")
-    fig.suptitle("Fig. 8: conditioning of the compressed hidden weights (dotted: kappa_eff(W))")
+    fig.suptitle("Theorem 1 (c), (d), Theorem 3: conditioning of the compressed hidden "
+                 "weights (dotted: kappa_eff(W))")
     save(fig, path)
 
 

@@ -27,7 +27,7 @@ from hmnumba.experiments.propagation import activations
 
 NAME = "refinement"
 TITLE = "Training error after adaptive refinement (Theorem 1 (f))"
-FIGURE = "fig10_refinement.png"
+FIGURE = "thm1f_refinement.png"
 CLAIM = ("After k adaptive refinement steps in training, the PINN's training error stays "
          "within Theorem 1 (f)'s bound: each step adds at most a term proportional to the "
          "error bounds of the re-compressed layers.")
@@ -155,7 +155,7 @@ def plot(result, path):
     ax.set_ylabel("relative training error")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(f"Fig. 10: adaptive refinement during training (tol {result['tol']:g})")
+    ax.set_title(f"Theorem 1 (f): adaptive refinement during training (tol {result['tol']:g})")
     save(fig, path)
 
 
