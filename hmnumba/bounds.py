@@ -402,9 +402,10 @@ def adversarial_bound(layer_norms, radius, eps=None):
         ||u_H(x + d) - u_H(x)||_2 <= radius prod_l ||H_l||_2
                                   <= radius prod_l (||W_l||_2 + eps_l).
 
-    So compression can make the network more sensitive to an attack by at
-    most the factor ``prod_l (1 + eps_l / ||W_l||_2)``, i.e. ``1 + O(tol)``
-    per compressed layer. For one linear layer the bound is attained
+    So compression raises this worst-case bound by at most the factor
+    ``prod_l (1 + eps_l / ||W_l||_2)``, i.e. ``1 + O(tol)`` per compressed
+    layer (the bound, not the measured sensitivity, which
+    :mod:`hmnumba.experiments.adversarial` measures by attacks). For one linear layer the bound is attained
     (``d = radius v_1``). At the level of one matrix, an adversarial
     perturbation of norm ``radius`` of ``H`` itself changes its condition
     number as Theorem 1 (d) says with ``delta = radius`` (the worst case
