@@ -434,6 +434,18 @@ def test_fit_ntk_constant():
     (lambda: condition_number_bound(1.0, 2.0, 0.1), "s_max must be >= s_min"),
     (lambda: condition_number_bound(1.0, 0.0, 0.0), "does not apply"),
     (lambda: condition_number_bound(1.0, 0.5, 0.5), "does not apply"),
+    (lambda: perturbed_condition_number_bound([2.0, 1.0], 0.1, rank=3), "rank must be <= 2"),
+    (lambda: perturbed_condition_number_bound([2.0, -1.0], 0.1), ">= 0"),
+    (lambda: adversarial_bound([1.0], -0.1), "radius"),
+    (lambda: adaptive_training_error_bound(0.0, [[-1.0]], [[[1.0]]], [[1.0]]), ">= 0"),
+    (lambda: adaptive_training_error_bound(0.0, [[1.0]], [[[1.0]]], [[1.0]], target_norm=0.0),
+     "target_norm"),
+    (lambda: ntk_perturbation_bound(np.ones((2, 3)), np.ones((2, 3)), eigenvalues=[1.0]),
+     "one value per sample"),
+    (lambda: effective_condition_number_bound([1.0, 0.1], 0.2, threshold=0.05),
+     "Theorem 3 does not apply"),
+    (lambda: effective_condition_number_bound([1.0, 0.1], 0.2, rank=2, first_order=True),
+     "Theorem 3 does not apply"),
 ])
 def test_invalid_inputs_raise_value_error(call, match):
     with pytest.raises(ValueError, match=match):
