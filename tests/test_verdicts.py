@@ -190,9 +190,10 @@ def test_ntk_verdict_branches():
     assert v["outcome"] == "partly" and "close (<= 0.1) at tol 0.01" in v["sentence"]
     assert outcome(ntk_preservation, _ntk((5e-2, 5e-3, 5e-4, 5e-5), fspec_err=0.5)) == "partly"
     assert outcome(ntk_preservation, _ntk((5e-2, 5e-3, 5e-4, 5e-5), pd=False)) == "partly"
-    # singular dense NTK: definiteness untested, the rank is judged
+    # singular dense NTK: definiteness untested, the rank is judged, and the
+    # claim cannot be fully supported
     v = ntk_preservation.verdict(_ntk((5e-2, 5e-3, 5e-4, 5e-5), pd=False, dense_pd=False))
-    assert v["outcome"] == "supports" and "untested" in v["sentence"]
+    assert v["outcome"] == "partly" and "could not be tested" in v["sentence"]
     assert outcome(ntk_preservation, _ntk((5e-2, 5e-3, 5e-4, 5e-5), pd=False, dense_pd=False,
                                           rank=7)) == "partly"
     assert outcome(ntk_preservation, _ntk((2.0, 1.9, 1.9, 1.9), spec_err=0.5, fspec_err=0.5,

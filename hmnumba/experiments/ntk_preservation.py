@@ -174,8 +174,8 @@ def verdict(result):
     """Theorem 2, judged per tolerance for the H-matrix: the dense-parametrised
     NTK is close (relative change <= :data:`CLOSE`); both kernels (dense and
     factor parametrisation) are positive definite when the original is (when
-    it is singular, they keep its numerical rank, and strict definiteness is
-    reported as untested); both
+    it is singular, they keep its numerical rank, strict definiteness is
+    untested, and the outcome is at most partly); both
     keep the leading spectrum (relative error <= :data:`SPECTRUM_RTOL`, the
     factor kernel after trace normalisation); and ``C`` fitted on the two
     largest tolerances predicts the others. Supports if everything holds,
@@ -215,6 +215,9 @@ def verdict(result):
         + [r["tol"] in pd for r in rows] + [r["tol"] in pd_f for r in rows] \
         + [r["tol"] in spec for r in rows] + [r["tol"] in spec_f for r in rows]
     outcome = combine(parts)
+    if outcome == SUPPORTS and not pd0:
+        return verdict_of(PARTLY, head + ": everything tested holds, but positive "
+                          "definiteness itself could not be tested, partly supports the claim.")
     tail = {SUPPORTS: ": supports the claim.",
             PARTLY: ": partly supports the claim (it holds where listed).",
             CONTRADICTS: ": contradicts the claim here."}[outcome]
