@@ -112,7 +112,9 @@ def verdict(result):
                      f"growth {gh:.2f} vs {gs:.2f}")
     held = [r["tol"] for r in result["entries"]["hmatrix"]
             if all(d <= b for d, b in zip(r["deviation"], additive_bound(result, r)))]
-    head = (f"H-matrix vs SVD ({'; '.join(parts)}); H-matrix wins at "
+    s = slope(result)
+    head = (f"H-matrix vs SVD ({'; '.join(parts)}); the H-matrix's output deviation scales "
+            f"like tol^{s:.2f}; it wins at "
             f"{sum(wins)} of {len(wins)} tolerance(s); the additive bound holds for the "
             f"H-matrix at tol {', '.join(f'{t:g}' for t in held) or 'none'}")
     outcome = combine(wins)
