@@ -9,7 +9,7 @@ Subcommands
     then run ``reproduce --quick`` into ``--out`` (``./hmnumba-reproduce``;
     ``--no-reproduce`` skips it).
 ``reproduce [--quick] [--problem P] [--out DIR]``
-    The paper's seven numerical results on trained PINNs
+    The paper's six figures, its NTK claim and its theorems' bounds on trained PINNs
     (:mod:`hmnumba.experiments`): ``DIR/report.md``, ``DIR/results.json`` and
     one PNG per result (needs matplotlib, the ``plot`` extra).
 ``compress W.npy -o W.hmz`` / ``compress weights.npz -o DIR``
@@ -243,7 +243,7 @@ def build_parser():
     repro = sub.add_parser(
         "reproduce", help="reproduce the paper's results (figures, results.json, report.md)",
         description="Train PINNs, compress them by H-matrix, SVD, pruning and quantization "
-                    "and write the paper's seven results to DIR: report.md, results.json "
+                    "and write the paper's results and checks to DIR: report.md, results.json "
                     "and one PNG per result (needs matplotlib: pip install 'hmnumba[plot]').")
     repro.add_argument("--quick", action="store_true",
                        help="small settings, a few minutes on 2 cores (Poisson 1-D by default)")

@@ -79,6 +79,16 @@ class Config:
     ntk_points : int
         Collocation points of the empirical NTK (plus a quarter as many
         boundary points).
+    reg_rcond, perturbation_sizes : float, list of float
+        Theorem 3's truncation regularisation (singular values below
+        ``reg_rcond * s_max`` are discarded) and the relative sizes of the
+        factor steps of Theorem 1 (d) (experiment 8).
+    adversarial_tols, adversarial_radii, adversarial_points, adversarial_steps : ...
+        The attack experiment (experiment 9, Theorem 1 (e)): tolerances,
+        radii (fractions of the domain's width), test points, attack steps.
+    refinement_steps, refinement_epochs : int
+        Theorem 1 (f) (experiment 10): re-compression steps and the L-BFGS
+        iterations before each.
     threads : int
         numba and BLAS threads during the run.
     """
@@ -109,6 +119,14 @@ class Config:
     speed_tol: float = 1e-2
     speed_rank: int = 16
     ntk_points: int = 64
+    reg_rcond: float = 1e-3
+    perturbation_sizes: list = field(default_factory=lambda: [1e-6, 1e-5, 1e-4])
+    adversarial_tols: list = field(default_factory=lambda: [1e-1, 1e-2, 1e-3])
+    adversarial_radii: list = field(default_factory=lambda: [1e-3, 1e-2, 1e-1])
+    adversarial_points: int = 64
+    adversarial_steps: int = 10
+    refinement_steps: int = 3
+    refinement_epochs: int = 25
     threads: int = 1
 
     @classmethod
@@ -129,7 +147,8 @@ class Config:
                   n_collocation=1000, n_boundary=200, leaf_size=32, seed=seed,
                   svd_ranks=list(range(2, 33, 2)) + [40, 48, 64], dynamic_epochs=1000,
                   recompress_every=100, speed_widths=[256, 1024, 4096], speed_repeats=7,
-                  ntk_points=128)
+                  ntk_points=128, adversarial_points=256, adversarial_steps=20,
+                  refinement_steps=5, refinement_epochs=100)
         if problem is not None:
             cfg.problem = val.check_choice(problem, "problem", PROBLEMS)
         return cfg

@@ -8,6 +8,8 @@ import numpy as np
 
 from hmnumba.experiments import tradeoff
 from hmnumba.experiments._context import target_l2
+from hmnumba.experiments._verdict import CONTRADICTS, SUPPORTS, UNTESTED
+from hmnumba.experiments._verdict import verdict as verdict_of
 
 NAME = "generalisation"
 TITLE = "Generalisation (training vs test error)"
@@ -50,18 +52,18 @@ def verdict(result):
     target = target_l2(result["dense"]["relative_l2"])
     rows = [r for r in result["entries"]["hmatrix"] if r["relative_l2"] <= target]
     if not rows:
-        return dict(supports=None, sentence=f"No H-matrix network kept relative L2 <= "
-                    f"{target:.1e}, so the gap cannot be judged at useful accuracy.")
+        return verdict_of(UNTESTED, f"No H-matrix network kept relative L2 <= "
+                          f"{target:.1e}, so the gap cannot be judged at useful accuracy.")
     worst = max(rows, key=gap)
     head = (f"Test/training error ratio: dense {g0:.2f}; H-matrix networks with relative L2 "
             f"<= {target:.1e} (compression ratios up to "
             f"{max(r['compression_ratio'] for r in rows):.2f}) at most {gap(worst):.2f} (at "
             f"ratio {worst['compression_ratio']:.2f})")
     if gap(worst) <= 1.5 * g0:
-        return dict(supports=True, sentence=head + ": compression opens no generalisation "
-                    "gap, supports the claim.")
-    return dict(supports=False, sentence=head + ": compression widens the gap, contradicts "
-                "the claim here.")
+        return verdict_of(SUPPORTS, head + ": compression opens no generalisation "
+                          "gap, supports the claim.")
+    return verdict_of(CONTRADICTS, head + ": compression widens the gap, contradicts "
+                      "the claim here.")
 
 
 def plot(result, path):

@@ -6,6 +6,9 @@ the clustered row/column order the H-matrix uses (so blocks are contiguous).
 """
 import numpy as np
 
+from hmnumba.experiments._verdict import CONTRADICTS, PARTLY, SUPPORTS
+from hmnumba.experiments._verdict import verdict as verdict_of
+
 NAME = "heatmaps"
 TITLE = "Weight heat maps"
 FIGURE = "fig2_heatmaps.png"
@@ -54,16 +57,16 @@ def verdict(result):
             f"{result['n_lowrank']} low-rank block(s) (rank <= {result['max_rank']}) and "
             f"{result['n_dense']} dense, ratio {result['compression_ratio']:.2f}")
     if ok and result["compression_ratio"] > 1 and result["n_blocks"] == 1:
-        return dict(supports="partly", sentence=head + ": the bound holds and the layer is "
-                    "compressed, but the partition is one global low-rank block, so here the "
-                    "H-matrix is a truncated low-rank factorisation, not a hierarchy.")
+        return verdict_of(PARTLY, head + ": the bound holds and the layer is compressed, "
+                          "but the partition is one global low-rank block, so here the "
+                          "H-matrix is a truncated low-rank factorisation, not a hierarchy.")
     if ok and result["compression_ratio"] > 1 and result["n_lowrank"] > 0:
-        return dict(supports=True, sentence=head + ": supports the claim.")
+        return verdict_of(SUPPORTS, head + ": supports the claim.")
     if ok:
-        return dict(supports=False, sentence=head + ": the bound holds but the layer is "
-                    "not compressed (no saving), so the figure does not support the claim.")
-    return dict(supports=False, sentence=head + ": the error exceeds the tolerance, "
-                "contradicting the guarantee.")
+        return verdict_of(CONTRADICTS, head + ": the bound holds but the layer is "
+                          "not compressed (no saving), so the figure does not support the claim.")
+    return verdict_of(CONTRADICTS, head + ": the error exceeds the tolerance, "
+                      "contradicting the guarantee.")
 
 
 def plot(result, path):

@@ -9,8 +9,7 @@ import sys
 
 import numpy as np
 
-VERDICT = {True: "supports", False: "contradicts", None: "inconclusive",
-           "partly": "partly supports"}
+from hmnumba.experiments._verdict import WORDS as VERDICT
 
 
 def machine():
@@ -100,13 +99,13 @@ def _markdown(data, results, registry):
     for k, (name, res) in enumerate(results.items(), 1):
         ver = res["verdict"]
         sentence = ver["sentence"].replace("|", "\\|")     # a table cell
-        lines.append(f"| {k} | {registry[name].TITLE} | {VERDICT[ver['supports']]} | "
+        lines.append(f"| {k} | {registry[name].TITLE} | {VERDICT[ver['outcome']]} | "
                      f"{sentence} |")
     for k, (name, res) in enumerate(results.items(), 1):
         module = registry[name]
         lines += ["", f"## {k}. {module.TITLE}", "",
                   f"**Paper's claim:** {module.CLAIM}", "",
-                  f"**Verdict ({VERDICT[res['verdict']['supports']]}):** "
+                  f"**Verdict ({VERDICT[res['verdict']['outcome']]}):** "
                   f"{res['verdict']['sentence']}", "",
                   f"![{module.TITLE}]({module.FIGURE})", ""]
         if hasattr(module, "table"):

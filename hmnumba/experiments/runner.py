@@ -26,7 +26,7 @@ def reproduce(out_dir, quick=True, problem=None, seed=0, progress=True, command=
     command : str, optional
         The command line recorded in the report.
     experiments : list of str, optional
-        Names from :data:`hmnumba.experiments.REGISTRY` (default: all seven).
+        Names from :data:`hmnumba.experiments.REGISTRY` (default: all of them).
 
     Returns
     -------

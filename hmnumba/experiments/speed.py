@@ -7,18 +7,29 @@ relative size 1e-3 so no array is exactly low rank); the same network is
 evaluated (``predict``, one batch of ``speed_batch`` points) dense, with
 H-matrix layers (``tol = speed_tol``), SVD layers at the same tolerance (two
 thin products), pruned layers (90 % sparsity, CSR) and 8-bit quantized
-layers (integer codes). Times are the median and quartiles over
-``speed_repeats`` runs after one warm-up, with ``config.threads`` numba and
-BLAS threads.
+layers (integer codes). After one warm-up call each, the methods are timed
+in ``speed_repeats`` interleaved rounds (every round times every method
+once, in an order rotated from round to round), so a slow spell of a shared
+machine hits all methods alike; times are reported as the median and
+quartiles, with ``config.threads`` numba and BLAS threads. The verdict
+compares methods through the paired ratios of each round, never through
+single numbers.
 """
 import time
 
 import numpy as np
 
+from hmnumba.experiments._verdict import CONTRADICTS, PARTLY, SUPPORTS, UNTESTED
+from hmnumba.experiments._verdict import verdict as verdict_of
+
 NAME = "speed"
 TITLE = "Inference speed"
 FIGURE = "fig5_speed.png"
-CLAIM = "H-matrix layers make inference faster than dense layers once the layers are wide."
+CLAIM = ("H-matrix inference is faster than dense, SVD, pruned and quantized layers, with "
+         "little variance (Fig. 5).")
+#: "Little variance": interquartile range of the H-matrix's times at most
+#: this fraction of their median.
+MAX_SPREAD = 0.1
 SETTINGS = dict(pruning=dict(sparsity=0.9), quantization=dict(bits=8))
 
 
@@ -38,15 +49,20 @@ def _network(ctx, width, rng):
     return PINN.from_layers(layers, net.activation)
 
 
-def _times(fn, repeats):
-    """Seconds of ``repeats`` calls of ``fn`` after one warm-up call."""
-    fn()
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
+def _times(fns, repeats):
+    """Seconds of ``repeats`` interleaved rounds: each function is called once
+    to warm up, then every round calls every function once, the order
+    rotated by one each round. Returns an array ``(len(fns), repeats)``."""
+    for fn in fns:
         fn()
-        out.append(time.perf_counter() - t)
-    return np.asarray(out)
+    out = np.empty((len(fns), repeats))
+    for k in range(repeats):
+        for j in range(len(fns)):
+            i = (j + k) % len(fns)
+            t = time.perf_counter()
+            fns[i]()
+            out[i, k] = time.perf_counter() - t
+    return out
 
 
 def run(ctx):
@@ -57,7 +73,8 @@ def run(ctx):
     dict
         ``widths``, ``batch``, ``repeats``, ``threads`` and, per method, a
         list (one per width) of ``median``, ``q25``, ``q75``, ``min``,
-        ``max`` seconds, ``compression_ratio`` and ``weight_error`` (largest
+        ``max`` seconds, ``times`` (one per round; rounds are paired across
+        methods), ``compression_ratio`` and ``weight_error`` (largest
         relative Frobenius error over the hidden layers; H-matrices also
         ``error_bound``).
     """
@@ -70,22 +87,26 @@ def run(ctx):
     for width in c.speed_widths:
         ctx.progress(f"  speed: width {width}")
         dense = _network(ctx, width, rng)
+        nets = {}
         for m in methods:
             if m == "dense":
-                net = dense
+                nets[m] = dense
             elif m == "hmatrix":
-                net = dense.compress("hmatrix", tol=c.speed_tol, leaf_size=c.leaf_size,
-                                     random_state=c.seed)
+                nets[m] = dense.compress("hmatrix", tol=c.speed_tol, leaf_size=c.leaf_size,
+                                         random_state=c.seed)
             elif m == "svd":
-                net = dense.compress("svd", tol=c.speed_tol)
+                nets[m] = dense.compress("svd", tol=c.speed_tol)
             else:
-                net = dense.compress(m, **SETTINGS[m])
-            t = _times(lambda: net.predict(x), c.speed_repeats)
+                nets[m] = dense.compress(m, **SETTINGS[m])
+        times = _times([(lambda net=nets[m]: net.predict(x)) for m in methods],
+                       c.speed_repeats)
+        for m, t in zip(methods, times):
+            net = nets[m]
             errs = [np.linalg.norm(net.layers[i].to_dense() - dense.layers[i].W)
                     / np.linalg.norm(dense.layers[i].W) for i in dense.hidden_layers]
             row = dict(width=width, median=float(np.median(t)),
                        q25=float(np.percentile(t, 25)), q75=float(np.percentile(t, 75)),
-                       min=float(t.min()), max=float(t.max()),
+                       min=float(t.min()), max=float(t.max()), times=t.tolist(),
                        compression_ratio=dense.hidden_nbytes / net.hidden_nbytes,
                        weight_error=float(max(errs)))
             if m == "hmatrix":
@@ -97,23 +118,52 @@ def run(ctx):
                 threads=c.threads, tol=c.speed_tol, settings=SETTINGS, entries=out)
 
 
-def verdict(result):
-    """Supports if the H-matrix network is faster than the dense one at the
-    largest width."""
+def paired_ratios(result, method, k=-1):
+    """Per round, ``time(method) / time(hmatrix)`` at width index ``k``
+    (> 1: the H-matrix was faster in that round)."""
     e = result["entries"]
-    speedups = [d["median"] / h["median"] for d, h in zip(e["dense"], e["hmatrix"])]
-    svd = [d["median"] / s["median"] for d, s in zip(e["dense"], e["svd"])]
-    listing = ", ".join(f"{w}: {s:.2f}x" for w, s in zip(result["widths"], speedups))
-    faster = [w for w, s in zip(result["widths"], speedups) if s > 1.0]
-    head = (f"H-matrix speed-up over dense per width ({listing}; SVD at the same tol: "
-            f"{', '.join(f'{s:.2f}x' for s in svd)})")
-    if speedups[-1] > 1.0:
-        return dict(supports=True, sentence=head + f": H-matrix layers are faster from width "
-                    f"{faster[0]} on (the crossover), supports the claim"
-                    + (" (but SVD is faster still on these near-low-rank weights)."
-                       if svd[-1] > speedups[-1] else "."))
-    return dict(supports=False, sentence=head + ": no crossover up to width "
-                f"{result['widths'][-1]}, contradicts the claim at these sizes.")
+    return np.asarray(e[method][k]["times"]) / np.asarray(e["hmatrix"][k]["times"])
+
+
+def verdict(result):
+    """At the largest width, for each other method the range of the paired
+    per-round ratios ``t_method / t_hmatrix`` is the noise interval (with n
+    interleaved rounds it covers the median ratio with probability
+    ``1 - 2^(1-n)``): "faster" only when the whole interval is above 1,
+    "slower" when below, a tie otherwise. Supports if the H-matrix is faster
+    than every other method and its own spread (interquartile range / median)
+    is at most :data:`MAX_SPREAD`; contradicts if it is faster than none;
+    partly otherwise; untested with fewer than 2 rounds."""
+    e = result["entries"]
+    others = [m for m in e if m != "hmatrix"]
+    width = result["widths"][-1]
+    if result["repeats"] < 2:
+        return verdict_of(UNTESTED, f"Only {result['repeats']} timing round(s): no noise "
+                          "interval, so speed cannot be compared.")
+    faster, slower, parts = [], [], []
+    for m in others:
+        r = paired_ratios(result, m)
+        lo, hi = float(r.min()), float(r.max())
+        if lo > 1.0:
+            faster.append(m)
+        elif hi < 1.0:
+            slower.append(m)
+        parts.append(f"{m} {np.median(r):.2f}x [{lo:.2f}, {hi:.2f}]")
+    h = e["hmatrix"][-1]
+    spread = (h["q75"] - h["q25"]) / h["median"]
+    steady = spread <= MAX_SPREAD
+    head = (f"At width {width}, time of each method over the H-matrix's (median of "
+            f"{result['repeats']} interleaved rounds [range]): {', '.join(parts)}; faster than "
+            f"{', '.join(faster) or 'none'}, slower than {', '.join(slower) or 'none'}; "
+            f"H-matrix spread {spread:.0%} ({'little' if steady else 'not little'} variance)")
+    if len(faster) == len(others) and steady:
+        return verdict_of(SUPPORTS, head + ": supports the claim.")
+    if not faster:
+        return verdict_of(CONTRADICTS, head + ": faster than no other method, contradicts the "
+                          "claim here.")
+    why = [] if len(faster) == len(others) else ["not faster than every method"]
+    why += [] if steady else ["not with little variance"]
+    return verdict_of(PARTLY, head + f": partly supports the claim ({'; '.join(why)}).")
 
 
 def plot(result, path):
