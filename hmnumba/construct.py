@@ -716,7 +716,8 @@ GLOBAL_OVERSAMPLING = 10
 POWER_ITERATIONS = 2
 
 
-def global_low_rank(A, tol, max_rank, dtype, max_numbers, seed=0):
+def global_low_rank(A, tol, max_rank, dtype, max_numbers, seed=0, abs_tol=None,
+                    exact_items=None):
     """The whole matrix as one low-rank block, if it stores fewer numbers.
 
     The adaptive build refines a large block whose rank exceeds a fraction
@@ -750,6 +751,13 @@ def global_low_rank(A, tol, max_rank, dtype, max_numbers, seed=0):
         The candidate is returned only if it stores fewer numbers.
     seed : int
         Seeds the randomized range finder.
+    abs_tol : float or None
+        An absolute bound ``||A - U V^T||_F <= abs_tol`` instead of
+        ``tol ||A||_F`` (a block's share of the budget, see
+        :func:`cheaper_subtrees`).
+    exact_items : int or None
+        Exact SVD up to this many entries (default
+        ``EXACT_GLOBAL_SVD_ITEMS``).
 
     Returns
     -------
@@ -765,10 +773,10 @@ def global_low_rank(A, tol, max_rank, dtype, max_numbers, seed=0):
         return None
     A64 = A.astype(np.float64, copy=False)
     norm = float(np.linalg.norm(A64))
-    budget = tol * norm
+    budget = tol * norm if abs_tol is None else float(abs_tol)
     if norm == 0.0:
         return np.zeros((m, 0), dtype), np.zeros((n, 0), dtype), 0.0, 0.0
-    if m * n <= EXACT_GLOBAL_SVD_ITEMS:
+    if m * n <= (EXACT_GLOBAL_SVD_ITEMS if exact_items is None else exact_items):
         s = np.linalg.svd(A64, compute_uv=False)
         k = int(cpu.truncation_rank(s, budget)[0])
         if k > k_max:
@@ -817,3 +825,137 @@ def _randomized_range(A, width, seed):
     Ub, s, Vt = np.linalg.svd(Q.T @ A, full_matrices=False)
     return (Q @ Ub) * s, Vt
 
+
+
+# Bytes a block adds besides its numbers: six int64 block arrays, three
+# phase-one offsets and about two entries in each product schedule.
+BLOCK_METADATA_BYTES = 6 * 8 + 3 * 8 + 4 * 8
+# Depth (below the root) to which cheaper_subtrees compares a pair of
+# clusters with the tree below it.
+SUBTREE_DEPTH = 3
+
+
+def cheaper_subtrees(arrays, Ap, row_tree, col_tree, tol, budget, max_rank, seed=0,
+                     max_depth=SUBTREE_DEPTH):
+    """Replace a cluster pair's subtree by one low-rank block where that is cheaper.
+
+    The build refines a large block whose rank exceeds a fraction of its
+    break-even rank without keeping that block's own candidate (see
+    ``ACCEPT_FRACTION``); the look-ahead only compares blocks it accepted.
+    This pass visits the cluster pairs below the root, breadth first to
+    ``max_depth``, and for a pair whose rectangle the built blocks tile
+    (with two or more blocks) computes the pair's optimal low-rank
+    candidate (:func:`global_low_rank`) under the error those blocks were
+    allowed: ``tol ||A_b||_F`` for ``budget="block"`` (the children's
+    shares sum to it), otherwise the squared errors the blocks used plus
+    the part of the global budget ``tol^2 ||A||_F^2`` that no block used,
+    so ``sum_b err_b^2 <= tol^2 ||A||_F^2`` holds exactly either way. A candidate that stores fewer
+    bytes replaces the blocks, and the pair's descendants are not visited
+    (their improvement could not beat a parent that lost to their
+    unimproved subtree, nor is it needed once the parent won).
+
+    Big pairs are screened by the randomized range finder (an exact SVD
+    only below ``4 (k_max + GLOBAL_OVERSAMPLING)`` columns or rows, where
+    it costs no more), so a pass costs a few sketches of the matrix.
+
+    Parameters
+    ----------
+    arrays : dict
+        The packed arrays of :func:`build` (cluster order; changed in place
+        and returned).
+    Ap : ndarray
+        The dense matrix in cluster order.
+    row_tree, col_tree : ClusterTree
+    tol, budget, max_rank, seed
+        As for :func:`build`.
+    max_depth : int
+
+    Returns
+    -------
+    dict
+        ``arrays``, with ``n_subtrees_replaced``.
+    """
+    r0, r1 = arrays["row_start"], arrays["row_stop"]
+    c0, c1 = arrays["col_start"], arrays["col_stop"]
+    rank, err2, norm2 = arrays["rank"], arrays["block_err2"], arrays["block_norm2"]
+    itemsize = arrays["data"].dtype.itemsize
+    stored = np.where(rank < 0, (r1 - r0) * (c1 - c0), np.maximum(rank, 0) * ((r1 - r0)
+                                                                              + (c1 - c0)))
+    alive = np.ones(rank.size, bool)
+    new = []   # (row range, col range, U, V, err2, norm2)
+    # The global budget the blocks left unused (weighted splits).
+    slack2 = max(tol * tol * float(norm2.sum()) - float(err2.sum()), 0.0)
+    pairs = split_pairs(row_tree, col_tree, np.zeros(1, np.int64), np.zeros(1, np.int64))[:2]
+    for _ in range(max_depth):
+        if pairs[0].size == 0:
+            break
+        descend = np.zeros(pairs[0].size, bool)
+        for i, (t, s) in enumerate(zip(*pairs)):
+            R0, R1 = row_tree.start[t], row_tree.stop[t]
+            C0, C1 = col_tree.start[s], col_tree.stop[s]
+            inside = alive & (r0 >= R0) & (r1 <= R1) & (c0 >= C0) & (c1 <= C1)
+            n_in = int(inside.sum())
+            area = int(np.sum((r1[inside] - r0[inside]) * (c1[inside] - c0[inside])))
+            if n_in <= 1 or area != (R1 - R0) * (C1 - C0):
+                continue   # one block already, or blocks that straddle the pair
+            cost = int(stored[inside].sum()) * itemsize + n_in * BLOCK_METADATA_BYTES
+            if budget == "block":   # the pair meets tol relative to its own norm
+                allowed2 = tol * tol * float(norm2[inside].sum())
+            else:                   # what its blocks used, plus what nobody used
+                allowed2 = float(err2[inside].sum()) + slack2
+            k_room = cost // ((R1 - R0) + (C1 - C0)) // itemsize
+            exact_items = (R1 - R0) * (C1 - C0) if 4 * (k_room + GLOBAL_OVERSAMPLING) >= min(
+                R1 - R0, C1 - C0) else 0
+            found = global_low_rank(Ap[R0:R1, C0:C1], tol, max_rank, arrays["data"].dtype,
+                                    (cost - BLOCK_METADATA_BYTES) // itemsize, seed,
+                                    abs_tol=np.sqrt(allowed2), exact_items=exact_items)
+            if found is None:
+                descend[i] = True
+                continue
+            alive &= ~inside
+            new.append((R0, R1, C0, C1) + tuple(found))
+            slack2 = max(slack2 + float(err2[inside].sum()) - found[2], 0.0)
+        pairs = split_pairs(row_tree, col_tree, pairs[0][descend], pairs[1][descend])[:2]
+    arrays["n_subtrees_replaced"] = len(new)
+    if not new:
+        return arrays
+    return _replace_blocks(arrays, alive, new)
+
+
+def _replace_blocks(arrays, alive, new):
+    """The packed arrays with the blocks ``~alive`` dropped and the low-rank
+    blocks ``new`` added, ``data`` rebuilt densely, sorted as :func:`_pack`."""
+    r0, r1 = arrays["row_start"], arrays["row_stop"]
+    c0, c1 = arrays["col_start"], arrays["col_stop"]
+    rank, offset, data = arrays["rank"], arrays["offset"], arrays["data"]
+    keep = np.flatnonzero(alive)
+    sizes = np.where(rank[keep] < 0, (r1 - r0)[keep] * (c1 - c0)[keep],
+                     np.maximum(rank[keep], 0) * ((r1 - r0)[keep] + (c1 - c0)[keep]))
+    new_sizes = np.array([U.shape[1] * (U.shape[0] + V.shape[0]) for _, _, _, _, U, V, _, _
+                          in new], np.int64)
+    total = int(sizes.sum() + new_sizes.sum())
+    out = np.empty(total, data.dtype)
+    kept_off = np.cumsum(sizes) - sizes
+    cpu.gather_factors(data, offset[keep], sizes, out, kept_off)
+    pos = int(sizes.sum())
+    new_off = []
+    for (_, _, _, _, U, V, _, _), size in zip(new, new_sizes):
+        out[pos:pos + size] = np.concatenate([U.T.ravel(), V.T.ravel()])
+        new_off.append(pos)
+        pos += size
+
+    def column(name, values):
+        return np.concatenate([arrays[name][keep], np.asarray(values, arrays[name].dtype)])
+
+    nr0 = column("row_start", [b[0] for b in new])
+    nc0 = column("col_start", [b[2] for b in new])
+    fields = dict(row_start=nr0, row_stop=column("row_stop", [b[1] for b in new]),
+                  col_start=nc0, col_stop=column("col_stop", [b[3] for b in new]),
+                  rank=column("rank", [b[4].shape[1] for b in new]),
+                  offset=np.concatenate([kept_off, np.asarray(new_off, np.int64)]),
+                  block_err2=column("block_err2", [b[6] for b in new]),
+                  block_norm2=column("block_norm2", [b[7] for b in new]))
+    order = np.lexsort((nc0, nr0))
+    arrays.update({name: a[order] for name, a in fields.items()})
+    arrays["data"] = out
+    return arrays

@@ -29,7 +29,8 @@ from hmnumba._threads import one_blas_thread
 from hmnumba.blocks import ADMISSIBILITY, level_schedule, stored_numbers
 from hmnumba.bounds import block_error_bound
 from hmnumba.cluster import CLUSTER_METHODS, ClusterTree, build_cluster_trees
-from hmnumba.construct import BUDGETS, METHODS, build, global_low_rank, row_schedule
+from hmnumba.construct import (BUDGETS, METHODS, build, cheaper_subtrees, global_low_rank,
+                               row_schedule)
 from hmnumba.backend import resolve_backend
 from hmnumba.kernels import cpu
 from hmnumba.kernels.functions import KernelFunction
@@ -197,9 +198,13 @@ class HMatrix:
             ``"auto"``: the cheapest of the adaptive tree, one global
             low-rank block (:func:`hmnumba.construct.global_low_rank`; exact
             SVD up to 2048 x 2048, a randomized range finder above) and one
-            dense block. A
+            dense block; inside the tree, a cluster pair whose blocks store
+            more than the pair as one low-rank block is replaced by it
+            (:func:`hmnumba.construct.cheaper_subtrees`, three levels
+            below the root). A
             symmetric build keeps its tree (one low-rank block is not
-            exactly symmetric). ``"hierarchical"``: the tree only.
+            exactly symmetric). ``"hierarchical"``: the adaptive tree as
+            built, without these comparisons.
 
         Returns
         -------
@@ -244,11 +249,18 @@ class HMatrix:
                        opts["admissibility"], opts["eta"], method, opts["max_rank"],
                        opts["budget"], norm_estimate=norm, seed=seed, n_jobs=n_jobs,
                        symmetric=symmetric)
+        auto = structure == "auto" and not symmetric
+        if auto:
+            t_start = time.perf_counter()
+            arrays = cheaper_subtrees(arrays, Ap, row_tree, col_tree, opts["tol"],
+                                      opts["budget"], opts["max_rank"], seed)
+            arrays["build_seconds"] += time.perf_counter() - t_start
         params = dict(opts, cluster=cluster, method=method, random_state=random_state,
-                      build_seconds=arrays.pop("build_seconds"), n_rounds=arrays.pop("n_rounds"))
+                      build_seconds=arrays.pop("build_seconds"), n_rounds=arrays.pop("n_rounds"),
+                      n_subtrees_replaced=arrays.pop("n_subtrees_replaced", 0))
         H = cls(A.shape, row_tree.perm, col_tree.perm, tol=opts["tol"], norm=norm,
                 params=params, symmetric=symmetric, **arrays)
-        if structure == "auto" and not symmetric:
+        if auto:
             H = _cheaper_global(H, A, opts, seed)
         else:
             H.params["structure"] = "hierarchical"

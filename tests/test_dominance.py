@@ -157,3 +157,48 @@ def test_an_incompressible_array_costs_no_more_than_dense():
     assert np.array_equal(H.to_dense(), W) and H.error_bound == 0
     x = np.random.default_rng(7).standard_normal(64)
     assert np.allclose(H @ x, W @ x, rtol=1e-12, atol=1e-12)
+
+
+def _two_groups(rng, m=768, n=512, r=40):
+    """Two groups of neurons, each a rank-r product, no coupling: rank r per
+    diagonal quadrant, rank 2r globally (kept in order: the PCA clustering
+    does not separate these groups at its first split)."""
+    A = np.zeros((m, n))
+    A[:m // 2, :n // 2] = rng.standard_normal((m // 2, r)) @ rng.standard_normal((r, n // 2))
+    A[m // 2:, n // 2:] = rng.standard_normal((m // 2, r)) @ rng.standard_normal((r, n // 2))
+    return A
+
+
+def test_a_subtree_is_replaced_by_its_own_low_rank_block():
+    # The build refuses each rank-40 quadrant (above ACCEPT_FRACTION of its
+    # break-even rank) and splits it into many pieces; the subtree pass puts
+    # each quadrant back as one block, half the bytes of the global SVD.
+    A = _two_groups(np.random.default_rng(8))
+    auto = HMatrix.from_dense(A, tol=1e-6, cluster="index")
+    tree = HMatrix.from_dense(A, tol=1e-6, cluster="index", structure="hierarchical")
+    svd = SVDCompressor(tol=1e-6).fit(A)
+    assert auto.params["n_subtrees_replaced"] == 2
+    assert auto.params["structure"] == "hierarchical"
+    assert sorted(auto.ranks.tolist()) == [0, 0, 40, 40]
+    assert auto.nbytes < 0.55 * svd.nbytes_ and auto.nbytes < 0.5 * tree.nbytes
+    err = np.linalg.norm(A - auto.to_dense())
+    assert err <= 1e-6 * np.linalg.norm(A) and auto.error_bound <= 1e-6
+
+
+@pytest.mark.parametrize("budget", ["block", "size", "perimeter"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_subtree_pass_keeps_the_bound_for_every_budget(budget, dtype):
+    rng = np.random.default_rng(9)
+    A = (_two_groups(rng) + 1e-6 * rng.standard_normal((768, 512))).astype(dtype)
+    replaced = 0
+    for tol in (1e-1, 1e-2, 1e-4):
+        H = HMatrix.from_dense(A, tol=tol, budget=budget, cluster="index")
+        replaced += H.params["n_subtrees_replaced"]
+        A64 = A.astype(np.float64)
+        err = np.linalg.norm(A64 - H.to_dense().astype(np.float64))
+        assert err <= tol * np.linalg.norm(A64) * (1 + 1e-9)
+        assert np.isclose(H.error_bound * np.linalg.norm(A64), np.sqrt(np.sum(H.block_errors ** 2)),
+                          rtol=1e-6)
+        x = rng.standard_normal(512).astype(dtype)
+        assert np.allclose(H @ x, H.to_dense() @ x, rtol=1e-4, atol=1e-4 * np.abs(A).max())
+    assert replaced > 0   # the pass ran under this budget
