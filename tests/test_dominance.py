@@ -202,3 +202,22 @@ def test_subtree_pass_keeps_the_bound_for_every_budget(budget, dtype):
         x = rng.standard_normal(512).astype(dtype)
         assert np.allclose(H @ x, H.to_dense() @ x, rtol=1e-4, atol=1e-4 * np.abs(A).max())
     assert replaced > 0   # the pass ran under this budget
+
+
+def test_the_new_structures_pickle_and_fit_in_the_estimator():
+    import pickle
+
+    from hmnumba import HMatrixCompressor
+    rng = np.random.default_rng(10)
+    W = rng.standard_normal((200, 12)) @ rng.standard_normal((12, 150))
+    comp = HMatrixCompressor(tol=1e-6, random_state=0).fit(W)
+    assert comp.hmatrix_.params["structure"] == "global low rank"
+    svd = SVDCompressor(tol=1e-6).fit(W)
+    assert comp.nbytes_ <= svd.nbytes_ + 256
+    X = rng.standard_normal((7, 150))
+    again = pickle.loads(pickle.dumps(comp))
+    assert np.array_equal(again.transform(X), comp.transform(X))
+    # The tree alone carries its permutations (here it is one block too).
+    tree = HMatrixCompressor(tol=1e-6, random_state=0, structure="hierarchical").fit(W)
+    assert tree.hmatrix_.params["structure"] == "hierarchical"
+    assert tree.nbytes_ > comp.nbytes_

@@ -131,3 +131,25 @@ def test_symmetric_build_on_the_gpu_is_refused_and_auto_stores_every_block():
         HMatrix.from_kernel(laplace, X, tol=1e-6, backend="cuda", symmetric=True)
     H = HMatrix.from_kernel(laplace, X, tol=1e-6, leaf_size=16, backend="cuda")
     assert not H.symmetric and H.device == "cuda"
+
+
+@pytest.mark.parametrize("structure", ["global low rank", "dense", "hierarchical"])
+def test_every_from_dense_structure_moves_to_the_device(structure):
+    # One block in the original order (no permutation), or a tree whose
+    # subtrees the cheaper_subtrees pass replaced: the device products agree.
+    rng = np.random.default_rng(11)
+    if structure == "global low rank":
+        A = rng.standard_normal((120, 6)) @ rng.standard_normal((6, 90))
+    elif structure == "dense":
+        A = rng.standard_normal((64, 40))
+    else:
+        x = np.sort(rng.random(300))
+        A = 1.0 / (1.0 + 10.0 * np.abs(x[:, None] - x[None, :]))
+    H = HMatrix.from_dense(A, tol=1e-6, leaf_size=16)
+    assert H.params["structure"] == structure
+    v = rng.standard_normal(A.shape[1])
+    expected = H @ v
+    D = pickle.loads(pickle.dumps(H)).to("cuda")
+    np.testing.assert_allclose(D @ v, expected, rtol=1e-12, atol=1e-12)
+    w = rng.standard_normal(A.shape[0])
+    np.testing.assert_allclose(D.T @ w, H.T @ w, rtol=1e-12, atol=1e-12)
