@@ -121,7 +121,7 @@ def _compress(args):
         save(H, targets[name])
         print(f"{label} {W.shape[0]}x{W.shape[1]} -> {targets[name]}: ratio "
               f"{H.compression_ratio:.2f}, error bound {H.error_bound:.2e}, "
-              f"{H.params.get('structure', 'hierarchical')}, "
+              f"{H.params.get('stored_as', 'hierarchical')}, "
               f"{H.params['build_seconds']:.2f} s")
     return 0
 

@@ -256,6 +256,7 @@ class HMatrix:
                                       opts["budget"], opts["max_rank"], seed)
             arrays["build_seconds"] += time.perf_counter() - t_start
         params = dict(opts, cluster=cluster, method=method, random_state=random_state,
+                      structure=structure,
                       build_seconds=arrays.pop("build_seconds"), n_rounds=arrays.pop("n_rounds"),
                       n_subtrees_replaced=arrays.pop("n_subtrees_replaced", 0))
         H = cls(A.shape, row_tree.perm, col_tree.perm, tol=opts["tol"], norm=norm,
@@ -263,7 +264,7 @@ class HMatrix:
         if auto:
             H = _cheaper_global(H, A, opts, seed)
         else:
-            H.params["structure"] = "hierarchical"
+            H.params["stored_as"] = "hierarchical"
         return H.to(backend)
 
     @classmethod
@@ -762,8 +763,8 @@ class HMatrix:
             f" ratio {self.compression_ratio:.2f}",
             f"  error bound   {self.error_bound:.3e} (tol {self.tol:g}, relative Frobenius)",
         ]
-        if "structure" in self.params:
-            lines.insert(1, f"  structure     {self.params['structure']} (the cheapest of the "
+        if "stored_as" in self.params:
+            lines.insert(1, f"  stored as     {self.params['stored_as']} (the cheapest of the "
                             "adaptive tree, one low-rank and one dense block)")
         if self.symmetric:
             lines.insert(1, "  symmetric     upper block triangle stored (strictly upper "
@@ -833,7 +834,7 @@ def _cheaper_global(H, A, opts, seed):
     ~200 bytes of one block's metadata)."""
     t_start = time.perf_counter()
     m, n = A.shape
-    H.params["structure"] = "hierarchical"
+    H.params["stored_as"] = "hierarchical"
     best = H
     found = global_low_rank(A, opts["tol"], opts["max_rank"], A.dtype,
                             H.nbytes // A.dtype.itemsize, seed)
@@ -844,12 +845,12 @@ def _cheaper_global(H, A, opts, seed):
         candidates.insert(0, ("global low rank", U.shape[1],
                               np.concatenate([U.T.ravel(), V.T.ravel()]), err2))
     one = np.zeros(1, np.int64)
-    for structure, k, data, err2 in candidates:
+    for stored_as, k, data, err2 in candidates:
         if data.size * A.dtype.itemsize >= best.nbytes:
             continue
         G = HMatrix(A.shape, np.arange(m), np.arange(n), one, one + m, one.copy(), one + n,
                     one + k, one.copy(), data, np.array([err2]), np.array([norm2]),
-                    tol=H.tol, norm=H.norm, params=dict(H.params, structure=structure))
+                    tol=H.tol, norm=H.norm, params=dict(H.params, stored_as=stored_as))
         if G.nbytes < best.nbytes:
             best = G
     best.params["build_seconds"] += time.perf_counter() - t_start

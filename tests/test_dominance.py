@@ -77,7 +77,7 @@ def test_the_issue_table_matches_svd(shape, rank):
     H = HMatrix.from_dense(W, tol=1e-2)
     svd = SVDCompressor(tol=1e-2).fit(W)
     assert H.n_blocks == 1 and H.ranks[0] == svd.rank_ == rank
-    assert H.params["structure"] == "global low rank"
+    assert H.params["stored_as"] == "global low rank"
     assert H.nbytes <= svd.nbytes_ + 256
     assert "global low rank" in H.summary()
 
@@ -90,7 +90,7 @@ def test_a_hierarchical_operator_keeps_its_tree():
     A = 1.0 / (1.0 + 10.0 * np.abs(s[:, None] - t[None, :]))
     H = HMatrix.from_dense(A, tol=1e-6, random_state=0)
     svd = SVDCompressor(tol=1e-6).fit(A)
-    assert H.params["structure"] == "hierarchical" and H.n_blocks > 1
+    assert H.params["stored_as"] == "hierarchical" and H.n_blocks > 1
     assert H.nbytes < svd.nbytes_
 
 
@@ -152,7 +152,7 @@ def test_an_incompressible_array_costs_no_more_than_dense():
     # carry ~4.6 kB of them here).
     W = np.random.default_rng(6).standard_normal((512, 64))
     H = HMatrix.from_dense(W, tol=1e-3)
-    assert H.params["structure"] == "dense" and H.n_blocks == 1
+    assert H.params["stored_as"] == "dense" and H.n_blocks == 1
     assert H.nbytes <= W.nbytes + 256
     assert np.array_equal(H.to_dense(), W) and H.error_bound == 0
     x = np.random.default_rng(7).standard_normal(64)
@@ -178,7 +178,7 @@ def test_a_subtree_is_replaced_by_its_own_low_rank_block():
     tree = HMatrix.from_dense(A, tol=1e-6, cluster="index", structure="hierarchical")
     svd = SVDCompressor(tol=1e-6).fit(A)
     assert auto.params["n_subtrees_replaced"] == 2
-    assert auto.params["structure"] == "hierarchical"
+    assert auto.params["stored_as"] == "hierarchical"
     assert sorted(auto.ranks.tolist()) == [0, 0, 40, 40]
     assert auto.nbytes < 0.55 * svd.nbytes_ and auto.nbytes < 0.5 * tree.nbytes
     err = np.linalg.norm(A - auto.to_dense())
@@ -211,7 +211,7 @@ def test_the_new_structures_pickle_and_fit_in_the_estimator():
     rng = np.random.default_rng(10)
     W = rng.standard_normal((200, 12)) @ rng.standard_normal((12, 150))
     comp = HMatrixCompressor(tol=1e-6, random_state=0).fit(W)
-    assert comp.hmatrix_.params["structure"] == "global low rank"
+    assert comp.hmatrix_.params["stored_as"] == "global low rank"
     svd = SVDCompressor(tol=1e-6).fit(W)
     assert comp.nbytes_ <= svd.nbytes_ + 256
     X = rng.standard_normal((7, 150))
@@ -219,5 +219,5 @@ def test_the_new_structures_pickle_and_fit_in_the_estimator():
     assert np.array_equal(again.transform(X), comp.transform(X))
     # The tree alone carries its permutations (here it is one block too).
     tree = HMatrixCompressor(tol=1e-6, random_state=0, structure="hierarchical").fit(W)
-    assert tree.hmatrix_.params["structure"] == "hierarchical"
+    assert tree.hmatrix_.params["stored_as"] == "hierarchical"
     assert tree.nbytes_ > comp.nbytes_

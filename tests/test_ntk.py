@@ -55,7 +55,8 @@ def _hmatrix_net():
     blocks."""
     net = PINN([2, 24, 24, 1], init_rank=3, random_state=1)
     W = net.layers[1].W + 1e-3 * np.random.default_rng(2).standard_normal((24, 24))
-    H = HMatrix.from_dense(W, tol=1e-2, leaf_size=6, admissibility="weak", cluster="index")
+    H = HMatrix.from_dense(W, tol=1e-2, leaf_size=6, admissibility="weak", cluster="index",
+                           structure="hierarchical")
     assert (H.rank > 0).any() and (H.rank < 0).any()
     rng = np.random.default_rng(3)   # non-zero biases exercise every parameter
     layers = [net.layers[0], HMatrixLayer(H, 0.1 * rng.standard_normal(24)), net.layers[2]]

@@ -198,7 +198,7 @@ class HMatrixLayer(_Layer):
         """
         params = {key: self.H.params[key] for key in
                   ("leaf_size", "admissibility", "cluster", "method", "max_rank",
-                   "random_state") if key in self.H.params}
+                   "random_state", "structure") if key in self.H.params}
         params.update(options)
         tol = self.H.tol if tol is None else tol
         self.H = HMatrix.from_dense(self.H.to_dense(np.float64), tol=tol, **params)

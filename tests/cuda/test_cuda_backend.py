@@ -146,7 +146,7 @@ def test_every_from_dense_structure_moves_to_the_device(structure):
         x = np.sort(rng.random(300))
         A = 1.0 / (1.0 + 10.0 * np.abs(x[:, None] - x[None, :]))
     H = HMatrix.from_dense(A, tol=1e-6, leaf_size=16)
-    assert H.params["structure"] == structure
+    assert H.params["stored_as"] == structure
     v = rng.standard_normal(A.shape[1])
     expected = H @ v
     D = pickle.loads(pickle.dumps(H)).to("cuda")
