@@ -145,8 +145,7 @@ def trained_net():
 
 
 @pytest.mark.slow
-def test_ntk_error_decreases_with_tol_and_constant_is_fitted(trained_net, record_property,
-                                                             capsys):
+def test_ntk_error_decreases_with_tol_and_constant_is_fitted(trained_net, record_property):
     prob, net = trained_net
     x_r = prob.sample_collocation(64, random_state=1)
     x_u, _ = prob.sample_boundary(16, random_state=1)
@@ -164,11 +163,6 @@ def test_ntk_error_decreases_with_tol_and_constant_is_fitted(trained_net, record
     assert 0.5 < fit["exponent"] < 2.0      # the linear regime of Theorem 2
     record_property("ntk_C", fit["C"])
     record_property("ntk_C_weight_error", fit_w["C"])
-    with capsys.disabled():
-        print(f"\n  Theorem 2 sweep: C = {fit['C']:.3g} (vs tol), {fit_w['C']:.3g} "
-              f"(vs weight error), log-log slope {fit['exponent']:.2f}")
-        for row in zip(tols, sweep["weight_error"], err, sweep["compression_ratio"]):
-            print("    tol %.0e  weight err %.2e  ntk err %.2e  ratio %.2f" % row)
 
 
 def test_compare_ntk_and_spectrum():
