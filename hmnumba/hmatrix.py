@@ -19,12 +19,18 @@ the diagonal. That halves storage and build time; the matvec reads every
 stored number once and applies it twice
 (:func:`hmnumba.kernels.symmetric.symmetric_hmatvec`).
 """
+from __future__ import annotations
+
 import logging
 import numbers
 import time
 import warnings
 
+import os
+from typing import Any, Union
+
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 from scipy.sparse.linalg import LinearOperator
 
 from hmnumba import _validation as val
@@ -49,6 +55,9 @@ BLAS_MIN_RHS = 16
 FEW_BLOCKS = 8
 
 _BLOCK_ARRAYS = ("row_start", "row_stop", "col_start", "col_stop", "rank", "offset")
+
+# What ``random_state`` arguments accept (see _validation.check_random_state).
+RandomStateLike = Union[int, np.random.RandomState, np.random.Generator, None]
 
 # Build messages (start, end with block counts and seconds) go to the
 # "hmnumba" logger: ``logging.basicConfig(level=logging.INFO)`` shows them.
@@ -139,10 +148,12 @@ class HMatrix:
 
     # ------------------------------------------------------------------ build
     @classmethod
-    def from_dense(cls, A, tol=1e-3, leaf_size=32, admissibility="adaptive", eta=2.0,
-                   cluster="pca", method="aca", max_rank=None, budget="block", points=None,
-                   col_points=None, random_state=None, n_jobs=None, backend="cpu",
-                   symmetric=False):
+    def from_dense(cls, A: ArrayLike, tol: float = 1e-3, leaf_size: int = 32,
+                   admissibility: str = "adaptive", eta: float = 2.0, cluster: str = "pca",
+                   method: str = "aca", max_rank: int | None = None, budget: str = "block",
+                   points: ArrayLike | None = None, col_points: ArrayLike | None = None,
+                   random_state: RandomStateLike = None, n_jobs: int | None = None,
+                   backend: str = "cpu", symmetric: bool = False) -> HMatrix:
         """Compress a dense matrix with the guarantee ``||A - H||_F <= tol ||A||_F``.
 
         Parameters
@@ -251,9 +262,11 @@ class HMatrix:
         return H.to(backend)
 
     @classmethod
-    def from_kernel(cls, kernel, points, col_points=None, tol=1e-6, leaf_size=32,
-                    admissibility="strong", eta=2.0, max_rank=None, budget="block",
-                    random_state=None, n_jobs=None, backend="cpu", symmetric=None):
+    def from_kernel(cls, kernel: Any, points: ArrayLike, col_points: ArrayLike | None = None,
+                    tol: float = 1e-6, leaf_size: int = 32, admissibility: str = "strong",
+                    eta: float = 2.0, max_rank: int | None = None, budget: str = "block",
+                    random_state: RandomStateLike = None, n_jobs: int | None = None,
+                    backend: str = "cpu", symmetric: bool | None = None) -> HMatrix:
         """Compress the kernel matrix ``K[i, j] = kernel(points[i], col_points[j])``
         without ever forming it.
 
@@ -344,7 +357,7 @@ class HMatrix:
         return H.to(backend)
 
     # --------------------------------------------------------------- products
-    def matvec(self, x):
+    def matvec(self, x: ArrayLike) -> np.ndarray:
         """``A @ x`` for a vector ``x`` of shape ``(n,)`` or ``(n, 1)``.
 
         As SciPy's ``LinearOperator.matvec``: the result has the operand's
@@ -375,7 +388,7 @@ class HMatrix:
             return self._apply(x[:, 0], trans=False)[:, None]
         return self._apply(x, trans=False)
 
-    def rmatvec(self, y):
+    def rmatvec(self, y: ArrayLike) -> np.ndarray:
         """``A.T @ y`` for a vector ``y`` of shape ``(m,)`` or ``(m, 1)``.
 
         The result has the operand's kind, shape ``(n,)`` or ``(n, 1)``.
@@ -405,14 +418,14 @@ class HMatrix:
             return self._apply(y[:, 0], trans=True)[:, None]
         return self._apply(y, trans=True)
 
-    def matmat(self, X):
+    def matmat(self, X: ArrayLike) -> np.ndarray:
         """``A @ X`` for ``X`` of shape ``(n, k)``."""
         X = val.check_operand(X, self.shape[1], self.dtype, "X")
         if X.ndim != 2:
             raise ValueError(f"X must be 2-D, got shape {X.shape}")
         return self._apply(X, trans=False)
 
-    def rmatmat(self, Y):
+    def rmatmat(self, Y: ArrayLike) -> np.ndarray:
         """``A.T @ Y`` for ``Y`` of shape ``(m, k)``."""
         Y = val.check_operand(Y, self.shape[0], self.dtype, "Y", dim="rows")
         if Y.ndim != 2:
@@ -499,12 +512,12 @@ class HMatrix:
         return self.row_start != self.col_start
 
     @property
-    def multiplicity(self):
+    def multiplicity(self) -> np.ndarray:
         """How often each stored block occurs in the matrix: 2 for a strictly
         upper block of a symmetric matrix (itself and its mirror), else 1."""
         return np.where(self._strictly_upper, 2.0, 1.0)
 
-    def full_storage(self):
+    def full_storage(self) -> HMatrix:
         """This matrix with every block stored: for a symmetric matrix the
         mirror images of the strictly upper blocks are made explicit (the
         layout the CUDA kernels and :func:`hmnumba.io.save` of older
@@ -564,7 +577,7 @@ class HMatrix:
         from hmnumba.kernels import cuda as gpu
         return gpu.apply(self._device_arrays, self.shape, x, trans, out_dtype)
 
-    def to(self, device):
+    def to(self, device: str) -> HMatrix:
         """Move the products to ``device`` (in place) and return this matrix.
 
         ``to("cuda")`` copies the packed arrays to the GPU once and keeps them
@@ -610,7 +623,7 @@ class HMatrix:
         return self
 
     @property
-    def device(self):
+    def device(self) -> str:
         """Where products run: ``"cpu"`` or ``"cuda"`` (see :meth:`to`)."""
         return "cpu" if self._device_arrays is None else "cuda"
 
@@ -643,7 +656,7 @@ class HMatrix:
             return self.rmatvec(arr)
         return self.rmatmat(arr.T).T
 
-    def dot(self, x):
+    def dot(self, x: ArrayLike) -> np.ndarray:
         """``H @ x``: a matrix-vector or matrix-matrix product (SciPy's
         ``LinearOperator.dot``; ``np.dot(H, x)`` calls it too).
 
@@ -744,11 +757,11 @@ class HMatrix:
         return out.to(self.device)
 
     @property
-    def T(self):
+    def T(self) -> HMatrix:
         """The transpose, as an :class:`HMatrix` sharing no work with this one."""
         return self.transpose()
 
-    def transpose(self):
+    def transpose(self) -> HMatrix:
         """Return ``A.T`` as a new HMatrix (dense blocks are transposed, low-rank
         blocks swap their factors; the data are copied once). A symmetric
         matrix is its own transpose: the new HMatrix shares its arrays."""
@@ -767,7 +780,7 @@ class HMatrix:
         return t.to(self.device)
 
     @property
-    def H(self):
+    def H(self) -> HMatrix:
         """The adjoint (conjugate transpose): the transpose, as the data are real.
 
         Examples
@@ -780,7 +793,7 @@ class HMatrix:
         """
         return self.transpose()
 
-    def adjoint(self):
+    def adjoint(self) -> HMatrix:
         """The adjoint, :attr:`H` (SciPy's ``LinearOperator.adjoint``).
 
         Examples
@@ -792,7 +805,7 @@ class HMatrix:
         """
         return self.transpose()
 
-    def aslinearoperator(self):
+    def aslinearoperator(self) -> LinearOperator:
         """This matrix as a ``scipy.sparse.linalg.LinearOperator``.
 
         Examples
@@ -810,7 +823,7 @@ class HMatrix:
         return LinearOperator(self.shape, matvec=self.matvec, rmatvec=self.rmatvec,
                               matmat=self.matmat, rmatmat=self.rmatmat, dtype=self.dtype)
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike) -> None:
         """Write this matrix to ``path`` (``.hmz``) atomically; read it back
         with :func:`hmnumba.load`. See :func:`hmnumba.io.save` for the
         format and the guarantees.
@@ -830,7 +843,7 @@ class HMatrix:
         save(self, path)
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: str | os.PathLike) -> HMatrix:
         """Read a matrix written by :meth:`save`: the same as :func:`hmnumba.load`.
 
         Parameters
@@ -856,7 +869,7 @@ class HMatrix:
         from hmnumba.io import load
         return load(path)
 
-    def plot(self, ax=None, cmap="viridis", annotate=None):
+    def plot(self, ax: Any = None, cmap: Any = "viridis", annotate: bool | None = None) -> Any:
         """Draw the block partition: low-rank blocks coloured by rank, dense blocks grey.
 
         The blocks are drawn in place in the **cluster order** (rows and
@@ -898,7 +911,7 @@ class HMatrix:
         from hmnumba._plotting import plot_blocks
         return plot_blocks(self, ax=ax, cmap=cmap, annotate=annotate)
 
-    def to_dense(self, dtype=None):
+    def to_dense(self, dtype: DTypeLike = None) -> np.ndarray:
         """Expand to a dense array (products computed in float64).
 
         Parameters
@@ -919,29 +932,29 @@ class HMatrix:
 
     # ------------------------------------------------------------ properties
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype:
         return self.data.dtype
 
     @property
-    def ndim(self):
+    def ndim(self) -> int:
         return 2
 
     @property
-    def n_blocks(self):
+    def n_blocks(self) -> int:
         return int(self.rank.size)
 
     @property
-    def ranks(self):
+    def ranks(self) -> np.ndarray:
         """Rank of every block (``-1`` for dense blocks), in storage order."""
         return self.rank
 
     @property
-    def block_errors(self):
+    def block_errors(self) -> np.ndarray:
         """Absolute Frobenius error of every block (0 for dense blocks)."""
         return np.sqrt(self.block_err2)
 
     @property
-    def error_bound(self):
+    def error_bound(self) -> float:
         """Achieved relative bound ``sqrt(sum_b err_b^2) / ||A||_F`` (Theorem 1a).
 
         Exact for :meth:`from_dense`; built from ACA estimates for
@@ -950,7 +963,7 @@ class HMatrix:
         return block_error_bound(self)
 
     @property
-    def nbytes(self):
+    def nbytes(self) -> int:
         """Bytes of everything a product reads: ``data``, the six per-block
         arrays, both permutations, the row and column schedules and the
         offsets of the phase-one buffer. (The per-block error diagnostics
@@ -967,15 +980,15 @@ class HMatrix:
         return int(sum(a.nbytes for a in arrays))
 
     @property
-    def dense_nbytes(self):
+    def dense_nbytes(self) -> int:
         return int(self.shape[0] * self.shape[1] * self.dtype.itemsize)
 
     @property
-    def compression_ratio(self):
+    def compression_ratio(self) -> float:
         """``dense_nbytes / nbytes`` (greater than 1 means smaller than dense)."""
         return self.dense_nbytes / self.nbytes
 
-    def summary(self):
+    def summary(self) -> str:
         """A short text report: blocks, ranks, storage, ratio, error bound."""
         lr = self.rank >= 0
         ranks = self.rank[lr]
@@ -997,12 +1010,13 @@ class HMatrix:
                          f"{self.params.get('n_rounds', '?')} rounds")
         return "\n".join(lines)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"<HMatrix {self.shape[0]}x{self.shape[1]} {self.dtype}, {self.n_blocks} blocks, "
                 f"ratio {self.compression_ratio:.2f}, error bound {self.error_bound:.2e}>")
 
     # ------------------------------------------------------------- checking
-    def estimate_error(self, A=None, n_probe=8, n_rows=256, random_state=None):
+    def estimate_error(self, A: ArrayLike | None = None, n_probe: int = 8, n_rows: int = 256,
+                       random_state: RandomStateLike = None) -> float:
         """Estimate ``||A - H||_F / ||A||_F`` by random probing.
 
         With Gaussian vectors ``g``, ``E ||(A - H) g||^2 = ||A - H||_F^2``; the
