@@ -26,9 +26,9 @@ all four methods (H-matrix, SVD, pruning, quantization) with one code path:
 ``adjoint_transform(Y)``
     ``Y @ W_hat``: the transposed product, as a backward pass needs it.
 
-Input conventions follow scikit-learn (not :meth:`HMatrix.from_dense`): integer
-and boolean arrays are converted to float64, float32 stays float32, and errors
-are those of :func:`sklearn.utils.validation.validate_data`.
+Input conventions follow scikit-learn: integer and boolean arrays are converted
+to float64 (as :meth:`HMatrix.from_dense` does), float32 stays float32, and
+errors are those of :func:`sklearn.utils.validation.validate_data`.
 """
 from __future__ import annotations
 

@@ -316,6 +316,11 @@ class HMatrix:
         -------
         HMatrix
 
+        Warns
+        -----
+        CompressionWarning
+            The result stores more bytes than the dense kernel matrix would.
+
         Examples
         --------
         >>> import numpy as np
