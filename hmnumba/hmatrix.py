@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import logging
 import numbers
+import os
 import time
 import warnings
-
-import os
 from typing import Any, Union
 
 import numpy as np
@@ -34,12 +33,12 @@ from numpy.typing import ArrayLike, DTypeLike
 from scipy.sparse.linalg import LinearOperator
 
 from hmnumba import _validation as val
-from hmnumba.exceptions import CompressionWarning
 from hmnumba._threads import one_blas_thread
 from hmnumba.blocks import ADMISSIBILITY, level_schedule, stored_numbers
 from hmnumba.bounds import block_error_bound
 from hmnumba.cluster import CLUSTER_METHODS, ClusterTree, build_cluster_trees
 from hmnumba.construct import BUDGETS, METHODS, build, row_schedule
+from hmnumba.exceptions import CompressionWarning
 from hmnumba.backend import resolve_backend
 from hmnumba.kernels import cpu
 from hmnumba.kernels.functions import KernelFunction
