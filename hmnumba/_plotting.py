@@ -68,6 +68,6 @@ def plot_blocks(H, ax=None, cmap="viridis", annotate=None):
     bar.update_ticks()
     ranks = (f"ranks {int(k[lowrank].min())} to {int(k[lowrank].max())}" if lowrank.any()
              else "no low-rank block")
-    ax.set_title(f"HMatrix {m} x {n}: {k.size} blocks, {ranks}, "
+    ax.set_title(f"HMatrix {m} x {n}: {k.size} block{'s' if k.size != 1 else ''}, {ranks}, "
                  f"{int((~lowrank).sum())} dense")
     return ax
