@@ -39,6 +39,13 @@ from numba.core.errors import NumbaExperimentalFeatureWarning  # noqa: E402
 
 warnings.filterwarnings("ignore", category=NumbaExperimentalFeatureWarning)
 
+# Some examples compress small or random matrices on purpose; their
+# CompressionWarning is noise here (setup.cfg filters it for pytest too; the
+# warning's own example records it whatever this filter says).
+from hmnumba.exceptions import CompressionWarning  # noqa: E402
+
+warnings.filterwarnings("ignore", category=CompressionWarning)
+
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",

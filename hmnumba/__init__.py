@@ -1,13 +1,23 @@
 """hmnumba: adaptive, error-bounded hierarchical matrices with Numba.
 
+Builds log their start and end (block counts, seconds) to the ``"hmnumba"``
+logger; ``logging.basicConfig(level=logging.INFO)`` shows them.
+
 >>> from hmnumba import HMatrix
 >>> from hmnumba.kernels import laplace
 """
+import logging
+
 from hmnumba import kernels
 from hmnumba.compressor import HMatrixCompressor
+from hmnumba.exceptions import CompressionWarning
 from hmnumba.hmatrix import HMatrix
 from hmnumba.io import load
 
 __version__ = "0.1.0"
 
-__all__ = ["HMatrix", "HMatrixCompressor", "kernels", "load", "__version__"]
+__all__ = ["CompressionWarning", "HMatrix", "HMatrixCompressor", "kernels", "load",
+           "__version__"]
+
+# A library leaves the logging configuration to the application.
+logging.getLogger(__name__).addHandler(logging.NullHandler())

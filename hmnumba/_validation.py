@@ -146,18 +146,21 @@ def check_random_state(random_state, name="random_state"):
     return int(random_state)
 
 
-def check_operand(x, n_expected, dtype, name="x"):
+def check_operand(x, n_expected, dtype, name="x", dim="columns", last_axis=False):
     """Right-hand side of a product: 1-D ``(n,)`` or 2-D ``(n, k)``.
 
+    ``dim`` names what ``n_expected`` counts in the message (``"rows"`` for
+    ``H.T @ y`` and ``y @ H``); ``last_axis`` checks a 2-D operand's last
+    dimension (``y @ H`` takes ``y`` of shape ``(k, m)``).
     A CUDA device array is checked for its shape and dtype only (its values
     stay on the device) and returned as it is.
     """
     if is_device_operand(x):
-        return _check_device_operand(x, n_expected, name)
+        return _check_device_operand(x, n_expected, name, dim)
     arr = _as_array(x, name)
     if arr.dtype == object or np.iscomplexobj(arr) or arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
-    _check_operand_shape(arr.shape, n_expected, name)
+    _check_operand_shape(arr.shape, n_expected, name, dim, last_axis)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or infinity")
     return arr
@@ -180,21 +183,24 @@ def is_device_operand(x):
     return hasattr(x, "__cuda_array_interface__") or type(x).__name__ == "FakeCUDAArray"
 
 
-def _check_device_operand(x, n_expected, name):
+def _check_device_operand(x, n_expected, name, dim="columns"):
     dtype = np.dtype(x.dtype)
     if dtype.kind != "f" or dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be a float32 or float64 device array, got dtype {dtype}")
-    _check_operand_shape(tuple(x.shape), n_expected, name)
+    _check_operand_shape(tuple(x.shape), n_expected, name, dim)
     return x
 
 
-def _check_operand_shape(shape, n_expected, name):
-    """A product's operand is ``(n,)`` or ``(n, k)`` with ``n == n_expected``."""
+def _check_operand_shape(shape, n_expected, name, dim="columns", last_axis=False):
+    """A product's operand is ``(n,)`` or ``(n, k)`` with ``n == n_expected``
+    (``(k, n)`` with ``last_axis``)."""
     if len(shape) not in (1, 2):
         raise ValueError(f"{name} must be 1-D or 2-D, got {len(shape)}-D array of shape {shape}")
-    if shape[0] != n_expected:
-        raise ValueError(f"dimension mismatch: operator has {n_expected} columns but {name} has "
-                         f"shape {shape} (expected first dimension {n_expected})")
+    axis = len(shape) - 1 if last_axis else 0
+    if shape[axis] != n_expected:
+        which = "last" if axis else "first"
+        raise ValueError(f"dimension mismatch: operator has {n_expected} {dim} but {name} has "
+                         f"shape {shape} (expected {which} dimension {n_expected})")
 
 
 def check_nonnegative_float(value, name):
@@ -213,3 +219,13 @@ def check_nonnegative_vector(value, name):
     if np.any(arr < 0):
         raise ValueError(f"{name} must hold values >= 0, got minimum {arr.min()!r}")
     return arr
+
+
+def check_dense_input(value, name="A"):
+    """A matrix to compress: as :func:`check_matrix`, but integer and boolean
+    arrays are converted to float64 first (as scikit-learn's ``validate_data``
+    does for :class:`~hmnumba.HMatrixCompressor`, and ``hmnumba compress``)."""
+    arr = _as_array(value, name)
+    if arr.dtype.kind in "biu":
+        arr = arr.astype(np.float64)
+    return check_matrix(arr, name)

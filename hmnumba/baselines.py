@@ -9,6 +9,8 @@ All three share :class:`hmnumba.compressor.BaseCompressor` with
 includes: the count is what the format really has to store, so the ratios of the
 four methods can be compared.
 """
+from __future__ import annotations
+
 import numbers
 
 import numpy as np
@@ -59,7 +61,7 @@ class SVDCompressor(BaseCompressor):
     True
     """
 
-    def __init__(self, rank=None, tol=None):
+    def __init__(self, rank: int | None = None, tol: float | None = None) -> None:
         self.rank = rank
         self.tol = tol
 
@@ -94,7 +96,7 @@ class SVDCompressor(BaseCompressor):
         return self.left_factor_ @ self.right_factor_.T
 
 
-def svd_rank_for_tol(s, tol):
+def svd_rank_for_tol(s: np.ndarray, tol: float) -> int:
     """Smallest ``k`` with ``sqrt(sum_{i >= k} s_i^2) <= tol * ||s||_2``.
 
     Parameters
@@ -156,7 +158,7 @@ class PruningCompressor(BaseCompressor):
            [ 0.,  3.]])
     """
 
-    def __init__(self, sparsity=0.5):
+    def __init__(self, sparsity: float = 0.5) -> None:
         self.sparsity = sparsity
 
     def _check_params(self):
@@ -242,7 +244,7 @@ class QuantizationCompressor(BaseCompressor):
     True
     """
 
-    def __init__(self, bits=8, per_channel=True, symmetric=True):
+    def __init__(self, bits: int = 8, per_channel: bool = True, symmetric: bool = True) -> None:
         self.bits = bits
         self.per_channel = per_channel
         self.symmetric = symmetric
@@ -305,7 +307,7 @@ class QuantizationCompressor(BaseCompressor):
         return self._dequantized()
 
 
-def pack_bits(codes, bits):
+def pack_bits(codes: np.ndarray, bits: int) -> np.ndarray:
     """Pack non-negative integer codes at ``bits`` bits each into bytes.
 
     Parameters
@@ -333,7 +335,7 @@ def pack_bits(codes, bits):
     return np.packbits(bit_planes.ravel())
 
 
-def unpack_bits(packed, bits, count):
+def unpack_bits(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
     """Inverse of :func:`pack_bits`: the first ``count`` codes as int64.
 
     Examples

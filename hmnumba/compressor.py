@@ -26,16 +26,21 @@ all four methods (H-matrix, SVD, pruning, quantization) with one code path:
 ``adjoint_transform(Y)``
     ``Y @ W_hat``: the transposed product, as a backward pass needs it.
 
-Input conventions follow scikit-learn (not :meth:`HMatrix.from_dense`): integer
-and boolean arrays are converted to float64, float32 stays float32, and errors
-are those of :func:`sklearn.utils.validation.validate_data`.
+Input conventions follow scikit-learn: integer and boolean arrays are converted
+to float64 (as :meth:`HMatrix.from_dense` does), float32 stays float32, and
+errors are those of :func:`sklearn.utils.validation.validate_data`.
 """
+from __future__ import annotations
+
+import warnings
+
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from hmnumba import _validation as val
-from hmnumba.hmatrix import HMatrix
+from hmnumba.hmatrix import HMatrix, warn_if_larger_than_dense
 
 FLOAT_DTYPES = (np.float64, np.float32)
 
@@ -69,7 +74,7 @@ class BaseCompressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     QuantizationCompressor (5, 64) True
     """
 
-    def fit(self, W, y=None):
+    def fit(self, W: ArrayLike, y: object = None) -> BaseCompressor:
         """Compress the weight array ``W``.
 
         Parameters
@@ -77,12 +82,30 @@ class BaseCompressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         W : array-like of shape (n_out, n_in)
             The operator: rows are outputs, columns are inputs.
         y : None
-            Ignored; present for API consistency.
+            Ignored; present for API consistency. Passing one warns: a
+            compressor fitted inside a pipeline is refitted on the samples
+            ``X`` instead of a weight array; wrap a fitted compressor in
+            :class:`sklearn.frozen.FrozenEstimator` instead.
 
         Returns
         -------
         self
+
+        Warns
+        -----
+        UserWarning
+            ``y`` is not None.
+        CompressionWarning
+            The compressed form stores more than the dense ``W``
+            (``compression_ratio_ < 1``).
         """
+        if y is not None:
+            warnings.warn(
+                f"{type(self).__name__}.fit got y: it compresses its first argument as the "
+                f"operator W and ignores y, so inside a Pipeline it is refitted on the samples "
+                f"X. To use a fitted compressor in a pipeline, wrap it: "
+                f"make_pipeline(FrozenEstimator(comp), Ridge()) with "
+                f"sklearn.frozen.FrozenEstimator.", UserWarning, stacklevel=2)
         W = validate_data(self, W, dtype=FLOAT_DTYPES, order="C", ensure_min_samples=1)
         self._check_params()
         norm = float(np.linalg.norm(W.astype(np.float64, copy=False)))
@@ -90,11 +113,14 @@ class BaseCompressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.dense_nbytes_ = int(W.size * W.dtype.itemsize)
         self.compression_ratio_ = self.dense_nbytes_ / max(self.nbytes_, 1)
         self.relative_error_ = self._relative_error(W, norm)
+        if not self._build_warns:   # HMatrix.from_dense warns by itself
+            warn_if_larger_than_dense(self.compression_ratio_, self.nbytes_,
+                                      self.dense_nbytes_, stacklevel=3)
         self.n_outputs_ = W.shape[0]
         self._n_features_out = W.shape[0]
         return self
 
-    def transform(self, X):
+    def transform(self, X: ArrayLike) -> np.ndarray:
         """Apply the compressed operator to samples: ``X @ W_hat.T``.
 
         Parameters
@@ -110,7 +136,7 @@ class BaseCompressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         X = validate_data(self, X, dtype=FLOAT_DTYPES, reset=False)
         return self._apply(X)
 
-    def adjoint_transform(self, Y):
+    def adjoint_transform(self, Y: ArrayLike) -> np.ndarray:
         """The transposed product ``Y @ W_hat`` (a layer's backward pass).
 
         Parameters
@@ -128,7 +154,7 @@ class BaseCompressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                              f"{self.n_outputs_} outputs")
         return self._apply_adjoint(Y)
 
-    def reconstruct(self):
+    def reconstruct(self) -> np.ndarray:
         """The dense approximation ``W_hat`` of shape ``(n_out, n_in)``."""
         check_is_fitted(self)
         return self._reconstruct()
@@ -137,6 +163,10 @@ class BaseCompressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         diff = np.linalg.norm(W.astype(np.float64, copy=False)
                               - self._reconstruct().astype(np.float64, copy=False))
         return float(diff / norm) if norm > 0 else float(diff)
+
+    # Whether _compress already warns (CompressionWarning) when the result
+    # stores more than dense.
+    _build_warns = False
 
     def _check_params(self):
         """Validate the constructor parameters (called by ``fit``, never ``__init__``)."""
@@ -179,7 +209,11 @@ class HMatrixCompressor(BaseCompressor):
         threads in this process).
     random_state : int, RandomState instance or None, default=None
         Seeds the PCA clustering and randomized SVD; an int makes ``fit``
-        reproducible bit for bit.
+        reproducible bit for bit. ``None`` is the fixed seed 0, **not** fresh
+        randomness as in scikit-learn's glossary: hmnumba promises that the
+        same input gives the same bits (every seed meets the error bound, so
+        nothing is gained by varying it). For a different draw on every fit
+        pass a ``RandomState`` instance, from which each fit takes a seed.
     structure : {"auto", "hierarchical"}, default="auto"
         ``"auto"`` keeps the cheapest of the adaptive tree, one global
         low-rank block and one dense block, so the result never stores more
@@ -221,11 +255,28 @@ class HMatrixCompressor(BaseCompressor):
     >>> X = rng.standard_normal((5, 256))
     >>> bool(np.allclose(comp.transform(X), X @ W.T))
     True
+
+    ``fit`` looks at the operator ``W``, not at training samples, so a
+    pipeline must not refit it: wrap the fitted compressor in
+    :class:`~sklearn.frozen.FrozenEstimator` (``fit(X, y)`` of a bare
+    compressor warns and compresses ``X``):
+
+    >>> from sklearn.frozen import FrozenEstimator
+    >>> from sklearn.linear_model import Ridge
+    >>> from sklearn.pipeline import make_pipeline
+    >>> X, y = rng.standard_normal((40, 256)), rng.standard_normal(40)
+    >>> model = make_pipeline(FrozenEstimator(comp), Ridge()).fit(X, y)
+    >>> model[0].estimator is comp, comp.n_outputs_
+    (True, 256)
     """
 
-    def __init__(self, tol=1e-3, leaf_size=32, admissibility="adaptive", eta=2.0,
-                 cluster="pca", method="aca", max_rank=None, backend="auto", n_jobs=None,
-                 random_state=None, structure="auto"):
+    _build_warns = True
+
+    def __init__(self, tol: float = 1e-3, leaf_size: int = 32, admissibility: str = "adaptive",
+                 eta: float = 2.0, cluster: str = "pca", method: str = "aca",
+                 max_rank: int | None = None, backend: str = "auto", n_jobs: int | None = None,
+                 random_state: int | np.random.RandomState | None = None,
+                 structure: str = "auto") -> None:
         self.tol = tol
         self.leaf_size = leaf_size
         self.admissibility = admissibility

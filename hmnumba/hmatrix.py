@@ -19,9 +19,17 @@ the diagonal. That halves storage and build time; the matvec reads every
 stored number once and applies it twice
 (:func:`hmnumba.kernels.symmetric.symmetric_hmatvec`).
 """
+from __future__ import annotations
+
+import logging
+import numbers
+import os
 import time
+import warnings
+from typing import Any, Union
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 from scipy.sparse.linalg import LinearOperator
 
 from hmnumba import _validation as val
@@ -31,6 +39,7 @@ from hmnumba.bounds import block_error_bound
 from hmnumba.cluster import CLUSTER_METHODS, ClusterTree, build_cluster_trees
 from hmnumba.construct import (BUDGETS, METHODS, build, cheaper_subtrees, global_low_rank,
                                row_schedule)
+from hmnumba.exceptions import CompressionWarning
 from hmnumba.backend import resolve_backend
 from hmnumba.kernels import cpu
 from hmnumba.kernels.functions import KernelFunction
@@ -49,6 +58,13 @@ FEW_BLOCKS = 8
 STRUCTURES = ("auto", "hierarchical")
 
 _BLOCK_ARRAYS = ("row_start", "row_stop", "col_start", "col_stop", "rank", "offset")
+
+# What ``random_state`` arguments accept (see _validation.check_random_state).
+RandomStateLike = Union[int, np.random.RandomState, np.random.Generator, None]
+
+# Build messages (start, end with block counts and seconds) go to the
+# "hmnumba" logger: ``logging.basicConfig(level=logging.INFO)`` shows them.
+logger = logging.getLogger(__name__)
 
 
 class HMatrix:
@@ -139,10 +155,13 @@ class HMatrix:
 
     # ------------------------------------------------------------------ build
     @classmethod
-    def from_dense(cls, A, tol=1e-3, leaf_size=32, admissibility="adaptive", eta=2.0,
-                   cluster="pca", method="aca", max_rank=None, budget="block", points=None,
-                   col_points=None, random_state=None, n_jobs=None, backend="cpu",
-                   symmetric=False, structure="auto"):
+    def from_dense(cls, A: ArrayLike, tol: float = 1e-3, leaf_size: int = 32,
+                   admissibility: str = "adaptive", eta: float = 2.0, cluster: str = "pca",
+                   method: str = "aca", max_rank: int | None = None, budget: str = "block",
+                   points: ArrayLike | None = None, col_points: ArrayLike | None = None,
+                   random_state: RandomStateLike = None, n_jobs: int | None = None,
+                   backend: str = "cpu", symmetric: bool = False,
+                   structure: str = "auto") -> HMatrix:
         """Compress a dense matrix with the guarantee ``||A - H||_F <= tol ||A||_F``.
 
         The adaptive tree is compared with the whole matrix as one low-rank
@@ -154,7 +173,9 @@ class HMatrix:
         Parameters
         ----------
         A : array-like of shape (m, n)
-            float32 or float64; float32 is stored as float32.
+            float32 or float64; float32 is stored as float32. Integer and
+            boolean arrays are converted to float64, as
+            :class:`~hmnumba.HMatrixCompressor` and ``hmnumba compress`` do.
         tol : float, default=1e-3
             Relative Frobenius tolerance, ``0 < tol < 1``.
         leaf_size : int, default=32
@@ -178,7 +199,10 @@ class HMatrix:
         points, col_points : array-like of shape (m, d) / (n, d), optional
             Coordinates of rows / columns for ``cluster="geometric"``.
         random_state : int, RandomState, Generator or None
-            Seeds the PCA power iteration and the randomized SVD.
+            Seeds the PCA power iteration and the randomized SVD. ``None``
+            means the fixed seed 0, not fresh randomness (unlike
+            scikit-learn's convention): the same call gives the same bits.
+            Pass a ``numpy.random.Generator`` for a seed drawn from it.
         n_jobs : int or None, default=None
             None compresses each round's blocks in this process (numba
             threads). An int sends chunks of blocks to ``joblib.Parallel``
@@ -213,9 +237,15 @@ class HMatrix:
         Raises
         ------
         TypeError
-            ``A`` is not a real float array (integer, complex, object).
+            ``A`` is not a real numeric array (complex, object, strings).
         ValueError
             ``A`` is not 2-D, is empty or not finite; a parameter is out of range.
+
+        Warns
+        -----
+        CompressionWarning
+            The result stores more bytes than ``A`` itself
+            (``compression_ratio < 1``).
 
         Examples
         --------
@@ -229,7 +259,7 @@ class HMatrix:
         >>> bool(H.compression_ratio > 10)
         True
         """
-        A = val.check_matrix(A, "A")
+        A = val.check_dense_input(A, "A")
         backend = resolve_backend(backend)
         opts = _check_build_options(tol, leaf_size, admissibility, eta, max_rank, budget)
         cluster = val.check_choice(cluster, "cluster", CLUSTER_METHODS)
@@ -238,6 +268,7 @@ class HMatrix:
         n_jobs = val.check_n_jobs(n_jobs)
         symmetric = _check_dense_symmetric(symmetric, A, col_points)
         structure = val.check_choice(structure, "structure", STRUCTURES)
+        started = _log_start("from_dense", A.shape, A.dtype, opts["tol"])
         row_tree, col_tree = build_cluster_trees(A.shape, cluster, opts["leaf_size"], A=A,
                                                  points=points, col_points=col_points,
                                                  random_state=seed)
@@ -265,12 +296,15 @@ class HMatrix:
             H = _cheaper_global(H, A, opts, seed)
         else:
             H.params["stored_as"] = "hierarchical"
+        _log_end("from_dense", H, started)
         return H.to(backend)
 
     @classmethod
-    def from_kernel(cls, kernel, points, col_points=None, tol=1e-6, leaf_size=32,
-                    admissibility="strong", eta=2.0, max_rank=None, budget="block",
-                    random_state=None, n_jobs=None, backend="cpu", symmetric=None):
+    def from_kernel(cls, kernel: Any, points: ArrayLike, col_points: ArrayLike | None = None,
+                    tol: float = 1e-6, leaf_size: int = 32, admissibility: str = "strong",
+                    eta: float = 2.0, max_rank: int | None = None, budget: str = "block",
+                    random_state: RandomStateLike = None, n_jobs: int | None = None,
+                    backend: str = "cpu", symmetric: bool | None = None) -> HMatrix:
         """Compress the kernel matrix ``K[i, j] = kernel(points[i], col_points[j])``
         without ever forming it.
 
@@ -320,6 +354,11 @@ class HMatrix:
         -------
         HMatrix
 
+        Warns
+        -----
+        CompressionWarning
+            The result stores more bytes than the dense kernel matrix would.
+
         Examples
         --------
         >>> import numpy as np
@@ -337,6 +376,8 @@ class HMatrix:
         n_jobs = val.check_n_jobs(n_jobs)
         on_gpu = backend == "cuda" and isinstance(kern, KernelFunction)
         symmetric = _check_symmetric(symmetric, kern, col_points, on_gpu)
+        started = _log_start("from_kernel", (X.shape[0], Y.shape[0]), np.dtype(np.float64),
+                             opts["tol"])
         tree = _device_tree if on_gpu else ClusterTree.from_points
         row_tree = tree(X, opts["leaf_size"])
         col_tree = row_tree if col_points is None else tree(Y, opts["leaf_size"])
@@ -355,33 +396,81 @@ class HMatrix:
                       n_rounds=arrays.pop("n_rounds"))
         H = cls((X.shape[0], Y.shape[0]), row_tree.perm, col_tree.perm, tol=opts["tol"],
                 params=params, source=(kern, X, Y), symmetric=symmetric, **arrays)
+        _log_end("from_kernel", H, started)
         return H.to(backend)
 
     # --------------------------------------------------------------- products
-    def matvec(self, x):
-        """``A @ x`` for a vector ``x`` of length ``n``."""
+    def matvec(self, x: ArrayLike) -> np.ndarray:
+        """``A @ x`` for a vector ``x`` of shape ``(n,)`` or ``(n, 1)``.
+
+        As SciPy's ``LinearOperator.matvec``: the result has the operand's
+        kind, shape ``(m,)`` or ``(m, 1)``.
+
+        Parameters
+        ----------
+        x : array-like of shape (n,) or (n, 1)
+
+        Returns
+        -------
+        ndarray of shape (m,) or (m, 1)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hmnumba import HMatrix
+        >>> H = HMatrix.from_dense(np.eye(40) + 1.0, tol=1e-8)
+        >>> H.matvec(np.ones(40)).shape, H.matvec(np.ones((40, 1))).shape
+        ((40,), (40, 1))
+        """
         x = val.check_operand(x, self.shape[1], self.dtype, "x")
-        if x.ndim != 1:
-            raise ValueError(f"x must be 1-D, got shape {x.shape}; use matmat for 2-D")
+        if x.ndim != 1 and x.shape[1] != 1:
+            raise ValueError(f"x must be 1-D, shape ({self.shape[1]},), or one column, "
+                             f"shape ({self.shape[1]}, 1); got shape {x.shape}: use matmat "
+                             f"for several vectors")
+        if x.ndim == 2 and not val.is_device_operand(x):   # the vector kernel, same bits
+            return self._apply(x[:, 0], trans=False)[:, None]
         return self._apply(x, trans=False)
 
-    def rmatvec(self, y):
-        """``A.T @ y`` for a vector ``y`` of length ``m``."""
-        y = val.check_operand(y, self.shape[0], self.dtype, "y")
-        if y.ndim != 1:
-            raise ValueError(f"y must be 1-D, got shape {y.shape}; use rmatmat for 2-D")
+    def rmatvec(self, y: ArrayLike) -> np.ndarray:
+        """``A.T @ y`` for a vector ``y`` of shape ``(m,)`` or ``(m, 1)``.
+
+        The result has the operand's kind, shape ``(n,)`` or ``(n, 1)``.
+
+        Parameters
+        ----------
+        y : array-like of shape (m,) or (m, 1)
+
+        Returns
+        -------
+        ndarray of shape (n,) or (n, 1)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hmnumba import HMatrix
+        >>> H = HMatrix.from_dense(np.ones((30, 20)), tol=1e-8)
+        >>> H.rmatvec(np.ones(30)).shape, H.rmatvec(np.ones((30, 1))).shape
+        ((20,), (20, 1))
+        """
+        y = val.check_operand(y, self.shape[0], self.dtype, "y", dim="rows")
+        if y.ndim != 1 and y.shape[1] != 1:
+            raise ValueError(f"y must be 1-D, shape ({self.shape[0]},), or one column, "
+                             f"shape ({self.shape[0]}, 1); got shape {y.shape}: use rmatmat "
+                             f"for several vectors")
+        if y.ndim == 2 and not val.is_device_operand(y):   # the vector kernel, same bits
+            return self._apply(y[:, 0], trans=True)[:, None]
         return self._apply(y, trans=True)
 
-    def matmat(self, X):
+    def matmat(self, X: ArrayLike) -> np.ndarray:
         """``A @ X`` for ``X`` of shape ``(n, k)``."""
         X = val.check_operand(X, self.shape[1], self.dtype, "X")
         if X.ndim != 2:
             raise ValueError(f"X must be 2-D, got shape {X.shape}")
         return self._apply(X, trans=False)
 
-    def rmatmat(self, Y):
+    def rmatmat(self, Y: ArrayLike) -> np.ndarray:
         """``A.T @ Y`` for ``Y`` of shape ``(m, k)``."""
-        Y = val.check_operand(Y, self.shape[0], self.dtype, "Y")
+        Y = val.check_operand(Y, self.shape[0], self.dtype, "Y", dim="rows")
         if Y.ndim != 2:
             raise ValueError(f"Y must be 2-D, got shape {Y.shape}")
         return self._apply(Y, trans=True)
@@ -470,12 +559,12 @@ class HMatrix:
         return self.row_start != self.col_start
 
     @property
-    def multiplicity(self):
+    def multiplicity(self) -> np.ndarray:
         """How often each stored block occurs in the matrix: 2 for a strictly
         upper block of a symmetric matrix (itself and its mirror), else 1."""
         return np.where(self._strictly_upper, 2.0, 1.0)
 
-    def full_storage(self):
+    def full_storage(self) -> HMatrix:
         """This matrix with every block stored: for a symmetric matrix the
         mirror images of the strictly upper blocks are made explicit (the
         layout the CUDA kernels and :func:`hmnumba.io.save` of older
@@ -535,7 +624,7 @@ class HMatrix:
         from hmnumba.kernels import cuda as gpu
         return gpu.apply(self._device_arrays, self.shape, x, trans, out_dtype)
 
-    def to(self, device):
+    def to(self, device: str) -> HMatrix:
         """Move the products to ``device`` (in place) and return this matrix.
 
         ``to("cuda")`` copies the packed arrays to the GPU once and keeps them
@@ -581,7 +670,7 @@ class HMatrix:
         return self
 
     @property
-    def device(self):
+    def device(self) -> str:
         """Where products run: ``"cpu"`` or ``"cuda"`` (see :meth:`to`)."""
         return "cpu" if self._device_arrays is None else "cuda"
 
@@ -599,22 +688,127 @@ class HMatrix:
         self.__dict__.setdefault("_halves", None)
 
     def __matmul__(self, other):
+        if isinstance(other, (HMatrix, LinearOperator)):
+            return _operator_product(self, other)
         other_arr = val.check_operand(other, self.shape[1], self.dtype, "operand")
         return self._apply(other_arr, trans=False)
 
     def __rmatmul__(self, other):
         """``x @ H`` = ``(H.T @ x.T).T``."""
-        arr = np.asarray(other)
+        if isinstance(other, (HMatrix, LinearOperator)):
+            return _operator_product(other, self)
+        arr = val.check_operand(other, self.shape[0], self.dtype, "x", dim="rows",
+                                last_axis=True)
         if arr.ndim == 1:
             return self.rmatvec(arr)
         return self.rmatmat(arr.T).T
 
+    def dot(self, x: ArrayLike) -> np.ndarray:
+        """``H @ x``: a matrix-vector or matrix-matrix product (SciPy's
+        ``LinearOperator.dot``; ``np.dot(H, x)`` calls it too).
+
+        Parameters
+        ----------
+        x : array-like of shape (n,), (n, 1) or (n, k)
+
+        Returns
+        -------
+        ndarray of shape (m,), (m, 1) or (m, k)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hmnumba import HMatrix
+        >>> A = np.add.outer(np.arange(50.0), np.arange(40.0))
+        >>> H = HMatrix.from_dense(A, tol=1e-10)
+        >>> bool(np.allclose(H.dot(np.ones(40)), A.sum(axis=1)))
+        True
+        >>> bool(np.allclose(np.dot(H, np.ones((40, 2))), A @ np.ones((40, 2))))
+        True
+        """
+        return self @ x
+
+    def __array_function__(self, func, types, args, kwargs):
+        # ``np.dot(H, x)`` and ``np.dot(x, H)`` are products; any other numpy
+        # function would turn H into a 0-d object array and fail obscurely.
+        if func is np.dot and len(args) == 2 and not kwargs:
+            a, b = args
+            return a @ b
+        raise TypeError(f"{func.__module__}.{func.__name__} does not take an HMatrix: use H @ x, "
+                        f"H.dot(x), H.to_dense() or H.aslinearoperator()")
+
+    # ------------------------------------------------------------ arithmetic
+    # Multiplying by a real number scales the stored factors: the result is an
+    # exact HMatrix with the same blocks. Sums are lazy SciPy LinearOperator
+    # sums (the partitions of two H-matrices need not agree).
+    def __mul__(self, other):
+        if isinstance(other, numbers.Real) and not isinstance(other, bool):
+            return self._scaled(float(other))
+        return NotImplemented
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other):
+        if isinstance(other, numbers.Real) and not isinstance(other, bool):
+            if other == 0:
+                raise ZeroDivisionError("HMatrix divided by zero")
+            return self._scaled(1.0 / float(other))
+        return NotImplemented
+
+    def __neg__(self):
+        return self._scaled(-1.0)
+
+    def __pos__(self):
+        return self
+
+    def __add__(self, other):
+        if isinstance(other, (HMatrix, LinearOperator)):
+            if other.shape != self.shape:
+                raise ValueError(f"cannot add operators of shapes {self.shape} and "
+                                 f"{other.shape}")
+            return self.aslinearoperator() + _as_operator(other)
+        return NotImplemented
+
+    def __radd__(self, other):
+        if isinstance(other, LinearOperator):
+            return other + self.aslinearoperator()
+        return NotImplemented
+
+    def __sub__(self, other):
+        if isinstance(other, (HMatrix, LinearOperator)):
+            return self + (-_as_operator(other))
+        return NotImplemented
+
+    def __rsub__(self, other):
+        if isinstance(other, LinearOperator):
+            return other - self.aslinearoperator()
+        return NotImplemented
+
+    def _scaled(self, c):
+        """``c * H`` as a new HMatrix: every dense block and the ``U`` factor
+        of every low-rank block scaled (so ``data`` is scaled once), block
+        errors and norms scaled by ``|c|``."""
+        m_b = self.row_stop - self.row_start
+        length = np.where(self.rank < 0, m_b * (self.col_stop - self.col_start),
+                          np.maximum(self.rank, 0) * m_b)   # dense block, or U only
+        edges = np.zeros(self.data.size + 1, np.int64)
+        np.add.at(edges, self.offset, 1)
+        np.add.at(edges, self.offset + length, -1)
+        scaled = np.cumsum(edges[:-1]) > 0
+        data = np.where(scaled, self.data * np.asarray(c, self.dtype), self.data)
+        out = HMatrix(self.shape, self.row_perm, self.col_perm, self.row_start,
+                      self.row_stop, self.col_start, self.col_stop, self.rank,
+                      self.offset, data.astype(self.dtype, copy=False), self.block_err2 * c * c,
+                      self.block_norm2 * c * c, self.tol, norm=self.norm * abs(c),
+                      params=self.params, symmetric=self.symmetric)
+        return out.to(self.device)
+
     @property
-    def T(self):
+    def T(self) -> HMatrix:
         """The transpose, as an :class:`HMatrix` sharing no work with this one."""
         return self.transpose()
 
-    def transpose(self):
+    def transpose(self) -> HMatrix:
         """Return ``A.T`` as a new HMatrix (dense blocks are transposed, low-rank
         blocks swap their factors; the data are copied once). A symmetric
         matrix is its own transpose: the new HMatrix shares its arrays."""
@@ -632,7 +826,33 @@ class HMatrix:
                     self.tol, norm=self.norm, params=self.params)
         return t.to(self.device)
 
-    def aslinearoperator(self):
+    @property
+    def H(self) -> HMatrix:
+        """The adjoint (conjugate transpose): the transpose, as the data are real.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hmnumba import HMatrix
+        >>> A = np.add.outer(np.arange(30.0), np.arange(20.0))
+        >>> bool(np.allclose(HMatrix.from_dense(A, tol=1e-10).H.to_dense(), A.T))
+        True
+        """
+        return self.transpose()
+
+    def adjoint(self) -> HMatrix:
+        """The adjoint, :attr:`H` (SciPy's ``LinearOperator.adjoint``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hmnumba import HMatrix
+        >>> HMatrix.from_dense(np.ones((30, 20)), tol=1e-8).adjoint().shape
+        (20, 30)
+        """
+        return self.transpose()
+
+    def aslinearoperator(self) -> LinearOperator:
         """This matrix as a ``scipy.sparse.linalg.LinearOperator``.
 
         Examples
@@ -650,7 +870,7 @@ class HMatrix:
         return LinearOperator(self.shape, matvec=self.matvec, rmatvec=self.rmatvec,
                               matmat=self.matmat, rmatmat=self.rmatmat, dtype=self.dtype)
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike) -> None:
         """Write this matrix to ``path`` (``.hmz``) atomically; read it back
         with :func:`hmnumba.load`. See :func:`hmnumba.io.save` for the
         format and the guarantees.
@@ -669,7 +889,78 @@ class HMatrix:
         from hmnumba.io import save
         save(self, path)
 
-    def to_dense(self, dtype=None):
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> HMatrix:
+        """Read a matrix written by :meth:`save`: the same as :func:`hmnumba.load`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+
+        Returns
+        -------
+        HMatrix
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from hmnumba import HMatrix
+        >>> H = HMatrix.from_dense(np.eye(64) + 1.0, tol=1e-8)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     H.save(os.path.join(tmp, "h.hmz"))
+        ...     H2 = HMatrix.load(os.path.join(tmp, "h.hmz"))
+        >>> bool(np.array_equal(H2.to_dense(), H.to_dense()))
+        True
+        """
+        from hmnumba.io import load
+        return load(path)
+
+    def plot(self, ax: Any = None, cmap: Any = "viridis", annotate: bool | None = None) -> Any:
+        """Draw the block partition: low-rank blocks coloured by rank, dense blocks grey.
+
+        The blocks are drawn in place in the **cluster order** (rows and
+        columns permuted by ``row_perm`` / ``col_perm``), where every block
+        is a contiguous rectangle; in the original order a block is scattered
+        over the rows and columns of its clusters. A colour bar gives the
+        rank scale. A symmetric matrix shows its mirrored blocks too. Needs
+        matplotlib (the ``plot`` extra).
+
+        Parameters
+        ----------
+        ax : matplotlib.axes.Axes, optional
+            Where to draw; by default a new figure of ``matplotlib.pyplot``.
+        cmap : str or matplotlib colormap, default="viridis"
+        annotate : bool, optional
+            Write each low-rank block's rank in it; by default when there are
+            at most 64 blocks.
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+
+        Raises
+        ------
+        ImportError
+            matplotlib is not installed.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from matplotlib.figure import Figure
+        >>> from hmnumba import HMatrix
+        >>> x = np.linspace(0, 1, 256)
+        >>> H = HMatrix.from_dense(np.exp(-np.abs(x[:, None] - x)), tol=1e-6)
+        >>> ax = H.plot(ax=Figure().subplots())
+        >>> ax.get_title().startswith("HMatrix 256 x 256: ")
+        True
+        >>> ax.get_xlabel(), len(ax.figure.axes)   # the blocks' axes and the colour bar
+        ('columns (cluster order)', 2)
+        """
+        from hmnumba._plotting import plot_blocks
+        return plot_blocks(self, ax=ax, cmap=cmap, annotate=annotate)
+
+    def to_dense(self, dtype: DTypeLike = None) -> np.ndarray:
         """Expand to a dense array (products computed in float64).
 
         Parameters
@@ -690,29 +981,29 @@ class HMatrix:
 
     # ------------------------------------------------------------ properties
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype:
         return self.data.dtype
 
     @property
-    def ndim(self):
+    def ndim(self) -> int:
         return 2
 
     @property
-    def n_blocks(self):
+    def n_blocks(self) -> int:
         return int(self.rank.size)
 
     @property
-    def ranks(self):
+    def ranks(self) -> np.ndarray:
         """Rank of every block (``-1`` for dense blocks), in storage order."""
         return self.rank
 
     @property
-    def block_errors(self):
+    def block_errors(self) -> np.ndarray:
         """Absolute Frobenius error of every block (0 for dense blocks)."""
         return np.sqrt(self.block_err2)
 
     @property
-    def error_bound(self):
+    def error_bound(self) -> float:
         """Achieved relative bound ``sqrt(sum_b err_b^2) / ||A||_F`` (Theorem 1a).
 
         Exact for :meth:`from_dense`; built from ACA estimates for
@@ -721,7 +1012,7 @@ class HMatrix:
         return block_error_bound(self)
 
     @property
-    def nbytes(self):
+    def nbytes(self) -> int:
         """Bytes of everything a product reads: ``data``, the six per-block
         arrays, the permutations (an identity permutation is neither applied
         nor counted), the row and column schedules and the
@@ -741,15 +1032,15 @@ class HMatrix:
         return int(sum(a.nbytes for a in arrays))
 
     @property
-    def dense_nbytes(self):
+    def dense_nbytes(self) -> int:
         return int(self.shape[0] * self.shape[1] * self.dtype.itemsize)
 
     @property
-    def compression_ratio(self):
+    def compression_ratio(self) -> float:
         """``dense_nbytes / nbytes`` (greater than 1 means smaller than dense)."""
         return self.dense_nbytes / self.nbytes
 
-    def summary(self):
+    def summary(self) -> str:
         """A short text report: blocks, ranks, storage, ratio, error bound."""
         lr = self.rank >= 0
         ranks = self.rank[lr]
@@ -774,12 +1065,13 @@ class HMatrix:
                          f"{self.params.get('n_rounds', '?')} rounds")
         return "\n".join(lines)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"<HMatrix {self.shape[0]}x{self.shape[1]} {self.dtype}, {self.n_blocks} blocks, "
                 f"ratio {self.compression_ratio:.2f}, error bound {self.error_bound:.2e}>")
 
     # ------------------------------------------------------------- checking
-    def estimate_error(self, A=None, n_probe=8, n_rows=256, random_state=None):
+    def estimate_error(self, A: ArrayLike | None = None, n_probe: int = 8, n_rows: int = 256,
+                       random_state: RandomStateLike = None) -> float:
         """Estimate ``||A - H||_F / ||A||_F`` by random probing.
 
         With Gaussian vectors ``g``, ``E ||(A - H) g||^2 = ||A - H||_F^2``; the
@@ -950,3 +1242,46 @@ def _few_blocks_product(data, r0, r1, c0, c1, rank, offset, X, trans, n_out):
             else:
                 Y[rows] += Ut.T @ (Vt @ X[cols])
     return Y
+
+
+def _as_operator(op):
+    """An HMatrix as its SciPy LinearOperator; a LinearOperator as it is."""
+    return op.aslinearoperator() if isinstance(op, HMatrix) else op
+
+
+def _operator_product(a, b):
+    """``a @ b`` of two operators (an HMatrix or a SciPy LinearOperator): the
+    lazy SciPy product; the product of two H-matrices is never formed."""
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"dimension mismatch: cannot multiply operators of shapes "
+                         f"{a.shape} and {b.shape}")
+    return _as_operator(a) @ _as_operator(b)
+
+
+def _log_start(where, shape, dtype, tol):
+    """Log the start of a build; return the start time for :func:`_log_end`."""
+    logger.info("%s: compressing a %d x %d %s matrix, tol %g", where, shape[0], shape[1],
+                np.dtype(dtype).name, tol)
+    return time.perf_counter()
+
+
+def _log_end(where, H, started):
+    """Log the end of a build and warn if it stores more than dense."""
+    n_dense = int(np.count_nonzero(H.rank < 0))
+    logger.info("%s: built in %.2f s: %d blocks (%d low-rank, %d dense), compression ratio "
+                "%.2f, error bound %.2e", where, time.perf_counter() - started, H.n_blocks,
+                H.n_blocks - n_dense, n_dense, H.compression_ratio, H.error_bound)
+    warn_if_larger_than_dense(H.compression_ratio, H.nbytes, H.dense_nbytes, stacklevel=4)
+    # stacklevel 4: this function's caller's caller (from_dense's user).
+
+
+def warn_if_larger_than_dense(ratio, nbytes, dense_nbytes, stacklevel=3):
+    """Warn with :class:`~hmnumba.CompressionWarning` if a compressed form
+    stores more bytes than the dense array (``ratio < 1``). ``stacklevel`` as
+    in :func:`warnings.warn`, counted from this function (3: the line that
+    called the caller)."""
+    if ratio < 1:
+        warnings.warn(f"the compressed matrix stores more than the dense one: {nbytes} bytes "
+                      f"against {dense_nbytes} (compression ratio {ratio:.2f} < 1); a looser "
+                      f"tol, a larger leaf_size or keeping the dense array saves memory",
+                      CompressionWarning, stacklevel=stacklevel)

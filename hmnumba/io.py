@@ -103,6 +103,8 @@ round-trips exactly through ``pickle`` and ``joblib``, kernel source
 included; use that only for data you trust, since unpickling runs code. A
 ``.hmz`` file holds no code and can be loaded from anywhere.
 """
+from __future__ import annotations
+
 import hashlib
 import io
 import json
@@ -111,10 +113,14 @@ import numbers
 import os
 import struct
 import tempfile
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hmnumba.blocks import stored_numbers
+
+if TYPE_CHECKING:   # hmatrix imports io lazily; io names HMatrix in annotations only
+    from hmnumba.hmatrix import HMatrix
 
 MAGIC = b"\x89HMZ\r\n\x1a\n"
 FORMAT_NAME = "hmnumba-hmatrix"
@@ -151,7 +157,7 @@ MAX_SCHEDULE = 1 << 28
 # ---------------------------------------------------------------------------
 
 
-def save(H, path):
+def save(H: HMatrix, path: str | os.PathLike) -> None:
     """Write an H-matrix to ``path`` atomically (format in :mod:`hmnumba.io`).
 
     The file holds the flat arrays, ``tol``, ``norm`` and the build
@@ -371,7 +377,7 @@ def _fsync_directory(directory):
 # ---------------------------------------------------------------------------
 
 
-def load(path):
+def load(path: str | os.PathLike) -> HMatrix:
     """Read an H-matrix written by :func:`save` (or :meth:`HMatrix.save`).
 
     Every field, index, offset and rank is validated before an

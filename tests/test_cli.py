@@ -47,6 +47,27 @@ def test_module_entry_point_shows_help():
     assert proc.returncode == 0 and "demo" in proc.stdout
 
 
+def test_version_prints_the_package_version(capsys):
+    import hmnumba
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"hmnumba {hmnumba.__version__}"
+
+
+def test_every_subcommand_has_a_description(capsys):
+    for sub in ("demo", "reproduce", "compress", "info", "apply"):
+        with pytest.raises(SystemExit):
+            main([sub, "--help"])
+        out = capsys.readouterr().out
+        usage, _, rest = out.partition("\n\n")
+        # argparse prints the description between the usage and the options.
+        assert not rest.startswith(("positional arguments", "options")), (sub, out)
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert "speed-up" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv", [[], ["nonsense"]])
 def test_missing_or_unknown_command_is_a_usage_error(argv):
     with pytest.raises(SystemExit) as exc:

@@ -5,6 +5,7 @@ check, none skipped); the H-matrix specific behaviour (guarantee, attributes,
 reproducibility, pickling, pipelines, grid search) is tested below.
 """
 import pickle
+import warnings
 
 import joblib
 import numpy as np
@@ -17,7 +18,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from hmnumba import HMatrix, HMatrixCompressor
+from hmnumba import CompressionWarning, HMatrix, HMatrixCompressor
 from hmnumba.baselines import PruningCompressor, QuantizationCompressor, SVDCompressor
 
 ALL_COMPRESSORS = [
@@ -31,7 +32,12 @@ ALL_COMPRESSORS = [
 ]
 
 
+# The checks call fit(X, y) on small random samples: the warnings that a
+# compressor gives for exactly that (y given; a random matrix stores more than
+# dense) are expected there and only shown, never errors, by check_estimator.
 @parametrize_with_checks(ALL_COMPRESSORS)
+@pytest.mark.filterwarnings("ignore:.*fit got y:UserWarning")
+@pytest.mark.filterwarnings("ignore::hmnumba.CompressionWarning")
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 
@@ -125,6 +131,7 @@ def test_set_output_pandas_like_names():
     assert list(frame.columns) == [f"hmatrixcompressor{i}" for i in range(40)]
 
 
+@pytest.mark.filterwarnings("ignore:.*fit got y:UserWarning")   # refitting is the point here
 def test_grid_search_over_tol():
     """tol is a hyper-parameter: GridSearchCV refits the compressor per value and fold.
 
@@ -171,3 +178,57 @@ def test_transform_shape_mismatch_and_unfitted():
         comp.transform(np.ones((2, 4)))
     with pytest.raises(ValueError, match="outputs"):
         comp.adjoint_transform(np.ones((2, 5)))
+
+
+def test_fit_with_y_warns_and_names_frozen_estimator():
+    """A fitted compressor put bare into a pipeline is refitted on the samples."""
+    rng = np.random.default_rng(0)
+    W = smooth_weights(m=64, n=48)
+    comp = HMatrixCompressor(tol=1e-4, backend="cpu", random_state=0).fit(W)
+    X, y = rng.standard_normal((30, 48)), rng.standard_normal(30)
+    with pytest.warns(UserWarning, match="FrozenEstimator"):
+        pipe = make_pipeline(comp, Ridge()).fit(X, y)
+    assert pipe[0].n_outputs_ == 30           # what the warning is about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.simplefilter("ignore", CompressionWarning)   # a small W: not the point here
+        make_pipeline(FrozenEstimator(comp), Ridge()).fit(X, y)
+        comp.fit(W)
+    assert comp.n_outputs_ == 64
+
+
+def test_class_docstring_shows_the_frozen_estimator_recipe():
+    assert "FrozenEstimator(comp)" in HMatrixCompressor.__doc__
+
+
+def test_random_state_none_is_the_fixed_seed_zero():
+    """Documented difference from scikit-learn's glossary: None does not mean
+    fresh randomness, the same fit gives the same bits."""
+    W = smooth_weights(seed=5)
+    a = HMatrixCompressor(tol=1e-3, backend="cpu").fit(W).hmatrix_
+    b = HMatrixCompressor(tol=1e-3, backend="cpu").fit(W).hmatrix_
+    c = HMatrixCompressor(tol=1e-3, backend="cpu", random_state=0).fit(W).hmatrix_
+    for name in ("row_perm", "col_perm", "rank", "data"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+        np.testing.assert_array_equal(getattr(a, name), getattr(c, name))
+
+
+@pytest.mark.parametrize("comp", [HMatrixCompressor(backend="cpu", tol=1e-6),
+                                  PruningCompressor(sparsity=0.1),
+                                  SVDCompressor(tol=1e-6)])
+def test_compression_larger_than_dense_warns_once(comp):
+    W = np.random.default_rng(0).standard_normal((48, 40))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        comp.fit(W)
+    assert comp.compression_ratio_ < 1
+    assert [w.category for w in caught] == [CompressionWarning]
+
+
+def test_compression_smaller_than_dense_does_not_warn():
+    W = smooth_weights()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for comp in (HMatrixCompressor(backend="cpu", tol=1e-3), SVDCompressor(tol=1e-2),
+                     QuantizationCompressor(bits=8)):
+            assert comp.fit(W).compression_ratio_ > 1

@@ -132,6 +132,10 @@ def test_from_hmatrix_round_trip_and_products(client):
     v = np.random.default_rng(2).standard_normal((700, 3))
     assert_close(D.matmat(v), H.matmat(v))
     assert_close(D.rmatvec(v[:, 0]), H.rmatvec(v[:, 0]))
+    # SciPy's LinearOperator contract: a (n, 1) column in, a column out.
+    assert D.matvec(v[:, :1]).shape == (700, 1) and D.rmatvec(v[:, :1]).shape == (700, 1)
+    assert_close(D.matvec(v[:, :1])[:, 0], H.matvec(v[:, 0]))
+    assert_close(D.rmatvec(v[:, :1])[:, 0], H.rmatvec(v[:, 0]))
     assert D.nbytes > 0
 
 

@@ -151,3 +151,29 @@ def test_bad_options_exit_2_before_any_work(argv, tmp_path, capsys):
     assert main(["reproduce", "--quick", "--out", str(tmp_path / "out"), *argv]) == 2
     assert "error" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_figures_leave_the_matplotlib_backend_alone(tmp_path):
+    """Drawing a figure (here the heat maps, whose rank panel is H.plot())
+    neither forces a backend nor touches pyplot, so a notebook keeps its own."""
+    script = f"""
+import matplotlib
+matplotlib.use("svg")
+import numpy as np
+from hmnumba import HMatrix
+from hmnumba.experiments import heatmaps
+x = np.linspace(0, 1, 96)
+W = np.exp(-np.abs(x[:, None] - x[None, :]))
+H = HMatrix.from_dense(W, tol=1e-6, leaf_size=16)
+result = dict(tol=1e-6, layer=1, shape=[96, 96], relative_error=1e-7, compression_ratio=1.5,
+              _W=W, _Wh=H.to_dense(), _H=H)
+heatmaps.plot(result, {str(tmp_path / "fig.png")!r})
+import sys
+pyplot_loaded = "matplotlib.pyplot" in sys.modules
+print(matplotlib.get_backend(), pyplot_loaded)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["svg", "False"]
+    assert (tmp_path / "fig.png").stat().st_size > 10_000

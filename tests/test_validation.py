@@ -32,11 +32,6 @@ BAD_MATRICES = [
     pytest.param(np.full((4, 4), -np.inf), ValueError, "A contains", id="minus-inf"),
     pytest.param(np.ones((4, 4), complex), TypeError, "A must be real", id="complex"),
     pytest.param(np.ones((4, 4), object), TypeError, "A must be .*float", id="object"),
-    pytest.param(np.ones((4, 4), np.int64), TypeError, "A must be a float32 or float64",
-                 id="int64"),
-    pytest.param(np.ones((4, 4), np.uint8), TypeError, "A must be a float32 or float64",
-                 id="uint8"),
-    pytest.param(np.ones((4, 4), bool), TypeError, "A must be a float32 or float64", id="bool"),
     pytest.param(np.array([["a", "b"], ["c", "d"]]), TypeError, "A must be", id="str"),
     pytest.param([[1.0, 2.0], [3.0]], TypeError, "A must be array-like", id="ragged"),
     pytest.param(scipy.sparse.csr_matrix(np.eye(4)), TypeError, "A must be a dense array",
@@ -50,6 +45,15 @@ BAD_MATRICES = [
 def test_from_dense_refuses_bad_matrices(A, exc, match):
     with pytest.raises(exc, match=match):
         HMatrix.from_dense(A)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int8, np.uint8, bool])
+def test_from_dense_converts_integer_and_boolean_arrays_to_float64(dtype):
+    # As HMatrixCompressor (scikit-learn's validate_data) and `hmnumba compress` do.
+    A = (np.arange(48).reshape(8, 6) % 3).astype(dtype)
+    H = HMatrix.from_dense(A, tol=1e-8)
+    assert H.dtype == np.float64
+    np.testing.assert_allclose(H.to_dense(), A.astype(np.float64), atol=1e-12)
 
 
 def test_from_dense_accepts_lists_and_non_contiguous_arrays():
@@ -129,8 +133,13 @@ def test_shape_mismatch_in_products_is_a_value_error_naming_the_operand(H, call,
 
 
 def test_shape_mismatch_of_a_left_operand_is_a_value_error(H):
-    with pytest.raises(ValueError, match="dimension mismatch"):
+    # H is 40 x 30: x @ H needs x with 40 entries, one per row of H.
+    with pytest.raises(ValueError, match=r"operator has 40 rows but x has shape \(30,\)"):
         np.ones(30) @ H
+    with pytest.raises(ValueError, match=r"40 rows but x has shape \(2, 30\) \(expected last dimension 40\)"):
+        np.ones((2, 30)) @ H
+    with pytest.raises(ValueError, match="operator has 40 rows but y"):
+        H.rmatvec(np.ones(30))
 
 
 @pytest.mark.parametrize("call,exc,match", [
@@ -151,7 +160,8 @@ def test_shape_mismatch_of_a_left_operand_is_a_value_error(H):
                  id="matvec-complex"),
     pytest.param(lambda H: H.matvec(np.array(["a"] * 30)), TypeError, "x must be a real",
                  id="matvec-str"),
-    pytest.param(lambda H: H @ H, TypeError, "operand", id="matmul-hmatrix"),
+    pytest.param(lambda H: H @ H, ValueError, "dimension mismatch.*operators of shapes",
+                 id="matmul-hmatrix"),
 ])
 def test_bad_operands_are_refused(H, call, exc, match):
     with pytest.raises(exc, match=match):

@@ -1,4 +1,10 @@
-"""Lazy matplotlib (the ``plot`` extra), always on the non-interactive Agg backend."""
+"""Lazy matplotlib (the ``plot`` extra) through its object-oriented API.
+
+Figures are :class:`matplotlib.figure.Figure` objects written straight to
+PNG files: pyplot's global state and the backend are never touched, so
+importing or running the experiments in a notebook leaves its backend as it
+was.
+"""
 
 METHOD_STYLE = {
     "dense": dict(color="black", marker="*"),
@@ -9,8 +15,26 @@ METHOD_STYLE = {
 }
 
 
+class _Figures:
+    """The two pyplot calls the experiments make, without pyplot: ``subplots``
+    makes a bare :class:`~matplotlib.figure.Figure` (no backend, no global
+    figure list) and ``get_cmap`` reads matplotlib's colormap registry."""
+
+    @staticmethod
+    def subplots(*args, figsize=None, **kwargs):
+        from matplotlib.figure import Figure
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(*args, **kwargs)
+
+    @staticmethod
+    def get_cmap(name):
+        import matplotlib
+        return matplotlib.colormaps[name]
+
+
 def pyplot():
-    """``matplotlib.pyplot`` on the Agg backend.
+    """A pyplot-like object for figures (``subplots``, ``get_cmap``) that
+    leaves matplotlib's backend and pyplot's state alone.
 
     Raises
     ------
@@ -18,19 +42,15 @@ def pyplot():
         If matplotlib is missing, naming the extra that installs it.
     """
     try:
-        import matplotlib
+        import matplotlib  # noqa: F401
     except ImportError:
         raise ImportError("hmnumba reproduce draws its figures with matplotlib, which is "
                           "not installed: pip install 'hmnumba[plot]' (or pip install "
                           "matplotlib)") from None
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-    return plt
+    return _Figures()
 
 
 def save(fig, path):
-    """Write ``fig`` as a PNG and close it."""
+    """Write ``fig`` as a PNG (a bare Figure: nothing to close)."""
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    import matplotlib.pyplot as plt
-    plt.close(fig)

@@ -44,7 +44,7 @@ def run(ctx):
                     row_stop=np.asarray(H.row_stop).tolist(),
                     col_start=np.asarray(H.col_start).tolist(),
                     col_stop=np.asarray(H.col_stop).tolist(), rank=rank.tolist()),
-        _W=W[np.ix_(H.row_perm, H.col_perm)], _Wh=Wh[np.ix_(H.row_perm, H.col_perm)])
+        _W=W[np.ix_(H.row_perm, H.col_perm)], _Wh=Wh[np.ix_(H.row_perm, H.col_perm)], _H=H)
 
 
 def verdict(result):
@@ -71,8 +71,6 @@ def verdict(result):
 
 def plot(result, path):
     """Original, reconstruction, block ranks and error side by side (PNG at ``path``)."""
-    from matplotlib.patches import Rectangle
-
     from hmnumba.experiments._plot import pyplot, save
     plt = pyplot()
     W, Wh = result["_W"], result["_Wh"]
@@ -83,23 +81,8 @@ def plot(result, path):
         im = ax.imshow(M, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
         ax.set_title(title)
         fig.colorbar(im, ax=ax, fraction=0.046)
-    ax = axes[2]
-    b = result["blocks"]
-    ranks = np.asarray(b["rank"])
-    kmax = max(1, int(ranks.max()) if ranks.size else 1)
-    cmap = plt.get_cmap("viridis")
-    for r0, r1, c0, c1, k in zip(b["row_start"], b["row_stop"], b["col_start"],
-                                 b["col_stop"], ranks):
-        color = "lightgray" if k < 0 else cmap(k / kmax)
-        ax.add_patch(Rectangle((c0 - 0.5, r0 - 0.5), c1 - c0, r1 - r0, facecolor=color,
-                               edgecolor="black", lw=0.6))
-        if k >= 0:
-            ax.text((c0 + c1) / 2 - 0.5, (r0 + r1) / 2 - 0.5, str(k), ha="center",
-                    va="center", fontsize=7, color="white" if k < kmax / 2 else "black")
-    ax.set_xlim(-0.5, W.shape[1] - 0.5)
-    ax.set_ylim(W.shape[0] - 0.5, -0.5)
-    ax.set_aspect("equal")
-    ax.set_title("blocks: rank (gray = dense)")
+    result["_H"].plot(ax=axes[2])   # blocks coloured by rank, with a colour bar
+    axes[2].set_title("blocks: rank (hatched grey = dense)")
     E = np.abs(W - Wh)
     im = axes[3].imshow(E, cmap="magma")
     axes[3].set_title(f"|W - H|, rel. error {result['relative_error']:.1e}")

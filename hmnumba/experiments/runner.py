@@ -1,7 +1,9 @@
 """Run the registered experiments and write figures, ``results.json`` and ``report.md``."""
 import time
+import warnings
 from pathlib import Path
 
+from hmnumba.exceptions import CompressionWarning
 from hmnumba.experiments._context import Config, Context, limited_threads
 
 
@@ -84,7 +86,10 @@ def reproduce(out_dir, quick=True, problem=None, seed=0, progress=True, command=
     results = {}
     t0 = time.perf_counter()
     try:
-        with limited_threads(config.threads):
+        # The sweeps go on purpose to settings that store more than dense (the
+        # report gives every ratio): no CompressionWarning for each of them.
+        with limited_threads(config.threads), warnings.catch_warnings():
+            warnings.simplefilter("ignore", CompressionWarning)
             ctx.train()
             if bar is not None:
                 bar.update(1)
