@@ -142,7 +142,13 @@ ACT_TANH = 0
 ACT_SIN = 1
 
 
-@njit(cache=True, parallel=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
+# No fastmath here: with "reassoc"/"contract" these two kernels gave
+# different bits when numba compiled them in the process than when it loaded
+# them from its cache (1,569 of 12,673 gradient entries of a PINN differed,
+# by up to 8e-17 relative, and L-BFGS magnified that into another trained
+# network); tests/test_cold_warm.py checks it. They are elementwise, so
+# fastmath bought little.
+@njit(cache=True, parallel=True)
 def activation_forward(Z, s, cz, lap_weights, order, act):  # pragma: no cover - jit
     """Derivative channels through the activation, one pass over ``Z``.
 
@@ -184,7 +190,7 @@ def activation_forward(Z, s, cz, lap_weights, order, act):  # pragma: no cover -
     return A, D
 
 
-@njit(cache=True, parallel=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
+@njit(cache=True, parallel=True)
 def activation_backward(Sbar, Z, D, lap_weights, order):  # pragma: no cover - jit
     """Adjoints of the pre-activation channels from those of the activation
     channels (see :mod:`hmnumba.pinn.network` for the formulas)."""
