@@ -15,6 +15,9 @@ Subcommands
 ``compress W.npy -o W.hmz`` / ``compress weights.npz -o DIR``
     Compress a weight array (rows = outputs, columns = inputs) into an
     H-matrix file; for an ``.npz`` archive, one ``DIR/<name>.hmz`` per array.
+    Array names that are not plain file names (a path separator, ``..``, an
+    absolute path, a control character) are refused before anything is
+    written: files are written only inside ``DIR``.
 ``info W.hmz`` (or a directory of them)
     Blocks, ranks, bytes, compression ratio and error bound.
 ``apply W.hmz X.npy -o Y.npy``
@@ -105,8 +108,17 @@ def _compress(args):
     arrays = _read_weights(path)
     out = Path(args.output)
     if path.suffix == ".npz":
+        # Member names come from the archive, which may be hostile: each must
+        # be a plain file name, so that every file is written inside ``out``.
+        from hmnumba._validation import check_member_name
+        for name in arrays:
+            check_member_name(name, f"{path}: array")
         out.mkdir(parents=True, exist_ok=True)
         targets = {name: out / f"{name}.hmz" for name in arrays}
+        root = out.resolve()
+        for name, target in targets.items():
+            if target.resolve().parent != root:   # e.g. a symlink planted in out
+                raise ValueError(f"{path}: array {name!r} would be written outside {out}")
     else:
         targets = {None: out}
     for name, W in arrays.items():
