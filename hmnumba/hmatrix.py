@@ -19,18 +19,20 @@ the diagonal. That halves storage and build time; the matvec reads every
 stored number once and applies it twice
 (:func:`hmnumba.kernels.symmetric.symmetric_hmatvec`).
 """
+import math
+
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
 from hmnumba import _validation as val
-from hmnumba._threads import one_blas_thread
+from hmnumba._threads import one_blas_thread, serial_if_unsafe
 from hmnumba.blocks import ADMISSIBILITY, level_schedule, stored_numbers
 from hmnumba.bounds import block_error_bound
 from hmnumba.cluster import CLUSTER_METHODS, ClusterTree, build_cluster_trees
 from hmnumba.construct import BUDGETS, METHODS, build, row_schedule
 from hmnumba.backend import resolve_backend
 from hmnumba.kernels import cpu
-from hmnumba.kernels.functions import KernelFunction
+from hmnumba.kernels.functions import KernelFunction, UserKernel
 from hmnumba.kernels.symmetric import SYMMETRIC_SLABS, symmetric_hmatvec, symmetric_slabs
 
 # From this many right-hand sides on, products use BLAS block products
@@ -67,6 +69,20 @@ class HMatrix:
         Only the upper block triangle is stored (see the module docstring);
         every product, :meth:`to_dense`, :attr:`error_bound` and
         :attr:`nbytes` account for the mirrored blocks.
+    error_exp : int
+        ``block_err2`` and ``block_norm2`` are in units of ``4**error_exp``
+        (:attr:`block_errors` are absolute). 0, except for inputs of extreme
+        magnitude (see :meth:`from_dense`), whose squared errors would
+        underflow or overflow float64.
+
+    Notes
+    -----
+    The constructor takes the packed arrays (section 4 of the design) and
+    validates them exactly as :func:`hmnumba.load` validates a file
+    (permutations, block ranges, ranks, offsets, tiling, finite values,
+    bounded schedules), so arrays that would make a kernel read out of
+    bounds raise ``ValueError`` instead of crashing ``H @ x``. Build with
+    :meth:`from_dense`, :meth:`from_kernel` or :func:`hmnumba.load`.
 
     Examples
     --------
@@ -87,7 +103,17 @@ class HMatrix:
 
     def __init__(self, shape, row_perm, col_perm, row_start, row_stop, col_start, col_stop,
                  rank, offset, data, block_err2, block_norm2, tol, norm=None, params=None,
-                 source=None, symmetric=False):
+                 source=None, symmetric=False, error_exp=0, _trusted=False):
+        if not _trusted:   # arrays from outside: the checks of load (kernels check nothing)
+            shape, a, tol, norm, symmetric, error_exp = val.check_packed_arrays(
+                shape, dict(row_perm=row_perm, col_perm=col_perm, row_start=row_start,
+                            row_stop=row_stop, col_start=col_start, col_stop=col_stop,
+                            rank=rank, offset=offset, data=data, block_err2=block_err2,
+                            block_norm2=block_norm2), tol, norm, symmetric, error_exp)
+            (row_perm, col_perm, row_start, row_stop, col_start, col_stop, rank, offset, data,
+             block_err2, block_norm2) = (a[k] for k in val.PACKED_INT_ARRAYS + (
+                 "data", "block_err2", "block_norm2"))
+        self.error_exp = int(error_exp)
         self.shape = (int(shape[0]), int(shape[1]))
         self.symmetric = bool(symmetric)
         self.row_perm = row_perm
@@ -102,8 +128,8 @@ class HMatrix:
         self.block_err2 = block_err2
         self.block_norm2 = block_norm2
         self.tol = tol
-        self.norm = (float(np.sqrt(np.dot(self.multiplicity, block_norm2))) if norm is None
-                     else float(norm))
+        self.norm = (float(np.ldexp(np.sqrt(np.dot(self.multiplicity, block_norm2)),
+                                    self.error_exp)) if norm is None else float(norm))
         self.params = dict(params or {})
         self._source = source   # (kernel, points, col_points) for estimate_error
         self._device_arrays = None  # the packed arrays on the GPU, after to("cuda")
@@ -188,7 +214,17 @@ class HMatrix:
         TypeError
             ``A`` is not a real float array (integer, complex, object).
         ValueError
-            ``A`` is not 2-D, is empty or not finite; a parameter is out of range.
+            ``A`` is not 2-D, is empty or not finite; its Frobenius norm
+            exceeds the float64 range; a parameter is out of range.
+
+        Notes
+        -----
+        The guarantee holds at every scale, from the smallest normal number
+        to the largest: an input whose largest magnitude lies outside
+        ``[2**-64, 2**64]`` is scaled by a power of two before the build (an
+        exact operation), so no norm or error computed inside underflows or
+        overflows, and the stored numbers are scaled back exactly
+        (:attr:`error_exp` keeps the squared block errors representable).
 
         Examples
         --------
@@ -210,21 +246,24 @@ class HMatrix:
         seed = val.check_random_state(random_state)
         n_jobs = val.check_n_jobs(n_jobs)
         symmetric = _check_dense_symmetric(symmetric, A, col_points)
-        row_tree, col_tree = build_cluster_trees(A.shape, cluster, opts["leaf_size"], A=A,
+        As, exp = _scaled_input(A)   # exact power-of-two scaling, see _scaled_input
+        row_tree, col_tree = build_cluster_trees(A.shape, cluster, opts["leaf_size"], A=As,
                                                  points=points, col_points=col_points,
                                                  random_state=seed)
         if symmetric:   # rows and columns are the same vectors: one tree
             col_tree = row_tree
-        Ap = np.ascontiguousarray(A[row_tree.perm][:, col_tree.perm])
-        norm = float(np.linalg.norm(Ap.astype(np.float64, copy=False)))
+        Ap = np.ascontiguousarray(As[row_tree.perm][:, col_tree.perm])
+        norm = _true_norm(float(np.linalg.norm(Ap.astype(np.float64, copy=False))), exp)
         arrays = build(Ap, True, row_tree, col_tree, A.dtype, opts["tol"],
                        opts["admissibility"], opts["eta"], method, opts["max_rank"],
                        opts["budget"], norm_estimate=norm, seed=seed, n_jobs=n_jobs,
                        symmetric=symmetric)
         params = dict(opts, cluster=cluster, method=method, random_state=random_state,
                       build_seconds=arrays.pop("build_seconds"), n_rounds=arrays.pop("n_rounds"))
+        if exp:
+            _unscale_data(arrays, exp)
         H = cls(A.shape, row_tree.perm, col_tree.perm, tol=opts["tol"], norm=norm,
-                params=params, symmetric=symmetric, **arrays)
+                params=params, symmetric=symmetric, error_exp=exp, _trusted=True, **arrays)
         return H.to(backend)
 
     @classmethod
@@ -313,8 +352,10 @@ class HMatrix:
                            symmetric=symmetric)
         params = dict(opts, kernel=repr(kern), build_seconds=arrays.pop("build_seconds"),
                       n_rounds=arrays.pop("n_rounds"))
+        _check_kernel_output(kern, X, Y, row_tree.perm, col_tree.perm, src, arrays)
         H = cls((X.shape[0], Y.shape[0]), row_tree.perm, col_tree.perm, tol=opts["tol"],
-                params=params, source=(kern, X, Y), symmetric=symmetric, **arrays)
+                params=params, source=(kern, X, Y), symmetric=symmetric, _trusted=True,
+                **arrays)
         return H.to(backend)
 
     # --------------------------------------------------------------- products
@@ -353,11 +394,16 @@ class HMatrix:
             out_dtype = np.dtype(np.float64)
         if self._device_arrays is not None or val.is_device_operand(x):
             return self._apply_cuda(x, trans, out_dtype)
+        exp = _operand_exponent(x, self.dtype)
+        if exp:   # float64 values beyond float32's range: scale exactly, scale back
+            x = np.ldexp(x, -exp)
         xp = np.ascontiguousarray(x[in_perm], dtype=self.dtype)
         # A symmetric matrix is its own transpose.
         yp = self._symmetric_product(xp) if self.symmetric else self._product(xp, trans)
         out = np.empty(yp.shape, dtype=out_dtype)
         out[out_perm] = yp
+        if exp:
+            np.ldexp(out, exp, out=out)
         return out
 
     def _product(self, xp, trans):
@@ -367,7 +413,7 @@ class HMatrix:
                   self.rank, self.offset)
         if xp.ndim == 2 and xp.shape[1] >= BLAS_MIN_RHS and self.rank.size <= FEW_BLOCKS:
             return _few_blocks_product(*blocks, xp, trans, self.shape[1 if trans else 0])
-        with one_blas_thread():
+        with serial_if_unsafe(), one_blas_thread():
             if xp.ndim == 1:
                 z_off = self.z_off_cols if trans else self.z_off_rows
                 yp = cpu.hmatvec(*blocks, z_off, seg, ptr, blk, xp, trans)
@@ -387,7 +433,7 @@ class HMatrix:
         stored-in-full matrix (BLAS block products from ``BLAS_MIN_RHS`` on).
         """
         if xp.ndim == 1:
-            with one_blas_thread():
+            with serial_if_unsafe(), one_blas_thread():
                 return symmetric_hmatvec(self.data, self.row_start, self.row_stop,
                                          self.col_start, self.col_stop, self.rank, self.offset,
                                          self.slab_ptr, xp)
@@ -406,12 +452,12 @@ class HMatrix:
         if self._halves is None:
             names = _BLOCK_ARRAYS + ("block_err2", "block_norm2")
             upper = HMatrix(self.shape, self.row_perm, self.col_perm, data=self.data,
-                            tol=self.tol, norm=self.norm,
+                            tol=self.tol, norm=self.norm, _trusted=True,
                             **{name: getattr(self, name) for name in names})
             strict = None
             if self._strictly_upper.any():
                 strict = HMatrix(self.shape, self.row_perm, self.col_perm, data=self.data,
-                                 tol=self.tol, norm=self.norm,
+                                 tol=self.tol, norm=self.norm, _trusted=True,
                                  **{name: getattr(self, name)[self._strictly_upper]
                                     for name in names})
             self._halves = (upper, strict)
@@ -473,7 +519,8 @@ class HMatrix:
                        c0[order], c1[order], cat(self.rank),
                        np.concatenate([self.offset, packed_off + self.data.size])[order],
                        data, cat(self.block_err2), cat(self.block_norm2), self.tol,
-                       norm=self.norm, params=self.params, source=self._source)
+                       norm=self.norm, params=self.params, source=self._source,
+                       error_exp=self.error_exp, _trusted=True)
 
     def _level_schedule(self, trans):
         """Output groups by depth for :func:`cpu.hmatmat_blas` (built on first use)."""
@@ -553,6 +600,7 @@ class HMatrix:
         self.__dict__.setdefault("_device_arrays", None)  # pickled before to() existed
         self.__dict__.setdefault("symmetric", False)      # pickled before symmetric storage
         self.__dict__.setdefault("_halves", None)
+        self.__dict__.setdefault("error_exp", 0)          # pickled before scaled errors
 
     def __matmul__(self, other):
         other_arr = val.check_operand(other, self.shape[1], self.dtype, "operand")
@@ -579,13 +627,15 @@ class HMatrix:
                            self.row_stop, self.col_start, self.col_stop, self.rank, self.offset,
                            self.data, self.block_err2, self.block_norm2, self.tol,
                            norm=self.norm, params=self.params, source=self._source,
-                           symmetric=True).to(self.device)
+                           symmetric=True, error_exp=self.error_exp,
+                           _trusted=True).to(self.device)
         data = cpu.transpose_data(self.data, self.row_start, self.row_stop, self.col_start,
                                   self.col_stop, self.rank, self.offset)
         t = HMatrix((self.shape[1], self.shape[0]), self.col_perm, self.row_perm,
                     self.col_start, self.col_stop, self.row_start, self.row_stop,
                     self.rank, self.offset, data, self.block_err2, self.block_norm2,
-                    self.tol, norm=self.norm, params=self.params)
+                    self.tol, norm=self.norm, params=self.params, error_exp=self.error_exp,
+                    _trusted=True)
         return t.to(self.device)
 
     def aslinearoperator(self):
@@ -665,7 +715,7 @@ class HMatrix:
     @property
     def block_errors(self):
         """Absolute Frobenius error of every block (0 for dense blocks)."""
-        return np.sqrt(self.block_err2)
+        return np.ldexp(np.sqrt(self.block_err2), self.error_exp)
 
     @property
     def error_bound(self):
@@ -771,6 +821,83 @@ class HMatrix:
         return float(np.sqrt(num / den)) if den > 0 else float(np.sqrt(num))
 
 
+# An input whose largest magnitude lies in [2**-SCALE_FREE_EXP, 2**SCALE_FREE_EXP]
+# is compressed as it is; the squares and fourth powers the kernels form
+# (block norms, Gram matrices, C @ C.T) then stay far inside the float64 range.
+SCALE_FREE_EXP = 64
+
+
+def _scaled_input(A):
+    """``(As, e)`` with ``A = As * 2**e`` and ``max |As|`` in ``[0.5, 1)``, or
+    ``(A, 0)`` when ``A`` needs no scaling (see ``SCALE_FREE_EXP``).
+
+    Scaling by a power of two is exact (no rounding) for every entry that
+    stays normal, so the build of ``As`` is the build of ``A`` in other
+    units: no block norm or error computed inside can underflow (entries
+    near 1e-170 gave an all-zero H with error bound 0) or overflow (PCA
+    clustering failed from about 1e153 on). Entries of ``As`` below the
+    subnormal range (more than 2**1074 below the largest) become zero; they
+    are far below any tolerance relative to ``||A||_F``.
+    """
+    amax = max(abs(float(A.max())), abs(float(A.min())))
+    if amax == 0.0:
+        return A, 0
+    e = math.frexp(amax)[1]
+    if -SCALE_FREE_EXP <= e <= SCALE_FREE_EXP:
+        return A, 0
+    return np.ldexp(A, -e).astype(A.dtype, copy=False), e
+
+
+def _true_norm(norm, exp):
+    """``norm * 2**exp``, or ``ValueError`` if that exceeds the float64 range."""
+    try:
+        true = math.ldexp(norm, exp) if norm > 0 else 0.0
+    except OverflowError:
+        true = math.inf
+    if not math.isfinite(true):
+        raise ValueError(f"A has Frobenius norm {norm:.6g} * 2**{exp}, beyond the float64 "
+                         f"range (about 1.8e308): the relative error cannot be measured; "
+                         f"scale A down, e.g. by 2**-{max(exp - 1000, 1)}")
+    return true
+
+
+def _unscale_data(arrays, exp):
+    """Scale the stored numbers of a build of ``A * 2**-exp`` back to ``A``:
+    dense blocks by ``2**exp``; a low-rank block's ``U`` by ``2**(exp // 2)``
+    and ``V`` by the rest, so that neither factor leaves the range of the
+    storage dtype (float32 included). Exact, as scaling by powers of two is.
+    ``block_err2``/``block_norm2`` stay in the build's units (the HMatrix's
+    ``error_exp``), where their squares are representable."""
+    data = arrays["data"]
+    eu = exp // 2
+    ev = exp - eu
+    sizes = zip(arrays["row_stop"] - arrays["row_start"], arrays["col_stop"] - arrays["col_start"],
+                arrays["rank"], arrays["offset"])
+    for m, n, k, o in sizes:
+        if k < 0:
+            seg = data[o:o + m * n]
+            np.ldexp(seg, exp, out=seg)
+        elif k > 0:
+            seg = data[o:o + k * m]
+            np.ldexp(seg, eu, out=seg)
+            seg = data[o + k * m:o + k * (m + n)]
+            np.ldexp(seg, ev, out=seg)
+
+
+def _operand_exponent(x, dtype):
+    """``e`` such that ``x * 2**-e`` fits a float32 product, for a float64
+    operand of a float32 matrix whose magnitudes leave ``[2**-64, 2**64]``
+    (cast as they are, values above 3.4e38 became inf and the product NaN);
+    0 when no scaling is needed."""
+    if dtype != np.float32 or x.dtype.itemsize <= 4 or x.dtype.kind != "f" or x.size == 0:
+        return 0
+    amax = max(abs(float(x.max())), abs(float(x.min())))
+    if amax == 0.0:
+        return 0
+    e = math.frexp(amax)[1]
+    return e if abs(e) > SCALE_FREE_EXP else 0
+
+
 def _device_tree(points, leaf_size):
     """Geometric cluster tree built on the GPU (identical to the CPU one)."""
     from hmnumba.kernels import cuda as gpu
@@ -786,7 +913,36 @@ def _check_kernel_inputs(kernel, points, col_points):
     if X.shape[1] != Y.shape[1]:
         raise ValueError(f"points and col_points must have the same dimension, got "
                          f"{X.shape[1]} and {Y.shape[1]}")
+    if isinstance(kern, UserKernel):
+        kern.probe(X, Y)   # TypeError for mis-typed kernels, before any build compiles
     return kern, X, Y
+
+
+def _check_kernel_output(kern, X, Y, row_perm, col_perm, src, arrays):
+    """Refuse a build in which the kernel gave NaN or infinity.
+
+    The blocks whose stored numbers, error or norm are not finite are
+    searched row by row for the first non-finite entry, which is reported with
+    its pair ``(i, j)`` of original indices (a user kernel that raised is
+    called there again from Python, so its exception arrives as itself).
+    Entries that ACA never evaluated cannot be seen.
+    """
+    data, err2, norm2 = arrays["data"], arrays["block_err2"], arrays["block_norm2"]
+    if np.isfinite(data).all() and np.isfinite(err2).all() and np.isfinite(norm2).all():
+        return
+    r0, r1, c0, c1, rank = (arrays[k] for k in ("row_start", "row_stop", "col_start",
+                                                 "col_stop", "rank"))
+    bad = ~(np.isfinite(err2) & np.isfinite(norm2))
+    order = np.argsort(arrays["offset"], kind="stable")
+    items = np.flatnonzero(~np.isfinite(data))
+    owner = np.searchsorted(arrays["offset"][order], items, side="right") - 1
+    bad[order[owner[owner >= 0]]] = True
+    for b in np.flatnonzero(bad):
+        i, j, value = cpu.first_nonfinite(src, r0[b], r1[b], c0[b], c1[b])
+        if i >= 0:
+            kern.raise_bad_value(X, Y, int(row_perm[i]), int(col_perm[j]), float(value))
+    raise ValueError(f"kernel {kern!r} gave NaN or infinite entries (the build produced "
+                     f"non-finite factors); check the kernel, its length scale and the points")
 
 
 def _kernel_source(kern, X, Y, row_tree, col_tree, budget, seed):
