@@ -433,6 +433,15 @@ def _residual_col(src, r0, r1, c0, j, k, U, V, col):
             col[q] -= b * U[l, q]
 
 
+@njit(cache=True)
+def _finite(x):
+    """No NaN or infinity in ``x``."""
+    for q in range(x.shape[0]):
+        if not np.isfinite(x[q]):
+            return False
+    return True
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def _argmax_unused(x, used):
     best = 0.0
@@ -478,7 +487,10 @@ def aca_partial(src, r0, r1, c0, c1, rel_tol, abs_tol, kmax, U, V):
     error of 8e-2.)
 
     Returns ``(k, norm2, last_update, converged)``; ``converged`` is False if
-    ``kmax`` crosses were not enough.
+    ``kmax`` crosses were not enough. A fetched row or column holding NaN or
+    infinity (a bad kernel) stops the iteration with ``norm2`` and
+    ``last_update`` NaN, so that the block's error is NaN and the build
+    reports the kernel (a NaN pivot would otherwise make the row look zero).
     """
     m = r1 - r0
     n = c1 - c0
@@ -500,6 +512,8 @@ def aca_partial(src, r0, r1, c0, c1, rel_tol, abs_tol, kmax, U, V):
         if n_rows_used == m:   # every row is a pivot row or was zero: so is the residual
             return k, norm2, min(last, noise * np.sqrt(m * n)), True
         _residual_row(src, r0, c0, c1, i, k, U, V, row)
+        if not _finite(row):
+            return k, np.nan, np.nan, True
         row_used[i] = True
         n_rows_used += 1
         jp = _argmax_unused(row, col_used)
@@ -518,6 +532,8 @@ def aca_partial(src, r0, r1, c0, c1, rel_tol, abs_tol, kmax, U, V):
                 for q in range(m):
                     if not row_used[q]:
                         _residual_row(src, r0, c0, c1, q, k, U, V, row)
+                        if not _finite(row):
+                            return k, np.nan, np.nan, True
                         jq = _argmax_unused(row, col_used)
                         if jq >= 0 and abs(row[jq]) > noise:
                             found = q
@@ -535,6 +551,8 @@ def aca_partial(src, r0, r1, c0, c1, rel_tol, abs_tol, kmax, U, V):
                 if jc < 0:   # every column a pivot column: the residual is zero
                     return k, norm2, min(last, noise * np.sqrt(m * n)), True
                 _residual_col(src, r0, r1, c0, jc, k, U, V, col)
+                if not _finite(col):
+                    return k, np.nan, np.nan, True
                 iq = _argmax_unused(col, row_used)
                 if iq < 0 or abs(col[iq]) <= noise:
                     return k, norm2, last, True
@@ -550,6 +568,8 @@ def aca_partial(src, r0, r1, c0, c1, rel_tol, abs_tol, kmax, U, V):
         noise = max(noise, ACA_NOISE_RTOL * abs(pivot))
         col_used[jp] = True
         _residual_col(src, r0, r1, c0, jp, k, U, V, col)
+        if not _finite(col):
+            return k, np.nan, np.nan, True
         for j in range(n):
             V[k, j] = row[j] / pivot
         for q in range(m):
