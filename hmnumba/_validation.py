@@ -321,3 +321,20 @@ def check_client(client, name="client"):
         raise TypeError(f"{name} must be a dask.distributed.Client (e.g. Client(LocalCluster())), "
                         f"got {type(client).__name__}")
     return client
+
+
+# Coordinates of kernel points: squared distances of points within this
+# magnitude stay finite (1e150**2 * dim is far below 1.8e308).
+MAX_COORDINATE = 1e150
+
+
+def check_point_range(points, name="points"):
+    """Kernel points whose squared distances are representable: every
+    coordinate of magnitude at most ``MAX_COORDINATE`` (beyond, ``|x - y|**2``
+    overflows and the kernels return 0 or NaN instead of their value)."""
+    amax = float(np.max(np.abs(points))) if points.size else 0.0
+    if amax > MAX_COORDINATE:
+        raise ValueError(f"{name} has coordinates up to {amax:.3g} in magnitude; squared "
+                         f"distances would overflow float64 (at most {MAX_COORDINATE:g}): "
+                         f"rescale the points (and the kernel's length scale)")
+    return points

@@ -913,6 +913,9 @@ def _check_kernel_inputs(kernel, points, col_points):
     if X.shape[1] != Y.shape[1]:
         raise ValueError(f"points and col_points must have the same dimension, got "
                          f"{X.shape[1]} and {Y.shape[1]}")
+    val.check_point_range(X, "points")
+    if Y is not X:
+        val.check_point_range(Y, "col_points")
     if isinstance(kern, UserKernel):
         kern.probe(X, Y)   # TypeError for mis-typed kernels, before any build compiles
     return kern, X, Y
@@ -941,8 +944,10 @@ def _check_kernel_output(kern, X, Y, row_perm, col_perm, src, arrays):
         i, j, value = cpu.first_nonfinite(src, r0[b], r1[b], c0[b], c1[b])
         if i >= 0:
             kern.raise_bad_value(X, Y, int(row_perm[i]), int(col_perm[j]), float(value))
-    raise ValueError(f"kernel {kern!r} gave NaN or infinite entries (the build produced "
-                     f"non-finite factors); check the kernel, its length scale and the points")
+    raise ValueError(f"kernel {kern!r}: the build produced non-finite factors or norms "
+                     f"(NaN or infinite entries, or entries too large to square in float64, "
+                     f"e.g. 1/r of points closer than 1e-154); check the kernel, its length "
+                     f"scale and the points")
 
 
 def _kernel_source(kern, X, Y, row_tree, col_tree, budget, seed):

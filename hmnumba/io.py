@@ -70,7 +70,8 @@ array              dtype      shape       content
                                           ``m_b x n_b`` row-major
 =================  =========  ==========  ==================================
 
-What :func:`load` checks, in this order: the magic and version (a newer
+What :func:`load` checks, in this order: that the path is a regular file
+(a FIFO, device or directory is refused before it is read), the magic and version (a newer
 version gets its own message), the preamble and header sizes against the file
 length, the header checksum, the JSON schema and every field's type and range,
 the array layout (exactly the one above, so arrays never overlap), the payload
@@ -83,7 +84,10 @@ block), and ``data``, ``block_err2``, ``block_norm2`` are finite (the latter two
 non-negative). For a symmetric matrix: it is square with one permutation,
 every block is diagonal (``row_start == col_start``, ``row_stop == col_stop``;
 dense or zero) or strictly upper (``row_stop <= col_start``), and the blocks
-with the mirror images of the strictly upper ones tile the matrix. Nothing is unpickled.
+with the mirror images of the strictly upper ones tile the matrix. The
+work a file can cause is bounded by its size: the products' row and column
+schedules may hold at most ``SCHEDULE_PER_ITEM`` entries per block and row
+(resp. column), checked before anything is built. Nothing is unpickled.
 
 Writes are atomic: :func:`save` writes a temporary file in the target's
 directory, flushes and ``fsync``\\ s it, renames it over the target with

@@ -17,7 +17,7 @@ import hmnumba._threads as hthreads
 from hmnumba import HMatrix, HMatrixCompressor, load
 from hmnumba.baselines import QuantizationCompressor
 from hmnumba.bounds import block_error_bound
-from hmnumba.kernels import assemble_dense, gaussian, laplace, matern32
+from hmnumba.kernels import assemble_dense, gaussian, laplace
 from hmnumba.lowrank import recompress
 
 
@@ -195,14 +195,23 @@ def test_degenerate_length_scale_is_refused():
     assert gaussian.with_length_scale(1e-100).length_scale == 1e-100
 
 
-def test_builtin_kernel_nan_names_the_pair():
-    """matern32 at distances ~1e300 / l overflows to inf * 0 = NaN."""
+def test_points_whose_distances_overflow_are_refused():
     X = np.random.default_rng(0).random((80, 2))
-    X[70:] *= 1e300
-    with pytest.raises(ValueError, match=r"matern32.*\(i, j\) = \((\d+), (\d+)\)") as exc:
-        HMatrix.from_kernel(matern32, X, tol=1e-6, leaf_size=16)
-    i, j = (int(v) for v in exc.value.args[0].split("(i, j) = (")[1].split(")")[0].split(", "))
-    assert not np.isfinite(matern32(X[i:i + 1], X[j:j + 1])[0, 0])
+    X[70:] *= 1e200
+    with pytest.raises(ValueError, match="points has coordinates .* rescale"):
+        HMatrix.from_kernel(laplace, X)
+    with pytest.raises(ValueError, match="col_points"):
+        HMatrix.from_kernel(laplace, X[:60], col_points=X)
+
+
+def test_builtin_kernel_with_unsquarable_entries_is_refused():
+    """1/r of two points 1e-160 apart is 1e160, whose square overflows: the
+    build's norms are not finite, which is refused instead of returned."""
+    X = np.random.default_rng(0).random((80, 2))
+    X[0] = 0.0
+    X[1] = [1e-160, 0.0]
+    with pytest.raises(ValueError, match="laplace.*too large to square"):
+        HMatrix.from_kernel(laplace, X, tol=1e-6, leaf_size=16)
 
 
 def test_mistyped_user_kernel_is_a_type_error():
@@ -259,6 +268,10 @@ def test_user_kernel_nan_and_exception_are_reported():
     with pytest.raises(ZeroDivisionError, match="moody cannot divide") as exc:
         HMatrix.from_kernel(moody, Xr, col_points=Y, tol=1e-6, leaf_size=16)
     assert any("moody" in note and "(i, j)" in note for note in exc.value.__notes__)
+    with pytest.raises(ZeroDivisionError, match="moody cannot divide"):
+        assemble_dense(moody, Xr, Y)
+    with pytest.raises(ValueError, match=r"moody.*nan"):
+        assemble_dense(moody, Xn, Y)
 
 
 # ---------------------------------------------------------------------------
