@@ -253,10 +253,11 @@ class HMatrix:
         if symmetric:   # rows and columns are the same vectors: one tree
             col_tree = row_tree
         Ap = np.ascontiguousarray(As[row_tree.perm][:, col_tree.perm])
-        norm = _true_norm(float(np.linalg.norm(Ap.astype(np.float64, copy=False))), exp)
+        norm_s = float(np.linalg.norm(Ap.astype(np.float64, copy=False)))   # build's units
+        norm = _true_norm(norm_s, exp)
         arrays = build(Ap, True, row_tree, col_tree, A.dtype, opts["tol"],
                        opts["admissibility"], opts["eta"], method, opts["max_rank"],
-                       opts["budget"], norm_estimate=norm, seed=seed, n_jobs=n_jobs,
+                       opts["budget"], norm_estimate=norm_s, seed=seed, n_jobs=n_jobs,
                        symmetric=symmetric)
         params = dict(opts, cluster=cluster, method=method, random_state=random_state,
                       build_seconds=arrays.pop("build_seconds"), n_rounds=arrays.pop("n_rounds"))

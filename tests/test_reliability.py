@@ -72,6 +72,17 @@ def test_compressible_matrix_at_extreme_scale(scale, cluster):
     assert "error bound" in repr(H)
 
 
+@pytest.mark.parametrize("budget", ["size", "perimeter"])
+@pytest.mark.parametrize("scale", [1e-300, 1e300])
+def test_weighted_budgets_at_extreme_scale(budget, scale):
+    """The weighted budgets share out tol * ||A||_F in the build's units."""
+    A = _low_rank_plus_noise() * scale
+    H = HMatrix.from_dense(A, tol=1e-3, leaf_size=16, budget=budget)
+    err = _rel_error(H, A, _exp_of(scale))
+    assert err <= 1e-3
+    assert H.error_bound == pytest.approx(err, rel=1e-6)
+
+
 def test_smallest_normal_entries():
     A = _low_rank_plus_noise() / np.abs(_low_rank_plus_noise()).max() * np.finfo(float).tiny
     H = HMatrix.from_dense(A, tol=1e-3, leaf_size=16)
