@@ -395,3 +395,36 @@ def test_concurrent_products_agree():
     for t in threads:
         t.join()
     assert all(np.array_equal(r, ref) for res in results for r in res)
+
+
+_WORKQUEUE_SCRIPT = """
+import threading, numpy as np, numba
+from hmnumba import HMatrix
+rng = np.random.default_rng(0)
+A = rng.standard_normal((300, 3)) @ rng.standard_normal((3, 200))
+H = HMatrix.from_dense(A + 1e-3 * rng.standard_normal((300, 200)), tol=1e-6, leaf_size=16)
+x = rng.standard_normal(200)
+ref = H @ x
+ok = []
+def work():
+    for _ in range(100):
+        ok.append(np.array_equal(H @ x, ref))
+ts = [threading.Thread(target=work) for _ in range(4)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+print(numba.threading_layer(), all(ok), len(ok))
+"""
+
+
+def test_concurrent_products_under_workqueue_do_not_abort():
+    """The reproducer: under NUMBA_THREADING_LAYER=workqueue, products from
+    four Python threads aborted the process (SIGABRT, "workqueue threading
+    layer is not threadsafe"); now they take turns."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue")
+    proc = subprocess.run([sys.executable, "-c", _WORKQUEUE_SCRIPT], capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["workqueue", "True", "400"]
