@@ -817,6 +817,9 @@ class HMatrix:
         else:
             raise ValueError("estimate_error needs A for a matrix built from dense input")
         approx = self.matmat(G)[rows]
+        scale = float(np.max(np.abs(exact)))   # scaled sums of squares (no underflow)
+        if scale > 0:
+            approx, exact = approx / scale, exact / scale
         num = np.sum((approx - exact) ** 2)
         den = np.sum(exact ** 2)
         return float(np.sqrt(num / den)) if den > 0 else float(np.sqrt(num))

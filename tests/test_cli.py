@@ -225,3 +225,20 @@ def test_info_on_a_fifo_exits_2_at_once(tmp_path, capsys):
     os.mkfifo(fifo)
     rc = main(["info", str(fifo)])
     assert rc == 2 and "FIFO" in capsys.readouterr().err
+
+
+def test_compress_reports_the_true_error_bound_at_tiny_scale(tmp_path, capsys):
+    """`hmnumba compress` printed "error bound 0.00e+00" for entries near
+    1e-170 and exited 0 (the stored H was all zero)."""
+    rng = np.random.default_rng(0)
+    W = (rng.standard_normal((128, 3)) @ rng.standard_normal((3, 96))
+         + 1e-4 * rng.standard_normal((128, 96))) * 1e-170
+    np.save(tmp_path / "W.npy", W)
+    assert main(["compress", str(tmp_path / "W.npy"), "-o", str(tmp_path / "W.hmz"),
+                 "--leaf-size", "16"]) == 0
+    assert "error bound 0.00e+00" not in capsys.readouterr().out
+    from hmnumba import load
+    H = load(tmp_path / "W.hmz")
+    scale = 2.0 ** 565
+    err = np.linalg.norm(H.to_dense() * scale - W * scale) / np.linalg.norm(W * scale)
+    assert 0 < err <= 1e-3 and H.error_bound == pytest.approx(err, rel=1e-6)

@@ -107,6 +107,13 @@ def test_extreme_scale_survives_save_load_and_transpose(tmp_path):
     assert np.array_equal(H2.to_dense(), H.to_dense())
 
 
+def test_estimate_error_at_tiny_scale():
+    A = _low_rank_plus_noise() * 1e-170
+    H = HMatrix.from_dense(A, tol=1e-3, leaf_size=16)
+    est = H.estimate_error(A, random_state=0)
+    assert 0.1 * H.error_bound < est < 10 * H.error_bound
+
+
 def test_compressor_reports_the_true_error_at_tiny_scale():
     """HMatrixCompressor reported "error bound 0.00e+00" at 1e-170."""
     W = _low_rank_plus_noise() * 1e-170
