@@ -138,20 +138,24 @@ def _compress(args):
 
 def _read_weights(path):
     import numpy as np
+    from hmnumba.io import _open_regular
     if path.suffix not in (".npy", ".npz"):
         raise ValueError(f"{path}: expected a .npy or .npz file")
-    try:
-        loaded = np.load(path, allow_pickle=False)
+    try:   # a FIFO or device is refused instead of blocking the command
+        f = _open_regular(path, str(path), f"a regular {path.suffix} file")
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
-    except (ValueError, OSError, EOFError) as exc:
-        raise ValueError(f"{path}: not a readable NumPy file ({exc})") from None
-    if path.suffix == ".npz":
-        with loaded:
-            arrays = {name: loaded[name] for name in loaded.files}
-        if not arrays:
-            raise ValueError(f"{path}: the archive holds no arrays")
-        return arrays
+    with f:
+        try:
+            loaded = np.load(f, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise ValueError(f"{path}: not a readable NumPy file ({exc})") from None
+        if path.suffix == ".npz":
+            with loaded:
+                arrays = {name: loaded[name] for name in loaded.files}
+            if not arrays:
+                raise ValueError(f"{path}: the archive holds no arrays")
+            return arrays
     return {None: loaded}
 
 

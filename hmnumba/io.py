@@ -254,7 +254,7 @@ def _check_path(path):
     return check_path(path, "path")
 
 
-def _open_regular(path, where):
+def _open_regular(path, where, expected="a regular .hmz file"):
     """Open ``path`` for reading, refusing anything but a regular file.
 
     The file is opened non-blocking (so a FIFO with no writer does not hang
@@ -270,7 +270,7 @@ def _open_regular(path, where):
                     "a FIFO" if stat.S_ISFIFO(st.st_mode) else
                     "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else
                     "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
-            raise ValueError(f"{where}: {kind}, expected a regular .hmz file")
+            raise ValueError(f"{where}: {kind}, expected {expected}")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")

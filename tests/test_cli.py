@@ -225,6 +225,10 @@ def test_info_on_a_fifo_exits_2_at_once(tmp_path, capsys):
     os.mkfifo(fifo)
     rc = main(["info", str(fifo)])
     assert rc == 2 and "FIFO" in capsys.readouterr().err
+    for name in ("W.npy", "w.npz"):
+        os.mkfifo(tmp_path / name)
+        rc = main(["compress", str(tmp_path / name), "-o", str(tmp_path / "o.hmz")])
+        assert rc == 2 and "FIFO" in capsys.readouterr().err
 
 
 def test_compress_reports_the_true_error_bound_at_tiny_scale(tmp_path, capsys):
