@@ -320,6 +320,17 @@ class HMatrix:
         -------
         HMatrix
 
+        Raises
+        ------
+        TypeError
+            A user kernel that numba cannot compile for two float64 vectors,
+            or that returns no real number.
+        ValueError
+            The kernel gave NaN or infinity (the message names the first
+            pair ``(i, j)`` found), points whose squared distances overflow,
+            or a parameter out of range. An exception raised inside a user
+            kernel is re-raised as itself, with a note naming the pair.
+
         Examples
         --------
         >>> import numpy as np
