@@ -326,15 +326,26 @@ def check_client(client, name="client"):
 # Coordinates of kernel points: squared distances of points within this
 # magnitude stay finite (1e150**2 * dim is far below 1.8e308).
 MAX_COORDINATE = 1e150
+# ... and a point set spanning less than this would have all its squared
+# distances underflow (1/r of points 1e-200 apart would read 0).
+MIN_EXTENT = 1e-140
 
 
 def check_point_range(points, name="points"):
     """Kernel points whose squared distances are representable: every
     coordinate of magnitude at most ``MAX_COORDINATE`` (beyond, ``|x - y|**2``
-    overflows and the kernels return 0 or NaN instead of their value)."""
+    overflows and the kernels return 0 or NaN instead of their value), and
+    a set of distinct points spanning at least ``MIN_EXTENT`` (below, every
+    ``|x - y|**2`` underflows). Two points closer than about 1e-154 within a
+    larger set still count as coincident."""
     amax = float(np.max(np.abs(points))) if points.size else 0.0
     if amax > MAX_COORDINATE:
         raise ValueError(f"{name} has coordinates up to {amax:.3g} in magnitude; squared "
                          f"distances would overflow float64 (at most {MAX_COORDINATE:g}): "
                          f"rescale the points (and the kernel's length scale)")
+    extent = float(np.max(np.ptp(points, axis=0))) if points.size else 0.0
+    if 0.0 < extent < MIN_EXTENT:
+        raise ValueError(f"{name} span only {extent:.3g}; squared distances would underflow "
+                         f"float64 (the points must span at least {MIN_EXTENT:g}): rescale "
+                         f"the points (and the kernel's length scale)")
     return points

@@ -220,6 +220,9 @@ def test_points_whose_distances_overflow_are_refused():
         HMatrix.from_kernel(laplace, X)
     with pytest.raises(ValueError, match="col_points"):
         HMatrix.from_kernel(laplace, X[:60], col_points=X)
+    tiny = np.random.default_rng(1).random((80, 2)) * 1e-200   # 1/r would read 0
+    with pytest.raises(ValueError, match="points span only .* underflow"):
+        HMatrix.from_kernel(laplace, tiny)
 
 
 def test_builtin_kernel_with_unsquarable_entries_is_refused():
