@@ -229,3 +229,139 @@ def check_dense_input(value, name="A"):
     if arr.dtype.kind in "biu":
         arr = arr.astype(np.float64)
     return check_matrix(arr, name)
+
+
+def check_path(path, name="path"):
+    """A file system path as ``str``: a ``str``, ``bytes`` (decoded with the
+    file system encoding) or ``os.PathLike``; not empty, no NUL character."""
+    import os
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"{name} must be a str, bytes or os.PathLike, got {type(path).__name__}")
+    path = os.fspath(path)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not isinstance(path, str):
+        raise TypeError(f"{name} must name a file, got os.fspath() of type "
+                        f"{type(path).__name__}")
+    if path == "":
+        raise ValueError(f"{name} must not be empty")
+    if "\x00" in path:
+        raise ValueError(f"{name} must not contain a NUL character, got {path!r}")
+    return path
+
+
+def check_member_name(name, what="archive member"):
+    """A name that may become one file inside an output directory: not
+    empty, no path separator, not ``.`` or ``..``, not absolute, no NUL or
+    other control character. Returns it unchanged; raises ``ValueError``
+    naming it otherwise (the CLI never turns it into a path outside ``-o``)."""
+    import os
+    if not isinstance(name, str):
+        raise TypeError(f"{what} name must be a str, got {type(name).__name__}")
+    seps = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
+    reason = None
+    if name in ("", ".", ".."):
+        reason = "it is empty, '.' or '..'"
+    elif any(s in name for s in seps) or os.path.isabs(name):
+        reason = "it contains a path separator or is absolute"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
+        reason = "it contains a control character"
+    elif ":" in name and os.name == "nt":   # pragma: no cover - drive letters, streams
+        reason = "it contains ':'"
+    if reason:
+        raise ValueError(f"{what} name {name!r} cannot be used as a file name: {reason}; "
+                         f"rename the array")
+    return name
+
+
+PACKED_INT_ARRAYS = ("row_perm", "col_perm", "row_start", "row_stop", "col_start", "col_stop",
+                     "rank", "offset")
+# |error_exp| of an HMatrix: 2**error_exp scales errors and norms of inputs from
+# the smallest subnormal to the largest double (see HMatrix.from_dense).
+MAX_ERROR_EXP = 1100
+
+
+def check_packed_arrays(shape, arrays, tol, norm, symmetric, error_exp, name="HMatrix"):
+    """The packed arrays of an H-matrix given to the ``HMatrix`` constructor.
+
+    Coerces the index arrays to C-contiguous int64, ``data`` to a 1-D
+    float32/float64 array, ``block_err2`` and ``block_norm2`` to float64,
+    then runs the structural checks of :func:`hmnumba.load` (permutations,
+    block ranges, ranks, offsets inside ``data`` without overlap, exact tiling,
+    finite values, bounded schedules). Returns ``(shape, arrays, tol, norm,
+    symmetric, error_exp)``; raises ``TypeError``/``ValueError`` naming the
+    argument otherwise. Nothing a numba kernel reads escapes these checks.
+    """
+    if (not isinstance(shape, (tuple, list)) or len(shape) != 2
+            or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool)
+                       for s in shape)):
+        raise TypeError(f"shape must be a pair of integers (m, n), got {shape!r}")
+    m, n = int(shape[0]), int(shape[1])
+    if not (1 <= m <= 2**30 and 1 <= n <= 2**30):
+        raise ValueError(f"shape must have 1 <= m, n <= 2**30, got {(m, n)}")
+    out = {}
+    for key in PACKED_INT_ARRAYS:
+        arr = _as_array(arrays[key], key)
+        if arr.ndim != 1:
+            raise ValueError(f"{key} must be 1-D, got shape {arr.shape}")
+        if arr.size and arr.dtype.kind not in "iu":
+            raise TypeError(f"{key} must be an integer array, got dtype {arr.dtype}")
+        if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+            raise ValueError(f"{key} has entries beyond the int64 range")
+        out[key] = np.ascontiguousarray(arr, dtype=np.int64)
+    out["data"] = check_float_array(arrays["data"], "data", ndim=1, allow_empty=True)
+    for key in ("block_err2", "block_norm2"):
+        out[key] = np.ascontiguousarray(
+            check_float_array(arrays[key], key, ndim=1, allow_empty=True), dtype=np.float64)
+    tol = check_tol(tol, "tol")
+    if norm is not None:
+        norm = check_nonnegative_float(norm, "norm")
+    if not isinstance(symmetric, (bool, np.bool_)):
+        raise TypeError(f"symmetric must be True or False, got {type(symmetric).__name__}")
+    if isinstance(error_exp, bool) or not isinstance(error_exp, numbers.Integral):
+        raise TypeError(f"error_exp must be an integer, got {type(error_exp).__name__}")
+    if abs(int(error_exp)) > MAX_ERROR_EXP:
+        raise ValueError(f"error_exp must satisfy |error_exp| <= {MAX_ERROR_EXP}, got {error_exp}")
+    from hmnumba.io import _check_structure
+    _check_structure(m, n, out, f"{name}: inconsistent arrays", bool(symmetric))
+    return (m, n), out, tol, norm, bool(symmetric), int(error_exp)
+
+
+def check_client(client, name="client"):
+    """A ``dask.distributed.Client`` (the object that runs the parts)."""
+    try:
+        from distributed import Client
+    except ImportError:  # pragma: no cover - checked by the caller first
+        Client = ()
+    if not isinstance(client, Client):
+        raise TypeError(f"{name} must be a dask.distributed.Client (e.g. Client(LocalCluster())), "
+                        f"got {type(client).__name__}")
+    return client
+
+
+# Coordinates of kernel points: squared distances of points within this
+# magnitude stay finite (1e150**2 * dim is far below 1.8e308).
+MAX_COORDINATE = 1e150
+# ... and a point set spanning less than this would have all its squared
+# distances underflow (1/r of points 1e-200 apart would read 0).
+MIN_EXTENT = 1e-140
+
+
+def check_point_range(points, name="points"):
+    """Kernel points whose squared distances are representable: every
+    coordinate of magnitude at most ``MAX_COORDINATE`` (beyond, ``|x - y|**2``
+    overflows and the kernels return 0 or NaN instead of their value), and
+    a set of distinct points spanning at least ``MIN_EXTENT`` (below, every
+    ``|x - y|**2`` underflows). Two points closer than about 1e-154 within a
+    larger set still count as coincident."""
+    amax = float(np.max(np.abs(points))) if points.size else 0.0
+    if amax > MAX_COORDINATE:
+        raise ValueError(f"{name} has coordinates up to {amax:.3g} in magnitude; squared "
+                         f"distances would overflow float64 (at most {MAX_COORDINATE:g}): "
+                         f"rescale the points (and the kernel's length scale)")
+    extent = float(np.max(np.ptp(points, axis=0))) if points.size else 0.0
+    if 0.0 < extent < MIN_EXTENT:
+        raise ValueError(f"{name} span only {extent:.3g}; squared distances would underflow "
+                         f"float64 (the points must span at least {MIN_EXTENT:g}): rescale "
+                         f"the points (and the kernel's length scale)")
+    return points

@@ -270,9 +270,15 @@ class QuantizationCompressor(BaseCompressor):
             qmin, qmax = 0, 2 ** b - 1
             lo = np.minimum(np.min(W64, axis=axis, keepdims=True), 0.0)
             hi = np.maximum(np.max(W64, axis=axis, keepdims=True), 0.0)
-            scale = (hi - lo) / (qmax - qmin)
+            scale = hi / (qmax - qmin) - lo / (qmax - qmin)   # hi - lo may overflow
             zero_point = np.clip(np.round(-lo / np.where(scale > 0, scale, 1.0)), qmin, qmax)
-        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)  # all-zero channel
+        scale = np.where(scale > 0, scale, 1.0)   # all-zero channel
+        # One float32 per scale, unless a scale leaves the normal float32
+        # range (entries beyond ~1e38 or below ~1e-36): then float64, counted
+        # as such in nbytes (a float32 scale of 1e300 / 127 is inf: NaN out).
+        tiny32, max32 = np.finfo(np.float32).tiny, np.finfo(np.float32).max
+        scale = scale.astype(np.float32 if np.all((scale >= tiny32) & (scale <= max32))
+                             else np.float64)
         if np.ndim(scale) == 0:
             scale = scale.reshape(1, 1)
         zero_point = np.broadcast_to(zero_point, scale.shape).astype(np.int32)

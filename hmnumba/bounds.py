@@ -88,7 +88,10 @@ def block_error_bound(block_errors, norm=None):
             norm = H.norm
         block_errors = H.block_errors * np.sqrt(H.multiplicity)
     e = val.check_nonnegative_vector(block_errors, "block_errors")
-    total = float(np.sqrt(np.sum(e * e)))
+    # Scaled sum of squares (as LAPACK's dnrm2): the squares of errors near
+    # 1e-170 underflow and those near 1e170 overflow, their norm does not.
+    scale = float(e.max())
+    total = scale * float(np.sqrt(np.sum((e / scale) ** 2))) if scale > 0 else 0.0
     if norm is None:
         return total
     norm = val.check_nonnegative_float(norm, "norm")

@@ -20,6 +20,9 @@ Subcommands
 ``compress W.npy -o W.hmz`` / ``compress weights.npz -o DIR``
     Compress a weight array (rows = outputs, columns = inputs) into an
     H-matrix file; for an ``.npz`` archive, one ``DIR/<name>.hmz`` per array.
+    Array names that are not plain file names (a path separator, ``..``, an
+    absolute path, a control character) are refused before anything is
+    written: files are written only inside ``DIR``.
 ``info W.hmz`` (or a directory of them)
     Blocks, ranks, bytes, compression ratio and error bound.
 ``apply W.hmz X.npy -o Y.npy``
@@ -126,8 +129,17 @@ def _compress(args):
     announce()   # on standard error, only when numba's cache looks cold
     out = Path(args.output)
     if path.suffix == ".npz":
+        # Member names come from the archive, which may be hostile: each must
+        # be a plain file name, so that every file is written inside ``out``.
+        from hmnumba._validation import check_member_name
+        for name in arrays:
+            check_member_name(name, f"{path}: array")
         out.mkdir(parents=True, exist_ok=True)
         targets = {name: out / f"{name}.hmz" for name in arrays}
+        root = out.resolve()
+        for name, target in targets.items():
+            if target.resolve().parent != root:   # e.g. a symlink planted in out
+                raise ValueError(f"{path}: array {name!r} would be written outside {out}")
     else:
         targets = {None: out}
     for name, W in arrays.items():
@@ -149,20 +161,24 @@ def _compress(args):
 
 def _read_weights(path):
     import numpy as np
+    from hmnumba.io import _open_regular
     if path.suffix not in (".npy", ".npz"):
         raise ValueError(f"{path}: expected a .npy or .npz file")
-    try:
-        loaded = np.load(path, allow_pickle=False)
+    try:   # a FIFO or device is refused instead of blocking the command
+        f = _open_regular(path, str(path), f"a regular {path.suffix} file")
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
-    except (ValueError, OSError, EOFError) as exc:
-        raise ValueError(f"{path}: not a readable NumPy file ({exc})") from None
-    if path.suffix == ".npz":
-        with loaded:
-            arrays = {name: loaded[name] for name in loaded.files}
-        if not arrays:
-            raise ValueError(f"{path}: the archive holds no arrays")
-        return arrays
+    with f:
+        try:
+            loaded = np.load(f, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise ValueError(f"{path}: not a readable NumPy file ({exc})") from None
+        if path.suffix == ".npz":
+            with loaded:
+                arrays = {name: loaded[name] for name in loaded.files}
+            if not arrays:
+                raise ValueError(f"{path}: the archive holds no arrays")
+            return arrays
     return {None: loaded}
 
 

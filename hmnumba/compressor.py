@@ -108,7 +108,7 @@ class BaseCompressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                 f"sklearn.frozen.FrozenEstimator.", UserWarning, stacklevel=2)
         W = validate_data(self, W, dtype=FLOAT_DTYPES, order="C", ensure_min_samples=1)
         self._check_params()
-        norm = float(np.linalg.norm(W.astype(np.float64, copy=False)))
+        norm = _frobenius(W)
         self.nbytes_ = int(self._compress(W))
         self.dense_nbytes_ = int(W.size * W.dtype.itemsize)
         self.compression_ratio_ = self.dense_nbytes_ / max(self.nbytes_, 1)
@@ -160,8 +160,8 @@ class BaseCompressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         return self._reconstruct()
 
     def _relative_error(self, W, norm):
-        diff = np.linalg.norm(W.astype(np.float64, copy=False)
-                              - self._reconstruct().astype(np.float64, copy=False))
+        diff = _frobenius(W.astype(np.float64, copy=False)
+                          - self._reconstruct().astype(np.float64, copy=False))
         return float(diff / norm) if norm > 0 else float(diff)
 
     # Whether _compress already warns (CompressionWarning) when the result
@@ -175,6 +175,17 @@ class BaseCompressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
+
+
+def _frobenius(a):
+    """``||a||_F`` in float64 without underflow or overflow: scaled by
+    ``max |a|`` before squaring, as LAPACK's ``dlange`` does (the plain sum
+    of squares is 0 for entries near 1e-170 and inf near 1e170)."""
+    a = np.asarray(a, dtype=np.float64)
+    scale = float(np.max(np.abs(a))) if a.size else 0.0
+    if scale == 0.0 or not np.isfinite(scale):
+        return scale
+    return scale * float(np.linalg.norm(a / scale))
 
 
 class HMatrixCompressor(BaseCompressor):

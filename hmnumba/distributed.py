@@ -204,6 +204,7 @@ class DistributedHMatrix:
         True
         """
         _require_distributed()
+        val.check_client(client)
         if not isinstance(H, HMatrix):
             raise TypeError(f"H must be an HMatrix, got {type(H).__name__}")
         # Row parts need every block stored (a mirror lies in another part).
@@ -255,6 +256,7 @@ class DistributedHMatrix:
         See the class example (it needs a running cluster).
         """
         _require_distributed()
+        val.check_client(client)
         kern, X, Y = _check_kernel_inputs(kernel, points, col_points)
         opts = _check_build_options(tol, leaf_size, admissibility, eta, max_rank, budget)
         seed = val.check_random_state(random_state)
@@ -395,7 +397,8 @@ class DistributedHMatrix:
         arrays["offset"] += base
         data = np.concatenate([h.data for h in parts])
         return HMatrix(self.shape, self.row_perm, self.col_perm, data=data, tol=self.tol,
-                       norm=self.norm, params=self.params, source=self._source, **arrays)
+                       norm=self.norm, params=self.params, source=self._source, _trusted=True,
+                       **arrays)
 
     @property
     def nbytes(self):
@@ -484,7 +487,7 @@ def _row_part(H, p0, p1):
                    col_start=H.col_start[sl].copy(), col_stop=H.col_stop[sl].copy(),
                    rank=H.rank[sl].copy(), offset=offset, data=data,
                    block_err2=H.block_err2[sl].copy(), block_norm2=H.block_norm2[sl].copy(),
-                   tol=H.tol)
+                   tol=H.tol, _trusted=True)
 
 
 def _keep(value):
@@ -508,7 +511,8 @@ def _build_part(shared, p0, p1, initial, opts, host_threads):
     arrays["row_start"] -= p0
     arrays["row_stop"] -= p0
     n = col_tree.size
-    return HMatrix((p1 - p0, n), np.arange(p1 - p0), np.arange(n), tol=opts["tol"], **arrays)
+    return HMatrix((p1 - p0, n), np.arange(p1 - p0), np.arange(n), tol=opts["tol"],
+                   _trusted=True, **arrays)
 
 
 def _apply_part(part, x, trans, host_threads):

@@ -22,6 +22,7 @@ stored number once and applies it twice
 from __future__ import annotations
 
 import logging
+import math
 import numbers
 import os
 import time
@@ -33,7 +34,7 @@ from numpy.typing import ArrayLike, DTypeLike
 from scipy.sparse.linalg import LinearOperator
 
 from hmnumba import _validation as val
-from hmnumba._threads import one_blas_thread
+from hmnumba._threads import one_blas_thread, serial_if_unsafe
 from hmnumba.blocks import ADMISSIBILITY, level_schedule, stored_numbers
 from hmnumba.bounds import block_error_bound
 from hmnumba.cluster import CLUSTER_METHODS, ClusterTree, build_cluster_trees
@@ -42,7 +43,7 @@ from hmnumba.construct import (BUDGETS, METHODS, build, cheaper_subtrees, global
 from hmnumba.exceptions import CompressionWarning
 from hmnumba.backend import resolve_backend
 from hmnumba.kernels import cpu
-from hmnumba.kernels.functions import KernelFunction
+from hmnumba.kernels.functions import KernelFunction, UserKernel
 from hmnumba.kernels.symmetric import SYMMETRIC_SLABS, symmetric_hmatvec, symmetric_slabs
 
 # From this many right-hand sides on, products use BLAS block products
@@ -89,6 +90,20 @@ class HMatrix:
         Only the upper block triangle is stored (see the module docstring);
         every product, :meth:`to_dense`, :attr:`error_bound` and
         :attr:`nbytes` account for the mirrored blocks.
+    error_exp : int
+        ``block_err2`` and ``block_norm2`` are in units of ``4**error_exp``
+        (:attr:`block_errors` are absolute). 0, except for inputs of extreme
+        magnitude (see :meth:`from_dense`), whose squared errors would
+        underflow or overflow float64.
+
+    Notes
+    -----
+    The constructor takes the packed arrays (section 4 of the design) and
+    validates them exactly as :func:`hmnumba.load` validates a file
+    (permutations, block ranges, ranks, offsets, tiling, finite values,
+    bounded schedules), so arrays that would make a kernel read out of
+    bounds raise ``ValueError`` instead of crashing ``H @ x``. Build with
+    :meth:`from_dense`, :meth:`from_kernel` or :func:`hmnumba.load`.
 
     Examples
     --------
@@ -109,7 +124,17 @@ class HMatrix:
 
     def __init__(self, shape, row_perm, col_perm, row_start, row_stop, col_start, col_stop,
                  rank, offset, data, block_err2, block_norm2, tol, norm=None, params=None,
-                 source=None, symmetric=False):
+                 source=None, symmetric=False, error_exp=0, _trusted=False):
+        if not _trusted:   # arrays from outside: the checks of load (kernels check nothing)
+            shape, a, tol, norm, symmetric, error_exp = val.check_packed_arrays(
+                shape, dict(row_perm=row_perm, col_perm=col_perm, row_start=row_start,
+                            row_stop=row_stop, col_start=col_start, col_stop=col_stop,
+                            rank=rank, offset=offset, data=data, block_err2=block_err2,
+                            block_norm2=block_norm2), tol, norm, symmetric, error_exp)
+            (row_perm, col_perm, row_start, row_stop, col_start, col_stop, rank, offset, data,
+             block_err2, block_norm2) = (a[k] for k in val.PACKED_INT_ARRAYS + (
+                 "data", "block_err2", "block_norm2"))
+        self.error_exp = int(error_exp)
         self.shape = (int(shape[0]), int(shape[1]))
         self.symmetric = bool(symmetric)
         self.row_perm = row_perm
@@ -124,8 +149,8 @@ class HMatrix:
         self.block_err2 = block_err2
         self.block_norm2 = block_norm2
         self.tol = tol
-        self.norm = (float(np.sqrt(np.dot(self.multiplicity, block_norm2))) if norm is None
-                     else float(norm))
+        self.norm = (float(np.ldexp(np.sqrt(np.dot(self.multiplicity, block_norm2)),
+                                    self.error_exp)) if norm is None else float(norm))
         self.params = dict(params or {})
         self._source = source   # (kernel, points, col_points) for estimate_error
         self._device_arrays = None  # the packed arrays on the GPU, after to("cuda")
@@ -239,7 +264,17 @@ class HMatrix:
         TypeError
             ``A`` is not a real numeric array (complex, object, strings).
         ValueError
-            ``A`` is not 2-D, is empty or not finite; a parameter is out of range.
+            ``A`` is not 2-D, is empty or not finite; its Frobenius norm
+            exceeds the float64 range; a parameter is out of range.
+
+        Notes
+        -----
+        The guarantee holds at every scale, from the smallest normal number
+        to the largest: an input whose largest magnitude lies outside
+        ``[2**-64, 2**64]`` is scaled by a power of two before the build (an
+        exact operation), so no norm or error computed inside underflows or
+        overflows, and the stored numbers are scaled back exactly
+        (:attr:`error_exp` keeps the squared block errors representable).
 
         Warns
         -----
@@ -269,16 +304,18 @@ class HMatrix:
         symmetric = _check_dense_symmetric(symmetric, A, col_points)
         structure = val.check_choice(structure, "structure", STRUCTURES)
         started = _log_start("from_dense", A.shape, A.dtype, opts["tol"])
-        row_tree, col_tree = build_cluster_trees(A.shape, cluster, opts["leaf_size"], A=A,
+        As, exp = _scaled_input(A)   # exact power-of-two scaling, see _scaled_input
+        row_tree, col_tree = build_cluster_trees(A.shape, cluster, opts["leaf_size"], A=As,
                                                  points=points, col_points=col_points,
                                                  random_state=seed)
         if symmetric:   # rows and columns are the same vectors: one tree
             col_tree = row_tree
-        Ap = np.ascontiguousarray(A[row_tree.perm][:, col_tree.perm])
-        norm = float(np.linalg.norm(Ap.astype(np.float64, copy=False)))
+        Ap = np.ascontiguousarray(As[row_tree.perm][:, col_tree.perm])
+        norm_s = float(np.linalg.norm(Ap.astype(np.float64, copy=False)))   # build's units
+        norm = _true_norm(norm_s, exp)
         arrays = build(Ap, True, row_tree, col_tree, A.dtype, opts["tol"],
                        opts["admissibility"], opts["eta"], method, opts["max_rank"],
-                       opts["budget"], norm_estimate=norm, seed=seed, n_jobs=n_jobs,
+                       opts["budget"], norm_estimate=norm_s, seed=seed, n_jobs=n_jobs,
                        symmetric=symmetric)
         auto = structure == "auto" and not symmetric
         if auto:
@@ -290,10 +327,12 @@ class HMatrix:
                       structure=structure,
                       build_seconds=arrays.pop("build_seconds"), n_rounds=arrays.pop("n_rounds"),
                       n_subtrees_replaced=arrays.pop("n_subtrees_replaced", 0))
+        if exp:
+            _unscale_data(arrays, exp)
         H = cls(A.shape, row_tree.perm, col_tree.perm, tol=opts["tol"], norm=norm,
-                params=params, symmetric=symmetric, **arrays)
+                params=params, symmetric=symmetric, error_exp=exp, _trusted=True, **arrays)
         if auto:
-            H = _cheaper_global(H, A, opts, seed)
+            H = _cheaper_global(H, As, exp, opts, seed)
         else:
             H.params["stored_as"] = "hierarchical"
         _log_end("from_dense", H, started)
@@ -354,6 +393,17 @@ class HMatrix:
         -------
         HMatrix
 
+        Raises
+        ------
+        TypeError
+            A user kernel that numba cannot compile for two float64 vectors,
+            or that returns no real number.
+        ValueError
+            The kernel gave NaN or infinity (the message names the first
+            pair ``(i, j)`` found), points whose squared distances overflow,
+            or a parameter out of range. An exception raised inside a user
+            kernel is re-raised as itself, with a note naming the pair.
+
         Warns
         -----
         CompressionWarning
@@ -394,8 +444,10 @@ class HMatrix:
                            symmetric=symmetric)
         params = dict(opts, kernel=repr(kern), build_seconds=arrays.pop("build_seconds"),
                       n_rounds=arrays.pop("n_rounds"))
+        _check_kernel_output(kern, X, Y, row_tree.perm, col_tree.perm, src, arrays)
         H = cls((X.shape[0], Y.shape[0]), row_tree.perm, col_tree.perm, tol=opts["tol"],
-                params=params, source=(kern, X, Y), symmetric=symmetric, **arrays)
+                params=params, source=(kern, X, Y), symmetric=symmetric, _trusted=True,
+                **arrays)
         _log_end("from_kernel", H, started)
         return H.to(backend)
 
@@ -482,15 +534,21 @@ class HMatrix:
             out_dtype = np.dtype(np.float64)
         if self._device_arrays is not None or val.is_device_operand(x):
             return self._apply_cuda(x, trans, out_dtype)
+        exp = _operand_exponent(x, self.dtype)
+        if exp:   # float64 values beyond float32's range: scale exactly, scale back
+            x = np.ldexp(x, -exp)
         in_identity, out_identity = ((self._identity_rows, self._identity_cols) if trans
                                      else (self._identity_cols, self._identity_rows))
         xp = np.ascontiguousarray(x if in_identity else x[in_perm], dtype=self.dtype)
         # A symmetric matrix is its own transpose.
         yp = self._symmetric_product(xp) if self.symmetric else self._product(xp, trans)
         if out_identity:
-            return yp.astype(out_dtype, copy=False)
-        out = np.empty(yp.shape, dtype=out_dtype)
-        out[out_perm] = yp
+            out = yp.astype(out_dtype, copy=False)
+        else:
+            out = np.empty(yp.shape, dtype=out_dtype)
+            out[out_perm] = yp
+        if exp:
+            np.ldexp(out, exp, out=out)
         return out
 
     def _product(self, xp, trans):
@@ -500,7 +558,7 @@ class HMatrix:
                   self.rank, self.offset)
         if xp.ndim == 2 and xp.shape[1] >= BLAS_MIN_RHS and self.rank.size <= FEW_BLOCKS:
             return _few_blocks_product(*blocks, xp, trans, self.shape[1 if trans else 0])
-        with one_blas_thread():
+        with serial_if_unsafe(), one_blas_thread():
             if xp.ndim == 1:
                 z_off = self.z_off_cols if trans else self.z_off_rows
                 yp = cpu.hmatvec(*blocks, z_off, seg, ptr, blk, xp, trans)
@@ -520,7 +578,7 @@ class HMatrix:
         stored-in-full matrix (BLAS block products from ``BLAS_MIN_RHS`` on).
         """
         if xp.ndim == 1:
-            with one_blas_thread():
+            with serial_if_unsafe(), one_blas_thread():
                 return symmetric_hmatvec(self.data, self.row_start, self.row_stop,
                                          self.col_start, self.col_stop, self.rank, self.offset,
                                          self.slab_ptr, xp)
@@ -539,12 +597,12 @@ class HMatrix:
         if self._halves is None:
             names = _BLOCK_ARRAYS + ("block_err2", "block_norm2")
             upper = HMatrix(self.shape, self.row_perm, self.col_perm, data=self.data,
-                            tol=self.tol, norm=self.norm,
+                            tol=self.tol, norm=self.norm, _trusted=True,
                             **{name: getattr(self, name) for name in names})
             strict = None
             if self._strictly_upper.any():
                 strict = HMatrix(self.shape, self.row_perm, self.col_perm, data=self.data,
-                                 tol=self.tol, norm=self.norm,
+                                 tol=self.tol, norm=self.norm, _trusted=True,
                                  **{name: getattr(self, name)[self._strictly_upper]
                                     for name in names})
             self._halves = (upper, strict)
@@ -606,7 +664,8 @@ class HMatrix:
                        c0[order], c1[order], cat(self.rank),
                        np.concatenate([self.offset, packed_off + self.data.size])[order],
                        data, cat(self.block_err2), cat(self.block_norm2), self.tol,
-                       norm=self.norm, params=self.params, source=self._source)
+                       norm=self.norm, params=self.params, source=self._source,
+                       error_exp=self.error_exp, _trusted=True)
 
     def _level_schedule(self, trans):
         """Output groups by depth for :func:`cpu.hmatmat_blas` (built on first use)."""
@@ -686,6 +745,7 @@ class HMatrix:
         self.__dict__.setdefault("_device_arrays", None)  # pickled before to() existed
         self.__dict__.setdefault("symmetric", False)      # pickled before symmetric storage
         self.__dict__.setdefault("_halves", None)
+        self.__dict__.setdefault("error_exp", 0)          # pickled before scaled errors
 
     def __matmul__(self, other):
         if isinstance(other, (HMatrix, LinearOperator)):
@@ -800,7 +860,8 @@ class HMatrix:
                       self.row_stop, self.col_start, self.col_stop, self.rank,
                       self.offset, data.astype(self.dtype, copy=False), self.block_err2 * c * c,
                       self.block_norm2 * c * c, self.tol, norm=self.norm * abs(c),
-                      params=self.params, symmetric=self.symmetric)
+                      params=self.params, symmetric=self.symmetric,
+                      error_exp=self.error_exp, _trusted=True)
         return out.to(self.device)
 
     @property
@@ -817,13 +878,15 @@ class HMatrix:
                            self.row_stop, self.col_start, self.col_stop, self.rank, self.offset,
                            self.data, self.block_err2, self.block_norm2, self.tol,
                            norm=self.norm, params=self.params, source=self._source,
-                           symmetric=True).to(self.device)
+                           symmetric=True, error_exp=self.error_exp,
+                           _trusted=True).to(self.device)
         data = cpu.transpose_data(self.data, self.row_start, self.row_stop, self.col_start,
                                   self.col_stop, self.rank, self.offset)
         t = HMatrix((self.shape[1], self.shape[0]), self.col_perm, self.row_perm,
                     self.col_start, self.col_stop, self.row_start, self.row_stop,
                     self.rank, self.offset, data, self.block_err2, self.block_norm2,
-                    self.tol, norm=self.norm, params=self.params)
+                    self.tol, norm=self.norm, params=self.params, error_exp=self.error_exp,
+                    _trusted=True)
         return t.to(self.device)
 
     @property
@@ -1000,7 +1063,7 @@ class HMatrix:
     @property
     def block_errors(self) -> np.ndarray:
         """Absolute Frobenius error of every block (0 for dense blocks)."""
-        return np.sqrt(self.block_err2)
+        return np.ldexp(np.sqrt(self.block_err2), self.error_exp)
 
     @property
     def error_bound(self) -> float:
@@ -1108,6 +1171,9 @@ class HMatrix:
         else:
             raise ValueError("estimate_error needs A for a matrix built from dense input")
         approx = self.matmat(G)[rows]
+        scale = float(np.max(np.abs(exact)))   # scaled sums of squares (no underflow)
+        if scale > 0:
+            approx, exact = approx / scale, exact / scale
         num = np.sum((approx - exact) ** 2)
         den = np.sum(exact ** 2)
         return float(np.sqrt(num / den)) if den > 0 else float(np.sqrt(num))
@@ -1117,36 +1183,123 @@ def _is_identity(perm):
     return bool(np.array_equal(perm, np.arange(perm.size)))
 
 
-def _cheaper_global(H, A, opts, seed):
+def _cheaper_global(H, As, exp, opts, seed):
     """The cheapest of ``H``, ``A`` as one low-rank block (the root's own
     candidate, :func:`hmnumba.construct.global_low_rank`) and ``A`` as one
     dense block, the latter two in the original row and column order so
     that no permutation is stored. So the result never stores more than a
     truncated SVD at the same ``tol``, nor more than ``A`` itself (plus the
-    ~200 bytes of one block's metadata)."""
+    ~200 bytes of one block's metadata).
+
+    ``As = A * 2**-exp`` is the input in the build's units (see
+    :func:`_scaled_input`): the candidates are computed there, their errors
+    and norms stay there (``error_exp``), and their stored numbers are
+    scaled back as :func:`_unscale_data` does."""
     t_start = time.perf_counter()
-    m, n = A.shape
+    m, n = As.shape
     H.params["stored_as"] = "hierarchical"
     best = H
-    found = global_low_rank(A, opts["tol"], opts["max_rank"], A.dtype,
-                            H.nbytes // A.dtype.itemsize, seed)
-    norm2 = H.norm ** 2
-    candidates = [("dense", -1, np.ascontiguousarray(A).ravel(), 0.0)]
+    itemsize = As.dtype.itemsize
+    found = global_low_rank(As, opts["tol"], opts["max_rank"], As.dtype, H.nbytes // itemsize,
+                            seed)
+    norm2 = float(np.sum(H.block_norm2 * H.multiplicity))   # build's units
+    dense = np.ascontiguousarray(As).ravel()
+    candidates = [("dense", -1, np.ldexp(dense, exp).astype(As.dtype) if exp else dense, 0.0)]
     if found is not None:
         U, V, err2, norm2 = found
-        candidates.insert(0, ("global low rank", U.shape[1],
-                              np.concatenate([U.T.ravel(), V.T.ravel()]), err2))
+        eu = exp // 2   # as _unscale_data: neither factor leaves the dtype's range
+        candidates.insert(0, ("global low rank", U.shape[1], np.concatenate(
+            [np.ldexp(U.T.ravel(), eu), np.ldexp(V.T.ravel(), exp - eu)]).astype(As.dtype),
+            err2))
     one = np.zeros(1, np.int64)
     for stored_as, k, data, err2 in candidates:
-        if data.size * A.dtype.itemsize >= best.nbytes:
+        if data.size * itemsize >= best.nbytes:
             continue
-        G = HMatrix(A.shape, np.arange(m), np.arange(n), one, one + m, one.copy(), one + n,
+        G = HMatrix(H.shape, np.arange(m), np.arange(n), one, one + m, one.copy(), one + n,
                     one + k, one.copy(), data, np.array([err2]), np.array([norm2]),
-                    tol=H.tol, norm=H.norm, params=dict(H.params, stored_as=stored_as))
+                    tol=H.tol, norm=H.norm, params=dict(H.params, stored_as=stored_as),
+                    error_exp=exp, _trusted=True)
         if G.nbytes < best.nbytes:
             best = G
     best.params["build_seconds"] += time.perf_counter() - t_start
     return best
+
+
+# An input whose largest magnitude lies in [2**-SCALE_FREE_EXP, 2**SCALE_FREE_EXP]
+# is compressed as it is; the squares and fourth powers the kernels form
+# (block norms, Gram matrices, C @ C.T) then stay far inside the float64 range.
+SCALE_FREE_EXP = 64
+
+
+def _scaled_input(A):
+    """``(As, e)`` with ``A = As * 2**e`` and ``max |As|`` in ``[0.5, 1)``, or
+    ``(A, 0)`` when ``A`` needs no scaling (see ``SCALE_FREE_EXP``).
+
+    Scaling by a power of two is exact (no rounding) for every entry that
+    stays normal, so the build of ``As`` is the build of ``A`` in other
+    units: no block norm or error computed inside can underflow (entries
+    near 1e-170 gave an all-zero H with error bound 0) or overflow (PCA
+    clustering failed from about 1e153 on). Entries of ``As`` below the
+    subnormal range (more than 2**1074 below the largest) become zero; they
+    are far below any tolerance relative to ``||A||_F``.
+    """
+    amax = max(abs(float(A.max())), abs(float(A.min())))
+    if amax == 0.0:
+        return A, 0
+    e = math.frexp(amax)[1]
+    if -SCALE_FREE_EXP <= e <= SCALE_FREE_EXP:
+        return A, 0
+    return np.ldexp(A, -e).astype(A.dtype, copy=False), e
+
+
+def _true_norm(norm, exp):
+    """``norm * 2**exp``, or ``ValueError`` if that exceeds the float64 range."""
+    try:
+        true = math.ldexp(norm, exp) if norm > 0 else 0.0
+    except OverflowError:
+        true = math.inf
+    if not math.isfinite(true):
+        raise ValueError(f"A has Frobenius norm {norm:.6g} * 2**{exp}, beyond the float64 "
+                         f"range (about 1.8e308): the relative error cannot be measured; "
+                         f"scale A down, e.g. by 2**-{max(exp - 1000, 1)}")
+    return true
+
+
+def _unscale_data(arrays, exp):
+    """Scale the stored numbers of a build of ``A * 2**-exp`` back to ``A``:
+    dense blocks by ``2**exp``; a low-rank block's ``U`` by ``2**(exp // 2)``
+    and ``V`` by the rest, so that neither factor leaves the range of the
+    storage dtype (float32 included). Exact, as scaling by powers of two is.
+    ``block_err2``/``block_norm2`` stay in the build's units (the HMatrix's
+    ``error_exp``), where their squares are representable."""
+    data = arrays["data"]
+    eu = exp // 2
+    ev = exp - eu
+    sizes = zip(arrays["row_stop"] - arrays["row_start"], arrays["col_stop"] - arrays["col_start"],
+                arrays["rank"], arrays["offset"])
+    for m, n, k, o in sizes:
+        if k < 0:
+            seg = data[o:o + m * n]
+            np.ldexp(seg, exp, out=seg)
+        elif k > 0:
+            seg = data[o:o + k * m]
+            np.ldexp(seg, eu, out=seg)
+            seg = data[o + k * m:o + k * (m + n)]
+            np.ldexp(seg, ev, out=seg)
+
+
+def _operand_exponent(x, dtype):
+    """``e`` such that ``x * 2**-e`` fits a float32 product, for a float64
+    operand of a float32 matrix whose magnitudes leave ``[2**-64, 2**64]``
+    (cast as they are, values above 3.4e38 became inf and the product NaN);
+    0 when no scaling is needed."""
+    if dtype != np.float32 or x.dtype.itemsize <= 4 or x.dtype.kind != "f" or x.size == 0:
+        return 0
+    amax = max(abs(float(x.max())), abs(float(x.min())))
+    if amax == 0.0:
+        return 0
+    e = math.frexp(amax)[1]
+    return e if abs(e) > SCALE_FREE_EXP else 0
 
 
 def _device_tree(points, leaf_size):
@@ -1164,7 +1317,41 @@ def _check_kernel_inputs(kernel, points, col_points):
     if X.shape[1] != Y.shape[1]:
         raise ValueError(f"points and col_points must have the same dimension, got "
                          f"{X.shape[1]} and {Y.shape[1]}")
+    val.check_point_range(X, "points")
+    if Y is not X:
+        val.check_point_range(Y, "col_points")
+    if isinstance(kern, UserKernel):
+        kern.probe(X, Y)   # TypeError for mis-typed kernels, before any build compiles
     return kern, X, Y
+
+
+def _check_kernel_output(kern, X, Y, row_perm, col_perm, src, arrays):
+    """Refuse a build in which the kernel gave NaN or infinity.
+
+    The blocks whose stored numbers, error or norm are not finite are
+    searched row by row for the first non-finite entry, which is reported with
+    its pair ``(i, j)`` of original indices (a user kernel that raised is
+    called there again from Python, so its exception arrives as itself).
+    Entries that ACA never evaluated cannot be seen.
+    """
+    data, err2, norm2 = arrays["data"], arrays["block_err2"], arrays["block_norm2"]
+    if np.isfinite(data).all() and np.isfinite(err2).all() and np.isfinite(norm2).all():
+        return
+    r0, r1, c0, c1, rank = (arrays[k] for k in ("row_start", "row_stop", "col_start",
+                                                 "col_stop", "rank"))
+    bad = ~(np.isfinite(err2) & np.isfinite(norm2))
+    order = np.argsort(arrays["offset"], kind="stable")
+    items = np.flatnonzero(~np.isfinite(data))
+    owner = np.searchsorted(arrays["offset"][order], items, side="right") - 1
+    bad[order[owner[owner >= 0]]] = True
+    for b in np.flatnonzero(bad):
+        i, j, value = cpu.first_nonfinite(src, r0[b], r1[b], c0[b], c1[b])
+        if i >= 0:
+            kern.raise_bad_value(X, Y, int(row_perm[i]), int(col_perm[j]), float(value))
+    raise ValueError(f"kernel {kern!r}: the build produced non-finite factors or norms "
+                     f"(NaN or infinite entries, or entries too large to square in float64, "
+                     f"e.g. 1/r of points closer than 1e-154); check the kernel, its length "
+                     f"scale and the points")
 
 
 def _kernel_source(kern, X, Y, row_tree, col_tree, budget, seed):

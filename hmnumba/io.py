@@ -45,6 +45,10 @@ header field        meaning
 ``symmetric``       ``true`` if only the upper block triangle is stored (see
                     :attr:`hmnumba.HMatrix.symmetric`); optional, files
                     without it (written before hmnumba 0.2) are ``false``
+``error_exp``       integer ``e``, ``|e| <= 1100``: ``block_err2`` and
+                    ``block_norm2`` are in units of ``4**e`` (inputs of
+                    extreme magnitude, see :attr:`hmnumba.HMatrix.error_exp`);
+                    optional, absent means 0
 ==================  =========================================================
 
 "int" is ``<i4`` or ``<i8``: :func:`save` writes ``<i4`` wherever the values
@@ -71,7 +75,8 @@ array              dtype      shape       content
                                           ``m_b x n_b`` row-major
 =================  =========  ==========  ==================================
 
-What :func:`load` checks, in this order: the magic and version (a newer
+What :func:`load` checks, in this order: that the path is a regular file
+(a FIFO, device or directory is refused before it is read), the magic and version (a newer
 version gets its own message), the preamble and header sizes against the file
 length, the header checksum, the JSON schema and every field's type and range,
 the array layout (exactly the one above, so arrays never overlap), the payload
@@ -84,7 +89,10 @@ block), and ``data``, ``block_err2``, ``block_norm2`` are finite (the latter two
 non-negative). For a symmetric matrix: it is square with one permutation,
 every block is diagonal (``row_start == col_start``, ``row_stop == col_stop``;
 dense or zero) or strictly upper (``row_stop <= col_start``), and the blocks
-with the mirror images of the strictly upper ones tile the matrix. Nothing is unpickled.
+with the mirror images of the strictly upper ones tile the matrix. The
+work a file can cause is bounded by its size: the products' row and column
+schedules may hold at most ``SCHEDULE_PER_ITEM`` entries per block and row
+(resp. column), checked before anything is built. Nothing is unpickled.
 
 Writes are atomic: :func:`save` writes a temporary file in the target's
 directory, flushes and ``fsync``\\ s it, renames it over the target with
@@ -111,6 +119,7 @@ import json
 import math
 import numbers
 import os
+import stat
 import struct
 import tempfile
 from typing import TYPE_CHECKING
@@ -143,13 +152,20 @@ _DATA_DTYPES = {"float32": "<f4", "float64": "<f8"}
 _HEADER_KEYS = {"format", "format_version", "writer", "dtype", "shape", "n_blocks", "tol",
                 "norm", "params", "payload_offset", "payload_nbytes", "payload_sha256",
                 "arrays"}
-_OPTIONAL_HEADER_KEYS = {"symmetric"}
+_OPTIONAL_HEADER_KEYS = {"symmetric", "error_exp"}
 # Pairs (row segment, block) examined at once by the tiling check.
 _TILING_CHUNK = 1 << 22
 # Most entries a row or column schedule may have (the products materialise
 # both; ~40 bytes per entry while they are built). Real matrices are far
 # below: about 10**6 entries for 10**5 blocks.
 MAX_SCHEDULE = 1 << 28
+# The work a file may cause is bounded by its size and shape: a schedule may
+# have at most this many entries per block plus row (resp. column). A real
+# H-matrix has about log2(n_blocks) / 2 per block (every segment lies under
+# one block per level and column cluster): under 10 for 10**6 blocks. A
+# crafted file of k full-height blocks beside one column cut into k pieces
+# would otherwise need k**2 entries (10 GB from a 2.4 MB file).
+SCHEDULE_PER_ITEM = 64
 
 
 # ---------------------------------------------------------------------------
@@ -229,6 +245,8 @@ def save(H: HMatrix, path: str | os.PathLike) -> None:
                   symmetric=symmetric,
                   params=_jsonable(H.params), payload_nbytes=payload_nbytes,
                   payload_sha256=digest.hexdigest())
+    if getattr(H, "error_exp", 0):
+        header["error_exp"] = int(H.error_exp)
     # payload_offset depends on the header length, which depends on it:
     # iterate to the fixed point (at most a couple of rounds).
     header["payload_offset"] = 0
@@ -259,9 +277,33 @@ def _compact(arrays):
 
 
 def _check_path(path):
-    if not isinstance(path, (str, bytes, os.PathLike)):
-        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    return os.fspath(path)
+    from hmnumba._validation import check_path
+    return check_path(path, "path")
+
+
+def _open_regular(path, where, expected="a regular .hmz file"):
+    """Open ``path`` for reading, refusing anything but a regular file.
+
+    The file is opened non-blocking (so a FIFO with no writer does not hang
+    the call) and checked with ``fstat`` on the open descriptor (no race
+    between the check and the open); then blocking mode is restored.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a directory" if stat.S_ISDIR(st.st_mode) else
+                    "a FIFO" if stat.S_ISFIFO(st.st_mode) else
+                    "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else
+                    "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+            raise ValueError(f"{where}: {kind}, expected {expected}")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _align(nbytes):
@@ -328,6 +370,10 @@ def _atomic_write(path, chunks):
     path = os.path.realpath(path)   # replace a symlink's target, not the link
     directory = os.path.dirname(path)
     base = os.path.basename(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot write {path!r}: it is a directory, expected a file name")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"cannot write {path!r}: directory {directory!r} does not exist")
     try:
         mode = os.stat(path).st_mode & 0o7777
     except OSError:
@@ -402,9 +448,11 @@ def load(path: str | os.PathLike) -> HMatrix:
     FileNotFoundError
         ``path`` does not exist (other ``OSError`` for unreadable files).
     ValueError
-        The file is not an hmnumba H-matrix file, was written by a newer
-        format version, or is truncated, corrupted or inconsistent; the
-        message names the file and the problem.
+        ``path`` is not a regular file (a FIFO, device or directory is
+        refused before it is read), or the file is not an hmnumba H-matrix
+        file, was written by a newer format version, or is truncated,
+        corrupted or inconsistent; the message names the file and the
+        problem.
 
     Examples
     --------
@@ -431,7 +479,7 @@ def load(path: str | os.PathLike) -> HMatrix:
     """
     path = _check_path(path)
     where = f"cannot load {path!r}"
-    with open(path, "rb") as f:
+    with _open_regular(path, where) as f:
         size = os.fstat(f.fileno()).st_size
         header = _read_header(f, size, where)
         payload = np.empty(header["payload_nbytes"], np.uint8)
@@ -458,7 +506,8 @@ def load(path: str | os.PathLike) -> HMatrix:
     _check_structure(m, n, arrays, where, symmetric)
     from hmnumba.hmatrix import HMatrix
     return HMatrix((m, n), tol=header["tol"], norm=header["norm"], params=header["params"],
-                   symmetric=symmetric, **arrays)
+                   symmetric=symmetric, error_exp=header.get("error_exp", 0), _trusted=True,
+                   **arrays)
 
 
 def _read_header(f, size, where):
@@ -573,6 +622,9 @@ def _check_header(h, size, hlen, where):
     h["tol"], h["norm"] = float(tol), float(norm)
     if not isinstance(h.get("symmetric", False), bool):
         bad(f"symmetric must be true or false, got {_short(h['symmetric'])}")
+    error_exp = h.get("error_exp", 0)
+    if not _is_int(error_exp) or abs(error_exp) > 1100:
+        bad(f"error_exp must be an integer with |error_exp| <= 1100, got {_short(error_exp)}")
     if not isinstance(h["params"], dict):
         bad(f"params must be a JSON object, got {type(h['params']).__name__}")
     digest = h["payload_sha256"]
@@ -709,8 +761,10 @@ def _check_tiling(r0, r1, c0, c1, m, n, bad):
     for every segment, the column ranges of the blocks over it, sorted,
     follow each other from 0 without gap or overlap and their widths sum to
     ``n``. Cost: the size of the products' row schedule, worked through in
-    chunks of bounded memory; schedules beyond ``MAX_SCHEDULE`` entries are
-    refused (the products could not build them).
+    chunks of bounded memory; schedules of more than ``SCHEDULE_PER_ITEM``
+    entries per block and row (resp. column), or beyond ``MAX_SCHEDULE``,
+    are refused before anything is allocated for them, so the work stays
+    proportional to the size of the file.
     """
     bounds = np.unique(np.concatenate([r0, r1]))
     if bounds[0] != 0 or bounds[-1] != m:
@@ -719,12 +773,14 @@ def _check_tiling(r0, r1, c0, c1, m, n, bad):
     hi = np.searchsorted(bounds, r1)
     n_seg = bounds.size - 1
     col_bounds = np.unique(np.concatenate([c0, c1]))
-    for what, size in (("row", int(np.sum(hi - lo))),
-                       ("column", int(np.sum(np.searchsorted(col_bounds, c1)
-                                             - np.searchsorted(col_bounds, c0))))):
-        if size > MAX_SCHEDULE:
-            bad(f"the blocks make a {what} schedule of {size} entries (at most "
-                f"{MAX_SCHEDULE}): no matrix the products can apply")
+    for what, size, extent in (("row", int(np.sum(hi - lo)), m),
+                               ("column", int(np.sum(np.searchsorted(col_bounds, c1)
+                                                     - np.searchsorted(col_bounds, c0))), n)):
+        limit = min(MAX_SCHEDULE, SCHEDULE_PER_ITEM * (r0.size + extent))
+        if size > limit:
+            bad(f"the blocks make a {what} schedule of {size} entries, more than "
+                f"{limit} (at most {SCHEDULE_PER_ITEM} per block and {what}, and "
+                f"{MAX_SCHEDULE} in all): refused, no H-matrix needs so many")
     width = np.zeros(n_seg + 1, np.int64)
     np.add.at(width, lo, c1 - c0)
     np.add.at(width, hi, -(c1 - c0))

@@ -756,3 +756,125 @@ def test_sigkill_during_save_never_damages_the_previous_file(tmp_path):
     assert all(litter_pattern.match(name) for name in litter), litter
     assert len(litter) == interrupted <= len(schedule)
     assert interrupted >= 1   # at least one kill really landed inside a write
+
+
+# ---------------------------------------------------------------------------
+# bounded work and non-regular files (issue #22)
+# ---------------------------------------------------------------------------
+
+
+def _quadratic_schedule(small_file, k):
+    """The reproducer: ``k`` full-height rank-0 blocks (one column each) and
+    one more column cut into ``k`` rank-0 blocks. A valid tiling whose row
+    schedule has ``k**2`` entries, from a file of ``O(k)`` bytes."""
+    _, _, blob = small_file
+    header, _ = _decode(blob)
+    m, n = k, k + 1
+    r0 = np.concatenate([np.zeros(k, np.int64), np.arange(k)])
+    r1 = np.concatenate([np.full(k, k, np.int64), np.arange(1, k + 1)])
+    c0 = np.concatenate([np.arange(k), np.full(k, k, np.int64)])
+    c1 = c0 + 1
+    nb = 2 * k
+    arrays = dict(row_perm=np.arange(m), col_perm=np.arange(n), row_start=r0, row_stop=r1,
+                  col_start=c0, col_stop=c1, rank=np.zeros(nb, np.int64),
+                  offset=np.zeros(nb, np.int64), block_err2=np.zeros(nb),
+                  block_norm2=np.zeros(nb), data=np.zeros(0))
+    arrays = {key: np.asarray(v, dtype=np.float64 if key in ("block_err2", "block_norm2", "data")
+                              else np.int64) for key, v in arrays.items()}
+    header.update(shape=[m, n], n_blocks=nb, dtype="float64")
+    return _encode(header, arrays), arrays
+
+
+@pytest.mark.parametrize("k", [512, 4096])
+def test_quadratic_schedule_is_refused_before_it_is_built(small_file, tmp_path, k):
+    """k = 4096 took 845 MB (k = 8192: 2.8 GB, 11.7 s) in load(); now the
+    schedule's size is checked against the file's blocks and rows first."""
+    blob, _ = _quadratic_schedule(small_file, k)
+    msg = _assert_refused(tmp_path / "q.hmz", blob)
+    assert f"row schedule of {k * k + k} entries" in msg
+    assert len(blob) < 200 * k   # from a file of O(k) bytes
+
+
+def test_quadratic_schedule_refused_by_the_constructor(small_file):
+    _, arrays = _quadratic_schedule(small_file, 512)
+    with pytest.raises(ValueError, match="schedule"):
+        HMatrix((512, 513), tol=1e-3, **arrays)
+
+
+def test_crafted_schedules_fuzz(small_file, tmp_path):
+    """Random mixes of full-height columns and cut columns: a file is
+    accepted exactly when its schedules stay within the bound, and then
+    loads and applies."""
+    rng = np.random.default_rng(7)
+    _, _, blob = small_file
+    header, _ = _decode(blob)
+    seen = set()
+    for trial in range(16):
+        m = int(rng.integers(8, 400))
+        n_full = int(rng.integers(1, 1000))
+        cuts = np.unique(np.concatenate([[0, m], rng.integers(1, m, rng.integers(0, m))]))
+        r0 = np.concatenate([np.zeros(n_full, np.int64), cuts[:-1]])
+        r1 = np.concatenate([np.full(n_full, m, np.int64), cuts[1:]])
+        c0 = np.concatenate([np.arange(n_full), np.full(cuts.size - 1, n_full)])
+        c1 = c0 + 1
+        nb = r0.size
+        arrays = dict(row_perm=np.arange(m), col_perm=np.arange(n_full + 1), row_start=r0,
+                      row_stop=r1, col_start=c0, col_stop=c1, rank=np.zeros(nb, np.int64),
+                      offset=np.zeros(nb, np.int64))
+        arrays = {key: np.asarray(v, np.int64) for key, v in arrays.items()}
+        arrays.update(block_err2=np.zeros(nb), block_norm2=np.zeros(nb), data=np.zeros(0))
+        h = dict(header, shape=[m, n_full + 1], n_blocks=nb, dtype="float64")
+        path = tmp_path / f"f{trial}.hmz"
+        path.write_bytes(_encode(h, arrays))
+        entries = n_full * (cuts.size - 1) + cuts.size - 1
+        refused = entries > hio.SCHEDULE_PER_ITEM * (nb + m)
+        seen.add(refused)
+        if refused:
+            with pytest.raises(ValueError, match="schedule"):
+                load(path)
+        else:
+            H = load(path)
+            assert np.array_equal(H @ np.ones(n_full + 1), np.zeros(m))
+    assert seen == {True, False}
+
+
+def test_load_refuses_a_fifo_without_blocking(tmp_path):
+    """load() and `hmnumba info` on a FIFO blocked forever (no writer)."""
+    fifo = tmp_path / "pipe.hmz"
+    os.mkfifo(fifo)
+    outcome = []
+
+    def attempt():
+        try:
+            load(fifo)
+        except ValueError as exc:
+            outcome.append(str(exc))
+
+    import threading
+    t = threading.Thread(target=attempt, daemon=True)
+    t.start()
+    t.join(60)
+    if t.is_alive():   # unblock the reader before failing
+        with open(fifo, "wb"):
+            pass
+        pytest.fail("load() blocked on a FIFO")
+    assert outcome and "FIFO" in outcome[0]
+
+
+def test_load_refuses_a_directory_and_a_device(tmp_path):
+    with pytest.raises(ValueError, match="directory"):
+        load(tmp_path)
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(ValueError, match="device"):
+            load("/dev/zero")
+
+
+def test_error_exp_in_header_is_validated(small_file, tmp_path):
+    _, path, blob = small_file
+    header, arrays = _decode(blob)
+    for bad in (1.5, "3", 5000, True):
+        msg = _assert_refused(tmp_path / "e.hmz",
+                              _encode(header, arrays, edit=lambda h: h.update(error_exp=bad)))
+        assert "error_exp" in msg
+    H = load(path)
+    assert H.error_exp == 0 and "error_exp" not in header

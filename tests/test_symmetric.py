@@ -124,7 +124,11 @@ def test_user_kernel_symmetric_on_request():
     sym = HMatrix.from_kernel(inverse_distance, X, tol=1e-6, symmetric=True)
     builtin = HMatrix.from_kernel(laplace, X, tol=1e-6)
     assert sym.symmetric
-    assert np.array_equal(sym.to_dense(), builtin.to_dense())
+    # Same entries, same blocks and ranks; the factors may differ in the last
+    # bits (a user kernel is evaluated through a wrapper that catches its
+    # exceptions, which changes the compiled code around it).
+    assert np.array_equal(sym.rank, builtin.rank)
+    np.testing.assert_allclose(sym.to_dense(), builtin.to_dense(), rtol=1e-12, atol=1e-12)
     assert _rel(sym.to_dense(), assemble_dense(laplace, X)) <= 1e-6
 
 

@@ -26,6 +26,13 @@ def assemble_dense(kernel, X, Y=None):
     -------
     ndarray of shape (m, n), float64
 
+    Raises
+    ------
+    ValueError
+        The kernel gave NaN or infinity; the message names the first such
+        pair ``(i, j)``. A user kernel that raised re-raises its exception
+        (with a note naming the pair).
+
     Examples
     --------
     >>> import numpy as np
@@ -42,6 +49,11 @@ def assemble_dense(kernel, X, Y=None):
     Y = X if Y is None else check_points(Y, "Y")
     if X.shape[1] != Y.shape[1]:
         raise ValueError(f"X and Y must have the same dimension, got {X.shape[1]} and {Y.shape[1]}")
-    src = check_kernel(kernel, "kernel").source(X, Y)
+    kern = check_kernel(kernel, "kernel")
     out = np.empty((X.shape[0], Y.shape[0]))
-    return cpu.assemble_dense(src, X.shape[0], Y.shape[0], out)
+    K = cpu.assemble_dense(kern.source(X, Y), X.shape[0], Y.shape[0], out)
+    bad = np.flatnonzero(~np.isfinite(K))
+    if bad.size:   # NaN, infinity, or a user kernel that raised (see UserKernel)
+        i, j = divmod(int(bad[0]), Y.shape[0])
+        kern.raise_bad_value(X, Y, i, j, float(K[i, j]))
+    return K

@@ -433,6 +433,15 @@ def _residual_col(src, r0, r1, c0, j, k, U, V, col):
             col[q] -= b * U[l, q]
 
 
+@njit(cache=True)
+def _finite(x):
+    """No NaN or infinity in ``x``."""
+    for q in range(x.shape[0]):
+        if not np.isfinite(x[q]):
+            return False
+    return True
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def _argmax_unused(x, used):
     best = 0.0
@@ -442,6 +451,12 @@ def _argmax_unused(x, used):
             best = abs(x[q])
             arg = q
     return arg
+
+
+# A residual entry below this times the largest pivot is rounding noise (see
+# aca_partial): ~100 eps, the cancellation error of a residual after a few
+# dozen crosses.
+ACA_NOISE_RTOL = 1e-13
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -463,8 +478,19 @@ def aca_partial(src, r0, r1, c0, c1, rel_tol, abs_tol, kmax, U, V):
     This is a heuristic, like every sampling stopping rule: dense input is
     verified exactly afterwards, kernel matrices by ``estimate_error``.
 
+    A residual row (or column) whose largest entry is below
+    ``ACA_NOISE_RTOL`` times the largest pivot so far is rounding noise, and
+    counts as a zero row: taking its noise as a pivot gives a cross of
+    negligible norm that looks like convergence. (This happened on duplicated
+    points, where the next pivot row is the duplicate of the last one: a
+    far-field block was accepted with an estimated error of 3e-17 and a true
+    error of 8e-2.)
+
     Returns ``(k, norm2, last_update, converged)``; ``converged`` is False if
-    ``kmax`` crosses were not enough.
+    ``kmax`` crosses were not enough. A fetched row or column holding NaN or
+    infinity (a bad kernel) stops the iteration with ``norm2`` and
+    ``last_update`` NaN, so that the block's error is NaN and the build
+    reports the kernel (a NaN pivot would otherwise make the row look zero).
     """
     m = r1 - r0
     n = c1 - c0
@@ -479,37 +505,71 @@ def aca_partial(src, r0, r1, c0, c1, rel_tol, abs_tol, kmax, U, V):
     state = np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(r0 * 1000003 + c0 * 7919 + m * 31 + n)
     n_rows_used = 0
     zero_rows = 0
+    noise = 0.0   # ACA_NOISE_RTOL * the largest pivot so far
     while True:
         if k == kmax:
             return k, norm2, last, False
-        if n_rows_used == m:
-            return k, norm2, last, True
+        if n_rows_used == m:   # every row is a pivot row or was zero: so is the residual
+            return k, norm2, min(last, noise * np.sqrt(m * n)), True
         _residual_row(src, r0, c0, c1, i, k, U, V, row)
+        if not _finite(row):
+            return k, np.nan, np.nan, True
         row_used[i] = True
         n_rows_used += 1
         jp = _argmax_unused(row, col_used)
+        if jp >= 0 and abs(row[jp]) <= noise:
+            jp = -1
         if jp < 0:
             zero_rows += 1
+            if zero_rows > 3 and k > 0:
+                # Rows keep vanishing after some crosses (duplicated points
+                # give a zero row per pivot): sweep the unused rows for one
+                # that is not. A row that is zero (or noise) stays so under
+                # later crosses, as does a pivot row, so if none is found
+                # the whole residual is noise. (One random column, as below,
+                # is not enough here: most columns are duplicates, too.)
+                found = -1
+                for q in range(m):
+                    if not row_used[q]:
+                        _residual_row(src, r0, c0, c1, q, k, U, V, row)
+                        if not _finite(row):
+                            return k, np.nan, np.nan, True
+                        jq = _argmax_unused(row, col_used)
+                        if jq >= 0 and abs(row[jq]) > noise:
+                            found = q
+                            break
+                        row_used[q] = True
+                        n_rows_used += 1
+                if found < 0:
+                    return k, norm2, min(last, noise * np.sqrt(m * n)), True
+                i = found
+                zero_rows = 0
+                continue
             if zero_rows > 3:
                 # Rows keep vanishing: look at a random column before giving up.
                 jc, state = _random_unused(col_used, state)
-                if jc < 0:
-                    return k, norm2, last, True
+                if jc < 0:   # every column a pivot column: the residual is zero
+                    return k, norm2, min(last, noise * np.sqrt(m * n)), True
                 _residual_col(src, r0, r1, c0, jc, k, U, V, col)
+                if not _finite(col):
+                    return k, np.nan, np.nan, True
                 iq = _argmax_unused(col, row_used)
-                if iq < 0:
+                if iq < 0 or abs(col[iq]) <= noise:
                     return k, norm2, last, True
                 i = iq
                 zero_rows = 0
                 continue
             i, state = _random_unused(row_used, state)
-            if i < 0:
-                return k, norm2, last, True
+            if i < 0:   # every row a pivot row or zero: so is the residual
+                return k, norm2, min(last, noise * np.sqrt(m * n)), True
             continue
         zero_rows = 0
         pivot = row[jp]
+        noise = max(noise, ACA_NOISE_RTOL * abs(pivot))
         col_used[jp] = True
         _residual_col(src, r0, r1, c0, jp, k, U, V, col)
+        if not _finite(col):
+            return k, np.nan, np.nan, True
         for j in range(n):
             V[k, j] = row[j] / pivot
         for q in range(m):
@@ -553,7 +613,12 @@ def aca_partial(src, r0, r1, c0, c1, rel_tol, abs_tol, kmax, U, V):
                 continue
             return k, norm2, last, True
         if i_next < 0:
-            return k, norm2, last, True
+            # The last column vanishes on the unused rows: no pivot row to
+            # follow, so look at a random one (a zero row leads to the
+            # sweep above).
+            i_next, state = _random_unused(row_used, state)
+            if i_next < 0:
+                return k, norm2, min(last, noise * np.sqrt(m * n)), True
         i = i_next
 
 
@@ -579,12 +644,17 @@ def orthonormalize_rows(W, k):
 
     CGS2 is as accurate as Householder QR in practice (Giraud, Langou &
     Rozloznik 2005), works on the contiguous factor rows that ACA produces and
-    costs about half as much as LAPACK's QR plus forming Q.
+    costs about half as much as LAPACK's QR plus forming Q -- provided the
+    rows are not nearly dependent. Returns ``(Q, R, ok)``; ``ok`` is False
+    when a kept row lost more than a factor ``CGS_MIN_RATIO`` of its norm to
+    the projections (then ``Q`` may be far from orthonormal, and the caller
+    uses Householder QR, :func:`_householder_rows`).
     """
     length = W.shape[1]
     Q = np.zeros((k, length))
     R = np.zeros((k, k))
     w = np.empty(length)
+    ok = True
     for l in range(k):
         for i in range(length):
             w[i] = W[l, i]
@@ -601,10 +671,31 @@ def orthonormalize_rows(W, k):
         # A row in the span of the previous ones (relative to its own size) is
         # dropped: its part of the product is carried by R[:l, l].
         if nrm > 1e-14 * norm0 and nrm > 0.0:
+            if nrm < CGS_MIN_RATIO * norm0:
+                ok = False
             R[l, l] = nrm
             for i in range(length):
                 Q[l, i] = w[i] / nrm
-    return Q, R
+    return Q, R, ok
+
+
+# CGS2 keeps orthogonality to about eps * cond; below this ratio of a row's
+# norm after and before its projections, Householder QR is used instead.
+CGS_MIN_RATIO = 1e-6
+# Cholesky-QR loses orthogonality like eps * cond(W)^2: with the rows scaled
+# to unit norm, a diagonal entry of the Cholesky factor below this (the sine
+# of the angle between a row and the span of the previous ones) sends the
+# recompression to the Householder path.
+GRAM_MIN_DIAG = 1e-4
+
+
+@njit(cache=True)
+def _householder_rows(W):
+    """Householder QR of ``W.T``: ``(Q (p, len), R (p, k))`` with orthonormal
+    rows of ``Q`` and ``W.T = Q.T @ R`` (``p = min(len, k)``); backward
+    stable whatever the conditioning of ``W``."""
+    Q, R = np.linalg.qr(np.ascontiguousarray(W.T))
+    return np.ascontiguousarray(Q.T), np.ascontiguousarray(R)
 
 
 @njit(cache=True)
@@ -629,6 +720,9 @@ def _cholesky_r(W):
         L = np.linalg.cholesky(G)
     except Exception:  # not positive definite in floating point
         return np.zeros((k, k)), False
+    for l in range(k):
+        if not L[l, l] >= GRAM_MIN_DIAG:   # ill-conditioned (or NaN): not accurate
+            return np.zeros((k, k)), False
     R = np.ascontiguousarray(L.T) * d.reshape((1, k))
     return R, True
 
@@ -657,8 +751,10 @@ def recompress(U, V, k, abs_tol, rel_tol_floor, aca_norm):
     SVD from the eigendecomposition of ``C @ C.T``: two cheap factorisations
     and one small LAPACK call instead of three, with singular values accurate
     to about ``1e-8 * sigma_max``, ample for such tolerances. Tighter
-    tolerances (or a singular Gram matrix) orthonormalise the factor rows with
-    CGS2 and use a full SVD.
+    tolerances, or a Gram matrix that is ill-conditioned (see
+    ``GRAM_MIN_DIAG``), orthonormalise the factor rows with CGS2 and use a
+    full SVD; rows too close to dependent for CGS2 (see ``CGS_MIN_RATIO``)
+    are orthonormalised by Householder QR.
 
     Returns ``(Ut (r, m), Vt (r, n), tail2)``: ``Ut.T @ Vt`` is the truncated
     approximation and ``tail2`` the squared Frobenius norm of what was cut.
@@ -684,8 +780,11 @@ def recompress(U, V, k, abs_tol, rel_tol_floor, aca_norm):
             Ut = np.ascontiguousarray(Mu.T) @ Uk
             Vt = np.ascontiguousarray(Mv.T) @ Vk
             return Ut, Vt, tail2
-    Qu, Ru = orthonormalize_rows(U, k)
-    Qv, Rv = orthonormalize_rows(V, k)
+    Qu, Ru, ok_u = orthonormalize_rows(U, k)
+    Qv, Rv, ok_v = orthonormalize_rows(V, k)
+    if not (ok_u and ok_v):
+        Qu, Ru = _householder_rows(Uk)
+        Qv, Rv = _householder_rows(Vk)
     w, s, zt = np.linalg.svd(Ru @ Rv.T)
     r, tail2 = truncation_rank(s, abs_tol)
     Ut = np.ascontiguousarray((w[:, :r] * s[:r]).T) @ Qu
@@ -931,6 +1030,19 @@ def compress_blocks(src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kcap, 
             out_off[b] = pos
             if s == STATUS_ACCEPTED:
                 pos += k * ((r1[b] - r0[b]) + (c1[b] - c0[b]))
+
+
+@njit(cache=True)
+def first_nonfinite(src, r0, r1, c0, c1):
+    """The first entry of ``src[r0:r1, c0:c1]`` (row by row) that is NaN or
+    infinite: ``(i, j, value)`` in cluster order, or ``(-1, -1, 0.0)``."""
+    buf = np.empty(c1 - c0)
+    for i in range(r0, r1):
+        fetch_row(src, i, c0, c1, buf)
+        for j in range(c1 - c0):
+            if not np.isfinite(buf[j]):
+                return i, c0 + j, buf[j]
+    return -1, -1, 0.0
 
 
 @njit(cache=True, parallel=True)

@@ -16,6 +16,9 @@ EXPONENTIAL = 2
 MATERN32 = 3
 
 _SQRT3 = np.sqrt(3.0)
+# Length scales whose square (and inverse square) are normal float64 numbers.
+MIN_LENGTH_SCALE = 1e-150
+MAX_LENGTH_SCALE = 1e150
 
 # Restricted fastmath: no "nnan"/"ninf", so NaN checks stay meaningful.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -76,6 +79,12 @@ class KernelFunction:
         length_scale = float(length_scale)
         if not (np.isfinite(length_scale) and length_scale > 0):
             raise ValueError(f"length_scale must be a positive finite number, got {length_scale!r}")
+        if not (MIN_LENGTH_SCALE <= length_scale <= MAX_LENGTH_SCALE):
+            # l * l underflows (gaussian: 0 / 0 = NaN at r = 0) or overflows,
+            # or r / l overflows (matern32: inf * 0 = NaN).
+            raise ValueError(f"length_scale must lie in [{MIN_LENGTH_SCALE:g}, "
+                             f"{MAX_LENGTH_SCALE:g}] (the kernel degenerates to NaN "
+                             f"outside), got {length_scale!r}; rescale the points instead")
         self.name = name
         self.code = self._codes[name]
         self.length_scale = length_scale
@@ -119,6 +128,13 @@ class KernelFunction:
         """The kernel's formula as text."""
         return self._formulas[self.name]
 
+    def raise_bad_value(self, X, Y, i, j, value):
+        """Raise ``ValueError`` for the non-finite ``value`` at pair ``(i, j)``."""
+        raise ValueError(f"kernel {self!r} gave {value!r} at the pair (i, j) = ({i}, {j}) "
+                         f"(points[{i}] = {X[i].tolist()}, col_points[{j}] = "
+                         f"{Y[j].tolist()}): NaN or infinite entries cannot be compressed; "
+                         f"check the length scale and the point coordinates")
+
 
 laplace = KernelFunction("laplace")
 gaussian = KernelFunction("gaussian")
@@ -126,11 +142,44 @@ exponential = KernelFunction("exponential")
 matern32 = KernelFunction("matern32")
 
 
+# One wrapper per user kernel function (a new wrapper would recompile the build).
+_SAFE_WRAPPERS = {}
+
+
+def _safe_wrapper(function):
+    """``k(x, y)`` as a float, NaN where the user kernel raises.
+
+    An exception raised inside numba's parallel loops is lost (with the OpenMP
+    layer the loop goes on with garbage) or surfaces as ``SystemError``, so
+    the build calls this wrapper instead; a NaN then makes the build look for
+    the first bad pair and call the kernel there from Python, where its
+    exception arrives intact (:meth:`UserKernel.raise_bad_value`).
+    """
+    safe = _SAFE_WRAPPERS.get(function)
+    if safe is None:
+        kern = function
+
+        @njit
+        def safe(x, y):
+            try:
+                return np.float64(kern(x, y))
+            except Exception:  # noqa: BLE001 - reported from Python afterwards
+                return np.nan
+
+        _SAFE_WRAPPERS[function] = safe
+    return safe
+
+
 class UserKernel:
     """Wraps a user ``@numba.njit`` kernel ``k(x, y) -> float``.
 
     Kernels compiled with numba are specialised into the construction code
     once per process (the built-in kernels are cached on disk instead).
+    :meth:`probe` checks the kernel on one pair of points before a build;
+    the build evaluates it through a wrapper that turns an exception into
+    NaN, and a non-finite entry is reported by :meth:`raise_bad_value` with
+    the pair ``(i, j)`` (the kernel's own exception, if it raised, with a
+    note naming the pair).
     """
 
     def __init__(self, function):
@@ -138,7 +187,50 @@ class UserKernel:
         self.name = getattr(function, "__name__", "user kernel")
 
     def source(self, X, Y):
-        return (self.function, X, Y)
+        return (_safe_wrapper(self.function), X, Y)
+
+    def probe(self, X, Y):
+        """Evaluate the kernel at ``(X[0], Y[0])`` from Python: a kernel that
+        numba cannot compile for two float64 1-D arrays gives ``TypeError``,
+        one that returns no real number ``TypeError``, one that raises its
+        own exception, one that returns NaN or infinity ``ValueError``."""
+        from numba.core.errors import TypingError
+        if self.function is None:   # a subclass with its own entry source (ntk.GramKernel)
+            return
+        try:
+            value = self.function(X[0], Y[0])
+        except TypingError as exc:
+            lines = [ln for ln in str(exc).splitlines() if ln.strip()][:3]
+            raise TypeError(f"kernel {self.name!r} must compile as k(x, y) -> float for two "
+                            f"float64 1-D arrays x, y (rows of the points); numba says: "
+                            + " / ".join(lines)) from exc
+        except Exception as exc:
+            self._annotate(exc, X, Y, 0, 0)
+            raise
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+            raise TypeError(f"kernel {self.name!r} must return a real number, returned "
+                            f"{type(value).__name__} at the pair (0, 0)")
+        if not np.isfinite(value):
+            self.raise_bad_value(X, Y, 0, 0, value)
+
+    def raise_bad_value(self, X, Y, i, j, value):
+        """Report the non-finite entry at ``(i, j)``: the kernel is called
+        there from Python; its exception is re-raised as itself (with a note
+        naming the pair), else ``ValueError`` names the value and the pair."""
+        try:
+            if self.function is not None:
+                value = self.function(X[i], Y[j])
+        except Exception as exc:
+            self._annotate(exc, X, Y, i, j)
+            raise
+        raise ValueError(f"kernel {self.name!r} returned {value!r} at the pair (i, j) = "
+                         f"({i}, {j}) (points[{i}] = {X[i].tolist()}, col_points[{j}] = "
+                         f"{Y[j].tolist()}): NaN or infinite entries cannot be compressed")
+
+    def _annotate(self, exc, X, Y, i, j):
+        if hasattr(exc, "add_note"):
+            exc.add_note(f"raised by kernel {self.name!r} at the pair (i, j) = ({i}, {j}): "
+                         f"points[{i}] = {X[i].tolist()}, col_points[{j}] = {Y[j].tolist()}")
 
     def __repr__(self):
         return f"UserKernel({self.name})"
