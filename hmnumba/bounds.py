@@ -241,13 +241,7 @@ def condition_number_bound(s_max, s_min, eps):
     s_max = val.check_nonnegative_float(s_max, "s_max")
     s_min = val.check_nonnegative_float(s_min, "s_min")
     eps = val.check_nonnegative_float(eps, "eps")
-    if s_max < s_min:
-        raise ValueError(f"s_max must be >= s_min, got s_max = {s_max:g} < s_min = {s_min:g}")
-    if eps >= s_min:
-        raise ValueError(f"Theorem 1 (c) does not apply: eps = {eps:g} >= s_min = {s_min:g}, so "
-                         f"H may be singular and its condition number is not bounded; compress "
-                         f"with a smaller tol (eps < s_min)")
-    return (s_max + eps) / (s_min - eps)
+    return _weyl_kappa(s_max, s_min, eps, "Theorem 1 (c)")
 
 
 def _weyl_kappa(s_max, s_r, delta, part, what="s_min"):
@@ -257,7 +251,7 @@ def _weyl_kappa(s_max, s_r, delta, part, what="s_min"):
     if delta >= s_r:
         raise ValueError(f"{part} does not apply: the perturbation {delta:g} >= {what} = "
                          f"{s_r:g}, so the matrix may be singular (or lose rank) and its "
-                         f"condition number is not bounded")
+                         f"condition number is not bounded; compress with a smaller tol")
     return (s_max + delta) / (s_r - delta)
 
 
