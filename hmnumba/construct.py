@@ -45,6 +45,7 @@ are refined down to dense leaves (or stored dense whole, by coarsening), so
 the result equals its transpose exactly.
 """
 import contextlib
+import logging
 import mmap
 import sys
 import time
@@ -55,6 +56,10 @@ import numpy as np
 from hmnumba._threads import one_blas_thread
 from hmnumba.blocks import initial_partition, split_pairs
 from hmnumba.kernels import cpu
+
+# One INFO line per round of the build: the progress of a long build
+# (``logging.getLogger("hmnumba").setLevel(logging.INFO)`` with a handler).
+logger = logging.getLogger(__name__)
 
 BUDGETS = ("block", "size", "perimeter")
 METHODS = {"aca": cpu.METHOD_ACA, "svd": cpu.METHOD_SVD, "rsvd": cpu.METHOD_RSVD}
@@ -238,6 +243,11 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
                 accepted.append((cur_id[ok], rank[ok], err2[ok], norm2[ok], dest))
             retry = status == cpu.STATUS_RETRY
             refine = status == cpu.STATUS_REFINE
+            if logger.isEnabledFor(logging.INFO):
+                logger.info("build round %d: %d candidates, %d accepted, %d refined, %d retried "
+                            "with more rank room (%.2f s so far)", n_rounds, n_cand,
+                            int(np.count_nonzero(status == cpu.STATUS_ACCEPTED)),
+                            int(refine.sum()), int(retry.sum()), time.perf_counter() - t_start)
             refined_ids.append(cur_id[refine])
             expand = refine.copy()
             if lookahead:

@@ -203,3 +203,12 @@ def test_builds_log_start_and_end_to_the_hmnumba_logger(A, caplog):
     assert any(m.startswith(f"from_dense: compressing a {N} x {N} float64") for m in messages)
     end = [m for m in messages if m.startswith("from_dense: built in")]
     assert len(end) == 1 and f"{H.n_blocks} blocks" in end[0]
+
+
+def test_long_builds_report_each_round(A, caplog):
+    # The progress of a build: one INFO line per round of the adaptive loop.
+    with caplog.at_level(logging.INFO, logger="hmnumba"):
+        H = HMatrix.from_dense(A, tol=1e-4, structure="hierarchical")
+    rounds = [r.getMessage() for r in caplog.records if r.name == "hmnumba.construct"]
+    assert len(rounds) == H.params["n_rounds"] >= 1
+    assert rounds[0].startswith("build round 1: ") and "candidates" in rounds[0]
