@@ -58,8 +58,8 @@ before, while hmnumba 0.1 refuses the compact files with a clear message).
 =================  =========  ==========  ==================================
 array              dtype      shape       content
 =================  =========  ==========  ==================================
-``row_perm``       int        ``(m,)``    row permutation of the cluster tree;
-                              or ``(0,)`` empty for the identity
+``row_perm``       int        ``(m,)``    row permutation of the cluster
+                                          tree, or empty ``(0,)``: identity
 ``col_perm``       int        ``(n,)``    column permutation (or empty)
 ``row_start``      int        ``(b,)``    block rows ``[row_start, row_stop)``
 ``row_stop``       int        ``(b,)``    (cluster order)
