@@ -54,7 +54,7 @@ import numba
 import numpy as np
 
 from hmnumba._threads import one_blas_thread
-from hmnumba.blocks import initial_partition, split_pairs
+from hmnumba.blocks import initial_partition, split_pairs, stored_numbers
 from hmnumba.kernels import cpu
 
 # One INFO line per round of the build: the progress of a long build
@@ -836,7 +836,6 @@ def _randomized_range(A, width, seed):
     return (Q @ Ub) * s, Vt
 
 
-
 # Bytes a block adds besides its numbers: six int64 block arrays, three
 # phase-one offsets and about two entries in each product schedule.
 BLOCK_METADATA_BYTES = 6 * 8 + 3 * 8 + 4 * 8
@@ -859,8 +858,8 @@ def cheaper_subtrees(arrays, Ap, row_tree, col_tree, tol, budget, max_rank, seed
     allowed: ``tol ||A_b||_F`` for ``budget="block"`` (the children's
     shares sum to it), otherwise the squared errors the blocks used plus
     the part of the global budget ``tol^2 ||A||_F^2`` that no block used,
-    so ``sum_b err_b^2 <= tol^2 ||A||_F^2`` holds exactly either way. A candidate that stores fewer
-    bytes replaces the blocks, and the pair's descendants are not visited
+    so ``sum_b err_b^2 <= tol^2 ||A||_F^2`` holds exactly either way. A
+    candidate that stores fewer bytes replaces the blocks, and the pair's descendants are not visited
     (their improvement could not beat a parent that lost to their
     unimproved subtree, nor is it needed once the parent won).
 
@@ -889,8 +888,7 @@ def cheaper_subtrees(arrays, Ap, row_tree, col_tree, tol, budget, max_rank, seed
     c0, c1 = arrays["col_start"], arrays["col_stop"]
     rank, err2, norm2 = arrays["rank"], arrays["block_err2"], arrays["block_norm2"]
     itemsize = arrays["data"].dtype.itemsize
-    stored = np.where(rank < 0, (r1 - r0) * (c1 - c0), np.maximum(rank, 0) * ((r1 - r0)
-                                                                              + (c1 - c0)))
+    stored = stored_numbers(r0, r1, c0, c1, rank)
     alive = np.ones(rank.size, bool)
     new = []   # (row range, col range, U, V, err2, norm2)
     # The global budget the blocks left unused (weighted splits).
@@ -939,8 +937,7 @@ def _replace_blocks(arrays, alive, new):
     c0, c1 = arrays["col_start"], arrays["col_stop"]
     rank, offset, data = arrays["rank"], arrays["offset"], arrays["data"]
     keep = np.flatnonzero(alive)
-    sizes = np.where(rank[keep] < 0, (r1 - r0)[keep] * (c1 - c0)[keep],
-                     np.maximum(rank[keep], 0) * ((r1 - r0)[keep] + (c1 - c0)[keep]))
+    sizes = stored_numbers(r0[keep], r1[keep], c0[keep], c1[keep], rank[keep])
     new_sizes = np.array([U.shape[1] * (U.shape[0] + V.shape[0]) for _, _, _, _, U, V, _, _
                           in new], np.int64)
     total = int(sizes.sum() + new_sizes.sum())

@@ -303,6 +303,7 @@ class DistributedHMatrix:
     matvec = HMatrix.matvec
     matmat = HMatrix.matmat
     rmatvec = HMatrix.rmatvec
+    _vector_product = HMatrix._vector_product
     rmatmat = HMatrix.rmatmat
     __matmul__ = HMatrix.__matmul__
 

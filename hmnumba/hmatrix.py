@@ -474,14 +474,7 @@ class HMatrix:
         >>> H.matvec(np.ones(40)).shape, H.matvec(np.ones((40, 1))).shape
         ((40,), (40, 1))
         """
-        x = val.check_operand(x, self.shape[1], self.dtype, "x")
-        if x.ndim != 1 and x.shape[1] != 1:
-            raise ValueError(f"x must be 1-D, shape ({self.shape[1]},), or one column, "
-                             f"shape ({self.shape[1]}, 1); got shape {x.shape}: use matmat "
-                             f"for several vectors")
-        if x.ndim == 2 and not val.is_device_operand(x):   # the vector kernel, same bits
-            return self._apply(x[:, 0], trans=False)[:, None]
-        return self._apply(x, trans=False)
+        return self._vector_product(x, trans=False)
 
     def rmatvec(self, y: ArrayLike) -> np.ndarray:
         """``A.T @ y`` for a vector ``y`` of shape ``(m,)`` or ``(m, 1)``.
@@ -504,14 +497,22 @@ class HMatrix:
         >>> H.rmatvec(np.ones(30)).shape, H.rmatvec(np.ones((30, 1))).shape
         ((20,), (20, 1))
         """
-        y = val.check_operand(y, self.shape[0], self.dtype, "y", dim="rows")
-        if y.ndim != 1 and y.shape[1] != 1:
-            raise ValueError(f"y must be 1-D, shape ({self.shape[0]},), or one column, "
-                             f"shape ({self.shape[0]}, 1); got shape {y.shape}: use rmatmat "
+        return self._vector_product(y, trans=True)
+
+    def _vector_product(self, v, trans):
+        """:meth:`matvec` (``trans`` False, operand ``x``) and :meth:`rmatvec`
+        (``trans`` True, operand ``y``): a vector or one column, which goes
+        through the vector kernel (the same bits as the 1-D call)."""
+        name, dim, size, other = (("y", "rows", self.shape[0], "rmatmat") if trans
+                                  else ("x", "columns", self.shape[1], "matmat"))
+        v = val.check_operand(v, size, self.dtype, name, dim=dim)
+        if v.ndim != 1 and v.shape[1] != 1:
+            raise ValueError(f"{name} must be 1-D, shape ({size},), or one column, "
+                             f"shape ({size}, 1); got shape {v.shape}: use {other} "
                              f"for several vectors")
-        if y.ndim == 2 and not val.is_device_operand(y):   # the vector kernel, same bits
-            return self._apply(y[:, 0], trans=True)[:, None]
-        return self._apply(y, trans=True)
+        if v.ndim == 2 and not val.is_device_operand(v):
+            return self._apply(v[:, 0], trans=trans)[:, None]
+        return self._apply(v, trans=trans)
 
     def matmat(self, X: ArrayLike) -> np.ndarray:
         """``A @ X`` for ``X`` of shape ``(n, k)``."""
