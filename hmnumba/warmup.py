@@ -43,10 +43,10 @@ from hmnumba.exceptions import CompressionWarning
 
 GROUPS = ("build", "kernels", "products", "pinn")
 
-# The first compilation of every group, measured on 2 cores with an empty
-# cache (asv_benchmarks/run_coldstart.py), rounded up: what the demo and the
-# CLI announce before the wait.
-COLD_SECONDS = 180   # measured: 175 s for `hmnumba warmup` with an empty cache
+# The first compilation of every group on 2 cores with an empty cache,
+# rounded up (175 s measured by `python asv_benchmarks/run_coldstart.py
+# --only warmup`): what the demo and the CLI announce before the wait.
+COLD_SECONDS = 180
 
 
 def _build():
