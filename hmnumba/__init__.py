@@ -11,12 +11,13 @@ import logging
 from hmnumba import kernels
 from hmnumba.compressor import HMatrixCompressor
 from hmnumba.exceptions import CompressionWarning
+from hmnumba.h2matrix import H2Matrix
 from hmnumba.hmatrix import HMatrix
 from hmnumba.io import load
 
 __version__ = "0.1.0"
 
-__all__ = ["CompressionWarning", "HMatrix", "HMatrixCompressor", "kernels", "load",
+__all__ = ["CompressionWarning", "H2Matrix", "HMatrix", "HMatrixCompressor", "kernels", "load",
            "__version__"]
 
 # A library leaves the logging configuration to the application.

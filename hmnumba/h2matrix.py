@@ -1,0 +1,368 @@
+"""H^2 matrices: nested cluster bases, couplings and a dense near field.
+
+An :class:`H2Matrix` approximates a kernel matrix ``K[i, j] = k(x_i, x_j)``
+as ``K ~= D + U B U^T``: a dense near field ``D`` of leaf pairs and, for every
+admissible pair ``(t, s)``, a coupling ``B_ts = K(skel_t, skel_s)`` between
+the skeletons of two clusters, whose bases ``U_t`` are nested (a parent's
+basis is its children's bases times small transfer matrices). Storage grows
+like ``O(N)`` where an H-matrix grows like ``O(N log N)``.
+
+Two modes: ``"stored"`` keeps the couplings and the near field (each
+symmetric pair once), ``"on-the-fly"`` keeps only the bases and the points
+and recomputes both in every product (H2Pack's JIT mode).
+"""
+import numpy as np
+from scipy.sparse.linalg import LinearOperator
+
+from hmnumba._threads import serial_if_unsafe
+from hmnumba._validation import (check_choice, check_operand, check_points, check_positive_float,
+                                 check_positive_int, check_tol)
+from hmnumba.kernels import h2_products as kp
+
+MODES = ("stored", "on-the-fly")
+_METADATA = ("perm", "level_ptr", "children", "start", "stop", "piv_ptr", "piv", "T_ptr",
+             "vec_ptr", "cb_t", "cb_s", "nb_t", "nb_s")
+
+
+class H2Matrix:
+    """A symmetric kernel matrix in the H^2 format (nested bases).
+
+    Build one with :meth:`from_kernel`; it multiplies with ``@`` (vectors and
+    matrices), works as a SciPy ``LinearOperator`` and reports its exact
+    storage in :attr:`nbytes`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba import H2Matrix
+    >>> from hmnumba.kernels import laplace
+    >>> X = np.random.default_rng(0).random((600, 3))
+    >>> H = H2Matrix.from_kernel(laplace, X, tol=1e-6, leaf_size=32)
+    >>> x = np.ones(600)
+    >>> bool(np.linalg.norm(H @ x - laplace(X) @ x) < 1e-5 * np.linalg.norm(laplace(X) @ x))
+    True
+    """
+
+    def __init__(self, arrays):
+        self._a = dict(arrays)
+        a = self._a
+        self.mode = a["mode"]
+        self.tol = a["tol"]
+        self._n = int(a["n"])
+        n_nodes = a["children"].shape[0]
+        vp = a["vec_ptr"]
+        rank = np.diff(vp)
+        # Two-phase schedule (derived from the block lists, counted in nbytes).
+        cm, cn = rank[a["cb_t"]], rank[a["cb_s"]]
+        self._c_tmp0, self._c_tmp1, self._c_ntmp = _slots(cm, cn)
+        self._c_ptr, self._c_slot = _gather_csr(n_nodes, a["cb_t"], self._c_tmp0,
+                                                a["cb_s"], self._c_tmp1)
+        self._c_do = np.ones(a["cb_t"].size, np.bool_)
+        leaves = np.flatnonzero(a["children"][:, 0] < 0)
+        leaf_of = np.full(n_nodes, -1, np.int64)
+        leaf_of[leaves] = np.arange(leaves.size)
+        self._leaves = leaves
+        size = a["stop"] - a["start"]
+        nm, nn = size[a["nb_t"]], size[a["nb_s"]]
+        self._n_tmp0, self._n_tmp1, self._n_ntmp = _slots(nm, nn)
+        mirror = a["nb_t"] != a["nb_s"]
+        self._n_ptr, self._n_slot = _gather_csr(leaves.size, leaf_of[a["nb_t"]], self._n_tmp0,
+                                                leaf_of[a["nb_s"][mirror]], self._n_tmp1[mirror])
+        self._n_do0 = np.ones(a["nb_t"].size, np.bool_)
+        self._n_do1 = mirror
+        self._top, self._sub_ptr, self._sub_nodes = _subtrees(a["children"], a["level_ptr"])
+
+    # ------------------------------------------------------------------
+    @classmethod
+    def from_kernel(cls, kernel, points, tol=1e-6, leaf_size=32, eta=2.0, admissibility="strong",
+                    mode="stored"):
+        """Compress the kernel matrix ``K[i, j] = kernel(points[i], points[j])``.
+
+        Parameters
+        ----------
+        kernel : KernelFunction
+            A built-in kernel (``hmnumba.kernels.laplace``, ``gaussian``,
+            ``exponential``, ``matern32``).
+        points : array-like of shape (n, dim)
+        tol : float, default=1e-6
+            Relative tolerance of the interpolative decompositions that choose
+            each cluster's skeleton from its proxy matrix (as H2Pack's
+            ``QR_REL_NRM``); :meth:`estimate_error` measures the result.
+        leaf_size : int, default=32
+        eta : float, default=2.0
+            Strong admissibility ``min(diam t, diam s) <= eta dist(t, s)``.
+        admissibility : {"strong"}
+            Nested proxy bases need well-separated far fields.
+        mode : {"stored", "on-the-fly"}
+            ``"on-the-fly"`` stores only bases and points; couplings and near
+            field are recomputed in every product.
+
+        Returns
+        -------
+        H2Matrix
+
+        Raises
+        ------
+        TypeError
+            ``kernel`` is not a built-in kernel.
+        ValueError
+            Invalid points, tolerance, sizes or choices.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hmnumba import H2Matrix
+        >>> from hmnumba.kernels import gaussian
+        >>> X = np.random.default_rng(1).random((300, 2))
+        >>> H = H2Matrix.from_kernel(gaussian.with_length_scale(0.3), X, mode="on-the-fly")
+        >>> H.shape, H.mode
+        ((300, 300), 'on-the-fly')
+        """
+        from hmnumba._validation import check_builtin_kernel
+        from hmnumba.h2build import build_kernel_h2
+        kernel = check_builtin_kernel(kernel, "kernel")
+        points = check_points(points, "points")
+        tol = check_tol(tol, "tol")
+        leaf_size = check_positive_int(leaf_size, "leaf_size")
+        eta = check_positive_float(eta, "eta")
+        check_choice(admissibility, "admissibility", ("strong",))
+        mode = check_choice(mode, "mode", MODES)
+        return cls(build_kernel_h2(kernel, points, tol, leaf_size, eta, mode))
+
+    # ------------------------------------------------------------------
+    @property
+    def shape(self):
+        return (self._n, self._n)
+
+    @property
+    def dtype(self):
+        return np.dtype(np.float64)
+
+    @property
+    def ndim(self):
+        return 2
+
+    @property
+    def T(self):
+        """The transpose (the matrix itself: kernel H^2 matrices are symmetric)."""
+        return self
+
+    @property
+    def ranks(self):
+        """Rank of each cluster basis (0: the node has no far field)."""
+        return np.diff(self._a["vec_ptr"])
+
+    def _arrays(self):
+        arrays = [self._a[k] for k in _METADATA]
+        arrays += [self._a[k] for k in ("T", "B", "c_off", "D", "n_off", "xyz", "skel_xyz")
+                   if k in self._a]
+        arrays += [self._c_tmp0, self._c_tmp1, self._c_ptr, self._c_slot, self._c_do,
+                   self._n_tmp0, self._n_tmp1, self._n_ptr, self._n_slot, self._n_do0,
+                   self._n_do1, self._leaves, self._top, self._sub_ptr, self._sub_nodes]
+        return arrays
+
+    @property
+    def nbytes(self):
+        """Bytes of every array kept: bases, couplings, near field, points
+        (on-the-fly), tree, block lists and the product schedule."""
+        return int(sum(a.nbytes for a in self._arrays()))
+
+    @property
+    def compression_ratio(self):
+        """Dense bytes (``8 n^2``) over :attr:`nbytes`."""
+        return 8.0 * self._n * self._n / self.nbytes
+
+    def summary(self):
+        """One line: size, mode, blocks, ranks and storage."""
+        a = self._a
+        r = self.ranks
+        return (f"H2Matrix {self._n}x{self._n} ({self.mode}): {a['cb_t'].size} couplings, "
+                f"{a['nb_t'].size} near-field blocks, ranks max {int(r.max(initial=0))} / mean "
+                f"{r[r > 0].mean() if np.any(r > 0) else 0:.1f}, {self.nbytes / 1e6:.1f} MB")
+
+    def __repr__(self):
+        return f"<{self.summary()}>"
+
+    # ------------------------------------------------------------------
+    def _apply(self, xp):
+        """``K xp`` in cluster order, ``xp`` of shape ``(n, r)``."""
+        a = self._a
+        r = xp.shape[1]
+        vp = a["vec_ptr"]
+        lo, hi = vp[:-1], vp[1:]
+        xh = np.empty((vp[-1], r))
+        tree = (self._top, self._sub_ptr, self._sub_nodes, a["children"], a["start"],
+                a["piv_ptr"], a["piv"], a["T_ptr"], a["T"], vp)
+        kp.upward(*tree, xp, xh)
+        if self.mode == "stored":
+            c_src, c_off, n_src, n_off = a["B"], a["c_off"], a["D"], a["n_off"]
+        else:
+            code, ls = np.int64(a["code"]), np.float64(a["length_scale"])
+            c_src = (code, ls, a["skel_xyz"], a["skel_xyz"])
+            n_src = (code, ls, a["xyz"], a["xyz"])
+            c_off = n_off = a["cb_t"]       # unused by the on-the-fly entries
+        tmp = np.empty((self._c_ntmp, r))
+        self._blocks(c_src, c_off, a["cb_t"], a["cb_s"], self._c_do, self._c_do, lo, hi, xh, tmp,
+                     self._c_tmp0, self._c_tmp1)
+        yh = np.empty_like(xh)
+        kp.gather_slots(lo, hi, self._c_ptr, self._c_slot, tmp, yh)
+        tmp = np.empty((self._n_ntmp, r))
+        st, sp = a["start"], a["stop"]
+        self._blocks(n_src, n_off, a["nb_t"], a["nb_s"], self._n_do0, self._n_do1, st, sp, xp, tmp,
+                     self._n_tmp0, self._n_tmp1)
+        yp = np.empty_like(xp)
+        lv = self._leaves
+        kp.gather_slots(st[lv], sp[lv], self._n_ptr, self._n_slot, tmp, yp)
+        kp.downward(*tree, yh, yp)
+        return yp
+
+    @staticmethod
+    def _blocks(src, off, bt, bs, do0, do1, lo, hi, x, tmp, tmp0, tmp1):
+        if x.shape[1] == 1:
+            kp.blocks_vec(src, off, bt, bs, do0, do1, lo, hi, lo, hi, lo, lo, x.reshape(-1),
+                          tmp.reshape(-1), tmp0, tmp1)
+        else:
+            kp.blocks_mat(src, off, bt, bs, do0, do1, lo, hi, lo, hi, lo, lo, x, tmp, tmp0, tmp1)
+
+    def matmat(self, X):
+        """``H @ X`` for ``X`` of shape ``(n, k)``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hmnumba import H2Matrix
+        >>> from hmnumba.kernels import laplace
+        >>> X = np.random.default_rng(0).random((200, 3))
+        >>> H = H2Matrix.from_kernel(laplace, X)
+        >>> H.matmat(np.eye(200)[:, :3]).shape
+        (200, 3)
+        """
+        X = check_operand(X, self._n, np.float64, "X", dim="rows")
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D, got shape {X.shape}")
+        perm = self._a["perm"]
+        xp = np.ascontiguousarray(X[perm], dtype=np.float64)
+        with serial_if_unsafe():
+            yp = self._apply(xp)
+        Y = np.empty_like(yp)
+        Y[perm] = yp
+        return Y
+
+    def matvec(self, x):
+        """``H @ x`` for ``x`` of shape ``(n,)``."""
+        x = check_operand(x, self._n, np.float64, "x", dim="rows")
+        if x.ndim != 1:
+            raise ValueError(f"x must be 1-D, got shape {x.shape}")
+        return self.matmat(x[:, None])[:, 0]
+
+    def rmatvec(self, x):
+        """``H^T @ x`` (equal to ``H @ x``: the matrix is symmetric)."""
+        return self.matvec(x)
+
+    def rmatmat(self, X):
+        """``H^T @ X`` (equal to ``H @ X``)."""
+        return self.matmat(X)
+
+    def __matmul__(self, x):
+        x = np.asarray(x)
+        if x.ndim == 1:
+            return self.matvec(x)
+        return self.matmat(x)
+
+    def aslinearoperator(self):
+        """The matrix as a :class:`scipy.sparse.linalg.LinearOperator`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from scipy.sparse.linalg import cg
+        >>> from hmnumba import H2Matrix
+        >>> from hmnumba.kernels import gaussian
+        >>> X = np.random.default_rng(0).random((200, 2))
+        >>> H = H2Matrix.from_kernel(gaussian.with_length_scale(0.2), X)
+        >>> A = H.aslinearoperator()
+        >>> A.shape
+        (200, 200)
+        """
+        return LinearOperator(self.shape, matvec=self.matvec, rmatvec=self.rmatvec,
+                              matmat=self.matmat, rmatmat=self.rmatmat, dtype=np.float64)
+
+    def to_dense(self):
+        """The full ``(n, n)`` matrix (for small ``n``: ``H @ I``)."""
+        return self.matmat(np.eye(self._n))
+
+    def estimate_error(self, points, n_rows=100, random_state=0):
+        """Relative error of ``H @ x`` on ``n_rows`` random rows against the
+        exact kernel sums over ``points`` (the points it was built from),
+        ``x`` uniform in ``[-0.5, 0.5)``, as the anchors measure it.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hmnumba import H2Matrix
+        >>> from hmnumba.kernels import laplace
+        >>> X = np.random.default_rng(0).random((500, 3))
+        >>> H2Matrix.from_kernel(laplace, X, tol=1e-6).estimate_error(X, 50) < 1e-5
+        True
+        """
+        points = check_points(points, "points")
+        if points.shape != (self._n, self._a["dim"]):
+            raise ValueError(f"points must have shape {(self._n, self._a['dim'])}, "
+                             f"got {points.shape}")
+        n_rows = check_positive_int(n_rows, "n_rows")
+        rng = np.random.default_rng(random_state)
+        x = rng.random(self._n) - 0.5
+        rows = rng.choice(self._n, size=min(n_rows, self._n), replace=False)
+        exact = _kernel_of(self._a)(points[rows], points) @ x
+        y = self.matvec(x)[rows]
+        return float(np.linalg.norm(y - exact) / np.linalg.norm(exact))
+
+
+def _kernel_of(a):
+    from hmnumba.kernels.functions import KernelFunction
+    name = {v: k for k, v in KernelFunction._codes.items()}[a["code"]]
+    return KernelFunction(name, a["length_scale"])
+
+
+def _subtrees(children, level_ptr, min_subtrees=32):
+    """Split the tree for one-region passes: the ``top`` nodes (levels above
+    the first level with at least ``min_subtrees`` nodes, breadth-first) and
+    the subtrees below, each listed children first (CSR ``sub_ptr``,
+    ``sub_nodes``)."""
+    n_nodes = children.shape[0]
+    counts = np.diff(level_ptr)
+    cut = int(np.argmax(counts >= min_subtrees)) if np.any(counts >= min_subtrees) else \
+        counts.size - 1
+    top = np.arange(level_ptr[cut], dtype=np.int64)
+    root = np.full(n_nodes, -1, np.int64)
+    roots = np.arange(level_ptr[cut], level_ptr[cut + 1])
+    root[roots] = np.arange(roots.size)
+    for t in range(level_ptr[cut], n_nodes):        # breadth-first: parents first
+        if children[t, 0] >= 0:
+            root[children[t]] = root[t]
+    below = np.arange(level_ptr[cut], n_nodes)
+    sub_nodes = below[np.lexsort((-below, root[below]))]
+    sub_ptr = np.zeros(roots.size + 1, np.int64)
+    np.cumsum(np.bincount(root[below], minlength=roots.size), out=sub_ptr[1:])
+    return top, sub_ptr, sub_nodes.astype(np.int64)
+
+
+def _slots(m, n):
+    """Temporary slots of the two-phase block product: block ``b`` owns rows
+    ``tmp0[b]:tmp0[b] + m[b]`` (``B x_s``, for ``t``) and ``tmp1[b]:tmp1[b] +
+    n[b]`` (``B^T x_t``, for ``s``)."""
+    sizes = np.stack([m, n], axis=1).ravel()
+    offs = np.zeros(sizes.size + 1, np.int64)
+    np.cumsum(sizes, out=offs[1:])
+    return offs[0:-1:2].copy(), offs[1::2].copy(), int(offs[-1])
+
+
+def _gather_csr(n_out, key0, slot0, key1, slot1):
+    """CSR over ``n_out`` output nodes of the slots ``slot0`` (of node
+    ``key0``) and ``slot1`` (of ``key1``), each node's slots in slot order."""
+    keys = np.concatenate((key0, key1)).astype(np.int64)
+    slots = np.concatenate((slot0, slot1)).astype(np.int64)
+    order = np.lexsort((slots, keys))
+    ptr = np.zeros(n_out + 1, np.int64)
+    np.cumsum(np.bincount(keys, minlength=n_out), out=ptr[1:])
+    return ptr, slots[order]

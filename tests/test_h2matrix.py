@@ -1,0 +1,154 @@
+"""H2Matrix.from_kernel: accuracy against the dense kernel matrix, the two
+modes, symmetric storage, products (matvec / matmat / rmatvec / LinearOperator),
+bits across thread counts, storage accounting and input validation."""
+import numba
+import numpy as np
+import pytest
+from scipy.sparse.linalg import LinearOperator
+
+from hmnumba import H2Matrix
+from hmnumba.kernels import exponential, gaussian, laplace, matern32
+
+
+def _points(n, d, seed=0):
+    return np.random.default_rng(seed).random((n, d))
+
+
+@pytest.fixture(scope="module")
+def cube():
+    X = _points(1500, 3)
+    return X, laplace(X)
+
+
+@pytest.fixture(scope="module")
+def cube_h2(cube):
+    return H2Matrix.from_kernel(laplace, cube[0], tol=1e-6, leaf_size=32)
+
+
+def _relerr(A, B):
+    return np.linalg.norm(A - B) / np.linalg.norm(B)
+
+
+def test_laplace_cube_meets_tol_against_dense(cube, cube_h2):
+    X, K = cube
+    assert _relerr(cube_h2.to_dense(), K) <= 1e-6
+    assert np.any(cube_h2.ranks > 0)            # the far field is compressed, not dense
+    assert cube_h2.nbytes < K.nbytes
+
+
+@pytest.mark.parametrize("tol", [1e-3, 1e-5, 1e-8])
+def test_error_follows_tol(tol):
+    X = _points(1200, 3, seed=1)
+    K = laplace(X)
+    H = H2Matrix.from_kernel(laplace, X, tol=tol)
+    assert _relerr(H.to_dense(), K) <= tol
+
+
+@pytest.mark.parametrize("kernel, dim", [(gaussian.with_length_scale(0.3), 2),
+                                         (exponential.with_length_scale(0.5), 2),
+                                         (matern32.with_length_scale(0.4), 3),
+                                         (laplace, 2), (laplace, 1)])
+def test_other_kernels_and_dimensions_meet_tol(kernel, dim):
+    X = _points(900, dim, seed=2)
+    K = kernel(X)
+    for mode in ("stored", "on-the-fly"):
+        H = H2Matrix.from_kernel(kernel, X, tol=1e-6, leaf_size=24, mode=mode)
+        assert _relerr(H.to_dense(), K) <= 1e-6
+
+
+def test_on_the_fly_matches_stored_and_stores_less(cube, cube_h2):
+    X, _ = cube
+    H = H2Matrix.from_kernel(laplace, X, tol=1e-6, mode="on-the-fly")
+    x = np.random.default_rng(3).standard_normal(X.shape[0])
+    np.testing.assert_allclose(H @ x, cube_h2 @ x, rtol=1e-12, atol=1e-12 * np.abs(x).sum())
+    assert H.nbytes < cube_h2.nbytes / 10
+    assert "B" not in H._a and "D" not in H._a
+
+
+def test_symmetric_storage_keeps_each_pair_once(cube_h2):
+    a = cube_h2._a
+    assert np.all(a["cb_t"] < a["cb_s"])
+    assert np.all(a["nb_t"] <= a["nb_s"])
+    np.testing.assert_array_equal(cube_h2.T @ np.ones(1500), cube_h2 @ np.ones(1500))
+    D = cube_h2.to_dense()
+    np.testing.assert_allclose(D, D.T, rtol=0, atol=1e-12 * np.abs(D).max())
+
+
+def test_matmat_rmatvec_and_linear_operator(cube_h2):
+    rng = np.random.default_rng(4)
+    Xr = rng.standard_normal((1500, 3))
+    Y = cube_h2 @ Xr
+    for j in range(3):
+        np.testing.assert_allclose(Y[:, j], cube_h2 @ Xr[:, j], rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(cube_h2.rmatvec(Xr[:, 0]), Y[:, 0], rtol=1e-12, atol=1e-10)
+    A = cube_h2.aslinearoperator()
+    assert isinstance(A, LinearOperator) and A.shape == (1500, 1500)
+    np.testing.assert_allclose(A @ Xr[:, 1], Y[:, 1], rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(A.T @ Xr[:, 2], Y[:, 2], rtol=1e-12, atol=1e-10)
+
+
+@pytest.mark.parametrize("mode", ["stored", "on-the-fly"])
+def test_same_bits_for_any_thread_count(mode):
+    X = _points(1200, 3, seed=5)
+    x = np.random.default_rng(5).standard_normal(1200)
+    Xr = np.random.default_rng(6).standard_normal((1200, 2))
+    before = numba.get_num_threads()
+    out = []
+    try:
+        for n_threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(n_threads)
+            H = H2Matrix.from_kernel(laplace, X, tol=1e-6, mode=mode)
+            out.append((H.to_dense() if False else H @ x, H @ Xr, H._a["T"].copy()))
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(out[0], out[1]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_nbytes_counts_every_array(cube_h2):
+    arrays = cube_h2._arrays()
+    assert cube_h2.nbytes == sum(a.nbytes for a in arrays)
+    a = cube_h2._a
+    for key in ("B", "D", "T", "piv", "perm"):
+        assert any(arr is a[key] for arr in arrays)
+    assert cube_h2.compression_ratio == pytest.approx(8 * 1500 ** 2 / cube_h2.nbytes)
+
+
+def test_estimate_error_agrees_with_dense(cube, cube_h2):
+    X, K = cube
+    est = cube_h2.estimate_error(X, n_rows=200, random_state=0)
+    rng = np.random.default_rng(0)
+    x = rng.random(1500) - 0.5
+    rows = rng.choice(1500, size=200, replace=False)
+    exact = (K @ x)[rows]
+    assert est == pytest.approx(np.linalg.norm((cube_h2 @ x)[rows] - exact)
+                                / np.linalg.norm(exact))
+    assert est <= 1e-6
+
+
+def test_tiny_and_degenerate_point_sets():
+    for X in (_points(5, 3), np.zeros((40, 2)), np.repeat(_points(30, 3), 3, axis=0)):
+        K = gaussian(X)
+        H = H2Matrix.from_kernel(gaussian, X, leaf_size=8)
+        np.testing.assert_allclose(H.to_dense(), K, rtol=1e-6, atol=1e-6 * np.abs(K).max())
+
+
+def test_invalid_inputs_are_rejected_by_name():
+    X = _points(50, 3)
+    with pytest.raises(TypeError, match="kernel"):
+        H2Matrix.from_kernel(numba.njit(lambda x, y: 1.0), X)
+    with pytest.raises(ValueError, match="admissibility"):
+        H2Matrix.from_kernel(laplace, X, admissibility="weak")
+    with pytest.raises(ValueError, match="mode"):
+        H2Matrix.from_kernel(laplace, X, mode="jit")
+    with pytest.raises(ValueError, match="tol"):
+        H2Matrix.from_kernel(laplace, X, tol=0.0)
+    with pytest.raises(ValueError, match="points"):
+        H2Matrix.from_kernel(laplace, np.full((10, 2), np.nan))
+    with pytest.raises(ValueError, match="leaf_size"):
+        H2Matrix.from_kernel(laplace, X, leaf_size=0)
+    H = H2Matrix.from_kernel(laplace, X)
+    with pytest.raises(ValueError, match="x"):
+        H @ np.ones(49)
+    with pytest.raises(ValueError, match="points"):
+        H.estimate_error(X[:10])
