@@ -21,7 +21,7 @@ from hmnumba.kernels import h2_products as kp
 
 MODES = ("stored", "on-the-fly")
 _METADATA = ("perm", "level_ptr", "children", "start", "stop", "piv_ptr", "piv", "T_ptr",
-             "vec_ptr", "cb_t", "cb_s", "nb_t", "nb_s")
+             "vec_ptr", "cb_t", "cb_s", "nb_t", "nb_s", "lb_t", "lb_s", "l_off", "l_rank", "L")
 
 
 class H2Matrix:
@@ -53,11 +53,18 @@ class H2Matrix:
         vp = a["vec_ptr"]
         rank = np.diff(vp)
         # Two-phase schedule (derived from the block lists, counted in nbytes).
-        cm, cn = rank[a["cb_t"]], rank[a["cb_s"]]
-        self._c_tmp0, self._c_tmp1, self._c_ntmp = _slots(cm, cn)
-        self._c_ptr, self._c_slot = _gather_csr(n_nodes, a["cb_t"], self._c_tmp0,
-                                                a["cb_s"], self._c_tmp1)
-        self._c_do = np.ones(a["cb_t"].size, np.bool_)
+        for key in ("lb_t", "lb_s", "l_off", "l_rank"):
+            a.setdefault(key, np.zeros(0, np.int64))
+        a.setdefault("L", np.zeros(0))
+        # Coupling slots: dense couplings first, then those stored as factors.
+        ct = np.concatenate((a["cb_t"], a["lb_t"]))
+        cs = np.concatenate((a["cb_s"], a["lb_s"]))
+        tmp0, tmp1, self._c_ntmp = _slots(rank[ct], rank[cs])
+        self._c_ptr, self._c_slot = _gather_csr(n_nodes, ct, tmp0, cs, tmp1)
+        n_dense = a["cb_t"].size
+        self._c_tmp0, self._c_tmp1 = tmp0[:n_dense], tmp1[:n_dense]
+        self._l_tmp0, self._l_tmp1 = tmp0[n_dense:], tmp1[n_dense:]
+        self._c_do = np.ones(ct.size, np.bool_)
         leaves = np.flatnonzero(a["children"][:, 0] < 0)
         leaf_of = np.full(n_nodes, -1, np.int64)
         leaf_of[leaves] = np.arange(leaves.size)
@@ -156,7 +163,7 @@ class H2Matrix:
         arrays = [self._a[k] for k in _METADATA]
         arrays += [self._a[k] for k in ("T", "B", "c_off", "D", "n_off", "xyz", "skel_xyz")
                    if k in self._a]
-        arrays += [self._c_tmp0, self._c_tmp1, self._c_ptr, self._c_slot, self._c_do,
+        arrays += [self._c_tmp0, self._c_tmp1, self._l_tmp0, self._l_tmp1, self._c_ptr, self._c_slot, self._c_do,
                    self._n_tmp0, self._n_tmp1, self._n_ptr, self._n_slot, self._n_do0,
                    self._n_do1, self._leaves, self._top, self._sub_ptr, self._sub_nodes]
         return arrays
@@ -176,7 +183,8 @@ class H2Matrix:
         """One line: size, mode, blocks, ranks and storage."""
         a = self._a
         r = self.ranks
-        return (f"H2Matrix {self._n}x{self._n} ({self.mode}): {a['cb_t'].size} couplings, "
+        return (f"H2Matrix {self._n}x{self._n} ({self.mode}): {a['cb_t'].size} dense and "
+                f"{a['lb_t'].size} low-rank couplings, "
                 f"{a['nb_t'].size} near-field blocks, ranks max {int(r.max(initial=0))} / mean "
                 f"{r[r > 0].mean() if np.any(r > 0) else 0:.1f}, {self.nbytes / 1e6:.1f} MB")
 
@@ -204,6 +212,11 @@ class H2Matrix:
         tmp = np.empty((self._c_ntmp, r))
         self._blocks(c_src, c_off, a["cb_t"], a["cb_s"], self._c_do, self._c_do, lo, hi, xh, tmp,
                      self._c_tmp0, self._c_tmp1)
+        if a["lb_t"].size:
+            lowrank = kp.lowrank_vec if r == 1 else kp.lowrank_mat
+            lowrank(a["L"], a["l_off"], a["l_rank"], a["lb_t"], a["lb_s"], self._c_do, self._c_do,
+                    lo, hi, lo, hi, xh.reshape(-1) if r == 1 else xh,
+                    tmp.reshape(-1) if r == 1 else tmp, self._l_tmp0, self._l_tmp1)
         yh = np.empty_like(xh)
         kp.gather_slots(lo, hi, self._c_ptr, self._c_slot, tmp, yh)
         tmp = np.empty((self._n_ntmp, r))

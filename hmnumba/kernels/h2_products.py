@@ -17,37 +17,64 @@ the same bits for any number of threads:
 * downward: from the root, each node scatters its coefficients into its
   children's (or, at a leaf, into the output).
 
-Blocks read their entries through :func:`block_entry`, resolved at compile
-time from the type of ``src``: a 1-D array (stored entries, row-major at the
-block's offset) or ``(code, length_scale, XR, XC)`` (a built-in kernel on the
-coordinates ``XR (d, *)``, ``XC (d, *)``: the on-the-fly mode).
+Blocks read their entries a row at a time through :func:`block_row`,
+resolved at compile time from the type of ``src``: a 1-D array (stored
+entries, row-major at the block's offset; float64 or float32) or
+``(code, length_scale, XR, XC)`` (a built-in kernel on the coordinates
+``XR (d, *)``, ``XC (d, *)``: the on-the-fly mode).
 """
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from hmnumba.kernels.functions import FASTMATH, kernel_of_distance2
+from hmnumba.kernels.functions import FASTMATH, LAPLACE, kernel_of_distance2
 
 
-def block_entry(src, o, n, i, j, pi, pj):  # pragma: no cover - replaced by overload
-    """Entry ``(i, j)`` of the block stored at offset ``o`` with ``n`` columns,
-    or the kernel at the points ``pi``, ``pj``."""
+# Blocks are dealt round-robin to this many slabs, the parallel loop runs
+# over slabs: neighbouring blocks have similar sizes (they come from one
+# cluster pair's subtree), so contiguous chunks per thread were unbalanced.
+SLABS = 256
 
 
-@overload(block_entry, jit_options={"fastmath": FASTMATH})
-def _block_entry(src, o, n, i, j, pi, pj):
+def block_row(src, o, n, i, pi, pj, buf):  # pragma: no cover - replaced by overload
+    """Row ``i`` of a block with ``n`` columns: a view of the stored entries at
+    offset ``o``, or the kernel between point ``pi`` and points ``pj:pj + n``
+    written into ``buf``."""
+
+
+@overload(block_row, jit_options={"fastmath": FASTMATH})
+def _block_row(src, o, n, i, pi, pj, buf):
     if isinstance(src, types.Array):
-        def stored(src, o, n, i, j, pi, pj):
-            return src[o + i * n + j]
+        def stored(src, o, n, i, pi, pj, buf):
+            return src[o + i * n:o + (i + 1) * n]
         return stored
 
-    def on_the_fly(src, o, n, i, j, pi, pj):
+    def on_the_fly(src, o, n, i, pi, pj, buf):
         code, length_scale, XR, XC = src
-        r2 = 0.0
-        for a in range(XR.shape[0]):
-            t = XR[a, pi] - XC[a, pj]
-            r2 += t * t
-        return kernel_of_distance2(code, length_scale, r2)
+        d = XR.shape[0]
+        if d == 3 and code == LAPLACE:      # the cube problem: a branch-free loop
+            x0, x1, x2 = XR[0, pi], XR[1, pi], XR[2, pi]
+            for j in range(n):
+                t0 = x0 - XC[0, pj + j]
+                t1 = x1 - XC[1, pj + j]
+                t2 = x2 - XC[2, pj + j]
+                r2 = t0 * t0 + t1 * t1 + t2 * t2
+                buf[j] = 1.0 / np.sqrt(r2) if r2 > 0.0 else 0.0
+        elif d == 3:      # written out so the j loop vectorizes
+            x0, x1, x2 = XR[0, pi], XR[1, pi], XR[2, pi]
+            for j in range(n):
+                t0 = x0 - XC[0, pj + j]
+                t1 = x1 - XC[1, pj + j]
+                t2 = x2 - XC[2, pj + j]
+                buf[j] = kernel_of_distance2(code, length_scale, t0 * t0 + t1 * t1 + t2 * t2)
+        else:
+            for j in range(n):
+                r2 = 0.0
+                for a in range(d):
+                    t = XR[a, pi] - XC[a, pj + j]
+                    r2 += t * t
+                buf[j] = kernel_of_distance2(code, length_scale, r2)
+        return buf[:n]
     return on_the_fly
 
 
@@ -140,6 +167,48 @@ def downward(top, sub_ptr, sub_nodes, children, leaf_lo, piv_ptr, piv, T_ptr, T,
     return y
 
 
+@njit(cache=True)
+def _widest(lo, hi):
+    w = 0
+    for v in range(lo.shape[0]):
+        w = max(w, hi[v] - lo[v])
+    return w
+
+
+@njit(cache=True, inline="always")
+def _block_views(b, bt, bs, rlo, rhi, clo, chi, x, tmp, tmp0, tmp1):
+    """Sizes, operand slices and temporary slots of block ``b``."""
+    t, s = bt[b], bs[b]
+    m, n = rhi[t] - rlo[t], chi[s] - clo[s]
+    return (m, n, x[clo[s]:chi[s]], x[rlo[t]:rhi[t]], tmp[tmp0[b]:tmp0[b] + m],
+            tmp[tmp1[b]:tmp1[b] + n])
+
+
+@njit(cache=True, inline="always", fastmath=FASTMATH)
+def _dot(row, x):
+    acc = 0.0
+    for j in range(row.shape[0]):
+        acc += row[j] * x[j]
+    return acc
+
+
+@njit(cache=True, inline="always", fastmath=FASTMATH)
+def _axpy(row, y, alpha):
+    for j in range(row.shape[0]):
+        y[j] += alpha * row[j]
+
+
+@njit(cache=True, inline="always", fastmath=FASTMATH)
+def _dot_axpy(row, x, y, alpha):
+    """``row . x``, and ``y += alpha row`` in the same sweep."""
+    acc = 0.0
+    for j in range(row.shape[0]):
+        v = row[j]
+        acc += v * x[j]
+        y[j] += v * alpha
+    return acc
+
+
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
 def blocks_vec(src, off, bt, bs, do0, do1, rlo, rhi, clo, chi, rpt, cpt, x, tmp, tmp0, tmp1):
     """Phase 1 of a matvec over blocks: ``tmp[tmp0[b]:] = B_b x[cols]`` where
@@ -147,39 +216,27 @@ def blocks_vec(src, off, bt, bs, do0, do1, rlo, rhi, clo, chi, rpt, cpt, x, tmp,
 
     Block ``b`` couples node ``bt[b]`` (rows ``rlo:rhi`` of the vector space)
     with ``bs[b]`` (``clo:chi``); ``rpt``/``cpt`` give the first point of a
-    node in the coordinates of an on-the-fly ``src``.
+    node in the coordinates of an on-the-fly ``src``. Rows are read once
+    and, for a symmetric pair, applied twice.
     """
-    for b in prange(bt.shape[0]):
-        t, s = bt[b], bs[b]
-        r0, m = rlo[t], rhi[t] - rlo[t]
-        c0, n = clo[s], chi[s] - clo[s]
-        o = off[b]
-        pt, ps = rpt[t], cpt[s]
-        a0 = tmp0[b]
-        a1 = tmp1[b]
-        if do1[b]:
-            for j in range(n):
-                tmp[a1 + j] = 0.0
-            if do0[b]:
+    n_blocks = bt.shape[0]
+    nmax = _widest(clo, chi)
+    for u in prange(SLABS):
+        buf = np.empty(nmax)
+        for b in range(u, n_blocks, SLABS):
+            m, n, xs, xt, t0, t1 = _block_views(b, bt, bs, rlo, rhi, clo, chi, x, tmp, tmp0, tmp1)
+            o, pt, ps = off[b], rpt[bt[b]], cpt[bs[b]]
+            if do1[b]:
+                t1[:] = 0.0
                 for i in range(m):
-                    acc = 0.0
-                    xi = x[r0 + i]
-                    for j in range(n):
-                        v = block_entry(src, o, n, i, j, pt + i, ps + j)
-                        acc += v * x[c0 + j]
-                        tmp[a1 + j] += v * xi
-                    tmp[a0 + i] = acc
+                    row = block_row(src, o, n, i, pt + i, ps, buf)
+                    if do0[b]:
+                        t0[i] = _dot_axpy(row, xs, t1, xt[i])
+                    else:
+                        _dot_axpy(row, xs, t1, xt[i])
             else:
                 for i in range(m):
-                    xi = x[r0 + i]
-                    for j in range(n):
-                        tmp[a1 + j] += block_entry(src, o, n, i, j, pt + i, ps + j) * xi
-        else:
-            for i in range(m):
-                acc = 0.0
-                for j in range(n):
-                    acc += block_entry(src, o, n, i, j, pt + i, ps + j) * x[c0 + j]
-                tmp[a0 + i] = acc
+                    t0[i] = _dot(block_row(src, o, n, i, pt + i, ps, buf), xs)
     return tmp
 
 
@@ -187,31 +244,82 @@ def blocks_vec(src, off, bt, bs, do0, do1, rlo, rhi, clo, chi, rpt, cpt, x, tmp,
 def blocks_mat(src, off, bt, bs, do0, do1, rlo, rhi, clo, chi, rpt, cpt, x, tmp, tmp0, tmp1):
     """:func:`blocks_vec` for ``x`` and ``tmp`` of shape ``(*, r)``."""
     r = x.shape[1]
-    for b in prange(bt.shape[0]):
-        t, s = bt[b], bs[b]
-        r0, m = rlo[t], rhi[t] - rlo[t]
-        c0, n = clo[s], chi[s] - clo[s]
-        o = off[b]
-        pt, ps = rpt[t], cpt[s]
-        a0 = tmp0[b]
-        a1 = tmp1[b]
-        if do0[b]:
+    n_blocks = bt.shape[0]
+    nmax = _widest(clo, chi)
+    for u in prange(SLABS):
+        buf = np.empty(nmax)
+        for b in range(u, n_blocks, SLABS):
+            m, n, xs, xt, t0, t1 = _block_views(b, bt, bs, rlo, rhi, clo, chi, x, tmp, tmp0, tmp1)
+            o, pt, ps = off[b], rpt[bt[b]], cpt[bs[b]]
+            if do0[b]:
+                t0[:, :] = 0.0
+            if do1[b]:
+                t1[:, :] = 0.0
             for i in range(m):
-                for q in range(r):
-                    tmp[a0 + i, q] = 0.0
-        if do1[b]:
-            for j in range(n):
-                for q in range(r):
-                    tmp[a1 + j, q] = 0.0
-        for i in range(m):
-            for j in range(n):
-                v = block_entry(src, o, n, i, j, pt + i, ps + j)
-                if do0[b]:
-                    for q in range(r):
-                        tmp[a0 + i, q] += v * x[c0 + j, q]
-                if do1[b]:
-                    for q in range(r):
-                        tmp[a1 + j, q] += v * x[r0 + i, q]
+                row = block_row(src, o, n, i, pt + i, ps, buf)
+                for j in range(n):
+                    v = row[j]
+                    if do0[b]:
+                        for q in range(r):
+                            t0[i, q] += v * xs[j, q]
+                    if do1[b]:
+                        for q in range(r):
+                            t1[j, q] += v * xt[i, q]
+    return tmp
+
+
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
+def lowrank_vec(data, off, rank, bt, bs, do0, do1, rlo, rhi, clo, chi, x, tmp, tmp0, tmp1):
+    """:func:`blocks_vec` for blocks stored as factors ``B = U V^T``: ``U (m, k)``
+    then ``V (n, k)``, column-major at ``data[off[b]:]`` (``k = rank[b]``)."""
+    n_blocks = bt.shape[0]
+    for u in prange(SLABS):
+        for b in range(u, n_blocks, SLABS):
+            m, n, xs, xt, t0, t1 = _block_views(b, bt, bs, rlo, rhi, clo, chi, x, tmp, tmp0, tmp1)
+            k = rank[b]
+            Ub = data[off[b]:off[b] + k * m]
+            Vb = data[off[b] + k * m:off[b] + k * (m + n)]
+            if do0[b]:
+                t0[:] = 0.0
+                for q in range(k):
+                    w = _dot(Vb[q * n:(q + 1) * n], xs)
+                    _axpy(Ub[q * m:(q + 1) * m], t0, w)
+            if do1[b]:
+                t1[:] = 0.0
+                for q in range(k):
+                    w = _dot(Ub[q * m:(q + 1) * m], xt)
+                    _axpy(Vb[q * n:(q + 1) * n], t1, w)
+    return tmp
+
+
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
+def lowrank_mat(data, off, rank, bt, bs, do0, do1, rlo, rhi, clo, chi, x, tmp, tmp0, tmp1):
+    """:func:`lowrank_vec` for ``x`` and ``tmp`` of shape ``(*, r)``."""
+    r = x.shape[1]
+    n_blocks = bt.shape[0]
+    for u in prange(SLABS):
+        for b in range(u, n_blocks, SLABS):
+            m, n, xs, xt, t0, t1 = _block_views(b, bt, bs, rlo, rhi, clo, chi, x, tmp, tmp0, tmp1)
+            k = rank[b]
+            Ub = data[off[b]:off[b] + k * m]
+            Vb = data[off[b] + k * m:off[b] + k * (m + n)]
+            w = np.empty(r)
+            for side in range(2):
+                if (side == 0 and not do0[b]) or (side == 1 and not do1[b]):
+                    continue
+                A, Bf, xin, out, rows, cols = (Vb, Ub, xs, t0, m, n) if side == 0 else \
+                    (Ub, Vb, xt, t1, n, m)
+                out[:, :] = 0.0
+                for q in range(k):
+                    w[:] = 0.0
+                    for j in range(cols):
+                        v = A[q * cols + j]
+                        for c in range(r):
+                            w[c] += v * xin[j, c]
+                    for i in range(rows):
+                        v = Bf[q * rows + i]
+                        for c in range(r):
+                            out[i, c] += v * w[c]
     return tmp
 
 
