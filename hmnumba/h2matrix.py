@@ -206,8 +206,9 @@ class H2Matrix:
             c_src, c_off, n_src, n_off = a["B"], a["c_off"], a["D"], a["n_off"]
         else:
             code, ls = np.int64(a["code"]), np.float64(a["length_scale"])
-            c_src = (code, ls, a["skel_xyz"], a["skel_xyz"])
-            n_src = (code, ls, a["xyz"], a["xyz"])
+            single = a["T"].dtype == np.float32    # tol allows float32 entries
+            c_src = (code, ls, a["skel_xyz"], a["skel_xyz"], single)
+            n_src = (code, ls, a["xyz"], a["xyz"], single)
             c_off = n_off = a["cb_t"]       # unused by the on-the-fly entries
         tmp = np.empty((self._c_ntmp, r))
         self._blocks(c_src, c_off, a["cb_t"], a["cb_s"], self._c_do, self._c_do, lo, hi, xh, tmp,

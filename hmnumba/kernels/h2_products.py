@@ -20,8 +20,9 @@ the same bits for any number of threads:
 Blocks read their entries a row at a time through :func:`block_row`,
 resolved at compile time from the type of ``src``: a 1-D array (stored
 entries, row-major at the block's offset; float64 or float32) or
-``(code, length_scale, XR, XC)`` (a built-in kernel on the coordinates
-``XR (d, *)``, ``XC (d, *)``: the on-the-fly mode).
+``(code, length_scale, XR, XC, single)`` (a built-in kernel on the
+coordinates ``XR (d, *)``, ``XC (d, *)``, evaluated in float32 where
+``single`` allows: the on-the-fly mode).
 """
 import numpy as np
 from numba import njit, prange, types
@@ -50,9 +51,20 @@ def _block_row(src, o, n, i, pi, pj, buf):
         return stored
 
     def on_the_fly(src, o, n, i, pi, pj, buf):
-        code, length_scale, XR, XC = src
+        code, length_scale, XR, XC, single = src
         d = XR.shape[0]
-        if d == 3 and code == LAPLACE:      # the cube problem: a branch-free loop
+        if d == 3 and code == LAPLACE and single:
+            # 1/r in float32 (twice the SIMD lanes) from r^2 in float64: a
+            # relative error of 2^-24 per entry, as the float32 storage of the
+            # stored mode at the same tolerance.
+            x0, x1, x2 = XR[0, pi], XR[1, pi], XR[2, pi]
+            for j in range(n):
+                t0 = x0 - XC[0, pj + j]
+                t1 = x1 - XC[1, pj + j]
+                t2 = x2 - XC[2, pj + j]
+                r2 = np.float32(t0 * t0 + t1 * t1 + t2 * t2)
+                buf[j] = np.float32(1.0) / np.sqrt(r2) if r2 > 0.0 else np.float32(0.0)
+        elif d == 3 and code == LAPLACE:      # the cube problem: a branch-free loop
             x0, x1, x2 = XR[0, pi], XR[1, pi], XR[2, pi]
             for j in range(n):
                 t0 = x0 - XC[0, pj + j]
@@ -89,7 +101,7 @@ def _operand(t, m, children, leaf_lo, vec_ptr, leaf_vec, coef):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _up_node(t, children, leaf_lo, piv_ptr, piv, T_ptr, T, vec_ptr, x, xh):
+def _up_node(t, children, leaf_lo, piv_ptr, piv, T_ptr, T, vec_ptr, x, xh, buf):
     k = vec_ptr[t + 1] - vec_ptr[t]
     if k == 0:
         return
@@ -97,20 +109,23 @@ def _up_node(t, children, leaf_lo, piv_ptr, piv, T_ptr, T, vec_ptr, x, xh):
     m = piv_ptr[t + 1] - piv_ptr[t]
     p0, o, w = piv_ptr[t], T_ptr[t], m - k
     z = _operand(t, m, children, leaf_lo, vec_ptr, x, xh)
+    zp = buf[:m]                  # the operand in pivot order: then T acts densely
+    for i in range(m):
+        zi = piv[p0 + i]
+        for q in range(r):
+            zp[i, q] = z[zi, q]
     out = xh[vec_ptr[t]:vec_ptr[t + 1]]
     for a in range(k):
+        Ta = T[o + a * w:o + (a + 1) * w]
         for q in range(r):
-            out[a, q] = z[piv[p0 + a], q]
-    for a in range(k):
-        for b in range(w):
-            v = T[o + a * w + b]
-            zb = piv[p0 + k + b]
-            for q in range(r):
-                out[a, q] += v * z[zb, q]
+            acc = zp[a, q]
+            for b in range(w):
+                acc += Ta[b] * zp[k + b, q]
+            out[a, q] = acc
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _down_node(t, children, leaf_lo, piv_ptr, piv, T_ptr, T, vec_ptr, yh, y):
+def _down_node(t, children, leaf_lo, piv_ptr, piv, T_ptr, T, vec_ptr, yh, y, buf):
     k = vec_ptr[t + 1] - vec_ptr[t]
     if k == 0:
         return
@@ -119,6 +134,14 @@ def _down_node(t, children, leaf_lo, piv_ptr, piv, T_ptr, T, vec_ptr, yh, y):
     p0, o, w = piv_ptr[t], T_ptr[t], m - k
     z = _operand(t, m, children, leaf_lo, vec_ptr, y, yh)
     src = yh[vec_ptr[t]:vec_ptr[t + 1]]
+    rest = buf[:w]                # T^T src, by rows of T
+    rest[:, :] = 0.0
+    for a in range(k):
+        Ta = T[o + a * w:o + (a + 1) * w]
+        for q in range(r):
+            sa = src[a, q]
+            for b in range(w):
+                rest[b, q] += Ta[b] * sa
     for a in range(k):
         za = piv[p0 + a]
         for q in range(r):
@@ -126,10 +149,7 @@ def _down_node(t, children, leaf_lo, piv_ptr, piv, T_ptr, T, vec_ptr, yh, y):
     for b in range(w):
         zb = piv[p0 + k + b]
         for q in range(r):
-            s = 0.0
-            for a in range(k):
-                s += T[o + a * w + b] * src[a, q]
-            z[zb, q] += s
+            z[zb, q] += rest[b, q]
 
 
 @njit(cache=True, parallel=True)
@@ -143,11 +163,15 @@ def upward(top, sub_ptr, sub_nodes, children, leaf_lo, piv_ptr, piv, T_ptr, T, v
     (children listed before parents) run in parallel, then the few ``top``
     nodes (breadth-first) serially from the last.
     """
+    r = x.shape[1]
+    mmax = _widest(piv_ptr[:-1], piv_ptr[1:])
     for u in prange(sub_ptr.shape[0] - 1):
+        buf = np.empty((mmax, r))
         for e in range(sub_ptr[u], sub_ptr[u + 1]):
-            _up_node(sub_nodes[e], children, leaf_lo, piv_ptr, piv, T_ptr, T, vec_ptr, x, xh)
+            _up_node(sub_nodes[e], children, leaf_lo, piv_ptr, piv, T_ptr, T, vec_ptr, x, xh, buf)
+    buf = np.empty((mmax, r))
     for e in range(top.shape[0] - 1, -1, -1):
-        _up_node(top[e], children, leaf_lo, piv_ptr, piv, T_ptr, T, vec_ptr, x, xh)
+        _up_node(top[e], children, leaf_lo, piv_ptr, piv, T_ptr, T, vec_ptr, x, xh, buf)
     return xh
 
 
@@ -159,11 +183,16 @@ def downward(top, sub_ptr, sub_nodes, children, leaf_lo, piv_ptr, piv, T_ptr, T,
     yh[t]``) in the reverse order, so a parent's coefficients are complete
     before its children read them.
     """
+    r = y.shape[1]
+    mmax = _widest(piv_ptr[:-1], piv_ptr[1:])
+    buf = np.empty((mmax, r))
     for e in range(top.shape[0]):
-        _down_node(top[e], children, leaf_lo, piv_ptr, piv, T_ptr, T, vec_ptr, yh, y)
+        _down_node(top[e], children, leaf_lo, piv_ptr, piv, T_ptr, T, vec_ptr, yh, y, buf)
     for u in prange(sub_ptr.shape[0] - 1):
+        buf = np.empty((mmax, r))
         for e in range(sub_ptr[u + 1] - 1, sub_ptr[u] - 1, -1):
-            _down_node(sub_nodes[e], children, leaf_lo, piv_ptr, piv, T_ptr, T, vec_ptr, yh, y)
+            _down_node(sub_nodes[e], children, leaf_lo, piv_ptr, piv, T_ptr, T, vec_ptr, yh, y,
+                       buf)
     return y
 
 
@@ -331,14 +360,15 @@ def gather_slots(out_lo, out_hi, slot_ptr, slot, tmp, out):
     row ``slot[e]`` of ``tmp``; ``tmp`` and ``out`` are ``(*, r)``.
     """
     r = tmp.shape[1]
+    flat_tmp = tmp.reshape(-1)
+    flat_out = out.reshape(-1)
     for u in prange(out_lo.shape[0]):
-        lo, hi = out_lo[u], out_hi[u]
-        for i in range(hi - lo):
-            for q in range(r):
-                out[lo + i, q] = 0.0
+        lo, hi = out_lo[u] * r, out_hi[u] * r
+        dst = flat_out[lo:hi]        # contiguous rows: sum as flat slices
+        dst[:] = 0.0
         for e in range(slot_ptr[u], slot_ptr[u + 1]):
-            a = slot[e]
+            a = slot[e] * r
+            part = flat_tmp[a:a + hi - lo]
             for i in range(hi - lo):
-                for q in range(r):
-                    out[lo + i, q] += tmp[a + i, q]
+                dst[i] += part[i]
     return out
