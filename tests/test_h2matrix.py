@@ -180,3 +180,22 @@ def test_low_rank_couplings_store_fewer_numbers_than_dense_ones():
     otf = H2Matrix.from_kernel(laplace, X, tol=1e-6, mode="on-the-fly")   # all couplings dense
     np.testing.assert_allclose(H @ x, otf @ x, rtol=0, atol=2e-6 * np.abs(otf @ x).max())
     assert H.estimate_error(X, 100) <= 1e-6
+
+
+@pytest.mark.parametrize("tol", [1e-3, 1e-6])
+def test_interpolative_decompositions_meet_their_frobenius_tolerance(tol):
+    from hmnumba.kernels.h2_build import (gram_interpolative_decomposition,
+                                          interpolative_decomposition, proxy_matrix)
+    rng = np.random.default_rng(9)
+    C = rng.random((60, 3))
+    proxy = rng.standard_normal((150, 3))
+    proxy *= 3.0 / np.linalg.norm(proxy, axis=1, keepdims=True)
+    At = proxy_matrix(0, 1.0, proxy, C)              # laplace: smooth, numerically low rank
+    ranks = []
+    for decompose in (interpolative_decomposition, gram_interpolative_decomposition):
+        k, piv, T = decompose(At, tol)
+        assert sorted(piv.tolist()) == list(range(60)) and 0 < k < 60
+        resid = At[:, piv[k:]] - At[:, piv[:k]] @ T
+        assert np.linalg.norm(resid) <= tol * np.linalg.norm(At) * (1 + 1e-6)
+        ranks.append(k)
+    assert abs(ranks[0] - ranks[1]) <= 1

@@ -114,6 +114,65 @@ def interpolative_decomposition(At, tol):
     return k, piv, T
 
 
+@njit(cache=True, fastmath=FASTMATH)
+def gram_interpolative_decomposition(At, tol):
+    """:func:`interpolative_decomposition` through the Gram matrix.
+
+    Pivoted Cholesky of ``G = At^T At`` picks the same skeleton as pivoted
+    QR of ``At`` (in exact arithmetic) at ``m k^2 / 2`` operations plus one
+    BLAS product, instead of ``m min(P, m) k``. The Gram matrix squares the
+    condition number: residuals are resolved down to about ``1e-8`` of
+    ``||At||``, so the callers use it only for ``tol >= 1e-6`` and the QR
+    path below that.
+    """
+    m = At.shape[1]
+    G = np.ascontiguousarray(At.T) @ At
+    d = np.empty(m)
+    for i in range(m):
+        d[i] = G[i, i]
+    budget = tol * tol * d.sum()
+    piv = np.arange(m)
+    Rt = np.zeros((m, m))                   # Rt[i, a] = R[a, i]
+    k = 0
+    while k < m:
+        j = k
+        rest = 0.0
+        for i in range(k, m):
+            rest += max(d[i], 0.0)
+            if d[i] > d[j]:
+                j = i
+        if not (rest > budget and d[j] > 0.0):
+            break
+        if j != k:
+            piv[k], piv[j] = piv[j], piv[k]
+            d[k], d[j] = d[j], d[k]
+            for a in range(k):
+                Rt[k, a], Rt[j, a] = Rt[j, a], Rt[k, a]
+        rkk = np.sqrt(d[k])
+        Rt[k, k] = rkk
+        gk = piv[k]
+        for i in range(k + 1, m):
+            s = G[gk, piv[i]]
+            for a in range(k):
+                s -= Rt[k, a] * Rt[i, a]
+            v = s / rkk
+            Rt[i, k] = v
+            d[i] -= v * v
+        k += 1
+    T = np.empty((k, m - k))
+    for c in range(m - k):                 # back substitution R11 T = R12
+        for r in range(k - 1, -1, -1):
+            s = Rt[k + c, r]
+            for a in range(r + 1, k):
+                s -= Rt[a, r] * T[a, c]
+            T[r, c] = s / Rt[r, r]
+    return k, piv, T
+
+
+# Below this tolerance the Gram matrix cannot resolve the residuals.
+GRAM_MIN_TOL = 1e-6
+
+
 @njit(cache=True, parallel=True)
 def id_level(nodes, cand_ptr, cand_xyz, center, radius_ptr, radius, dirs, code, length_scale,
              tol, rank, piv_out, T_out, T_ptr):
@@ -142,7 +201,10 @@ def id_level(nodes, cand_ptr, cand_xyz, center, radius_ptr, radius, dirs, code, 
                 for a in range(d):
                     proxy[sh * n_dirs + p, a] = center[u, a] + r * dirs[p, a]
         At = proxy_matrix(code, length_scale, proxy, cand_xyz[c0:c1])
-        k, piv, T = interpolative_decomposition(At, tol)
+        if tol >= GRAM_MIN_TOL:
+            k, piv, T = gram_interpolative_decomposition(At, tol)
+        else:
+            k, piv, T = interpolative_decomposition(At, tol)
         rank[u] = k
         for i in range(m):
             piv_out[c0 + i] = piv[i]
