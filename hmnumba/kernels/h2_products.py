@@ -310,14 +310,16 @@ def lowrank_vec(data, off, rank, bt, bs, do0, do1, rlo, rhi, clo, chi, x, tmp, t
             Vb = data[off[b] + k * m:off[b] + k * (m + n)]
             if do0[b]:
                 t0[:] = 0.0
-                for q in range(k):
-                    w = _dot(Vb[q * n:(q + 1) * n], xs)
-                    _axpy(Ub[q * m:(q + 1) * m], t0, w)
             if do1[b]:
                 t1[:] = 0.0
-                for q in range(k):
-                    w = _dot(Ub[q * m:(q + 1) * m], xt)
-                    _axpy(Vb[q * n:(q + 1) * n], t1, w)
+            for q in range(k):
+                # both sides per factor column, while it is in L1
+                uq = Ub[q * m:(q + 1) * m]
+                vq = Vb[q * n:(q + 1) * n]
+                if do0[b]:
+                    _axpy(uq, t0, _dot(vq, xs))
+                if do1[b]:
+                    _axpy(vq, t1, _dot(uq, xt))
     return tmp
 
 
