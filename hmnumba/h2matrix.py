@@ -163,9 +163,10 @@ class H2Matrix:
         arrays = [self._a[k] for k in _METADATA]
         arrays += [self._a[k] for k in ("T", "B", "c_off", "D", "n_off", "xyz", "skel_xyz")
                    if k in self._a]
-        arrays += [self._c_tmp0, self._c_tmp1, self._l_tmp0, self._l_tmp1, self._c_ptr, self._c_slot, self._c_do,
-                   self._n_tmp0, self._n_tmp1, self._n_ptr, self._n_slot, self._n_do0,
-                   self._n_do1, self._leaves, self._top, self._sub_ptr, self._sub_nodes]
+        arrays += [self._c_tmp0, self._c_tmp1, self._l_tmp0, self._l_tmp1, self._c_ptr,
+                   self._c_slot, self._c_do, self._n_tmp0, self._n_tmp1, self._n_ptr,
+                   self._n_slot, self._n_do0, self._n_do1, self._leaves, self._top,
+                   self._sub_ptr, self._sub_nodes]
         return arrays
 
     @property
