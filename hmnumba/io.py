@@ -152,7 +152,11 @@ _DATA_DTYPES = {"float32": "<f4", "float64": "<f8"}
 _HEADER_KEYS = {"format", "format_version", "writer", "dtype", "shape", "n_blocks", "tol",
                 "norm", "params", "payload_offset", "payload_nbytes", "payload_sha256",
                 "arrays"}
-_OPTIONAL_HEADER_KEYS = {"symmetric", "error_exp"}
+_OPTIONAL_HEADER_KEYS = {"symmetric", "error_exp", "factor_dtype", "factor_scale_exp"}
+# Low-precision numbers (hmnumba.storage): the file dtype of ``data``, and
+# for int8 one float32 scale per run in the extra array ``data_scales``.
+_FACTOR_CODES = {"float16": "<f2", "int8": "|i1"}
+_SCALES = ("data_scales", "<f4", "runs")
 # Pairs (row segment, block) examined at once by the tiling check.
 _TILING_CHUNK = 1 << 22
 # Most entries a row or column schedule may have (the products materialise
@@ -234,6 +238,13 @@ def save(H: HMatrix, path: str | os.PathLike) -> None:
     symmetric = bool(getattr(H, "symmetric", False))
     _check_structure(m, n, arrays, "the HMatrix to save", symmetric)
     arrays = _compact(arrays)
+    enc = getattr(H, "encoding", None)
+    if enc is not None:   # the stored codes, not the decoded working copy
+        arrays["data"] = np.ascontiguousarray(
+            enc.codes.view(np.float16) if enc.kind == "float16" else enc.codes,
+            _FACTOR_CODES[enc.kind])
+        if enc.kind == "int8":
+            arrays["data_scales"] = np.ascontiguousarray(enc.scales, _SCALES[1])
     header, layout, payload_nbytes = _layout(arrays)
     digest = hashlib.sha256()
     for chunk in _payload_chunks(arrays, layout, payload_nbytes):
@@ -247,6 +258,10 @@ def save(H: HMatrix, path: str | os.PathLike) -> None:
                   payload_sha256=digest.hexdigest())
     if getattr(H, "error_exp", 0):
         header["error_exp"] = int(H.error_exp)
+    if enc is not None:
+        header["factor_dtype"] = enc.kind
+        if enc.kind == "float16":
+            header["factor_scale_exp"] = int(enc.scale_exp)
     # payload_offset depends on the header length, which depends on it:
     # iterate to the fixed point (at most a couple of rounds).
     header["payload_offset"] = 0
@@ -315,7 +330,7 @@ def _layout(arrays):
     entries = {}
     layout = []
     pos = 0
-    for name, _, _ in _ARRAYS:
+    for name in arrays:
         a = arrays[name]
         pos = _align(pos)
         entries[name] = {"dtype": a.dtype.str, "shape": [int(a.size)], "offset": pos}
@@ -326,7 +341,7 @@ def _layout(arrays):
 
 def _payload_chunks(arrays, layout, payload_nbytes):
     pos = 0
-    for (name, _, _), (off, nbytes) in zip(_ARRAYS, layout):
+    for name, (off, nbytes) in zip(arrays, layout):
         if off > pos:
             yield bytes(off - pos)
         yield memoryview(arrays[name]).cast("B")
@@ -489,14 +504,15 @@ def load(path: str | os.PathLike) -> HMatrix:
     if hashlib.sha256(payload).hexdigest() != header["payload_sha256"]:
         raise ValueError(f"{where}: payload checksum mismatch (the file is corrupted)")
     arrays = {}
-    for name, _, _ in _ARRAYS:
+    for name, _, _ in _array_table(header):
         spec = header["arrays"][name]
         dt = np.dtype(spec["dtype"])
         raw = payload[spec["offset"]:spec["offset"] + spec["shape"][0] * dt.itemsize]
         # Native byte order and aligned, as the numba kernels expect (a no-op
         # view on little-endian machines: the payload is 64-byte aligned);
         # int32 index arrays are widened to the kernels' int64.
-        native = np.dtype(np.int64) if dt.kind == "i" else dt.newbyteorder("=")
+        native = (np.dtype(np.int64) if dt.kind == "i" and dt.itemsize > 1
+                  else dt.newbyteorder("="))
         arrays[name] = np.require(raw.view(dt), native, ["C", "A"])
     m, n = header["shape"]
     for name, size in (("row_perm", m), ("col_perm", n)):
@@ -504,10 +520,46 @@ def load(path: str | os.PathLike) -> HMatrix:
             arrays[name] = np.arange(size, dtype=np.int64)
     symmetric = header.get("symmetric", False)
     _check_structure(m, n, arrays, where, symmetric)
+    encoding = _decode(header, arrays, where)
     from hmnumba.hmatrix import HMatrix
     return HMatrix((m, n), tol=header["tol"], norm=header["norm"], params=header["params"],
-                   symmetric=symmetric, error_exp=header.get("error_exp", 0), _trusted=True,
-                   **arrays)
+                   symmetric=symmetric, error_exp=header.get("error_exp", 0),
+                   encoding=encoding, _trusted=True, **arrays)
+
+
+def _array_table(header):
+    """The arrays of a file with this header, in file order."""
+    if header.get("factor_dtype") == "int8":
+        return _ARRAYS + (_SCALES,)
+    return _ARRAYS
+
+
+def _decode(header, arrays, where):
+    """Replace low-precision codes in ``arrays["data"]`` by their decoded
+    working copy (after the structure is checked); the stored form, or None."""
+    kind = header.get("factor_dtype")
+    if kind is None:
+        return None
+    from hmnumba.storage import LowPrecision, run_lengths
+    runs = run_lengths(arrays["row_start"], arrays["row_stop"], arrays["col_start"],
+                       arrays["col_stop"], arrays["rank"])
+    codes = arrays.pop("data")
+    if kind == "float16":
+        enc = LowPrecision(kind, codes.view(np.uint16), np.zeros(0, np.float32),
+                           header.get("factor_scale_exp", 0), header["dtype"])
+    else:
+        scales = arrays.pop("data_scales")
+        if scales.size != runs.size or not np.all(np.isfinite(scales) & (scales > 0)):
+            raise ValueError(f"{where}: data_scales must hold {runs.size} finite positive "
+                             f"scales, one per factor column or dense row")
+        if int(runs.sum()) != codes.size:
+            raise ValueError(f"{where}: data holds {codes.size} codes, the blocks store "
+                             f"{int(runs.sum())} numbers")
+        enc = LowPrecision(kind, codes, scales, 0, header["dtype"])
+    arrays["data"] = enc.decode(runs)
+    if not np.all(np.isfinite(arrays["data"])):
+        raise ValueError(f"{where}: data decodes to NaN or infinity")
+    return enc
 
 
 def _read_header(f, size, where):
@@ -631,17 +683,27 @@ def _check_header(h, size, hlen, where):
     if (not isinstance(digest, str) or len(digest) != 64
             or any(c not in "0123456789abcdef" for c in digest)):
         bad("payload_sha256 must be 64 lowercase hex digits")
+    kind = h.get("factor_dtype")
+    if kind is not None and kind not in _FACTOR_CODES:
+        bad(f"factor_dtype must be one of {sorted(_FACTOR_CODES)}, got {_short(kind)}")
+    scale_exp = h.get("factor_scale_exp", 0)
+    if not _is_int(scale_exp) or abs(scale_exp) > 1100:
+        bad(f"factor_scale_exp must be an integer with |factor_scale_exp| <= 1100, got "
+            f"{_short(scale_exp)}")
+    table = _array_table(h)
     specs = h["arrays"]
-    if not isinstance(specs, dict) or set(specs) != {a[0] for a in _ARRAYS}:
+    if not isinstance(specs, dict) or set(specs) != {a[0] for a in table}:
         names = sorted(specs) if isinstance(specs, dict) else specs
-        bad(f"arrays must name exactly {[a[0] for a in _ARRAYS]}, got {_short(names)}")
+        bad(f"arrays must name exactly {[a[0] for a in table]}, got {_short(names)}")
     lengths = {"m": shape[0], "n": shape[1], "b": n_blocks}
     pos = 0
-    for name, code, length in _ARRAYS:
+    for name, code, length in table:
         spec = specs[name]
         if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "offset"}:
             bad(f"array {name}: entry must have exactly dtype, shape, offset; got {_short(spec)}")
         allowed = (code, _INT32) if code == _INT else (code or _DATA_DTYPES[h["dtype"]],)
+        if name == "data" and kind is not None:
+            allowed = (_FACTOR_CODES[kind],)
         if spec["dtype"] not in allowed:
             bad(f"array {name}: dtype {_short(spec['dtype'])}, expected "
                 + " or ".join(map(repr, allowed)))

@@ -1,0 +1,159 @@
+"""Low-precision storage of an H-matrix's numbers (``factor_dtype``).
+
+The ``data`` buffer of an :class:`~hmnumba.HMatrix` (section 4 of the
+design: every low-rank block as ``U^T`` then ``V^T``, every dense block
+``m_b x n_b`` row-major) can be *stored* in fewer bits:
+
+``"float16"``
+    Every number as an IEEE half (2 bytes), after one exact power-of-two
+    scaling of the whole buffer (``scale_exp``) that puts its largest
+    magnitude just below ``2**15``, so nothing overflows the half range.
+``"int8"``
+    Every *run* of the buffer (a column of ``U``, a column of ``V``, a row of
+    a dense block) as signed 8-bit codes with one float32 scale per run:
+    ``scale = max|run| / 127``, ``q = round(x / scale)``, the symmetric
+    per-channel rule of :class:`~hmnumba.baselines.QuantizationCompressor`
+    (a dense block's runs are its rows, that baseline's channels).
+
+A value of :class:`LowPrecision` holds the codes and scales; that is what
+``nbytes`` counts, what ``save`` writes and what pickles. Products read a
+*working copy* decoded once into the matrix's dtype (float32 or float64;
+numba has no CPU half arithmetic), so they run the ordinary kernels in
+float32/float64 and give the bits that decoding inside the kernels would
+give. The working copy is memory, not storage: ``H.data.nbytes`` is larger
+than what ``H.nbytes`` counts for it. ``to("cuda")`` copies the working copy.
+
+The rounding is part of the error bound: :meth:`HMatrix.from_dense` measures
+every block of the *decoded* matrix against ``A``
+(:func:`hmnumba.kernels.lowprec.packed_block_errors2`), so
+``||A - H||_F <= tol ||A||_F`` holds exactly, and it rebuilds at a smaller
+tolerance (higher ranks) when the rounding takes too much of the budget.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+FACTOR_DTYPES = ("float16", "int8")
+
+# Largest magnitude after the float16 power-of-two scaling: below 2**15,
+# under the largest half (65504), with the full half precision above 2**-14.
+_HALF_TOP_EXP = 15
+_INT8_MAX = 127
+
+
+@dataclass(frozen=True, eq=False)
+class LowPrecision:
+    """The stored form of a low-precision ``data`` buffer.
+
+    Attributes
+    ----------
+    kind : {"float16", "int8"}
+    codes : ndarray
+        ``uint16`` bit patterns of the halves, or ``int8`` codes; one per
+        number of ``data``.
+    scales : ndarray of float32
+        One per run (``"int8"``); empty for ``"float16"``.
+    scale_exp : int
+        ``"float16"``: ``data = half * 2**scale_exp``; 0 for ``"int8"``.
+    dtype : str
+        The working dtype the numbers decode to, ``"float32"`` or ``"float64"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba.storage import encode
+    >>> data = np.array([1.0, -0.5, 3.0, 0.25])
+    >>> runs = np.array([2, 2])
+    >>> enc = encode(data, runs, "int8", np.float64)
+    >>> enc.codes.tolist(), enc.nbytes
+    ([127, -64, 127, 11], 12)
+    >>> np.round(enc.decode(runs), 3).tolist()
+    [1.0, -0.504, 3.0, 0.26]
+    """
+
+    kind: str
+    codes: np.ndarray
+    scales: np.ndarray
+    scale_exp: int = 0
+    dtype: str = "float64"
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes stored: the codes and the scales."""
+        return int(self.codes.nbytes + self.scales.nbytes)
+
+    def decode(self, run_lengths=None) -> np.ndarray:
+        """The numbers in :attr:`dtype`: the working copy.
+
+        ``run_lengths`` (from :func:`run_lengths`) is needed for ``"int8"``.
+        """
+        dtype = np.dtype(self.dtype)
+        if self.kind == "float16":
+            out = self.codes.view(np.float16).astype(dtype)
+            return np.ldexp(out, self.scale_exp).astype(dtype, copy=False)
+        if run_lengths is None:
+            raise ValueError("decoding int8 codes needs the run lengths")
+        scale = np.repeat(self.scales.astype(np.float64), run_lengths)
+        # int8 x float32 is exact in float64; one rounding to dtype after.
+        return (self.codes.astype(np.float64) * scale).astype(dtype)
+
+
+def run_lengths(r0, r1, c0, c1, rank) -> np.ndarray:
+    """Lengths of the runs of ``data`` in buffer order: ``k`` runs of ``m_b``
+    then ``k`` of ``n_b`` for a low-rank block, ``m_b`` runs of ``n_b`` for a
+    dense one (the rows of ``U^T``, of ``V^T``, of the dense block).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba.storage import run_lengths
+    >>> one = np.array([0])
+    >>> run_lengths(one, one + 3, one, one + 2, np.array([1])).tolist()
+    [3, 2]
+    """
+    m = np.asarray(r1, np.int64) - r0
+    n = np.asarray(c1, np.int64) - c0
+    k = np.asarray(rank, np.int64)
+    dense = k < 0
+    count = np.where(dense, m, 2 * np.maximum(k, 0))
+    first = np.where(dense, n, m)    # length of the first count_1 runs
+    n_first = np.where(dense, m, np.maximum(k, 0))
+    lengths = np.empty(int(count.sum()), np.int64)
+    starts = np.concatenate([[0], np.cumsum(count)[:-1]])
+    for b in np.flatnonzero(count):     # one slice assignment per block
+        s, nf = starts[b], n_first[b]
+        lengths[s:s + nf] = first[b]
+        lengths[s + nf:s + count[b]] = n[b]
+    return lengths
+
+
+def encode(data: np.ndarray, runs: np.ndarray, kind: str, dtype) -> LowPrecision | None:
+    """Round ``data`` to ``kind`` (see the module docstring); ``runs`` from
+    :func:`run_lengths`, ``dtype`` the working dtype it decodes to.
+
+    Returns ``None`` where the format cannot hold the numbers (a float32
+    scale outside the normal float32 range).
+    """
+    x = np.asarray(data, np.float64)
+    if kind == "float16":
+        amax = float(np.max(np.abs(x))) if x.size else 0.0
+        exp = math.frexp(amax)[1] - _HALF_TOP_EXP if amax > 0 else 0
+        codes = np.ldexp(x, -exp).astype(np.float16).view(np.uint16)
+        return LowPrecision("float16", codes, np.zeros(0, np.float32), int(exp),
+                            np.dtype(dtype).name)
+    if kind != "int8":
+        raise ValueError(f"unknown low-precision kind {kind!r}")
+    starts = np.concatenate([[0], np.cumsum(runs)[:-1]]).astype(np.int64)
+    amax = (np.maximum.reduceat(np.abs(x), starts) if runs.size else np.zeros(0))
+    scale = amax / _INT8_MAX
+    scale = np.where(scale > 0, scale, 1.0)
+    tiny32, max32 = np.finfo(np.float32).tiny, np.finfo(np.float32).max
+    if not np.all((scale >= tiny32) & (scale <= max32)):
+        return None
+    scale = scale.astype(np.float32)
+    codes = np.clip(np.round(x / np.repeat(scale.astype(np.float64), runs)),
+                    -_INT8_MAX, _INT8_MAX).astype(np.int8)
+    return LowPrecision("int8", codes, scale, 0, np.dtype(dtype).name)

@@ -1,0 +1,145 @@
+"""Low-precision storage (``factor_dtype``): rounding inside the error bound.
+
+Factors and dense blocks stored as IEEE halves or as 8-bit codes with one
+float32 scale per factor column or dense row (:mod:`hmnumba.storage`). The
+rounding is measured block by block, so ``||A - H||_F <= tol ||A||_F`` stays
+exact; ``nbytes`` counts the stored codes; files, pickles, the estimator and
+the CUDA copy carry them. The property: with ``factor_dtype`` set, an
+H-matrix stores no more than :class:`QuantizationCompressor` at the error
+that quantization reaches (plus one block's metadata, as against SVD in
+``test_dominance``), on Gaussian-like weights.
+"""
+import os
+import pickle
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hmnumba import HMatrix, HMatrixCompressor, load
+from hmnumba.baselines import QuantizationCompressor
+from hmnumba.storage import encode, run_lengths
+
+
+def _weights(m, n, seed, dtype, rank=None):
+    """Gaussian-like trained weights: Glorot noise plus a few strong directions."""
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((m, n)) / np.sqrt(n)
+    if rank:
+        W += rng.standard_normal((m, rank)) @ rng.standard_normal((rank, n)) / np.sqrt(n)
+    return W.astype(dtype)
+
+
+def _kernel(n, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.sort(rng.random(n))
+    return 1.0 / (1.0 + 20.0 * np.abs(x[:, None] - x[None, :]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["float16", "int8"])
+def test_rounding_is_counted_and_the_bound_holds(kind, dtype):
+    A = _kernel(200).astype(dtype)
+    tol = 3e-2
+    H = HMatrix.from_dense(A, tol=tol, factor_dtype=kind, structure="hierarchical")
+    assert H.encoding is not None and H.encoding.kind == kind
+    exact = np.linalg.norm(H.to_dense(np.float64) - A.astype(np.float64))
+    assert exact <= tol * np.linalg.norm(A.astype(np.float64)) * (1 + 1e-6)
+    # The block errors are the errors of the rounded blocks, not of the factors.
+    assert np.isclose(np.sqrt(np.sum(H.block_errors ** 2)), exact, rtol=1e-4)
+    full = HMatrix.from_dense(A, tol=tol, structure="hierarchical")
+    assert H.nbytes < full.nbytes
+    assert H.data.dtype == dtype     # the working copy stays in the input's dtype
+
+
+def test_a_tolerance_below_the_rounding_keeps_full_precision():
+    A = _kernel(96)
+    H = HMatrix.from_dense(A, tol=1e-6, factor_dtype="int8")
+    assert H.encoding is None
+    assert "full precision" in H.params["factor_dtype_fallback"]
+    assert "full precision" in H.summary()
+    assert H.error_bound <= 1e-6
+
+
+def test_auto_picks_the_cheapest_and_summary_says_so():
+    A = _kernel(160)
+    sizes = {fd: HMatrix.from_dense(A, tol=1e-2, factor_dtype=fd).nbytes
+             for fd in (None, "float16", "int8")}
+    H = HMatrix.from_dense(A, tol=1e-2, factor_dtype="auto")
+    assert H.nbytes == min(sizes.values())
+    assert H.error_bound <= 1e-2
+    won = H.encoding.kind if H.encoding is not None else None
+    assert sizes[won] == H.nbytes
+    if won is not None:
+        assert won in H.summary()
+
+
+def test_int8_dense_block_matches_quantization_exactly():
+    W = _weights(64, 48, 1, np.float64)
+    q = QuantizationCompressor(bits=8).fit(W)
+    runs = np.full(64, 48)
+    enc = encode(W.ravel(), runs, "int8", np.float64)
+    assert np.array_equal(enc.decode(runs).reshape(W.shape), q.reconstruct())
+    assert enc.nbytes == q.nbytes_
+
+
+@settings(max_examples=12, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(m=st.integers(16, 256), n=st.integers(16, 256), seed=st.integers(0, 2**31 - 1),
+       dtype=st.sampled_from([np.float32, np.float64]), rank=st.sampled_from([None, 2, 8]))
+def test_never_more_bytes_than_quantization_at_its_error(m, n, seed, dtype, rank):
+    W = _weights(m, n, seed, dtype, rank)
+    q = QuantizationCompressor(bits=8).fit(W)   # 8-bit per-channel, the default
+    e = q.relative_error_ * (1 + 1e-9)
+    H = HMatrix.from_dense(W, tol=e, factor_dtype="auto", random_state=0)
+    W64 = W.astype(np.float64)
+    assert np.linalg.norm(H.to_dense(np.float64) - W64) <= e * np.linalg.norm(W64) * (1 + 1e-6)
+    assert H.nbytes <= q.nbytes_ * 1.01 + 256, (H.nbytes, q.nbytes_, H.params)
+
+
+@pytest.mark.parametrize("kind", ["float16", "int8"])
+def test_file_and_pickle_keep_the_codes_and_the_bits(kind, tmp_path):
+    A = _kernel(150).astype(np.float32)
+    H = HMatrix.from_dense(A, tol=5e-2, factor_dtype=kind, structure="hierarchical")
+    path = os.fspath(tmp_path / "h.hmz")
+    H.save(path)
+    x = np.random.default_rng(0).standard_normal((150, 3)).astype(np.float32)
+    for G in (load(path), pickle.loads(pickle.dumps(H))):
+        assert G.encoding.kind == kind and G.nbytes == H.nbytes
+        assert np.array_equal(G.data, H.data)
+        assert np.array_equal(G @ x, H @ x)
+        assert G.error_bound == H.error_bound
+    # The file holds the codes, not the working copy.
+    assert os.path.getsize(path) < A.nbytes / 2
+
+
+def test_a_damaged_scale_is_refused(tmp_path):
+    A = _kernel(100)
+    H = HMatrix.from_dense(A, tol=5e-2, factor_dtype="int8", structure="hierarchical")
+    assert H.encoding.kind == "int8"
+    object.__setattr__(H.encoding, "scales", np.zeros_like(H.encoding.scales))
+    path = os.fspath(tmp_path / "bad.hmz")
+    H.save(path)
+    with pytest.raises(ValueError, match="data_scales"):
+        load(path)
+
+
+def test_estimator_and_unknown_factor_dtype():
+    W = _weights(96, 64, 3, np.float32, rank=4)
+    comp = HMatrixCompressor(tol=5e-2, factor_dtype="float16", random_state=0).fit(W)
+    assert comp.hmatrix_.encoding.kind == "float16"
+    assert comp.error_bound_ <= 5e-2
+    X = np.ones((2, 64), np.float32)
+    assert comp.transform(X).dtype == np.float32
+    with pytest.raises(ValueError, match="factor_dtype"):
+        HMatrix.from_dense(W, factor_dtype="bfloat16")
+
+
+def test_run_lengths_follow_the_packed_layout():
+    r0 = np.array([0, 0])
+    r1 = np.array([3, 3])
+    c0 = np.array([0, 2])
+    c1 = np.array([2, 6])
+    runs = run_lengths(r0, r1, c0, c1, np.array([-1, 2]))
+    assert runs.tolist() == [2, 2, 2, 3, 3, 4, 4]
