@@ -45,7 +45,8 @@ from hmnumba.backend import resolve_backend
 from hmnumba.kernels import cpu
 from hmnumba.kernels.functions import KernelFunction, UserKernel
 from hmnumba.kernels.lowprec import packed_block_errors2
-from hmnumba.storage import FACTOR_DTYPES, encode, run_lengths
+from hmnumba.storage import (FACTOR_DTYPES, encode, outlier_counts, run_lengths,
+                             split_outliers)
 from hmnumba.kernels.symmetric import SYMMETRIC_SLABS, symmetric_hmatvec, symmetric_slabs
 
 # From this many right-hand sides on, products use BLAS block products
@@ -126,7 +127,8 @@ class HMatrix:
 
     def __init__(self, shape, row_perm, col_perm, row_start, row_stop, col_start, col_stop,
                  rank, offset, data, block_err2, block_norm2, tol, norm=None, params=None,
-                 source=None, symmetric=False, error_exp=0, encoding=None, _trusted=False):
+                 source=None, symmetric=False, error_exp=0, encoding=None, outliers=None,
+                 _trusted=False):
         if not _trusted:   # arrays from outside: the checks of load (kernels check nothing)
             shape, a, tol, norm, symmetric, error_exp = val.check_packed_arrays(
                 shape, dict(row_perm=row_perm, col_perm=col_perm, row_start=row_start,
@@ -157,6 +159,8 @@ class HMatrix:
         # The stored form of ``data`` when it is kept in low precision
         # (hmnumba.storage.LowPrecision); ``data`` is then its decoded working copy.
         self.encoding = encoding
+        # The sparse part S of W = S + H (hmnumba.storage.SparseOutliers), or None.
+        self.outliers = outliers
         self._source = source   # (kernel, points, col_points) for estimate_error
         self._device_arrays = None  # the packed arrays on the GPU, after to("cuda")
         self._prepare()
@@ -191,7 +195,8 @@ class HMatrix:
                    points: ArrayLike | None = None, col_points: ArrayLike | None = None,
                    random_state: RandomStateLike = None, n_jobs: int | None = None,
                    backend: str = "cpu", symmetric: bool = False,
-                   structure: str = "auto", factor_dtype: str | None = None) -> HMatrix:
+                   structure: str = "auto", factor_dtype: str | None = None,
+                   outliers: int | str | None = None) -> HMatrix:
         """Compress a dense matrix with the guarantee ``||A - H||_F <= tol ||A||_F``.
 
         The adaptive tree is compared with the whole matrix as one low-rank
@@ -272,6 +277,17 @@ class HMatrix:
             the input's dtype on a decoded working copy; :attr:`nbytes`
             counts the stored codes. Inputs of extreme magnitude (see
             Notes) stay at full precision. None: the input's dtype.
+        outliers : None, "auto" or int, default=None
+            Store ``A = S + H`` with ``S`` the given number of
+            largest-magnitude entries of ``A``, kept exactly in CSR form
+            with int32 indices (counted in :attr:`nbytes`; see
+            :class:`hmnumba.storage.SparseOutliers`), and ``H`` built from
+            ``A - S`` to the same absolute error, so the bound
+            ``||A - (S + H)||_F <= tol ||A||_F`` holds exactly. A few large
+            spikes make a low-rank matrix full rank; taken out, ``H``
+            stays small. ``"auto"``: the count, among 0 and the entries above
+            3, 4.5, 7 and 12 robust standard deviations, that stores fewest
+            bytes (one build each). Not with ``symmetric=True``.
 
         Returns
         -------
@@ -327,6 +343,13 @@ class HMatrix:
         n_jobs = val.check_n_jobs(n_jobs)
         symmetric = _check_dense_symmetric(symmetric, A, col_points)
         structure = val.check_choice(structure, "structure", STRUCTURES)
+        if outliers is not None:
+            outliers = _check_outliers(outliers, symmetric, A.size)
+            options = dict(leaf_size=leaf_size, admissibility=admissibility, eta=eta,
+                           cluster=cluster, method=method, max_rank=max_rank, budget=budget,
+                           points=points, col_points=col_points, random_state=random_state,
+                           n_jobs=n_jobs, structure=structure, factor_dtype=factor_dtype)
+            return _with_outliers(cls, A, opts["tol"], outliers, options).to(backend)
         if factor_dtype is not None:
             factor_dtype = val.check_choice(factor_dtype, "factor_dtype",
                                             FACTOR_DTYPES + ("auto",))
@@ -571,8 +594,9 @@ class HMatrix:
         out_dtype = np.result_type(self.dtype, x.dtype)
         if out_dtype.kind != "f":
             out_dtype = np.dtype(np.float64)
+        x0 = x
         if self._device_arrays is not None or val.is_device_operand(x):
-            return self._apply_cuda(x, trans, out_dtype)
+            return self._add_outliers(self._apply_cuda(x, trans, out_dtype), x0, trans)
         exp = _operand_exponent(x, self.dtype)
         if exp:   # float64 values beyond float32's range: scale exactly, scale back
             x = np.ldexp(x, -exp)
@@ -588,6 +612,17 @@ class HMatrix:
             out[out_perm] = yp
         if exp:
             np.ldexp(out, exp, out=out)
+        return self._add_outliers(out, x0, trans)
+
+    def _add_outliers(self, out, x, trans):
+        """``out + S x`` (or ``S^T x``) for the sparse part of ``W = S + H``."""
+        if self.outliers is None:
+            return out
+        if val.is_device_operand(x):
+            raise ValueError("products of an HMatrix with outliers take numpy operands "
+                             "(the sparse part is applied on the host)")
+        S = self.outliers.to_csr()
+        out += (S.T @ x) if trans else (S @ x)
         return out
 
     def _product(self, xp, trans):
@@ -792,6 +827,7 @@ class HMatrix:
         self.__dict__.setdefault("_halves", None)
         self.__dict__.setdefault("error_exp", 0)          # pickled before scaled errors
         self.__dict__.setdefault("encoding", None)        # pickled before low precision
+        self.__dict__.setdefault("outliers", None)        # pickled before sparse outliers
 
     def __matmul__(self, other):
         if isinstance(other, (HMatrix, LinearOperator)):
@@ -907,7 +943,11 @@ class HMatrix:
                       self.offset, data.astype(self.dtype, copy=False), self.block_err2 * c * c,
                       self.block_norm2 * c * c, self.tol, norm=self.norm * abs(c),
                       params=self.params, symmetric=self.symmetric,
-                      error_exp=self.error_exp, _trusted=True)
+                      error_exp=self.error_exp,
+                      encoding=_reencoded(self._factor_kind, self,
+                                         data.astype(self.dtype, copy=False)),
+                      outliers=None if self.outliers is None else self.outliers.scaled(c),
+                      _trusted=True)
         return out.to(self.device)
 
     @property
@@ -924,7 +964,7 @@ class HMatrix:
                            self.row_stop, self.col_start, self.col_stop, self.rank, self.offset,
                            self.data, self.block_err2, self.block_norm2, self.tol,
                            norm=self.norm, params=self.params, source=self._source,
-                           symmetric=True, error_exp=self.error_exp,
+                           symmetric=True, error_exp=self.error_exp, encoding=self.encoding,
                            _trusted=True).to(self.device)
         data = cpu.transpose_data(self.data, self.row_start, self.row_stop, self.col_start,
                                   self.col_stop, self.rank, self.offset)
@@ -932,7 +972,9 @@ class HMatrix:
                     self.col_start, self.col_stop, self.row_start, self.row_stop,
                     self.rank, self.offset, data, self.block_err2, self.block_norm2,
                     self.tol, norm=self.norm, params=self.params, error_exp=self.error_exp,
+                    outliers=None if self.outliers is None else self.outliers.transpose(),
                     _trusted=True)
+        t.encoding = _reencoded(self._factor_kind, t, data)
         return t.to(self.device)
 
     @property
@@ -1084,9 +1126,14 @@ class HMatrix:
             Dp += cpu.hm_to_dense(strict.data, strict.row_start, strict.row_stop,
                                   strict.col_start, strict.col_stop, strict.rank,
                                   strict.offset, self.shape[0], self.shape[1]).T
-        out = np.empty(self.shape, dtype=self.dtype if dtype is None else dtype)
+        if self.outliers is None:
+            out = np.empty(self.shape, dtype=self.dtype if dtype is None else dtype)
+            out[np.ix_(self.row_perm, self.col_perm)] = Dp
+            return out
+        out = np.empty(self.shape)
         out[np.ix_(self.row_perm, self.col_perm)] = Dp
-        return out
+        out += self.outliers.to_csr().toarray()
+        return out.astype(self.dtype if dtype is None else dtype, copy=False)
 
     # ------------------------------------------------------------ properties
     @property
@@ -1130,10 +1177,13 @@ class HMatrix:
         counts its stored blocks and the slabs of its matvec; the schedules
         that a matmat builds on first use are working memory, not counted.
         Low-precision numbers (``factor_dtype``) count as stored, codes and
-        scales, not as their decoded working copy (:mod:`hmnumba.storage`)."""
+        scales, not as their decoded working copy (:mod:`hmnumba.storage`);
+        sparse outliers count their three CSR arrays."""
         perms = [p for p, identity in ((self.row_perm, self._identity_rows),
                                        (self.col_perm, self._identity_cols)) if not identity]
         numbers = self.data.nbytes if self.encoding is None else self.encoding.nbytes
+        if self.outliers is not None:
+            numbers += self.outliers.nbytes
         if self.symmetric:
             arrays = [*perms, self.slab_ptr]
         else:
@@ -1141,6 +1191,10 @@ class HMatrix:
                       *self.col_sched]
         arrays += [getattr(self, name) for name in _BLOCK_ARRAYS]
         return numbers + int(sum(a.nbytes for a in arrays))
+
+    @property
+    def _factor_kind(self):
+        return None if self.encoding is None else self.encoding.kind
 
     @property
     def dense_nbytes(self) -> int:
@@ -1173,6 +1227,9 @@ class HMatrix:
                             + ("(one float32 scale per factor column or dense row)"
                                if self.encoding.kind == "int8" else "(one power-of-two scale)")
                             + ", rounding counted in the error bound")
+        if self.outliers is not None:
+            lines.insert(1, f"  outliers      {self.outliers.nnz} entries stored exactly in CSR "
+                            f"({self.outliers.nbytes / 1e6:.3f} MB), W = S + H")
         if "factor_dtype_fallback" in self.params:
             lines.insert(1, f"  numbers       {self.params['factor_dtype_fallback']}")
         if self.symmetric:
@@ -1329,6 +1386,69 @@ def _low_precision(candidates, As, Ap, exp, tol, factor_dtype):
             f"{factor_dtype} storage cannot meet tol={tol:g}: kept at full precision")
     best.params["build_seconds"] = seconds + time.perf_counter() - t_start
     return best
+
+
+def _check_outliers(outliers, symmetric, size):
+    """Validate ``outliers`` of :meth:`HMatrix.from_dense`."""
+    if symmetric:
+        raise ValueError("outliers cannot be combined with symmetric=True (S would have to "
+                         "be symmetric too): pass outliers=None")
+    if isinstance(outliers, str):
+        return val.check_choice(outliers, "outliers", ("auto",))
+    if isinstance(outliers, (bool, np.bool_)) or not isinstance(outliers, numbers.Integral):
+        raise TypeError(f"outliers must be None, 'auto' or an int, got "
+                        f"{type(outliers).__name__}")
+    if not 0 <= outliers <= size:
+        raise ValueError(f"outliers must be between 0 and A.size = {size}, got {outliers}")
+    return int(outliers)
+
+
+def _with_outliers(cls, A, tol, outliers, options):
+    """``A = S + H``: the cheapest over the candidate counts (see
+    :meth:`HMatrix.from_dense`), ``H`` built from ``A - S`` at the relative
+    tolerance that gives it all of the absolute budget ``tol ||A||_F``."""
+    t_start = time.perf_counter()
+    A64 = A.astype(np.float64, copy=False)
+    norm = float(np.linalg.norm(A64))
+    if not math.isfinite(norm) or _scaled_input(A)[1]:
+        counts = [0]   # extreme magnitudes: no split (see _scaled_input)
+    else:
+        counts = outlier_counts(A) if outliers == "auto" else [outliers]
+    best = None
+    for count in counts:
+        S, R = split_outliers(A, count, tol)
+        r_norm = float(np.linalg.norm(R.astype(np.float64, copy=False)))
+        if count and r_norm == 0.0:
+            continue
+        # ||R - H|| <= tol_r ||R|| = tol ||A|| (a hair less, for the rounding
+        # of this quotient); tol_r below 1 as from_dense requires.
+        tol_r = min(tol * norm / r_norm * (1.0 - 1e-12), 1.0 - 1e-9) if count else tol
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CompressionWarning)
+            H = cls.from_dense(R if count else A, tol=tol_r, **options)
+        if count:
+            H.outliers, H.tol, H.norm = S, tol, norm
+            H.params.update(tol=tol, outliers=count, outlier_tol=tol_r)
+        if best is None or H.nbytes < best.nbytes:
+            best = H
+    best.params["build_seconds"] = time.perf_counter() - t_start
+    warn_if_larger_than_dense(best.compression_ratio, best.nbytes, best.dense_nbytes,
+                              stacklevel=4)
+    return best
+
+
+def _reencoded(kind, H, data):
+    """The low-precision form of ``data`` (numbers of an HMatrix laid out
+    as ``H``'s blocks) in ``kind`` when it holds ``data`` exactly (a
+    transpose of float16 numbers, say), else None: the result is then
+    stored at full precision and counted so."""
+    if kind is None:
+        return None
+    runs = run_lengths(H.row_start, H.row_stop, H.col_start, H.col_stop, H.rank)
+    enc = encode(data, runs, kind, data.dtype)
+    if enc is None or not np.array_equal(enc.decode(runs), data):
+        return None
+    return enc
 
 
 def _encoded(G, As, Ap, kind):

@@ -152,11 +152,15 @@ _DATA_DTYPES = {"float32": "<f4", "float64": "<f8"}
 _HEADER_KEYS = {"format", "format_version", "writer", "dtype", "shape", "n_blocks", "tol",
                 "norm", "params", "payload_offset", "payload_nbytes", "payload_sha256",
                 "arrays"}
-_OPTIONAL_HEADER_KEYS = {"symmetric", "error_exp", "factor_dtype", "factor_scale_exp"}
+_OPTIONAL_HEADER_KEYS = {"symmetric", "error_exp", "factor_dtype", "factor_scale_exp",
+                         "outliers"}
 # Low-precision numbers (hmnumba.storage): the file dtype of ``data``, and
 # for int8 one float32 scale per run in the extra array ``data_scales``.
 _FACTOR_CODES = {"float16": "<f2", "int8": "|i1"}
 _SCALES = ("data_scales", "<f4", "runs")
+# Sparse outliers (W = S + H): S in CSR, original row and column order.
+_OUTLIERS = (("outlier_indptr", _INT32, "m+1"), ("outlier_indices", _INT32, "nnz"),
+             ("outlier_values", None, "nnz"))
 # Pairs (row segment, block) examined at once by the tiling check.
 _TILING_CHUNK = 1 << 22
 # Most entries a row or column schedule may have (the products materialise
@@ -245,6 +249,12 @@ def save(H: HMatrix, path: str | os.PathLike) -> None:
             _FACTOR_CODES[enc.kind])
         if enc.kind == "int8":
             arrays["data_scales"] = np.ascontiguousarray(enc.scales, _SCALES[1])
+    S = getattr(H, "outliers", None)
+    if S is not None:
+        arrays["outlier_indptr"] = np.ascontiguousarray(S.indptr, _INT32)
+        arrays["outlier_indices"] = np.ascontiguousarray(S.indices, _INT32)
+        arrays["outlier_values"] = np.ascontiguousarray(S.values, data_le)
+        _check_outliers(m, n, arrays, "the HMatrix to save")
     header, layout, payload_nbytes = _layout(arrays)
     digest = hashlib.sha256()
     for chunk in _payload_chunks(arrays, layout, payload_nbytes):
@@ -262,6 +272,8 @@ def save(H: HMatrix, path: str | os.PathLike) -> None:
         header["factor_dtype"] = enc.kind
         if enc.kind == "float16":
             header["factor_scale_exp"] = int(enc.scale_exp)
+    if S is not None:
+        header["outliers"] = S.nnz
     # payload_offset depends on the header length, which depends on it:
     # iterate to the fixed point (at most a couple of rounds).
     header["payload_offset"] = 0
@@ -521,17 +533,46 @@ def load(path: str | os.PathLike) -> HMatrix:
     symmetric = header.get("symmetric", False)
     _check_structure(m, n, arrays, where, symmetric)
     encoding = _decode(header, arrays, where)
+    outliers = None
+    if "outliers" in header:
+        _check_outliers(m, n, arrays, where)
+        from hmnumba.storage import SparseOutliers
+        outliers = SparseOutliers((m, n), arrays.pop("outlier_indptr").astype(np.int32),
+                                  arrays.pop("outlier_indices").astype(np.int32),
+                                  np.ascontiguousarray(arrays.pop("outlier_values")))
     from hmnumba.hmatrix import HMatrix
     return HMatrix((m, n), tol=header["tol"], norm=header["norm"], params=header["params"],
                    symmetric=symmetric, error_exp=header.get("error_exp", 0),
-                   encoding=encoding, _trusted=True, **arrays)
+                   encoding=encoding, outliers=outliers, _trusted=True, **arrays)
+
+
+def _check_outliers(m, n, a, where):
+    """CSR of the sparse part: ``indptr`` from 0 to nnz, non-decreasing;
+    column indices in ``[0, n)``, strictly increasing in each row; finite values."""
+    indptr, indices = a["outlier_indptr"], a["outlier_indices"]
+    nnz = a["outlier_values"].size
+    if (indptr.size != m + 1 or indptr[0] != 0 or indptr[-1] != nnz or indices.size != nnz
+            or np.any(np.diff(indptr) < 0)):
+        raise ValueError(f"{where}: outlier_indptr must rise from 0 to the {nnz} outliers "
+                         f"over {m} rows")
+    if nnz and (indices.min() < 0 or indices.max() >= n):
+        raise ValueError(f"{where}: outlier_indices must lie in [0, {n})")
+    starts = np.zeros(nnz, bool)
+    starts[indptr[:-1][np.diff(indptr) > 0]] = True
+    if nnz > 1 and np.any((np.diff(indices.astype(np.int64)) <= 0) & ~starts[1:]):
+        raise ValueError(f"{where}: outlier_indices must increase within each row")
+    if not np.all(np.isfinite(a["outlier_values"])):
+        raise ValueError(f"{where}: outlier_values contains NaN or infinity")
 
 
 def _array_table(header):
     """The arrays of a file with this header, in file order."""
+    table = _ARRAYS
     if header.get("factor_dtype") == "int8":
-        return _ARRAYS + (_SCALES,)
-    return _ARRAYS
+        table += (_SCALES,)
+    if "outliers" in header:
+        table += _OUTLIERS
+    return table
 
 
 def _decode(header, arrays, where):
@@ -695,7 +736,10 @@ def _check_header(h, size, hlen, where):
     if not isinstance(specs, dict) or set(specs) != {a[0] for a in table}:
         names = sorted(specs) if isinstance(specs, dict) else specs
         bad(f"arrays must name exactly {[a[0] for a in table]}, got {_short(names)}")
-    lengths = {"m": shape[0], "n": shape[1], "b": n_blocks}
+    n_out = h.get("outliers", 0)
+    if not _is_int(n_out) or not 0 <= n_out <= shape[0] * shape[1]:
+        bad(f"outliers must be an integer between 0 and m * n, got {_short(n_out)}")
+    lengths = {"m": shape[0], "n": shape[1], "b": n_blocks, "m+1": shape[0] + 1, "nnz": n_out}
     pos = 0
     for name, code, length in table:
         spec = specs[name]

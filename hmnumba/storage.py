@@ -157,3 +157,155 @@ def encode(data: np.ndarray, runs: np.ndarray, kind: str, dtype) -> LowPrecision
     codes = np.clip(np.round(x / np.repeat(scale.astype(np.float64), runs)),
                     -_INT8_MAX, _INT8_MAX).astype(np.int8)
     return LowPrecision("int8", codes, scale, 0, np.dtype(dtype).name)
+
+
+@dataclass(frozen=True, eq=False)
+class SparseOutliers:
+    """The sparse part ``S`` of ``W = S + H`` (``outliers=`` of
+    :meth:`HMatrix.from_dense`), in CSR form with int32 indices, in the
+    matrix's own row and column order (no permutation).
+
+    ``S`` holds chosen entries of ``W`` exactly, so the error of ``S + H``
+    is the error of ``H`` against ``W - S``; ``nbytes`` counts all three
+    arrays.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba.storage import split_outliers
+    >>> W = np.array([[0.1, 9.0], [0.2, 0.3]])
+    >>> S, R = split_outliers(W, 1)
+    >>> S.to_csr().toarray().tolist(), R.tolist(), S.nbytes
+    ([[0.0, 9.0], [0.0, 0.0]], [[0.1, 0.0], [0.2, 0.3]], 24)
+    """
+
+    shape: tuple
+    indptr: np.ndarray
+    indices: np.ndarray
+    values: np.ndarray
+
+    @property
+    def nnz(self) -> int:
+        return int(self.values.size)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.indptr.nbytes + self.indices.nbytes + self.values.nbytes)
+
+    def to_csr(self):
+        """A ``scipy.sparse.csr_array`` view of ``S`` (int32 indices kept)."""
+        from scipy.sparse import csr_array
+        return csr_array((self.values, self.indices, self.indptr), shape=self.shape)
+
+    def transpose(self) -> SparseOutliers:
+        """``S.T``, in CSR form again."""
+        return _from_csr(self.to_csr().T.tocsr())
+
+    def scaled(self, c) -> SparseOutliers:
+        """``c * S``."""
+        return SparseOutliers(self.shape, self.indptr, self.indices,
+                              (self.values * np.asarray(c, self.values.dtype)).astype(
+                                  self.values.dtype, copy=False))
+
+    def rows(self, perm, p0, p1, col_perm) -> SparseOutliers:
+        """Rows ``perm[p0:p1]`` of ``S`` with columns in the order ``col_perm``."""
+        inverse = np.empty_like(col_perm)
+        inverse[col_perm] = np.arange(col_perm.size)
+        part = self.to_csr()[perm[p0:p1]].tocoo()
+        from scipy.sparse import csr_array
+        return _from_csr(csr_array((part.data, (part.row, inverse[part.col])),
+                                   shape=(p1 - p0, self.shape[1])))
+
+
+def _from_csr(csr) -> SparseOutliers:
+    csr.sum_duplicates()
+    csr.sort_indices()
+    return SparseOutliers(tuple(int(s) for s in csr.shape), csr.indptr.astype(np.int32),
+                          csr.indices.astype(np.int32), np.ascontiguousarray(csr.data))
+
+
+# Largest min(m, n) for which split_outliers fills the holes that S leaves
+# in W - S by low-rank imputation (a dense SVD per sweep); above, S takes
+# the entries of W as they are.
+FILL_MAX_SIDE = 1024
+FILL_SWEEPS = 4
+
+
+def split_outliers(W: np.ndarray, count: int, tol: float = 0.0):
+    """``(S, R)`` with ``S + R = W`` exactly: ``S`` is nonzero on the
+    ``count`` entries of largest magnitude (ties broken by position).
+
+    Taking these entries out whole would leave holes (zeros) in ``R`` that
+    break its low rank. Instead ``R`` keeps, at those positions, a low-rank
+    estimate: ``FILL_SWEEPS`` sweeps of SVD imputation at relative
+    tolerance ``tol`` (for ``min(m, n) <= FILL_MAX_SIDE`` and ``tol > 0``),
+    and ``S`` the rest. The split is exact entry by entry: where
+    ``W - S`` would round, the entry goes to ``S`` whole.
+    """
+    m, n = W.shape
+    flat = np.abs(W).ravel()
+    count = int(min(max(count, 0), flat.size))
+    if count:
+        # stable sort on -|w|: the largest first, equal magnitudes by position
+        idx = np.sort(np.argsort(-flat, kind="stable")[:count])
+    else:
+        idx = np.zeros(0, np.int64)
+    w = W.ravel()[idx]
+    fill = _low_rank_fill(W, idx, tol) if count and tol > 0 else np.zeros_like(w)
+    sv = (w - fill).astype(W.dtype)
+    r = (w - sv).astype(W.dtype)
+    # Exact iff the rounding error of r = w - sv is zero (Knuth's TwoSum).
+    bb = r - w
+    inexact = ((w - (r - bb)) + (-sv - bb)) != 0
+    sv[inexact] = w[inexact]
+    r[inexact] = 0
+    rows, cols = np.divmod(idx, n)
+    indptr = np.zeros(m + 1, np.int32)
+    np.cumsum(np.bincount(rows, minlength=m), out=indptr[1:])
+    S = SparseOutliers((m, n), indptr, cols.astype(np.int32), sv)
+    R = W.copy()
+    R.ravel()[idx] = r
+    return S, R
+
+
+def _low_rank_fill(W, idx, tol):
+    """Values at ``idx`` of a low-rank approximation of ``W`` with those
+    entries unknown (SVD imputation)."""
+    m, n = W.shape
+    if min(m, n) > FILL_MAX_SIDE:
+        return np.zeros(idx.size)
+    R = W.astype(np.float64)
+    R.ravel()[idx] = 0.0
+    fill = np.zeros(idx.size)
+    for _ in range(FILL_SWEEPS):
+        U, s, Vt = np.linalg.svd(R, full_matrices=False)
+        # The rank: at the widest gap of the spectrum among those that leave
+        # more than tol of it out (spikes and holes blur the tail, not the gap).
+        tail = np.sqrt(np.cumsum((s ** 2)[::-1]))[::-1]   # tail[k] = ||s[k:]||
+        k_max = max(min(int(np.count_nonzero(tail > tol * tail[0])), min(m, n) // 4), 1)
+        ratio = s[:k_max] / np.maximum(s[1:k_max + 1], np.finfo(np.float64).tiny)
+        k = int(np.argmax(ratio)) + 1 if ratio.size else 1
+        rows, cols = np.divmod(idx, n)
+        fill = np.einsum("ik,ik->i", U[rows, :k] * s[:k], Vt[:k, cols].T)
+        R.ravel()[idx] = fill
+    return fill
+
+
+# Outlier thresholds tried by outliers="auto", in robust standard deviations
+# (1.4826 * median |w|, the normal-consistent median absolute value).
+OUTLIER_SIGMAS = (3.0, 4.5, 7.0, 12.0)
+
+
+def outlier_counts(W: np.ndarray) -> list:
+    """Candidate counts for ``outliers="auto"``: 0 and the number of entries
+    above each robust threshold of ``OUTLIER_SIGMAS``, at most a quarter of
+    the entries (beyond that CSR stores more than the dense array)."""
+    a = np.abs(W.astype(np.float64, copy=False)).ravel()
+    sigma = 1.4826 * float(np.median(a))
+    counts = {0}
+    if sigma > 0:
+        for k in OUTLIER_SIGMAS:
+            c = int(np.count_nonzero(a > k * sigma))
+            if 0 < c <= a.size // 4:
+                counts.add(c)
+    return sorted(counts)

@@ -143,3 +143,70 @@ def test_run_lengths_follow_the_packed_layout():
     c1 = np.array([2, 6])
     runs = run_lengths(r0, r1, c0, c1, np.array([-1, 2]))
     assert runs.tolist() == [2, 2, 2, 3, 3, 4, 4]
+
+
+# ---------------------------------------------------------------- outliers
+
+
+def _spiky(m=256, n=192, rank=6, seed=0, dtype=np.float64):
+    """A low-rank array with 1 % large spikes."""
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((m, rank)) @ rng.standard_normal((rank, n))
+    idx = rng.choice(m * n, m * n // 100, replace=False)
+    W.ravel()[idx] += rng.choice([-1.0, 1.0], idx.size) * 30 * W.std()
+    return W.astype(dtype)
+
+
+def _pruned_nbytes(W, e):
+    """Bytes of PruningCompressor at the largest sparsity meeting ``e``."""
+    from hmnumba.baselines import PruningCompressor
+    sq = np.sort(np.abs(W).ravel()) ** 2
+    n_drop = int(np.searchsorted(np.cumsum(sq), (e * np.linalg.norm(W)) ** 2, side="right"))
+    p = PruningCompressor(sparsity=min(n_drop, W.size - 1) / W.size).fit(W)
+    assert p.relative_error_ <= e
+    return p.nbytes_
+
+
+@pytest.mark.parametrize("tol", [1e-1, 1e-2])
+def test_outliers_beat_pruning_and_plain_h_twice_on_spiky_low_rank(tol):
+    W = _spiky()
+    H = HMatrix.from_dense(W, tol=tol, outliers="auto", random_state=0)
+    plain = HMatrix.from_dense(W, tol=tol, random_state=0)
+    assert H.outliers is not None and H.params["outliers"] == H.outliers.nnz
+    err = np.linalg.norm(H.to_dense() - W) / np.linalg.norm(W)
+    assert err <= tol * (1 + 1e-9) and H.error_bound <= tol
+    assert np.isclose(err, H.error_bound, rtol=1e-6)
+    assert 2 * H.nbytes <= plain.nbytes
+    assert 2 * H.nbytes <= _pruned_nbytes(W, tol)
+    assert "outliers" in H.summary()
+
+
+def test_outliers_in_products_transpose_file_and_pickle(tmp_path):
+    W = _spiky(96, 80, 3, seed=1, dtype=np.float32)
+    H = HMatrix.from_dense(W, tol=5e-2, outliers=40, factor_dtype="float16")
+    assert H.outliers.nnz == 40 and H.outliers.indices.dtype == np.int32
+    D = H.to_dense(np.float64)
+    rng = np.random.default_rng(0)
+    x, X, y = rng.standard_normal(80), rng.standard_normal((80, 3)), rng.standard_normal(96)
+    assert np.allclose(H @ x, D @ x, rtol=1e-4, atol=1e-3)
+    assert np.allclose(H @ X, D @ X, rtol=1e-4, atol=1e-3)
+    assert np.allclose(H.T @ y, D.T @ y, rtol=1e-4, atol=1e-3)
+    assert np.allclose((-H).to_dense(np.float64), -D)
+    assert np.allclose(H.T.to_dense(np.float64), D.T)
+    path = os.fspath(tmp_path / "s.hmz")
+    H.save(path)
+    for G in (load(path), pickle.loads(pickle.dumps(H))):
+        assert G.nbytes == H.nbytes and G.outliers.nnz == 40
+        assert np.array_equal(G @ X.astype(np.float32), H @ X.astype(np.float32))
+
+
+def test_outliers_validation():
+    W = _spiky(40, 40, 2)
+    with pytest.raises(ValueError, match="outliers"):
+        HMatrix.from_dense(W, outliers=-1)
+    with pytest.raises(ValueError, match="outliers"):
+        HMatrix.from_dense(W, outliers="many")
+    with pytest.raises(TypeError, match="outliers"):
+        HMatrix.from_dense(W, outliers=2.5)
+    with pytest.raises(ValueError, match="symmetric"):
+        HMatrix.from_dense(W + W.T, outliers=3, symmetric=True)
