@@ -238,6 +238,12 @@ class HMatrixCompressor(BaseCompressor):
         (``hmatrix_.summary()`` says which won; see
         :meth:`HMatrix.from_dense`). ``transform`` still computes in the
         input's dtype.
+    outliers : None, "auto" or int, default=None
+        Store ``W = S + H`` with the largest entries in a sparse part ``S``
+        (CSR, counted in ``nbytes_``) and the bound covering ``S + H``;
+        ``"auto"`` picks the count that stores fewest bytes, 0 included.
+        With ``factor_dtype="auto"`` too, the result is the cheapest of
+        every storage option at ``tol`` (see :meth:`HMatrix.from_dense`).
 
     Attributes
     ----------
@@ -294,7 +300,8 @@ class HMatrixCompressor(BaseCompressor):
                  eta: float = 2.0, cluster: str = "pca", method: str = "aca",
                  max_rank: int | None = None, backend: str = "auto", n_jobs: int | None = None,
                  random_state: int | np.random.RandomState | None = None,
-                 structure: str = "auto", factor_dtype: str | None = None) -> None:
+                 structure: str = "auto", factor_dtype: str | None = None,
+                 outliers: int | str | None = None) -> None:
         self.tol = tol
         self.leaf_size = leaf_size
         self.admissibility = admissibility
@@ -307,6 +314,7 @@ class HMatrixCompressor(BaseCompressor):
         self.random_state = random_state
         self.structure = structure
         self.factor_dtype = factor_dtype
+        self.outliers = outliers
 
     def _check_params(self):
         val.check_choice(self.admissibility, "admissibility", ("adaptive", "weak"))
@@ -323,7 +331,7 @@ class HMatrixCompressor(BaseCompressor):
                                cluster=self.cluster, method=self.method,
                                max_rank=self.max_rank, random_state=seed,
                                structure=self.structure, factor_dtype=self.factor_dtype,
-                               **options)
+                               outliers=self.outliers, **options)
         self._place(H)
         self.hmatrix_ = H
         self.error_bound_ = H.error_bound

@@ -45,8 +45,8 @@ from hmnumba.backend import resolve_backend
 from hmnumba.kernels import cpu
 from hmnumba.kernels.functions import KernelFunction, UserKernel
 from hmnumba.kernels.lowprec import packed_block_errors2
-from hmnumba.storage import (FACTOR_DTYPES, encode, outlier_counts, run_lengths,
-                             split_outliers)
+from hmnumba.storage import (FACTOR_DTYPES, FILL_MAX_SIDE, encode, outlier_counts,
+                             run_lengths, split_outliers)
 from hmnumba.kernels.symmetric import SYMMETRIC_SLABS, symmetric_hmatvec, symmetric_slabs
 
 # From this many right-hand sides on, products use BLAS block products
@@ -285,9 +285,11 @@ class HMatrix:
             ``A - S`` to the same absolute error, so the bound
             ``||A - (S + H)||_F <= tol ||A||_F`` holds exactly. A few large
             spikes make a low-rank matrix full rank; taken out, ``H``
-            stays small. ``"auto"``: the count, among 0 and the entries above
-            3, 4.5, 7 and 12 robust standard deviations, that stores fewest
-            bytes (one build each). Not with ``symmetric=True``.
+            stays small. ``"auto"``: among the entries above 3, 4.5, 7 and
+            12 robust standard deviations, the count for which ``S`` and a
+            truncated SVD of ``A - S`` store least (one SVD each), built
+            and kept if it stores less than no split; no split where
+            ``min(m, n) > 1024``. Not with ``symmetric=True``.
 
         Returns
         -------
@@ -1404,28 +1406,29 @@ def _check_outliers(outliers, symmetric, size):
 
 
 def _with_outliers(cls, A, tol, outliers, options):
-    """``A = S + H``: the cheapest over the candidate counts (see
-    :meth:`HMatrix.from_dense`), ``H`` built from ``A - S`` at the relative
-    tolerance that gives it all of the absolute budget ``tol ||A||_F``."""
+    """``A = S + H``, ``H`` built from ``A - S`` at the relative tolerance
+    that gives it all of the absolute budget ``tol ||A||_F``. For
+    ``outliers="auto"`` the candidate counts are ranked by what a truncated
+    SVD of ``A - S`` at that tolerance would store with ``S`` (one SVD each,
+    no build), and the best is built and kept if it stores less than
+    ``A`` without a sparse part."""
     t_start = time.perf_counter()
-    A64 = A.astype(np.float64, copy=False)
-    norm = float(np.linalg.norm(A64))
+    norm = float(np.linalg.norm(A.astype(np.float64, copy=False)))
     if not math.isfinite(norm) or _scaled_input(A)[1]:
         counts = [0]   # extreme magnitudes: no split (see _scaled_input)
+    elif outliers == "auto":
+        counts = [0, _best_outlier_count(A, tol, norm)]
     else:
-        counts = outlier_counts(A) if outliers == "auto" else [outliers]
+        counts = [outliers]
     best = None
-    for count in counts:
-        S, R = split_outliers(A, count, tol)
-        r_norm = float(np.linalg.norm(R.astype(np.float64, copy=False)))
-        if count and r_norm == 0.0:
+    for count in dict.fromkeys(counts):
+        split = _split(A, count, tol, norm)
+        if split is None:
             continue
-        # ||R - H|| <= tol_r ||R|| = tol ||A|| (a hair less, for the rounding
-        # of this quotient); tol_r below 1 as from_dense requires.
-        tol_r = min(tol * norm / r_norm * (1.0 - 1e-12), 1.0 - 1e-9) if count else tol
+        S, R, tol_r = split
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CompressionWarning)
-            H = cls.from_dense(R if count else A, tol=tol_r, **options)
+            H = cls.from_dense(R, tol=tol_r, **options)
         if count:
             H.outliers, H.tol, H.norm = S, tol, norm
             H.params.update(tol=tol, outliers=count, outlier_tol=tol_r)
@@ -1434,6 +1437,41 @@ def _with_outliers(cls, A, tol, outliers, options):
     best.params["build_seconds"] = time.perf_counter() - t_start
     warn_if_larger_than_dense(best.compression_ratio, best.nbytes, best.dense_nbytes,
                               stacklevel=4)
+    return best
+
+
+def _split(A, count, tol, norm):
+    """``(S, R, tol_r)`` for ``count`` outliers (``R = A``, no ``S`` for 0),
+    or None when nothing would be left for ``H``."""
+    if count == 0:
+        return None, A, tol
+    S, R = split_outliers(A, count, tol)
+    r_norm = float(np.linalg.norm(R.astype(np.float64, copy=False)))
+    if r_norm == 0.0:
+        return None
+    # ||R - H|| <= tol_r ||R|| = tol ||A|| (a hair less, for the rounding of
+    # this quotient); tol_r below 1 as from_dense requires.
+    return S, R, min(tol * norm / r_norm * (1.0 - 1e-12), 1.0 - 1e-9)
+
+
+def _best_outlier_count(A, tol, norm):
+    """The candidate count (:func:`hmnumba.storage.outlier_counts`) whose
+    ``S`` plus a truncated SVD of ``A - S`` at its tolerance stores least."""
+    m, n = A.shape
+    best, best_bytes = 0, math.inf
+    if min(m, n) > FILL_MAX_SIDE:   # a dense SVD per candidate: too slow, no split
+        return 0
+    for count in outlier_counts(A)[1:]:
+        split = _split(A, count, tol, norm)
+        if split is None:
+            continue
+        S, R, tol_r = split
+        s = np.linalg.svd(R.astype(np.float64, copy=False), compute_uv=False)
+        tail2 = np.cumsum((s ** 2)[::-1])[::-1]     # tail2[k] = ||s[k:]||**2
+        k = int(np.count_nonzero(tail2 > (tol_r ** 2) * tail2[0]))
+        stored = S.nbytes + min(k * (m + n), m * n) * A.dtype.itemsize
+        if stored < best_bytes:
+            best, best_bytes = count, stored
     return best
 
 

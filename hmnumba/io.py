@@ -49,6 +49,14 @@ header field        meaning
                     ``block_norm2`` are in units of ``4**e`` (inputs of
                     extreme magnitude, see :attr:`hmnumba.HMatrix.error_exp`);
                     optional, absent means 0
+``factor_dtype``    ``"float16"`` or ``"int8"``: ``data`` holds low-precision
+                    codes (:mod:`hmnumba.storage`), decoded on load to
+                    ``dtype``; optional, absent means ``data`` is ``dtype``
+``factor_exp``      integer ``s``, ``|s| <= 1100``: float16 ``data`` is
+                    ``half * 2**s``; optional, absent means 0
+``outliers``        number ``nnz`` of entries of the sparse part ``S`` of
+                    ``W = S + H`` (three extra arrays below); optional,
+                    absent means no sparse part
 ==================  =========================================================
 
 "int" is ``<i4`` or ``<i8``: :func:`save` writes ``<i4`` wherever the values
@@ -74,6 +82,17 @@ array              dtype      shape       content
                    ``<f8``                then ``V^T (k x n_b)``; dense block
                                           ``m_b x n_b`` row-major
 =================  =========  ==========  ==================================
+
+With ``factor_dtype``, ``data`` is ``<f2`` (float16) or ``|i1`` (int8
+codes), and int8 files add ``data_scales`` (``<f4``, one scale per run of
+``data``: a column of ``U``, of ``V``, a row of a dense block, in buffer
+order; ``value = code * scale``). With ``outliers``, three arrays follow:
+``outlier_indptr`` (``<i4``, ``(m + 1,)``), ``outlier_indices`` (``<i4``,
+``(nnz,)``, column indices increasing within each row) and
+``outlier_values`` (``dtype``, ``(nnz,)``): ``S`` in CSR form, in the
+matrix's own row and column order. Files without these fields are read as
+before; a reader older than these fields refuses them with the message
+about unexpected header fields. The format version stays 1.
 
 What :func:`load` checks, in this order: that the path is a regular file
 (a FIFO, device or directory is refused before it is read), the magic and version (a newer
@@ -152,7 +171,7 @@ _DATA_DTYPES = {"float32": "<f4", "float64": "<f8"}
 _HEADER_KEYS = {"format", "format_version", "writer", "dtype", "shape", "n_blocks", "tol",
                 "norm", "params", "payload_offset", "payload_nbytes", "payload_sha256",
                 "arrays"}
-_OPTIONAL_HEADER_KEYS = {"symmetric", "error_exp", "factor_dtype", "factor_scale_exp",
+_OPTIONAL_HEADER_KEYS = {"symmetric", "error_exp", "factor_dtype", "factor_exp",
                          "outliers"}
 # Low-precision numbers (hmnumba.storage): the file dtype of ``data``, and
 # for int8 one float32 scale per run in the extra array ``data_scales``.
@@ -271,7 +290,7 @@ def save(H: HMatrix, path: str | os.PathLike) -> None:
     if enc is not None:
         header["factor_dtype"] = enc.kind
         if enc.kind == "float16":
-            header["factor_scale_exp"] = int(enc.scale_exp)
+            header["factor_exp"] = int(enc.scale_exp)
     if S is not None:
         header["outliers"] = S.nnz
     # payload_offset depends on the header length, which depends on it:
@@ -587,7 +606,7 @@ def _decode(header, arrays, where):
     codes = arrays.pop("data")
     if kind == "float16":
         enc = LowPrecision(kind, codes.view(np.uint16), np.zeros(0, np.float32),
-                           header.get("factor_scale_exp", 0), header["dtype"])
+                           header.get("factor_exp", 0), header["dtype"])
     else:
         scales = arrays.pop("data_scales")
         if scales.size != runs.size or not np.all(np.isfinite(scales) & (scales > 0)):
@@ -727,9 +746,9 @@ def _check_header(h, size, hlen, where):
     kind = h.get("factor_dtype")
     if kind is not None and kind not in _FACTOR_CODES:
         bad(f"factor_dtype must be one of {sorted(_FACTOR_CODES)}, got {_short(kind)}")
-    scale_exp = h.get("factor_scale_exp", 0)
+    scale_exp = h.get("factor_exp", 0)
     if not _is_int(scale_exp) or abs(scale_exp) > 1100:
-        bad(f"factor_scale_exp must be an integer with |factor_scale_exp| <= 1100, got "
+        bad(f"factor_exp must be an integer with |factor_exp| <= 1100, got "
             f"{_short(scale_exp)}")
     table = _array_table(h)
     specs = h["arrays"]

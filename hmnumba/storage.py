@@ -212,9 +212,14 @@ class SparseOutliers:
         inverse = np.empty_like(col_perm)
         inverse[col_perm] = np.arange(col_perm.size)
         part = self.to_csr()[perm[p0:p1]].tocoo()
-        from scipy.sparse import csr_array
-        return _from_csr(csr_array((part.data, (part.row, inverse[part.col])),
-                                   shape=(p1 - p0, self.shape[1])))
+        return outliers_from_coo((p1 - p0, self.shape[1]), part.row, inverse[part.col],
+                                 part.data)
+
+
+def outliers_from_coo(shape, rows, cols, values) -> SparseOutliers:
+    """A :class:`SparseOutliers` from coordinates (no duplicates)."""
+    from scipy.sparse import csr_array
+    return _from_csr(csr_array((values, (rows, cols)), shape=shape))
 
 
 def _from_csr(csr) -> SparseOutliers:
@@ -228,7 +233,7 @@ def _from_csr(csr) -> SparseOutliers:
 # in W - S by low-rank imputation (a dense SVD per sweep); above, S takes
 # the entries of W as they are.
 FILL_MAX_SIDE = 1024
-FILL_SWEEPS = 4
+FILL_SWEEPS = 8
 
 
 def split_outliers(W: np.ndarray, count: int, tol: float = 0.0):
@@ -270,24 +275,28 @@ def split_outliers(W: np.ndarray, count: int, tol: float = 0.0):
 
 def _low_rank_fill(W, idx, tol):
     """Values at ``idx`` of a low-rank approximation of ``W`` with those
-    entries unknown (SVD imputation)."""
+    entries unknown (SVD imputation: one SVD picks the rank, then
+    ``FILL_SWEEPS`` sweeps of subspace iteration refit the unknown entries)."""
     m, n = W.shape
     if min(m, n) > FILL_MAX_SIDE:
         return np.zeros(idx.size)
     R = W.astype(np.float64)
     R.ravel()[idx] = 0.0
+    U, s, _ = np.linalg.svd(R, full_matrices=False)
+    # The rank: at the widest gap of the spectrum among those that leave
+    # more than tol of it out (spikes and holes blur the tail, not the gap).
+    tail = np.sqrt(np.cumsum((s ** 2)[::-1]))[::-1]   # tail[k] = ||s[k:]||
+    k_max = max(min(int(np.count_nonzero(tail > tol * tail[0])), min(m, n) // 4), 1)
+    ratio = s[:k_max] / np.maximum(s[1:k_max + 1], np.finfo(np.float64).tiny)
+    k = int(np.argmax(ratio)) + 1 if ratio.size else 1
+    Q = U[:, :k]
+    rows, cols = np.divmod(idx, n)
     fill = np.zeros(idx.size)
     for _ in range(FILL_SWEEPS):
-        U, s, Vt = np.linalg.svd(R, full_matrices=False)
-        # The rank: at the widest gap of the spectrum among those that leave
-        # more than tol of it out (spikes and holes blur the tail, not the gap).
-        tail = np.sqrt(np.cumsum((s ** 2)[::-1]))[::-1]   # tail[k] = ||s[k:]||
-        k_max = max(min(int(np.count_nonzero(tail > tol * tail[0])), min(m, n) // 4), 1)
-        ratio = s[:k_max] / np.maximum(s[1:k_max + 1], np.finfo(np.float64).tiny)
-        k = int(np.argmax(ratio)) + 1 if ratio.size else 1
-        rows, cols = np.divmod(idx, n)
-        fill = np.einsum("ik,ik->i", U[rows, :k] * s[:k], Vt[:k, cols].T)
+        C = Q.T @ R                       # R ~ Q C, rank k
+        fill = np.einsum("ik,ki->i", Q[rows], C[:, cols])
         R.ravel()[idx] = fill
+        Q = np.linalg.qr(R @ C.T)[0]      # one step of subspace iteration
     return fill
 
 

@@ -84,6 +84,7 @@ def test_int8_dense_block_matches_quantization_exactly():
     assert enc.nbytes == q.nbytes_
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(m=st.integers(16, 256), n=st.integers(16, 256), seed=st.integers(0, 2**31 - 1),
@@ -167,6 +168,7 @@ def _pruned_nbytes(W, e):
     return p.nbytes_
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tol", [1e-1, 1e-2])
 def test_outliers_beat_pruning_and_plain_h_twice_on_spiky_low_rank(tol):
     W = _spiky()
@@ -210,3 +212,39 @@ def test_outliers_validation():
         HMatrix.from_dense(W, outliers=2.5)
     with pytest.raises(ValueError, match="symmetric"):
         HMatrix.from_dense(W + W.T, outliers=3, symmetric=True)
+
+
+def test_cli_and_estimator_pick_the_cheapest_storage(tmp_path, capsys):
+    from hmnumba.cli import main
+    W = _spiky(64, 48, 2, seed=2)
+    np.save(tmp_path / "W.npy", W)
+    out = os.fspath(tmp_path / "W.hmz")
+    assert main(["compress", os.fspath(tmp_path / "W.npy"), "--tol", "1e-2",
+                 "--factor-dtype", "auto", "--outliers", "auto", "-o", out]) == 0
+    assert "outliers" in capsys.readouterr().out
+    H = load(out)
+    comp = HMatrixCompressor(tol=1e-2, factor_dtype="auto", outliers="auto",
+                             random_state=0).fit(W)
+    assert H.nbytes == comp.nbytes_
+    assert comp.nbytes_ <= HMatrixCompressor(tol=1e-2, random_state=0).fit(W).nbytes_
+    assert np.linalg.norm(H.to_dense() - W) <= 1e-2 * np.linalg.norm(W)
+
+
+def test_dask_parts_keep_low_precision_and_outliers():
+    distributed = pytest.importorskip("distributed")
+    from hmnumba.distributed import DistributedHMatrix
+    W = _spiky(128, 96, 3, seed=4)
+    H = HMatrix.from_dense(W, tol=1e-2, factor_dtype="float16", outliers=50,
+                           structure="hierarchical", cluster="index")
+    assert H.encoding is not None and H.outliers is not None
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        D = DistributedHMatrix.from_hmatrix(H, client, n_parts=2)
+        x = np.random.default_rng(0).standard_normal((96, 2))
+        y = np.random.default_rng(1).standard_normal(128)
+        assert np.allclose(D.matmat(x), H @ x)
+        assert np.allclose(D.rmatvec(y), H.T @ y)
+        G = D.gather()
+        assert G.nbytes == H.nbytes
+        assert np.array_equal(G.to_dense(), H.to_dense())
