@@ -138,6 +138,8 @@ def quantized(W):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=tuple(ARRAYS), default=tuple(ARRAYS))
+    parser.add_argument("--levels", nargs="+", type=float, default=LEVELS,
+                        help="target relative errors (default 0.1 0.01 0.001)")
     args = parser.parse_args(argv)
     print("| array | e | " + " | ".join(METHODS) + " | H won by |")
     print("|---|---|" + "---|" * (len(METHODS) + 1))
@@ -145,7 +147,7 @@ def main(argv=None):
         t = time.perf_counter()
         W = np.asarray(ARRAYS[name](), np.float64)
         quant = quantized(W)
-        for e in LEVELS:
+        for e in args.levels:
             res = measure(W, e, quant)
             for method, r in res.items():   # every reported error meets its target
                 assert r is None or r[1] <= e * (1 + 1e-9), (name, e, method, r)

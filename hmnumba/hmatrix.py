@@ -93,6 +93,13 @@ class HMatrix:
         Only the upper block triangle is stored (see the module docstring);
         every product, :meth:`to_dense`, :attr:`error_bound` and
         :attr:`nbytes` account for the mirrored blocks.
+    encoding : hmnumba.storage.LowPrecision or None
+        The stored form of ``data`` when ``factor_dtype`` was set (float16
+        or int8 codes, counted in :attr:`nbytes`); ``data`` is then its
+        decoded working copy. None: ``data`` is stored as it is.
+    outliers : hmnumba.storage.SparseOutliers or None
+        The sparse part ``S`` of ``A = S + H`` (``outliers=`` of
+        :meth:`from_dense`), added in every product and in :meth:`to_dense`.
     error_exp : int
         ``block_err2`` and ``block_norm2`` are in units of ``4**error_exp``
         (:attr:`block_errors` are absolute). 0, except for inputs of extreme
@@ -1370,8 +1377,8 @@ def _low_precision(candidates, As, Ap, exp, tol, factor_dtype):
             if shrink not in built:
                 built[shrink] = candidates(tol * shrink)
                 seconds += built[shrink][0].params["build_seconds"]
-            rounded = [E for E in (_encoded(G, As, Ap, kind) for G in built[shrink])
-                       if E is not None]
+            pairs = [(G, _encoded(G, As, Ap, kind)) for G in built[shrink]]
+            rounded = [E for _, E in pairs if E is not None]
             passing = [E for E in rounded if E.error_bound <= tol]
             if passing:
                 E = min(passing, key=lambda c: c.nbytes)
@@ -1379,7 +1386,11 @@ def _low_precision(candidates, As, Ap, exp, tol, factor_dtype):
                     best = E
                 break
             bound = min((E.error_bound for E in rounded), default=math.inf)
-            if bound > 0.9 * previous:   # the rounding dominates: ranks do not help
+            # The rounding's own share (about the same at every rank) alone
+            # exceeds tol, or shrinking stopped helping: ranks cannot fix it.
+            share = min((E.error_bound ** 2 - G.error_bound ** 2 for G, E in pairs
+                         if E is not None), default=math.inf)
+            if share > tol ** 2 or bound > 0.9 * previous:
                 break
             previous = bound
     if best is None:
