@@ -36,6 +36,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+__all__ = ["LowPrecision", "SparseOutliers", "encode", "run_lengths", "split_outliers",
+           "outlier_counts"]
+
 FACTOR_DTYPES = ("float16", "int8")
 
 # Largest magnitude after the float16 power-of-two scaling: below 2**15,
@@ -136,6 +139,15 @@ def encode(data: np.ndarray, runs: np.ndarray, kind: str, dtype) -> LowPrecision
 
     Returns ``None`` where the format cannot hold the numbers (a float32
     scale outside the normal float32 range).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba.storage import encode
+    >>> runs = np.array([3])
+    >>> enc = encode(np.array([1000.0, 0.5, -3.0]), runs, "float16", np.float64)
+    >>> enc.scale_exp, enc.decode(runs).tolist(), enc.nbytes
+    (-5, [1000.0, 0.5, -3.0], 6)
     """
     x = np.asarray(data, np.float64)
     if kind == "float16":
@@ -246,6 +258,16 @@ def split_outliers(W: np.ndarray, count: int, tol: float = 0.0):
     tolerance ``tol`` (for ``min(m, n) <= FILL_MAX_SIDE`` and ``tol > 0``),
     and ``S`` the rest. The split is exact entry by entry: where
     ``W - S`` would round, the entry goes to ``S`` whole.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba.storage import split_outliers
+    >>> W = np.outer(np.arange(1.0, 7.0), np.ones(5))
+    >>> W[2, 3] += 100.0
+    >>> S, R = split_outliers(W, 1, tol=1e-6)
+    >>> S.nnz, round(float(S.values[0])), bool(np.array_equal(S.to_csr().toarray() + R, W))
+    (1, 100, True)
     """
     m, n = W.shape
     flat = np.abs(W).ravel()
@@ -308,7 +330,17 @@ OUTLIER_SIGMAS = (3.0, 4.5, 7.0, 12.0)
 def outlier_counts(W: np.ndarray) -> list:
     """Candidate counts for ``outliers="auto"``: 0 and the number of entries
     above each robust threshold of ``OUTLIER_SIGMAS``, at most a quarter of
-    the entries (beyond that CSR stores more than the dense array)."""
+    the entries (beyond that CSR stores more than the dense array).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba.storage import outlier_counts
+    >>> W = np.random.default_rng(0).standard_normal((50, 40))
+    >>> W[0, :5] = 40.0
+    >>> outlier_counts(W)[0], 5 in outlier_counts(W)
+    (0, True)
+    """
     a = np.abs(W.astype(np.float64, copy=False)).ravel()
     sigma = 1.4826 * float(np.median(a))
     counts = {0}

@@ -33,6 +33,7 @@ INTERNAL = {
     "hmnumba.kernels.cpu": "numba kernels only (DESIGN.md section 1)",
     "hmnumba.kernels.cuda": "CUDA kernels and host wrappers only (DESIGN.md section 1)",
     "hmnumba.kernels.symmetric": "the matvec kernel behind a symmetric HMatrix (numba only)",
+    "hmnumba.kernels.lowprec": "the block-error kernel behind factor_dtype (numba only)",
     "hmnumba.kernels.functions": "re-exported by hmnumba.kernels (its __all__)",
     "hmnumba.pinn.layers": "re-exported by hmnumba.pinn (its __all__)",
     "hmnumba.pinn.network": "re-exported by hmnumba.pinn (its __all__)",
