@@ -9,7 +9,7 @@ each with its own numba cache, and compare the ratios::
     PYTHONPATH=CHECKOUT NUMBA_CACHE_DIR=CACHE python asv_benchmarks/run_transform_ab.py CHECKOUT
 """
 import sys
-import time
+import timeit
 
 import numpy as np
 
@@ -21,13 +21,8 @@ from hmnumba import HMatrixCompressor  # noqa: E402
 
 
 def median(fn, repeats=9):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    fn()   # warm-up (numba dispatch, caches)
+    return float(np.median(timeit.repeat(fn, number=1, repeat=repeats)))
 
 
 def main():
