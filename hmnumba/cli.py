@@ -150,13 +150,26 @@ def _compress(args):
             raise ValueError(f"{label}: expected a 2-D weight array, got shape {np.shape(W)}")
         H = HMatrix.from_dense(W, tol=args.tol, leaf_size=args.leaf_size, method=args.method,
                                cluster=args.cluster, random_state=args.seed,
-                               structure=args.structure)
+                               structure=args.structure,
+                               factor_dtype=None if args.factor_dtype == "none"
+                               else args.factor_dtype, outliers=args.outliers)
         save(H, targets[name])
         print(f"{label} {W.shape[0]}x{W.shape[1]} -> {targets[name]}: ratio "
               f"{H.compression_ratio:.2f}, error bound {H.error_bound:.2e}, "
               f"{H.params.get('stored_as', 'hierarchical')}, "
+              f"{H.encoding.kind if H.encoding is not None else H.dtype.name} numbers, "
+              f"{H.outliers.nnz if H.outliers is not None else 0} outliers, "
               f"{H.params['build_seconds']:.2f} s")
     return 0
+
+
+def _outlier_count(text):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a count, got {text!r}") from None
 
 
 def _read_weights(path):
@@ -335,6 +348,16 @@ def build_parser():
                       help="auto: the cheapest of the adaptive tree, one global low-rank "
                            "block and one dense block; hierarchical: the tree only "
                            "(default auto)")
+    comp.add_argument("--factor-dtype", choices=("none", "float16", "int8", "auto"),
+                      default="none",
+                      help="store factors and dense blocks as float16 or int8 codes with "
+                           "per-column scales, the rounding inside the error bound; auto: "
+                           "the cheapest of these and full precision (default none)")
+    comp.add_argument("--outliers", type=_outlier_count, default=None,
+                      help="store W = S + H with the largest entries in a sparse part S: "
+                           "a count, or auto for the count that stores fewest bytes; with "
+                           "--factor-dtype auto, the cheapest of every storage option "
+                           "(default none)")
     comp.set_defaults(func=_compress)
 
     info = sub.add_parser("info", help="describe an .hmz file (or a directory of them)",

@@ -231,6 +231,19 @@ class HMatrixCompressor(BaseCompressor):
         than :class:`~hmnumba.baselines.SVDCompressor` at the same ``tol``,
         nor more than ``W``;
         ``"hierarchical"`` keeps the tree (see :meth:`HMatrix.from_dense`).
+    factor_dtype : {None, "float16", "int8", "auto"}, default=None
+        Store factors and dense blocks in half precision or as 8-bit codes
+        with per-column scales, the rounding counted in the error bound;
+        ``"auto"`` keeps the cheapest of these and full precision
+        (``hmatrix_.summary()`` says which won; see
+        :meth:`HMatrix.from_dense`). ``transform`` still computes in the
+        input's dtype.
+    outliers : None, "auto" or int, default=None
+        Store ``W = S + H`` with the largest entries in a sparse part ``S``
+        (CSR, counted in ``nbytes_``) and the bound covering ``S + H``;
+        ``"auto"`` picks the count that stores fewest bytes, 0 included.
+        With ``factor_dtype="auto"`` too, the result is the cheapest of
+        every storage option at ``tol`` (see :meth:`HMatrix.from_dense`).
 
     Attributes
     ----------
@@ -287,7 +300,8 @@ class HMatrixCompressor(BaseCompressor):
                  eta: float = 2.0, cluster: str = "pca", method: str = "aca",
                  max_rank: int | None = None, backend: str = "auto", n_jobs: int | None = None,
                  random_state: int | np.random.RandomState | None = None,
-                 structure: str = "auto") -> None:
+                 structure: str = "auto", factor_dtype: str | None = None,
+                 outliers: int | str | None = None) -> None:
         self.tol = tol
         self.leaf_size = leaf_size
         self.admissibility = admissibility
@@ -299,6 +313,8 @@ class HMatrixCompressor(BaseCompressor):
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.structure = structure
+        self.factor_dtype = factor_dtype
+        self.outliers = outliers
 
     def _check_params(self):
         val.check_choice(self.admissibility, "admissibility", ("adaptive", "weak"))
@@ -314,7 +330,8 @@ class HMatrixCompressor(BaseCompressor):
                                admissibility=self.admissibility, eta=self.eta,
                                cluster=self.cluster, method=self.method,
                                max_rank=self.max_rank, random_state=seed,
-                               structure=self.structure, **options)
+                               structure=self.structure, factor_dtype=self.factor_dtype,
+                               outliers=self.outliers, **options)
         self._place(H)
         self.hmatrix_ = H
         self.error_bound_ = H.error_bound

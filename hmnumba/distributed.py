@@ -73,8 +73,10 @@ from hmnumba import _validation as val
 from hmnumba.blocks import initial_partition, stored_numbers
 from hmnumba.cluster import ClusterTree
 from hmnumba.construct import build
-from hmnumba.hmatrix import HMatrix, _check_build_options, _check_kernel_inputs, _kernel_source
+from hmnumba.hmatrix import (HMatrix, _check_build_options, _check_kernel_inputs, _kernel_source,
+                             _reencoded)
 from hmnumba.kernels import cpu
+from hmnumba.storage import outliers_from_coo
 
 _BLOCK_ARRAYS = ("row_start", "row_stop", "col_start", "col_stop", "rank", "offset",
                  "block_err2", "block_norm2")
@@ -397,9 +399,20 @@ class DistributedHMatrix:
                          [h.n_blocks for h in parts])
         arrays["offset"] += base
         data = np.concatenate([h.data for h in parts])
-        return HMatrix(self.shape, self.row_perm, self.col_perm, data=data, tol=self.tol,
-                       norm=self.norm, params=self.params, source=self._source, _trusted=True,
-                       **arrays)
+        H = HMatrix(self.shape, self.row_perm, self.col_perm, data=data, tol=self.tol,
+                    norm=self.norm, params=self.params, source=self._source, _trusted=True,
+                    **arrays)
+        kinds = {h.encoding.kind if h.encoding is not None else None for h in parts}
+        if len(kinds) == 1:   # low precision comes back as it went out
+            H.encoding = _reencoded(kinds.pop(), H, data)
+        if any(h.outliers is not None for h in parts):   # to the original order
+            coo = [(h.outliers.to_csr().tocoo(), p0) for h, p0 in zip(parts, self.bounds)
+                   if h.outliers is not None]
+            H.outliers = outliers_from_coo(
+                self.shape, np.concatenate([self.row_perm[c.row + p0] for c, p0 in coo]),
+                np.concatenate([self.col_perm[c.col] for c, _ in coo]),
+                np.concatenate([c.data for c, _ in coo]))
+        return H
 
     @property
     def nbytes(self):
@@ -483,12 +496,17 @@ def _row_part(H, p0, p1):
     offset = np.cumsum(sizes) - sizes
     data = np.empty(int(sizes.sum()), H.dtype)
     cpu.gather_factors(H.data, H.offset[sl], sizes, data, offset)
-    return HMatrix((p1 - p0, H.shape[1]), np.arange(p1 - p0), np.arange(H.shape[1]),
+    part = HMatrix((p1 - p0, H.shape[1]), np.arange(p1 - p0), np.arange(H.shape[1]),
                    row_start=H.row_start[sl] - p0, row_stop=H.row_stop[sl] - p0,
                    col_start=H.col_start[sl].copy(), col_stop=H.col_stop[sl].copy(),
                    rank=H.rank[sl].copy(), offset=offset, data=data,
                    block_err2=H.block_err2[sl].copy(), block_norm2=H.block_norm2[sl].copy(),
                    tol=H.tol, _trusted=True)
+    # Low precision and the sparse part travel with the rows (cluster order).
+    part.encoding = _reencoded(H._factor_kind, part, data)
+    if H.outliers is not None:
+        part.outliers = H.outliers.rows(H.row_perm, p0, p1, H.col_perm)
+    return part
 
 
 def _keep(value):

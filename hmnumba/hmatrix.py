@@ -44,6 +44,9 @@ from hmnumba.exceptions import CompressionWarning
 from hmnumba.backend import resolve_backend
 from hmnumba.kernels import cpu
 from hmnumba.kernels.functions import KernelFunction, UserKernel
+from hmnumba.kernels.lowprec import packed_block_errors2
+from hmnumba.storage import (FACTOR_DTYPES, FILL_MAX_SIDE, encode, outlier_counts,
+                             run_lengths, split_outliers)
 from hmnumba.kernels.symmetric import SYMMETRIC_SLABS, symmetric_hmatvec, symmetric_slabs
 
 # From this many right-hand sides on, products use BLAS block products
@@ -90,6 +93,13 @@ class HMatrix:
         Only the upper block triangle is stored (see the module docstring);
         every product, :meth:`to_dense`, :attr:`error_bound` and
         :attr:`nbytes` account for the mirrored blocks.
+    encoding : hmnumba.storage.LowPrecision or None
+        The stored form of ``data`` when ``factor_dtype`` was set (float16
+        or int8 codes, counted in :attr:`nbytes`); ``data`` is then its
+        decoded working copy. None: ``data`` is stored as it is.
+    outliers : hmnumba.storage.SparseOutliers or None
+        The sparse part ``S`` of ``A = S + H`` (``outliers=`` of
+        :meth:`from_dense`), added in every product and in :meth:`to_dense`.
     error_exp : int
         ``block_err2`` and ``block_norm2`` are in units of ``4**error_exp``
         (:attr:`block_errors` are absolute). 0, except for inputs of extreme
@@ -124,7 +134,8 @@ class HMatrix:
 
     def __init__(self, shape, row_perm, col_perm, row_start, row_stop, col_start, col_stop,
                  rank, offset, data, block_err2, block_norm2, tol, norm=None, params=None,
-                 source=None, symmetric=False, error_exp=0, _trusted=False):
+                 source=None, symmetric=False, error_exp=0, encoding=None, outliers=None,
+                 _trusted=False):
         if not _trusted:   # arrays from outside: the checks of load (kernels check nothing)
             shape, a, tol, norm, symmetric, error_exp = val.check_packed_arrays(
                 shape, dict(row_perm=row_perm, col_perm=col_perm, row_start=row_start,
@@ -152,6 +163,11 @@ class HMatrix:
         self.norm = (float(np.ldexp(np.sqrt(np.dot(self.multiplicity, block_norm2)),
                                     self.error_exp)) if norm is None else float(norm))
         self.params = dict(params or {})
+        # The stored form of ``data`` when it is kept in low precision
+        # (hmnumba.storage.LowPrecision); ``data`` is then its decoded working copy.
+        self.encoding = encoding
+        # The sparse part S of W = S + H (hmnumba.storage.SparseOutliers), or None.
+        self.outliers = outliers
         self._source = source   # (kernel, points, col_points) for estimate_error
         self._device_arrays = None  # the packed arrays on the GPU, after to("cuda")
         self._prepare()
@@ -186,7 +202,8 @@ class HMatrix:
                    points: ArrayLike | None = None, col_points: ArrayLike | None = None,
                    random_state: RandomStateLike = None, n_jobs: int | None = None,
                    backend: str = "cpu", symmetric: bool = False,
-                   structure: str = "auto") -> HMatrix:
+                   structure: str = "auto", factor_dtype: str | None = None,
+                   outliers: int | str | None = None) -> HMatrix:
         """Compress a dense matrix with the guarantee ``||A - H||_F <= tol ||A||_F``.
 
         The adaptive tree is compared with the whole matrix as one low-rank
@@ -254,6 +271,32 @@ class HMatrix:
             symmetric build keeps its tree (one low-rank block is not
             exactly symmetric). ``"hierarchical"``: the adaptive tree as
             built, without these comparisons.
+        factor_dtype : {None, "float16", "int8", "auto"}, default=None
+            Store the numbers (low-rank factors and dense blocks) in fewer
+            bits (:mod:`hmnumba.storage`): IEEE halves, or 8-bit codes with
+            one float32 scale per factor column or dense row. Their rounding
+            is measured block by block and counted in :attr:`block_errors`,
+            so the guarantee stays exact; where it takes too much of the
+            budget the build is repeated at a smaller tolerance (higher
+            ranks), and where no rank helps the result is kept at full
+            precision (``summary()`` says so). ``"auto"``: the cheapest of
+            full precision, ``"float16"`` and ``"int8"``. Products run in
+            the input's dtype on a decoded working copy; :attr:`nbytes`
+            counts the stored codes. Inputs of extreme magnitude (see
+            Notes) stay at full precision. None: the input's dtype.
+        outliers : None, "auto" or int, default=None
+            Store ``A = S + H`` with ``S`` the given number of
+            largest-magnitude entries of ``A``, kept exactly in CSR form
+            with int32 indices (counted in :attr:`nbytes`; see
+            :class:`hmnumba.storage.SparseOutliers`), and ``H`` built from
+            ``A - S`` to the same absolute error, so the bound
+            ``||A - (S + H)||_F <= tol ||A||_F`` holds exactly. A few large
+            spikes make a low-rank matrix full rank; taken out, ``H``
+            stays small. ``"auto"``: among the entries above 3, 4.5, 7 and
+            12 robust standard deviations, the count for which ``S`` and a
+            truncated SVD of ``A - S`` store least (one SVD each), built
+            and kept if it stores less than no split; no split where
+            ``min(m, n) > 1024``. Not with ``symmetric=True``.
 
         Returns
         -------
@@ -293,6 +336,12 @@ class HMatrix:
         True
         >>> bool(H.compression_ratio > 10)
         True
+
+        Half-precision factors, the rounding inside the bound:
+
+        >>> H16 = HMatrix.from_dense(W, tol=1e-2, factor_dtype="float16")
+        >>> bool(H16.error_bound <= 1e-2), bool(H16.nbytes < H.nbytes)
+        (True, True)
         """
         A = val.check_dense_input(A, "A")
         backend = resolve_backend(backend)
@@ -303,6 +352,16 @@ class HMatrix:
         n_jobs = val.check_n_jobs(n_jobs)
         symmetric = _check_dense_symmetric(symmetric, A, col_points)
         structure = val.check_choice(structure, "structure", STRUCTURES)
+        if outliers is not None:
+            outliers = _check_outliers(outliers, symmetric, A.size)
+            options = dict(leaf_size=leaf_size, admissibility=admissibility, eta=eta,
+                           cluster=cluster, method=method, max_rank=max_rank, budget=budget,
+                           points=points, col_points=col_points, random_state=random_state,
+                           n_jobs=n_jobs, structure=structure, factor_dtype=factor_dtype)
+            return _with_outliers(cls, A, opts["tol"], outliers, options).to(backend)
+        if factor_dtype is not None:
+            factor_dtype = val.check_choice(factor_dtype, "factor_dtype",
+                                            FACTOR_DTYPES + ("auto",))
         started = _log_start("from_dense", A.shape, A.dtype, opts["tol"])
         As, exp = _scaled_input(A)   # exact power-of-two scaling, see _scaled_input
         row_tree, col_tree = build_cluster_trees(A.shape, cluster, opts["leaf_size"], A=As,
@@ -313,28 +372,39 @@ class HMatrix:
         Ap = np.ascontiguousarray(As[row_tree.perm][:, col_tree.perm])
         norm_s = float(np.linalg.norm(Ap.astype(np.float64, copy=False)))   # build's units
         norm = _true_norm(norm_s, exp)
-        arrays = build(Ap, True, row_tree, col_tree, A.dtype, opts["tol"],
-                       opts["admissibility"], opts["eta"], method, opts["max_rank"],
-                       opts["budget"], norm_estimate=norm_s, seed=seed, n_jobs=n_jobs,
-                       symmetric=symmetric)
         auto = structure == "auto" and not symmetric
-        if auto:
-            t_start = time.perf_counter()
-            arrays = cheaper_subtrees(arrays, Ap, row_tree, col_tree, opts["tol"],
-                                      opts["budget"], opts["max_rank"], seed)
-            arrays["build_seconds"] += time.perf_counter() - t_start
-        params = dict(opts, cluster=cluster, method=method, random_state=random_state,
-                      structure=structure,
-                      build_seconds=arrays.pop("build_seconds"), n_rounds=arrays.pop("n_rounds"),
-                      n_subtrees_replaced=arrays.pop("n_subtrees_replaced", 0))
-        if exp:
-            _unscale_data(arrays, exp)
-        H = cls(A.shape, row_tree.perm, col_tree.perm, tol=opts["tol"], norm=norm,
-                params=params, symmetric=symmetric, error_exp=exp, _trusted=True, **arrays)
-        if auto:
-            H = _cheaper_global(H, As, exp, opts, seed)
+
+        def candidates(build_tol):
+            """The tree built at ``build_tol`` (and the global candidates)."""
+            bopts = dict(opts, tol=build_tol)
+            arrays = build(Ap, True, row_tree, col_tree, A.dtype, build_tol,
+                           opts["admissibility"], opts["eta"], method, opts["max_rank"],
+                           opts["budget"], norm_estimate=norm_s, seed=seed, n_jobs=n_jobs,
+                           symmetric=symmetric)
+            if auto:
+                t_start = time.perf_counter()
+                arrays = cheaper_subtrees(arrays, Ap, row_tree, col_tree, build_tol,
+                                          opts["budget"], opts["max_rank"], seed)
+                arrays["build_seconds"] += time.perf_counter() - t_start
+            params = dict(opts, cluster=cluster, method=method, random_state=random_state,
+                          structure=structure, build_seconds=arrays.pop("build_seconds"),
+                          n_rounds=arrays.pop("n_rounds"),
+                          n_subtrees_replaced=arrays.pop("n_subtrees_replaced", 0))
+            if build_tol != opts["tol"]:
+                params["build_tol"] = build_tol
+            if exp:
+                _unscale_data(arrays, exp)
+            H = cls(A.shape, row_tree.perm, col_tree.perm, tol=opts["tol"], norm=norm,
+                    params=params, symmetric=symmetric, error_exp=exp, _trusted=True, **arrays)
+            if not auto:
+                H.params["stored_as"] = "hierarchical"
+                return [H]
+            return _global_candidates(H, As, exp, bopts, seed)
+
+        if factor_dtype is None:
+            H = _cheapest(candidates(opts["tol"]))
         else:
-            H.params["stored_as"] = "hierarchical"
+            H = _low_precision(candidates, As, Ap, exp, opts["tol"], factor_dtype)
         _log_end("from_dense", H, started)
         return H.to(backend)
 
@@ -533,8 +603,9 @@ class HMatrix:
         out_dtype = np.result_type(self.dtype, x.dtype)
         if out_dtype.kind != "f":
             out_dtype = np.dtype(np.float64)
+        x0 = x
         if self._device_arrays is not None or val.is_device_operand(x):
-            return self._apply_cuda(x, trans, out_dtype)
+            return self._add_outliers(self._apply_cuda(x, trans, out_dtype), x0, trans)
         exp = _operand_exponent(x, self.dtype)
         if exp:   # float64 values beyond float32's range: scale exactly, scale back
             x = np.ldexp(x, -exp)
@@ -550,6 +621,17 @@ class HMatrix:
             out[out_perm] = yp
         if exp:
             np.ldexp(out, exp, out=out)
+        return self._add_outliers(out, x0, trans)
+
+    def _add_outliers(self, out, x, trans):
+        """``out + S x`` (or ``S^T x``) for the sparse part of ``W = S + H``."""
+        if self.outliers is None:
+            return out
+        if val.is_device_operand(x):
+            raise ValueError("products of an HMatrix with outliers take numpy operands "
+                             "(the sparse part is applied on the host)")
+        S = self.outliers.to_csr()
+        out += (S.T @ x) if trans else (S @ x)
         return out
 
     def _product(self, xp, trans):
@@ -739,14 +821,22 @@ class HMatrix:
         state = dict(self.__dict__)
         state["_device_arrays"] = None
         state["_halves"] = None   # views rebuilt on first use
+        if state.get("encoding") is not None:   # low precision pickles its stored form
+            state["data"] = None
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        if self.__dict__.get("encoding") is not None and self.data is None:
+            self.data = self.encoding.decode(run_lengths(self.row_start, self.row_stop,
+                                                         self.col_start, self.col_stop,
+                                                         self.rank))
         self.__dict__.setdefault("_device_arrays", None)  # pickled before to() existed
         self.__dict__.setdefault("symmetric", False)      # pickled before symmetric storage
         self.__dict__.setdefault("_halves", None)
         self.__dict__.setdefault("error_exp", 0)          # pickled before scaled errors
+        self.__dict__.setdefault("encoding", None)        # pickled before low precision
+        self.__dict__.setdefault("outliers", None)        # pickled before sparse outliers
 
     def __matmul__(self, other):
         if isinstance(other, (HMatrix, LinearOperator)):
@@ -862,7 +952,11 @@ class HMatrix:
                       self.offset, data.astype(self.dtype, copy=False), self.block_err2 * c * c,
                       self.block_norm2 * c * c, self.tol, norm=self.norm * abs(c),
                       params=self.params, symmetric=self.symmetric,
-                      error_exp=self.error_exp, _trusted=True)
+                      error_exp=self.error_exp,
+                      encoding=_reencoded(self._factor_kind, self,
+                                         data.astype(self.dtype, copy=False)),
+                      outliers=None if self.outliers is None else self.outliers.scaled(c),
+                      _trusted=True)
         return out.to(self.device)
 
     @property
@@ -879,7 +973,7 @@ class HMatrix:
                            self.row_stop, self.col_start, self.col_stop, self.rank, self.offset,
                            self.data, self.block_err2, self.block_norm2, self.tol,
                            norm=self.norm, params=self.params, source=self._source,
-                           symmetric=True, error_exp=self.error_exp,
+                           symmetric=True, error_exp=self.error_exp, encoding=self.encoding,
                            _trusted=True).to(self.device)
         data = cpu.transpose_data(self.data, self.row_start, self.row_stop, self.col_start,
                                   self.col_stop, self.rank, self.offset)
@@ -887,7 +981,9 @@ class HMatrix:
                     self.col_start, self.col_stop, self.row_start, self.row_stop,
                     self.rank, self.offset, data, self.block_err2, self.block_norm2,
                     self.tol, norm=self.norm, params=self.params, error_exp=self.error_exp,
+                    outliers=None if self.outliers is None else self.outliers.transpose(),
                     _trusted=True)
+        t.encoding = _reencoded(self._factor_kind, t, data)
         return t.to(self.device)
 
     @property
@@ -1039,9 +1135,14 @@ class HMatrix:
             Dp += cpu.hm_to_dense(strict.data, strict.row_start, strict.row_stop,
                                   strict.col_start, strict.col_stop, strict.rank,
                                   strict.offset, self.shape[0], self.shape[1]).T
-        out = np.empty(self.shape, dtype=self.dtype if dtype is None else dtype)
+        if self.outliers is None:
+            out = np.empty(self.shape, dtype=self.dtype if dtype is None else dtype)
+            out[np.ix_(self.row_perm, self.col_perm)] = Dp
+            return out
+        out = np.empty(self.shape)
         out[np.ix_(self.row_perm, self.col_perm)] = Dp
-        return out
+        out += self.outliers.to_csr().toarray()
+        return out.astype(self.dtype if dtype is None else dtype, copy=False)
 
     # ------------------------------------------------------------ properties
     @property
@@ -1083,17 +1184,26 @@ class HMatrix:
         offsets of the phase-one buffer. (The per-block error diagnostics
         ``block_err2``/``block_norm2`` are not counted.) A symmetric matrix
         counts its stored blocks and the slabs of its matvec; the schedules
-        that a matmat builds on first use are working memory, not counted."""
+        that a matmat builds on first use are working memory, not counted.
+        Low-precision numbers (``factor_dtype``) count as stored, codes and
+        scales, not as their decoded working copy (:mod:`hmnumba.storage`);
+        sparse outliers count their three CSR arrays."""
         perms = [p for p, identity in ((self.row_perm, self._identity_rows),
                                        (self.col_perm, self._identity_cols)) if not identity]
+        numbers = self.data.nbytes if self.encoding is None else self.encoding.nbytes
+        if self.outliers is not None:
+            numbers += self.outliers.nbytes
         if self.symmetric:
-            arrays = [self.data, *perms, self.slab_ptr]
-            arrays += [getattr(self, name) for name in _BLOCK_ARRAYS]
-            return int(sum(a.nbytes for a in arrays))
-        arrays = [self.data, *perms, self.t_off, self.z_off_rows, self.z_off_cols,
-                  *self.row_sched, *self.col_sched]
+            arrays = [*perms, self.slab_ptr]
+        else:
+            arrays = [*perms, self.t_off, self.z_off_rows, self.z_off_cols, *self.row_sched,
+                      *self.col_sched]
         arrays += [getattr(self, name) for name in _BLOCK_ARRAYS]
-        return int(sum(a.nbytes for a in arrays))
+        return numbers + int(sum(a.nbytes for a in arrays))
+
+    @property
+    def _factor_kind(self):
+        return None if self.encoding is None else self.encoding.kind
 
     @property
     def dense_nbytes(self) -> int:
@@ -1121,6 +1231,16 @@ class HMatrix:
         if "stored_as" in self.params:
             lines.insert(1, f"  stored as     {self.params['stored_as']} (the cheapest of the "
                             "adaptive tree, one low-rank and one dense block)")
+        if self.encoding is not None:
+            lines.insert(1, f"  numbers       {self.encoding.kind} "
+                            + ("(one float32 scale per factor column or dense row)"
+                               if self.encoding.kind == "int8" else "(one power-of-two scale)")
+                            + ", rounding counted in the error bound")
+        if self.outliers is not None:
+            lines.insert(1, f"  outliers      {self.outliers.nnz} entries stored exactly in CSR "
+                            f"({self.outliers.nbytes / 1e6:.3f} MB), W = S + H")
+        if "factor_dtype_fallback" in self.params:
+            lines.insert(1, f"  numbers       {self.params['factor_dtype_fallback']}")
         if self.symmetric:
             lines.insert(1, "  symmetric     upper block triangle stored (strictly upper "
                             "blocks mirrored)")
@@ -1184,13 +1304,13 @@ def _is_identity(perm):
     return bool(np.array_equal(perm, np.arange(perm.size)))
 
 
-def _cheaper_global(H, As, exp, opts, seed):
-    """The cheapest of ``H``, ``A`` as one low-rank block (the root's own
-    candidate, :func:`hmnumba.construct.global_low_rank`) and ``A`` as one
-    dense block, the latter two in the original row and column order so
-    that no permutation is stored. So the result never stores more than a
-    truncated SVD at the same ``tol``, nor more than ``A`` itself (plus the
-    ~200 bytes of one block's metadata).
+def _global_candidates(H, As, exp, opts, seed):
+    """``H``, ``A`` as one low-rank block (the root's own candidate,
+    :func:`hmnumba.construct.global_low_rank`, at ``opts["tol"]``) and ``A``
+    as one dense block, the latter two in the original row and column order
+    so that no permutation is stored. The cheapest of them (:func:`_cheapest`)
+    never stores more than a truncated SVD at the same ``tol``, nor more
+    than ``A`` itself (plus the ~200 bytes of one block's metadata).
 
     ``As = A * 2**-exp`` is the input in the build's units (see
     :func:`_scaled_input`): the candidates are computed there, their errors
@@ -1199,7 +1319,6 @@ def _cheaper_global(H, As, exp, opts, seed):
     t_start = time.perf_counter()
     m, n = As.shape
     H.params["stored_as"] = "hierarchical"
-    best = H
     itemsize = As.dtype.itemsize
     found = global_low_rank(As, opts["tol"], opts["max_rank"], As.dtype, H.nbytes // itemsize,
                             seed)
@@ -1213,17 +1332,194 @@ def _cheaper_global(H, As, exp, opts, seed):
             [np.ldexp(U.T.ravel(), eu), np.ldexp(V.T.ravel(), exp - eu)]).astype(As.dtype),
             err2))
     one = np.zeros(1, np.int64)
+    out = [H]
     for stored_as, k, data, err2 in candidates:
-        if data.size * itemsize >= best.nbytes:
-            continue
-        G = HMatrix(H.shape, np.arange(m), np.arange(n), one, one + m, one.copy(), one + n,
-                    one + k, one.copy(), data, np.array([err2]), np.array([norm2]),
-                    tol=H.tol, norm=H.norm, params=dict(H.params, stored_as=stored_as),
-                    error_exp=exp, _trusted=True)
-        if G.nbytes < best.nbytes:
-            best = G
-    best.params["build_seconds"] += time.perf_counter() - t_start
+        out.append(HMatrix(H.shape, np.arange(m), np.arange(n), one, one + m, one.copy(),
+                           one + n, one + k, one.copy(), data, np.array([err2]),
+                           np.array([norm2]), tol=H.tol, norm=H.norm,
+                           params=dict(H.params, stored_as=stored_as),
+                           error_exp=exp, _trusted=True))
+    H.params["build_seconds"] += time.perf_counter() - t_start
+    return out
+
+
+def _cheapest(candidates):
+    """The candidate storing fewest bytes (the first of equals), with the
+    build seconds of all of them."""
+    best = min(candidates, key=lambda c: c.nbytes)
+    best.params["build_seconds"] = candidates[0].params["build_seconds"]
     return best
+
+
+# Build tolerances, as fractions of tol, tried for low-precision storage
+# until the rounded matrix meets tol (each a full build). The rounding adds
+# about 3e-4 (float16) or 5e-3 (int8) relative error, nearly independent of
+# the ranks: where it alone exceeds tol, the search stops early.
+LOW_PRECISION_SHRINK = (1.0, 0.85, 0.7, 0.5, 0.35, 0.25)
+
+
+def _low_precision(candidates, As, Ap, exp, tol, factor_dtype):
+    """The cheapest matrix stored at ``factor_dtype`` ("float16", "int8", or
+    "auto": the cheapest of these and full precision) that meets ``tol``
+    with its rounding counted (see :mod:`hmnumba.storage`); the
+    full-precision result where none does."""
+    t_start = time.perf_counter()
+    built = {1.0: candidates(tol)}
+    full = _cheapest(built[1.0])
+    seconds = full.params["build_seconds"]
+    kinds = FACTOR_DTYPES if factor_dtype == "auto" else (factor_dtype,)
+    best = full if factor_dtype == "auto" else None
+    if exp:   # extreme magnitudes: kept at full precision (see from_dense)
+        kinds = ()
+    for kind in kinds:
+        previous = math.inf
+        for shrink in LOW_PRECISION_SHRINK:
+            if shrink not in built:
+                built[shrink] = candidates(tol * shrink)
+                seconds += built[shrink][0].params["build_seconds"]
+            pairs = [(G, _encoded(G, As, Ap, kind)) for G in built[shrink]]
+            rounded = [E for _, E in pairs if E is not None]
+            passing = [E for E in rounded if E.error_bound <= tol]
+            if passing:
+                E = min(passing, key=lambda c: c.nbytes)
+                if best is None or E.nbytes < best.nbytes:
+                    best = E
+                break
+            bound = min((E.error_bound for E in rounded), default=math.inf)
+            # The rounding's own share (about the same at every rank) alone
+            # exceeds tol, or shrinking stopped helping: ranks cannot fix it.
+            share = min((E.error_bound ** 2 - G.error_bound ** 2 for G, E in pairs
+                         if E is not None), default=math.inf)
+            if share > tol ** 2 or bound > 0.9 * previous:
+                break
+            previous = bound
+    if best is None:
+        best = full
+        best.params["factor_dtype_fallback"] = (
+            f"{factor_dtype} storage cannot meet tol={tol:g}: kept at full precision")
+    best.params["build_seconds"] = seconds + time.perf_counter() - t_start
+    return best
+
+
+def _check_outliers(outliers, symmetric, size):
+    """Validate ``outliers`` of :meth:`HMatrix.from_dense`."""
+    if symmetric:
+        raise ValueError("outliers cannot be combined with symmetric=True (S would have to "
+                         "be symmetric too): pass outliers=None")
+    if isinstance(outliers, str):
+        return val.check_choice(outliers, "outliers", ("auto",))
+    if isinstance(outliers, (bool, np.bool_)) or not isinstance(outliers, numbers.Integral):
+        raise TypeError(f"outliers must be None, 'auto' or an int, got "
+                        f"{type(outliers).__name__}")
+    if not 0 <= outliers <= size:
+        raise ValueError(f"outliers must be between 0 and A.size = {size}, got {outliers}")
+    return int(outliers)
+
+
+def _with_outliers(cls, A, tol, outliers, options):
+    """``A = S + H``, ``H`` built from ``A - S`` at the relative tolerance
+    that gives it all of the absolute budget ``tol ||A||_F``. For
+    ``outliers="auto"`` the candidate counts are ranked by what a truncated
+    SVD of ``A - S`` at that tolerance would store with ``S`` (one SVD each,
+    no build), and the best is built and kept if it stores less than
+    ``A`` without a sparse part."""
+    t_start = time.perf_counter()
+    norm = float(np.linalg.norm(A.astype(np.float64, copy=False)))
+    if not math.isfinite(norm) or _scaled_input(A)[1]:
+        counts = [0]   # extreme magnitudes: no split (see _scaled_input)
+    elif outliers == "auto":
+        counts = [0, _best_outlier_count(A, tol, norm)]
+    else:
+        counts = [outliers]
+    best = None
+    for count in dict.fromkeys(counts):
+        split = _split(A, count, tol, norm)
+        if split is None:
+            continue
+        S, R, tol_r = split
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CompressionWarning)
+            H = cls.from_dense(R, tol=tol_r, **options)
+        if count:
+            H.outliers, H.tol, H.norm = S, tol, norm
+            H.params.update(tol=tol, outliers=count, outlier_tol=tol_r)
+        if best is None or H.nbytes < best.nbytes:
+            best = H
+    best.params["build_seconds"] = time.perf_counter() - t_start
+    warn_if_larger_than_dense(best.compression_ratio, best.nbytes, best.dense_nbytes,
+                              stacklevel=4)
+    return best
+
+
+def _split(A, count, tol, norm):
+    """``(S, R, tol_r)`` for ``count`` outliers (``R = A``, no ``S`` for 0),
+    or None when nothing would be left for ``H``."""
+    if count == 0:
+        return None, A, tol
+    S, R = split_outliers(A, count, tol)
+    r_norm = float(np.linalg.norm(R.astype(np.float64, copy=False)))
+    if r_norm == 0.0:
+        return None
+    # ||R - H|| <= tol_r ||R|| = tol ||A|| (a hair less, for the rounding of
+    # this quotient); tol_r below 1 as from_dense requires.
+    return S, R, min(tol * norm / r_norm * (1.0 - 1e-12), 1.0 - 1e-9)
+
+
+def _best_outlier_count(A, tol, norm):
+    """The candidate count (:func:`hmnumba.storage.outlier_counts`) whose
+    ``S`` plus a truncated SVD of ``A - S`` at its tolerance stores least."""
+    m, n = A.shape
+    best, best_bytes = 0, math.inf
+    if min(m, n) > FILL_MAX_SIDE:   # a dense SVD per candidate: too slow, no split
+        return 0
+    for count in outlier_counts(A)[1:]:
+        split = _split(A, count, tol, norm)
+        if split is None:
+            continue
+        S, R, tol_r = split
+        s = np.linalg.svd(R.astype(np.float64, copy=False), compute_uv=False)
+        tail2 = np.cumsum((s ** 2)[::-1])[::-1]     # tail2[k] = ||s[k:]||**2
+        k = int(np.count_nonzero(tail2 > (tol_r ** 2) * tail2[0]))
+        stored = S.nbytes + min(k * (m + n), m * n) * A.dtype.itemsize
+        if stored < best_bytes:
+            best, best_bytes = count, stored
+    return best
+
+
+def _reencoded(kind, H, data):
+    """The low-precision form of ``data`` (numbers of an HMatrix laid out
+    as ``H``'s blocks) in ``kind`` when it holds ``data`` exactly (a
+    transpose of float16 numbers, say), else None: the result is then
+    stored at full precision and counted so."""
+    if kind is None:
+        return None
+    runs = run_lengths(H.row_start, H.row_stop, H.col_start, H.col_stop, H.rank)
+    enc = encode(data, runs, kind, data.dtype)
+    if enc is None or not np.array_equal(enc.decode(runs), data):
+        return None
+    return enc
+
+
+def _encoded(G, As, Ap, kind):
+    """``G`` with its numbers rounded to ``kind`` and every block's error
+    measured exactly against the input (``As``, or ``Ap`` in the tree's
+    cluster order), or None where ``kind`` cannot hold them."""
+    runs = run_lengths(G.row_start, G.row_stop, G.col_start, G.col_stop, G.rank)
+    if int(runs.sum()) != G.data.size:   # data with gaps is not encoded
+        return None
+    enc = encode(G.data, runs, kind, G.dtype)
+    if enc is None:
+        return None
+    data = enc.decode(runs)
+    if not np.all(np.isfinite(data)):
+        return None
+    A = As if G._identity_rows and G._identity_cols else Ap
+    err2 = packed_block_errors2(np.ascontiguousarray(A), data, G.row_start, G.row_stop,
+                                G.col_start, G.col_stop, G.rank, G.offset)
+    return HMatrix(G.shape, G.row_perm, G.col_perm, G.row_start, G.row_stop, G.col_start,
+                   G.col_stop, G.rank, G.offset, data, err2, G.block_norm2, tol=G.tol,
+                   norm=G.norm, params=dict(G.params, factor_dtype=kind),
+                   symmetric=G.symmetric, error_exp=G.error_exp, encoding=enc, _trusted=True)
 
 
 # An input whose largest magnitude lies in [2**-SCALE_FREE_EXP, 2**SCALE_FREE_EXP]

@@ -49,6 +49,14 @@ header field        meaning
                     ``block_norm2`` are in units of ``4**e`` (inputs of
                     extreme magnitude, see :attr:`hmnumba.HMatrix.error_exp`);
                     optional, absent means 0
+``factor_dtype``    ``"float16"`` or ``"int8"``: ``data`` holds low-precision
+                    codes (:mod:`hmnumba.storage`), decoded on load to
+                    ``dtype``; optional, absent means ``data`` is ``dtype``
+``factor_exp``      integer ``s``, ``|s| <= 1100``: float16 ``data`` is
+                    ``half * 2**s``; optional, absent means 0
+``outliers``        number ``nnz`` of entries of the sparse part ``S`` of
+                    ``W = S + H`` (three extra arrays below); optional,
+                    absent means no sparse part
 ==================  =========================================================
 
 "int" is ``<i4`` or ``<i8``: :func:`save` writes ``<i4`` wherever the values
@@ -74,6 +82,17 @@ array              dtype      shape       content
                    ``<f8``                then ``V^T (k x n_b)``; dense block
                                           ``m_b x n_b`` row-major
 =================  =========  ==========  ==================================
+
+With ``factor_dtype``, ``data`` is ``<f2`` (float16) or ``|i1`` (int8
+codes), and int8 files add ``data_scales`` (``<f4``, one scale per run of
+``data``: a column of ``U``, of ``V``, a row of a dense block, in buffer
+order; ``value = code * scale``). With ``outliers``, three arrays follow:
+``outlier_indptr`` (``<i4``, ``(m + 1,)``), ``outlier_indices`` (``<i4``,
+``(nnz,)``, column indices increasing within each row) and
+``outlier_values`` (``dtype``, ``(nnz,)``): ``S`` in CSR form, in the
+matrix's own row and column order. Files without these fields are read as
+before; a reader older than these fields refuses them with the message
+about unexpected header fields. The format version stays 1.
 
 What :func:`load` checks, in this order: that the path is a regular file
 (a FIFO, device or directory is refused before it is read), the magic and version (a newer
@@ -152,7 +171,15 @@ _DATA_DTYPES = {"float32": "<f4", "float64": "<f8"}
 _HEADER_KEYS = {"format", "format_version", "writer", "dtype", "shape", "n_blocks", "tol",
                 "norm", "params", "payload_offset", "payload_nbytes", "payload_sha256",
                 "arrays"}
-_OPTIONAL_HEADER_KEYS = {"symmetric", "error_exp"}
+_OPTIONAL_HEADER_KEYS = {"symmetric", "error_exp", "factor_dtype", "factor_exp",
+                         "outliers"}
+# Low-precision numbers (hmnumba.storage): the file dtype of ``data``, and
+# for int8 one float32 scale per run in the extra array ``data_scales``.
+_FACTOR_CODES = {"float16": "<f2", "int8": "|i1"}
+_SCALES = ("data_scales", "<f4", "runs")
+# Sparse outliers (W = S + H): S in CSR, original row and column order.
+_OUTLIERS = (("outlier_indptr", _INT32, "m+1"), ("outlier_indices", _INT32, "nnz"),
+             ("outlier_values", None, "nnz"))
 # Pairs (row segment, block) examined at once by the tiling check.
 _TILING_CHUNK = 1 << 22
 # Most entries a row or column schedule may have (the products materialise
@@ -234,6 +261,19 @@ def save(H: HMatrix, path: str | os.PathLike) -> None:
     symmetric = bool(getattr(H, "symmetric", False))
     _check_structure(m, n, arrays, "the HMatrix to save", symmetric)
     arrays = _compact(arrays)
+    enc = getattr(H, "encoding", None)
+    if enc is not None:   # the stored codes, not the decoded working copy
+        arrays["data"] = np.ascontiguousarray(
+            enc.codes.view(np.float16) if enc.kind == "float16" else enc.codes,
+            _FACTOR_CODES[enc.kind])
+        if enc.kind == "int8":
+            arrays["data_scales"] = np.ascontiguousarray(enc.scales, _SCALES[1])
+    S = getattr(H, "outliers", None)
+    if S is not None:
+        arrays["outlier_indptr"] = np.ascontiguousarray(S.indptr, _INT32)
+        arrays["outlier_indices"] = np.ascontiguousarray(S.indices, _INT32)
+        arrays["outlier_values"] = np.ascontiguousarray(S.values, data_le)
+        _check_outliers(m, n, arrays, "the HMatrix to save")
     header, layout, payload_nbytes = _layout(arrays)
     digest = hashlib.sha256()
     for chunk in _payload_chunks(arrays, layout, payload_nbytes):
@@ -247,6 +287,12 @@ def save(H: HMatrix, path: str | os.PathLike) -> None:
                   payload_sha256=digest.hexdigest())
     if getattr(H, "error_exp", 0):
         header["error_exp"] = int(H.error_exp)
+    if enc is not None:
+        header["factor_dtype"] = enc.kind
+        if enc.kind == "float16":
+            header["factor_exp"] = int(enc.scale_exp)
+    if S is not None:
+        header["outliers"] = S.nnz
     # payload_offset depends on the header length, which depends on it:
     # iterate to the fixed point (at most a couple of rounds).
     header["payload_offset"] = 0
@@ -315,7 +361,7 @@ def _layout(arrays):
     entries = {}
     layout = []
     pos = 0
-    for name, _, _ in _ARRAYS:
+    for name in arrays:
         a = arrays[name]
         pos = _align(pos)
         entries[name] = {"dtype": a.dtype.str, "shape": [int(a.size)], "offset": pos}
@@ -326,7 +372,7 @@ def _layout(arrays):
 
 def _payload_chunks(arrays, layout, payload_nbytes):
     pos = 0
-    for (name, _, _), (off, nbytes) in zip(_ARRAYS, layout):
+    for name, (off, nbytes) in zip(arrays, layout):
         if off > pos:
             yield bytes(off - pos)
         yield memoryview(arrays[name]).cast("B")
@@ -489,14 +535,15 @@ def load(path: str | os.PathLike) -> HMatrix:
     if hashlib.sha256(payload).hexdigest() != header["payload_sha256"]:
         raise ValueError(f"{where}: payload checksum mismatch (the file is corrupted)")
     arrays = {}
-    for name, _, _ in _ARRAYS:
+    for name, _, _ in _array_table(header):
         spec = header["arrays"][name]
         dt = np.dtype(spec["dtype"])
         raw = payload[spec["offset"]:spec["offset"] + spec["shape"][0] * dt.itemsize]
         # Native byte order and aligned, as the numba kernels expect (a no-op
         # view on little-endian machines: the payload is 64-byte aligned);
         # int32 index arrays are widened to the kernels' int64.
-        native = np.dtype(np.int64) if dt.kind == "i" else dt.newbyteorder("=")
+        native = (np.dtype(np.int64) if dt.kind == "i" and dt.itemsize > 1
+                  else dt.newbyteorder("="))
         arrays[name] = np.require(raw.view(dt), native, ["C", "A"])
     m, n = header["shape"]
     for name, size in (("row_perm", m), ("col_perm", n)):
@@ -504,10 +551,75 @@ def load(path: str | os.PathLike) -> HMatrix:
             arrays[name] = np.arange(size, dtype=np.int64)
     symmetric = header.get("symmetric", False)
     _check_structure(m, n, arrays, where, symmetric)
+    encoding = _decode(header, arrays, where)
+    outliers = None
+    if "outliers" in header:
+        _check_outliers(m, n, arrays, where)
+        from hmnumba.storage import SparseOutliers
+        outliers = SparseOutliers((m, n), arrays.pop("outlier_indptr").astype(np.int32),
+                                  arrays.pop("outlier_indices").astype(np.int32),
+                                  np.ascontiguousarray(arrays.pop("outlier_values")))
     from hmnumba.hmatrix import HMatrix
     return HMatrix((m, n), tol=header["tol"], norm=header["norm"], params=header["params"],
-                   symmetric=symmetric, error_exp=header.get("error_exp", 0), _trusted=True,
-                   **arrays)
+                   symmetric=symmetric, error_exp=header.get("error_exp", 0),
+                   encoding=encoding, outliers=outliers, _trusted=True, **arrays)
+
+
+def _check_outliers(m, n, a, where):
+    """CSR of the sparse part: ``indptr`` from 0 to nnz, non-decreasing;
+    column indices in ``[0, n)``, strictly increasing in each row; finite values."""
+    indptr, indices = a["outlier_indptr"], a["outlier_indices"]
+    nnz = a["outlier_values"].size
+    if (indptr.size != m + 1 or indptr[0] != 0 or indptr[-1] != nnz or indices.size != nnz
+            or np.any(np.diff(indptr) < 0)):
+        raise ValueError(f"{where}: outlier_indptr must rise from 0 to the {nnz} outliers "
+                         f"over {m} rows")
+    if nnz and (indices.min() < 0 or indices.max() >= n):
+        raise ValueError(f"{where}: outlier_indices must lie in [0, {n})")
+    starts = np.zeros(nnz, bool)
+    starts[indptr[:-1][np.diff(indptr) > 0]] = True
+    if nnz > 1 and np.any((np.diff(indices.astype(np.int64)) <= 0) & ~starts[1:]):
+        raise ValueError(f"{where}: outlier_indices must increase within each row")
+    if not np.all(np.isfinite(a["outlier_values"])):
+        raise ValueError(f"{where}: outlier_values contains NaN or infinity")
+
+
+def _array_table(header):
+    """The arrays of a file with this header, in file order."""
+    table = _ARRAYS
+    if header.get("factor_dtype") == "int8":
+        table += (_SCALES,)
+    if "outliers" in header:
+        table += _OUTLIERS
+    return table
+
+
+def _decode(header, arrays, where):
+    """Replace low-precision codes in ``arrays["data"]`` by their decoded
+    working copy (after the structure is checked); the stored form, or None."""
+    kind = header.get("factor_dtype")
+    if kind is None:
+        return None
+    from hmnumba.storage import LowPrecision, run_lengths
+    runs = run_lengths(arrays["row_start"], arrays["row_stop"], arrays["col_start"],
+                       arrays["col_stop"], arrays["rank"])
+    codes = arrays.pop("data")
+    if kind == "float16":
+        enc = LowPrecision(kind, codes.view(np.uint16), np.zeros(0, np.float32),
+                           header.get("factor_exp", 0), header["dtype"])
+    else:
+        scales = arrays.pop("data_scales")
+        if scales.size != runs.size or not np.all(np.isfinite(scales) & (scales > 0)):
+            raise ValueError(f"{where}: data_scales must hold {runs.size} finite positive "
+                             f"scales, one per factor column or dense row")
+        if int(runs.sum()) != codes.size:
+            raise ValueError(f"{where}: data holds {codes.size} codes, the blocks store "
+                             f"{int(runs.sum())} numbers")
+        enc = LowPrecision(kind, codes, scales, 0, header["dtype"])
+    arrays["data"] = enc.decode(runs)
+    if not np.all(np.isfinite(arrays["data"])):
+        raise ValueError(f"{where}: data decodes to NaN or infinity")
+    return enc
 
 
 def _read_header(f, size, where):
@@ -631,17 +743,30 @@ def _check_header(h, size, hlen, where):
     if (not isinstance(digest, str) or len(digest) != 64
             or any(c not in "0123456789abcdef" for c in digest)):
         bad("payload_sha256 must be 64 lowercase hex digits")
+    kind = h.get("factor_dtype")
+    if kind is not None and kind not in _FACTOR_CODES:
+        bad(f"factor_dtype must be one of {sorted(_FACTOR_CODES)}, got {_short(kind)}")
+    scale_exp = h.get("factor_exp", 0)
+    if not _is_int(scale_exp) or abs(scale_exp) > 1100:
+        bad(f"factor_exp must be an integer with |factor_exp| <= 1100, got "
+            f"{_short(scale_exp)}")
+    table = _array_table(h)
     specs = h["arrays"]
-    if not isinstance(specs, dict) or set(specs) != {a[0] for a in _ARRAYS}:
+    if not isinstance(specs, dict) or set(specs) != {a[0] for a in table}:
         names = sorted(specs) if isinstance(specs, dict) else specs
-        bad(f"arrays must name exactly {[a[0] for a in _ARRAYS]}, got {_short(names)}")
-    lengths = {"m": shape[0], "n": shape[1], "b": n_blocks}
+        bad(f"arrays must name exactly {[a[0] for a in table]}, got {_short(names)}")
+    n_out = h.get("outliers", 0)
+    if not _is_int(n_out) or not 0 <= n_out <= shape[0] * shape[1]:
+        bad(f"outliers must be an integer between 0 and m * n, got {_short(n_out)}")
+    lengths = {"m": shape[0], "n": shape[1], "b": n_blocks, "m+1": shape[0] + 1, "nnz": n_out}
     pos = 0
-    for name, code, length in _ARRAYS:
+    for name, code, length in table:
         spec = specs[name]
         if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "offset"}:
             bad(f"array {name}: entry must have exactly dtype, shape, offset; got {_short(spec)}")
         allowed = (code, _INT32) if code == _INT else (code or _DATA_DTYPES[h["dtype"]],)
+        if name == "data" and kind is not None:
+            allowed = (_FACTOR_CODES[kind],)
         if spec["dtype"] not in allowed:
             bad(f"array {name}: dtype {_short(spec['dtype'])}, expected "
                 + " or ".join(map(repr, allowed)))

@@ -37,6 +37,7 @@ INTERNAL = {
     "hmnumba.h2build": "the build behind H2Matrix.from_kernel",
     "hmnumba.kernels.h2_build": "numba kernels of the H^2 build only",
     "hmnumba.kernels.h2_products": "numba kernels of the H^2 products only",
+    "hmnumba.kernels.lowprec": "the block-error kernel behind factor_dtype (numba only)",
     "hmnumba.kernels.functions": "re-exported by hmnumba.kernels (its __all__)",
     "hmnumba.pinn.layers": "re-exported by hmnumba.pinn (its __all__)",
     "hmnumba.pinn.network": "re-exported by hmnumba.pinn (its __all__)",
