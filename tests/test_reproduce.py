@@ -45,7 +45,7 @@ def test_report_json_and_every_figure_exist(quick_run):
     out, data, _ = quick_run
     figures = sorted(p.name for p in out.glob("*.png"))
     assert figures == sorted(m.FIGURE for m in REGISTRY.values())
-    assert len(figures) == 10
+    assert len(figures) == 11
     for name in figures:
         head = (out / name).read_bytes()[:8]
         assert head == b"\x89PNG\r\n\x1a\n" and (out / name).stat().st_size > 10_000
@@ -56,6 +56,24 @@ def test_report_json_and_every_figure_exist(quick_run):
     for module in REGISTRY.values():
         assert module.TITLE in report and f"({module.FIGURE})" in report
         assert data["results"][module.NAME]["verdict"]["sentence"] in report
+
+
+def test_study_covers_every_family_with_three_seeds(quick_run):
+    out, data, _ = quick_run
+    from hmnumba.experiments.families import FAMILIES, FAMILY_TITLES
+    study = data["results"]["study"]
+    assert set(study["summary"]) == set(FAMILIES)
+    for nets in study["summary"].values():
+        for entry in nets.values():
+            assert len(entry["seeds"]) == 3
+    report = (out / "report.md").read_text()
+    for title in FAMILY_TITLES.values():
+        assert title in report
+    assert "float16 cast" in report and "full-rank Glorot" in report
+    assert any("rank-8 start" in name for name in study["summary"]["pinn"])
+    for res in study["networks"]:
+        for m in res["methods"].values():
+            assert all(finite(r["task_error"]) and r["ratio"] > 0 for r in m["curve"])
 
 
 def test_pinn_is_really_trained(quick_run):
