@@ -17,9 +17,9 @@ TINY = study.StudyConfig(
                    lbfgs_epochs=20, n_collocation=32, n_boundary=12),
               dict(family="operator", problem="helmholtz1d", n=48),
               dict(family="operator", problem="poisson2d", n=36),
-              dict(family="digits", hidden=24, max_iter=15),
+              dict(family="digits", hidden=24, max_iter=15, finetune=True),
               dict(family="control", n=24)],
-    seeds=(0, 1), bisection_steps=2, leaf_size=8, timing_repeats=2)
+    seeds=(0, 1), bisection_steps=2, leaf_size=8, timing_repeats=2, finetune_epochs=3)
 
 
 def finite(x):
@@ -35,8 +35,10 @@ def tiny_results():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CompressionWarning)
         for spec in TINY.networks:
+            spec = dict(spec)
+            tune = spec.pop("finetune", False)
             for seed in TINY.seeds:
-                out.append(study.study_network(families.build(spec, seed), TINY))
+                out.append(study.study_network(families.build(spec, seed), TINY, finetune=tune))
     return out
 
 
@@ -51,10 +53,11 @@ def test_every_family_runs_and_every_method_reports(tiny_results):
             for row in m["curve"]:
                 assert row["nbytes"] > 0 and finite(row["ratio"])
                 assert finite(row["weight_error"]) and finite(row["task_error"])
-            for metric in ("weight", "task"):
-                targets = res["levels"][metric]
-                for best, target in zip(m["best"][metric], targets):
-                    key = "weight_error" if metric == "weight" else "task_error"
+            assert ("task_ft" in m["best"]) == (res["family"] == "digits")
+            for metric, key in (("weight", "weight_error"), ("task", "task_error"),
+                                ("task_ft", "task_error_ft")):
+                targets = res["levels"]["weight" if metric == "weight" else "task"]
+                for best, target in zip(m["best"].get(metric, []), targets):
                     assert best is None or best[key] <= target
         for t in res["timing"].values():
             assert t["low"] <= t["speedup"] <= t["high"]
@@ -78,11 +81,12 @@ def test_summary_is_json_ready_and_reports_median_and_spread(tiny_results):
             assert (med, lo, hi) == (float(np.median(vals)), min(vals), max(vals))
     result = dict(summary=summary, networks=tiny_results,
                   methods={k: m.label for k, m in study.METHODS.items()},
-                  config=dict(weight_levels=list(TINY.weight_levels)))
+                  config=dict(weight_levels=list(TINY.weight_levels), finetune_epochs=3))
     text = "\n".join(study.table(result))
     for title in families.FAMILY_TITLES.values():
         assert title in text
     assert "float16 cast" in text and "full-rank Glorot" in text
+    assert "after fine-tuning" in text and "digits MLP 24x24" in text
     assert study.verdict(result)["outcome"] in OUTCOMES
 
 
@@ -188,3 +192,45 @@ def test_task_levels_follow_the_dense_error():
     assert study.task_levels("operator", 1e-4) == [1e-1, 1e-2, 1e-3]
     assert study.task_levels("pinn", 0.02) == [0.1, 0.03, 0.03]
     assert study.task_levels("digits", 0.03) == [0.08, 0.04, 0.03]
+
+
+# ------------------------------------------------------------------ fine-tuning
+def _compressors(W):
+    from hmnumba import HMatrixCompressor
+    from hmnumba.baselines import (Float16Compressor, PruningCompressor,
+                                   QuantizationCompressor, SVDCompressor)
+    return [HMatrixCompressor(tol=1e-1, leaf_size=8, structure="hierarchical").fit(W),
+            SVDCompressor(rank=3).fit(W), PruningCompressor(sparsity=0.7).fit(W),
+            QuantizationCompressor(bits=4).fit(W), Float16Compressor().fit(W)]
+
+
+def test_trainable_gradients_match_finite_differences():
+    from hmnumba.experiments.finetune import trainable
+    rng = np.random.default_rng(0)
+    x = np.linspace(0, 1, 32)
+    W = (1.0 / (1.0 + 30 * np.abs(x[:, None] - x[None, :])) + 0.01 * rng.standard_normal(
+        (32, 32))).astype(np.float32)
+    S, G = rng.standard_normal((32, 7)), rng.standard_normal((32, 7))
+    for comp in _compressors(W):
+        t = trainable(comp)
+        np.testing.assert_allclose(t.dense(t.theta), comp.reconstruct(), rtol=1e-5, atol=1e-6)
+        g = t.grad(t.theta, S, G, G @ S.T)
+        E = rng.standard_normal(t.theta.shape)
+        f = lambda th: float(np.sum(G * (t.dense(th) @ S)))  # noqa: E731
+        fd = (f(t.theta + 1e-6 * E) - f(t.theta - 1e-6 * E)) / 2e-6
+        assert abs(fd - g @ E) <= 1e-6 * max(1.0, abs(fd)), type(comp).__name__
+
+
+def test_finetuning_never_worsens_the_training_loss_and_keeps_the_format():
+    from hmnumba.experiments.finetune import finetune
+    net = families.digits_network(24, 0, max_iter=15)
+    W = net.weights[0]
+    for comp in _compressors(W):
+        before = net.train_loss([comp.reconstruct().astype(np.float64)])[0]
+        tuned = finetune([comp], net.train_loss, epochs=5)[0]
+        assert tuned.shape == W.shape
+        assert net.train_loss([tuned])[0] <= before
+        if type(comp).__name__ == "PruningCompressor":       # the pattern stays
+            assert np.count_nonzero(tuned) <= comp.weights_.nnz
+        if type(comp).__name__ == "Float16Compressor":       # still float16 numbers
+            np.testing.assert_array_equal(tuned, tuned.astype(np.float16).astype(np.float64))

@@ -57,6 +57,12 @@ class Network:
         A batch ``(batch, n_in)`` of inputs of the largest weight, for timings.
     dense_task_error : float
         ``task_error(weights)``.
+    train_loss : callable or None
+        ``train_loss(list_of_arrays) -> (value, [(S, G), ...])``: the
+        training loss with the weights replaced and, per weight, its inputs
+        ``S (n_in, M)`` and output adjoints ``G (n_out, M)`` (the loss's
+        gradient is ``G S^T``), for fine-tuning
+        (:mod:`hmnumba.experiments.finetune`); None where the family has none.
     info : dict
         Training facts for the report (epochs, seconds, ...).
     """
@@ -68,6 +74,7 @@ class Network:
     task_error: object
     inputs: np.ndarray
     dense_task_error: float = float("nan")
+    train_loss: object = None
     info: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -220,8 +227,15 @@ def operator_network(problem, n, seed, n_train=None, noise=1e-4):
     def task_error(weights):
         return float(np.linalg.norm(Fte_p @ weights[0].astype(np.float64).T - Ute_p) / norm)
 
+    S, Ut = np.ascontiguousarray(Ftr[:, cols].T), np.ascontiguousarray(Utr[:, rows].T)
+    scale = 1.0 / np.mean(Ut ** 2)
+
+    def train_loss(weights):
+        R = weights[0] @ S - Ut
+        return 0.5 * scale * float(np.mean(R ** 2)) * R.shape[0], [(S, scale * R / R.shape[1])]
+
     return Network("operator", f"{problem} n{n}", seed, [Wp], task_error,
-                   np.ascontiguousarray(Fte_p[:256], dtype=np.float32),
+                   np.ascontiguousarray(Fte_p[:256], dtype=np.float32), train_loss=train_loss,
                    info=dict(n_train=n_train, noise=noise))
 
 
@@ -261,6 +275,19 @@ def digits_network(hidden, seed, max_iter=200):
     W0, W1, W2 = clf.coefs_
     b0, b1, b2 = clf.intercepts_
     H0 = np.maximum(Xte @ W0 + b0, 0.0)
+    H0tr = np.maximum(Xtr @ W0 + b0, 0.0)
+    Y = (ytr[:, None] == clf.classes_[None, :]).astype(np.float64)
+    S = np.ascontiguousarray(H0tr.T)
+
+    def train_loss(weights):
+        """Mean cross-entropy on the training set, and its adjoint at W1."""
+        pre = H0tr @ weights[0].T + b1
+        logits = np.maximum(pre, 0.0) @ W2 + b2
+        logits -= logits.max(axis=1, keepdims=True)
+        logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        dlogits = (np.exp(logp) - Y) / len(Y)
+        dpre = (dlogits @ W2.T) * (pre > 0)
+        return float(-np.sum(Y * logp) / len(Y)), [(S, np.ascontiguousarray(dpre.T))]
 
     def task_error(weights):
         H1 = np.maximum(H0 @ weights[0].astype(np.float64).T + b1, 0.0)
@@ -268,7 +295,7 @@ def digits_network(hidden, seed, max_iter=200):
         return float(np.mean(clf.classes_[pred] != yte))
 
     return Network("digits", f"digits MLP {hidden}x{hidden}", seed, [W1.T], task_error,
-                   np.ascontiguousarray(H0[:256], dtype=np.float32),
+                   np.ascontiguousarray(H0[:256], dtype=np.float32), train_loss=train_loss,
                    info=dict(train_seconds=seconds, iterations=int(clf.n_iter_),
                              test_accuracy=float(clf.score(Xte, yte))))
 

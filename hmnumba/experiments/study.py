@@ -113,6 +113,7 @@ class StudyConfig:
     weight_levels: tuple = (1e-1, 1e-2, 1e-3)
     leaf_size: int = 16
     timing_repeats: int = 7
+    finetune_epochs: int = 20
 
     @classmethod
     def quick(cls):
@@ -121,27 +122,27 @@ class StudyConfig:
         return cls(networks=[
             dict(pinn, problem="poisson2d"), dict(pinn, problem="helmholtz2d"),
             dict(pinn, problem="heat1d"), dict(pinn, problem="poisson2d", init_rank=8),
-            dict(family="operator", problem="poisson1d", n=256),
+            dict(family="operator", problem="poisson1d", n=256, finetune=True),
             dict(family="operator", problem="poisson2d", n=256),
             dict(family="operator", problem="helmholtz1d", n=256),
             dict(family="operator", problem="advdiff1d", n=256),
-            dict(family="digits", hidden=256, max_iter=60),
+            dict(family="digits", hidden=256, max_iter=60, finetune=True),
             dict(family="control", n=256)])
 
     @classmethod
     def full(cls):
         pinn = dict(family="pinn", width=256, depth=3, adam_epochs=500, lbfgs_epochs=1000,
                     n_collocation=1000, n_boundary=200)
-        ops = [dict(family="operator", problem=p, n=n) for n in (1024, 4096)
+        ops = [dict(family="operator", problem=p, n=n, finetune=True) for n in (1024, 4096)
                for p in ("poisson1d", "poisson2d", "helmholtz1d", "advdiff1d")]
         return cls(networks=[
             dict(pinn, problem="poisson2d"), dict(pinn, problem="helmholtz2d"),
             dict(pinn, problem="heat1d"), dict(pinn, problem="poisson2d", init_rank=8),
             dict(pinn, problem="poisson2d", width=1024, adam_epochs=200, lbfgs_epochs=300),
-            *ops, dict(family="digits", hidden=256, max_iter=200),
-            dict(family="digits", hidden=1024, max_iter=200),
+            *ops, dict(family="digits", hidden=256, max_iter=200, finetune=True),
+            dict(family="digits", hidden=1024, max_iter=200, finetune=True),
             dict(family="control", n=1024)],
-            bisection_steps=8, leaf_size=32, timing_repeats=15)
+            bisection_steps=8, leaf_size=32, timing_repeats=15, finetune_epochs=50)
 
 
 def task_levels(family, dense):
@@ -165,20 +166,24 @@ def task_levels(family, dense):
 
 class _Evaluator:
     """Compress every weight of a network by one method at ``a`` (memoized):
-    bytes, weight error, task error."""
+    bytes, weight error, task error; with ``finetune_epochs``, the task
+    error after fine-tuning what the method stores
+    (:func:`hmnumba.experiments.finetune.finetune`)."""
 
-    def __init__(self, net, name, leaf_size):
+    def __init__(self, net, name, leaf_size, finetune_epochs=0):
         self.net, self.name, self.method = net, name, METHODS[name]
         self.leaf_size, self.memo = leaf_size, {}
+        self.finetune_epochs = finetune_epochs
 
     def __call__(self, a):
         if a in self.memo:
             return self.memo[a]
         net, m = self.net, self.method
-        nbytes, num, den, recon, params = 0, 0.0, 0.0, [], []
+        nbytes, num, den, recon, params, comps = 0, 0.0, 0.0, [], [], []
         for W in net.weights:
             p = m.param(a, W.shape)
             comp = m.make(W, p, net.seed, leaf_size=self.leaf_size)
+            comps.append(comp)
             nbytes += comp.nbytes_
             R = comp.reconstruct().astype(np.float32)
             num += float(np.linalg.norm((R - W).astype(np.float64)) ** 2)
@@ -189,6 +194,10 @@ class _Evaluator:
         row = dict(a=a, param=params[0], nbytes=int(nbytes), ratio=dense / max(nbytes, 1),
                    weight_error=math.sqrt(num / den) if den > 0 else 0.0,
                    task_error=float(net.task_error(recon)))
+        if self.finetune_epochs:
+            from hmnumba.experiments.finetune import finetune
+            tuned = finetune(comps, net.train_loss, self.finetune_epochs)
+            row["task_error_ft"] = float(net.task_error([W.astype(np.float32) for W in tuned]))
         self.memo[a] = row
         return row
 
@@ -304,12 +313,17 @@ def time_methods(net, settings, repeats, seed):
     return out
 
 
-def study_network(net, cfg):
-    """Every method at every target on one network: a JSON-ready dict."""
+def study_network(net, cfg, finetune=False):
+    """Every method at every target on one network: a JSON-ready dict.
+
+    With ``finetune`` (and a network that has a training loss), each method
+    is also bisected on the task error after ``cfg.finetune_epochs`` epochs
+    of fine-tuning what it stores (metric ``"task_ft"``)."""
+    finetune = bool(finetune and net.train_loss is not None and cfg.finetune_epochs)
     levels = dict(weight=list(cfg.weight_levels),
                   task=task_levels(net.family, net.dense_task_error))
     W0 = max(net.weights, key=lambda W: W.size)
-    res = dict(family=net.family, name=net.name, seed=net.seed,
+    res = dict(family=net.family, name=net.name, seed=net.seed, finetuned=finetune,
                shapes=[list(W.shape) for W in net.weights],
                dense_nbytes=int(sum(W.nbytes for W in net.weights)),
                dense_task_error=net.dense_task_error, info=net.info, levels=levels,
@@ -323,6 +337,12 @@ def study_network(net, cfg):
                                    fixed=method.scale == "fixed") for t in levels[metric]]
         res["methods"][name] = dict(best=best, curve=sorted(ev.memo.values(),
                                                             key=lambda r: r["nbytes"]))
+        if finetune:
+            ft = _Evaluator(net, name, cfg.leaf_size, cfg.finetune_epochs)
+            best["task_ft"] = [bisect(ft, t, "task_error_ft", cfg.bisection_steps,
+                                      fixed=method.scale == "fixed") for t in levels["task"]]
+            res["methods"][name]["curve_ft"] = sorted(ft.memo.values(),
+                                                      key=lambda r: r["nbytes"])
         # timed at the medium task level (or its most accurate setting)
         row = best["task"][1] or ev(0.0)
         timed[name] = [method.make(W, method.param(row["a"], W.shape), net.seed,
@@ -351,7 +371,8 @@ def summarise(networks):
                      spectra={k: float(np.median([np.mean(r["spectra"][k]) for r in runs]))
                               for k in runs[0]["spectra"]},
                      ratios={}, winners={}, speed={})
-        for metric in ("weight", "task"):
+        metrics = ("weight", "task") + (("task_ft",) if runs[0]["finetuned"] else ())
+        for metric in metrics:
             entry["ratios"][metric] = []
             entry["winners"][metric] = []
             for j in range(3):
@@ -411,15 +432,18 @@ def run(ctx):
     cfg = StudyConfig.quick() if ctx.config.profile == "quick" else StudyConfig.full()
     networks, seconds = [], {}
     for spec in cfg.networks:
+        spec = dict(spec)
+        tune = spec.pop("finetune", False)
         for seed in cfg.seeds:
             t = time.perf_counter()
             net = build(spec, seed + ctx.config.seed)
-            res = study_network(net, cfg)
+            res = study_network(net, cfg, finetune=tune)
             res["seconds"] = time.perf_counter() - t
             seconds[net.family] = seconds.get(net.family, 0.0) + res["seconds"]
             networks.append(res)
         ctx.progress(f"  {net.name}: {len(cfg.seeds)} seeds")
     return dict(config=dict(seeds=list(cfg.seeds), bisection_steps=cfg.bisection_steps,
+                            finetune_epochs=cfg.finetune_epochs,
                             weight_levels=list(cfg.weight_levels), leaf_size=cfg.leaf_size,
                             timing_repeats=cfg.timing_repeats, networks=cfg.networks),
                 methods={k: m.label for k, m in METHODS.items()},
@@ -482,7 +506,7 @@ def winner_table(result, metric="task"):
         for name, e in nets.items():
             cells = [_cell(w, cell, labels)
                      for w, cell in zip(e["winners"][metric], e["ratios"][metric])]
-            lv = ", ".join(f"{x:.3g}" for x in e["levels"][metric])
+            lv = ", ".join(f"{x:.3g}" for x in e["levels"][metric.replace("_ft", "")])
             lines.append(f"| {family} | {name} (targets {lv}) | " + " | ".join(cells) + " |")
     return lines
 
@@ -498,6 +522,15 @@ def table(result):
              "full-rank Glorot initialisation; `rank-8 start` is the labelled variant "
              "the other results use.", ""]
     lines += winner_table(result, "task")
+    if any("task_ft" in e["ratios"] for nets in result["summary"].values()
+           for e in nets.values()):
+        keep = {f: {k: e for k, e in nets.items() if "task_ft" in e["ratios"]}
+                for f, nets in result["summary"].items()}
+        lines += ["", f"At equal task error **after fine-tuning** what each method stores "
+                  f"({result['config']['finetune_epochs']} Adam epochs for every method, "
+                  "full batch, on the training set; the networks marked for it):", ""]
+        lines += winner_table(dict(result, summary={f: v for f, v in keep.items() if v}),
+                              "task_ft")
     lines += ["", "At equal **weight** error (targets "
               + ", ".join(f"{x:g}" for x in result["config"]["weight_levels"]) + "):", ""]
     lines += winner_table(result, "weight")
