@@ -155,12 +155,26 @@ def test_verdicts_are_decided_from_the_stored_numbers(quick_run):
         assert stored["verdict"]["outcome"] in OUTCOMES
 
 
-def test_missing_matplotlib_is_a_clear_error(monkeypatch, tmp_path, capsys):
+def test_figures_required_without_matplotlib_is_a_clear_error(monkeypatch, tmp_path):
+    from hmnumba.experiments import reproduce
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    assert main(["reproduce", "--quick", "--out", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "matplotlib" in err[0] and "hmnumba[plot]" in err[0]
+    with pytest.raises(ImportError, match=r"hmnumba\[plot\]"):
+        reproduce(tmp_path / "out", figures=True, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_without_matplotlib_the_report_is_written_without_figures(monkeypatch, tmp_path,
+                                                                 capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    out = tmp_path / "out"
+    assert main(["reproduce", "--quick", "--only", "heatmaps", "--out", str(out)]) == 0
+    assert "no figures" in capsys.readouterr().out
+    assert not list(out.glob("*.png"))
+    report = (out / "report.md").read_text()
+    assert "No figure: matplotlib is not installed" in report
+    assert json.loads((out / "results.json").read_text())["results"]["heatmaps"]["figure"] \
+        is None
 
 
 @pytest.mark.parametrize("argv", [["--problem", "wave3d"], ["--only", "nonsense"],

@@ -131,18 +131,18 @@ class StudyConfig:
 
     @classmethod
     def full(cls):
-        pinn = dict(family="pinn", width=256, depth=3, adam_epochs=500, lbfgs_epochs=1000,
-                    n_collocation=1000, n_boundary=200)
-        ops = [dict(family="operator", problem=p, n=n, finetune=True) for n in (1024, 4096)
+        pinn = dict(family="pinn", width=256, depth=3, adam_epochs=300, lbfgs_epochs=600,
+                    n_collocation=512, n_boundary=128)
+        ops = [dict(family="operator", problem=p, n=1024, finetune=True)
                for p in ("poisson1d", "poisson2d", "helmholtz1d", "advdiff1d")]
+        ops += [dict(family="operator", problem=p, n=4096) for p in ("poisson1d", "poisson2d")]
         return cls(networks=[
             dict(pinn, problem="poisson2d"), dict(pinn, problem="helmholtz2d"),
             dict(pinn, problem="heat1d"), dict(pinn, problem="poisson2d", init_rank=8),
-            dict(pinn, problem="poisson2d", width=1024, adam_epochs=200, lbfgs_epochs=300),
             *ops, dict(family="digits", hidden=256, max_iter=200, finetune=True),
             dict(family="digits", hidden=1024, max_iter=200, finetune=True),
             dict(family="control", n=1024)],
-            bisection_steps=8, leaf_size=32, timing_repeats=15, finetune_epochs=50)
+            bisection_steps=7, leaf_size=32, timing_repeats=15, finetune_epochs=30)
 
 
 def task_levels(family, dense):
