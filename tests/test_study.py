@@ -127,6 +127,12 @@ def test_bisection_finds_the_cheapest_feasible_setting_with_equal_resolution():
     assert len(calls) == 2 + 5
     assert study.bisect(lambda a: dict(nbytes=1, err=1.0), 0.5, "err", 5) is None
     assert study.bisect(lambda a: dict(nbytes=1, err=0.0), 0.5, "err", 5)["err"] == 0.0
+    calls.clear()
+    best = study.bisect(evaluate, 0.25, "err", 3, lo=0.25)
+    assert calls[:2] == [0.25, 1.0] and best["err"] <= 0.25
+    calls.clear()                    # a start that misses the target: from 0 again
+    assert study.bisect(evaluate, 0.01, "err", 3, lo=0.5)["err"] <= 0.01
+    assert calls[:2] == [0.5, 0.0]
     fixed = []
     study.bisect(lambda a: fixed.append(a) or dict(nbytes=1, err=0.0), 0.5, "err", 5,
                  fixed=True)
@@ -234,3 +240,13 @@ def test_finetuning_never_worsens_the_training_loss_and_keeps_the_format():
             assert np.count_nonzero(tuned) <= comp.weights_.nnz
         if type(comp).__name__ == "Float16Compressor":       # still float16 numbers
             np.testing.assert_array_equal(tuned, tuned.astype(np.float16).astype(np.float64))
+
+
+def test_svd_from_the_cached_factorisation_equals_a_fresh_fit():
+    from hmnumba.baselines import SVDCompressor
+    W = np.random.default_rng(0).standard_normal((30, 20)).astype(np.float32)
+    for k in (1, 5, 20):
+        a, b = study.METHODS["svd"].make(W, k, 0), SVDCompressor(rank=k).fit(W)
+        assert (a.rank_, a.nbytes_) == (b.rank_, b.nbytes_)
+        np.testing.assert_allclose(a.reconstruct(), b.reconstruct(), rtol=1e-5, atol=1e-5)
+        assert a.relative_error_ == pytest.approx(b.relative_error_, rel=1e-5)

@@ -198,10 +198,12 @@ def _smooth_fields(rng, count, n, dim):
     return white + 4.0 * smooth / (np.std(smooth) + 1e-300)
 
 
-def operator_network(problem, n, seed, n_train=None, noise=1e-4):
+def operator_network(problem, n, seed, n_train=None, noise=1e-4, finetune_pairs=512):
     """A linear solution operator ``u = W f`` fitted (least squares, the
     minimiser that training from any start converges to) to ``n_train``
-    pairs ``(f, A^{-1} f + noise)``, rows and columns shuffled.
+    pairs ``(f, A^{-1} f + noise)`` (default ``2 n``), rows and columns
+    shuffled. Fine-tuning (``train_loss``) uses the first
+    ``finetune_pairs`` of them.
 
     Examples
     --------
@@ -227,7 +229,8 @@ def operator_network(problem, n, seed, n_train=None, noise=1e-4):
     def task_error(weights):
         return float(np.linalg.norm(Fte_p @ weights[0].astype(np.float64).T - Ute_p) / norm)
 
-    S, Ut = np.ascontiguousarray(Ftr[:, cols].T), np.ascontiguousarray(Utr[:, rows].T)
+    k = min(n_train, finetune_pairs)
+    S, Ut = np.ascontiguousarray(Ftr[:k, cols].T), np.ascontiguousarray(Utr[:k, rows].T)
     scale = 1.0 / np.mean(Ut ** 2)
 
     def train_loss(weights):

@@ -73,13 +73,45 @@ def _hmatrix(structure):
     return make
 
 
+_SVD_CACHE = []
+
+
+def _svd(W):
+    """``numpy.linalg.svd(W)`` of the last two arrays asked for (the bisection
+    asks for one array's SVD at many ranks; a 4096 x 4096 SVD takes a minute)."""
+    for ref, factors in _SVD_CACHE:
+        if ref is W:
+            return factors
+    factors = np.linalg.svd(W, full_matrices=False)
+    _SVD_CACHE[:] = _SVD_CACHE[-1:] + [(W, factors)]
+    return factors
+
+
+def _svd_at_rank(W, p, seed, leaf_size=None):
+    """``SVDCompressor(rank=p).fit(W)`` from the cached factorisation of ``W``
+    (the same fitted state: ``fit`` validates and counts as usual)."""
+    from hmnumba.baselines import SVDCompressor
+    comp = SVDCompressor(rank=p)
+
+    def compress(W_):
+        U, s, Vt = _svd(W)
+        k = min(int(p), s.size)
+        comp.singular_values_, comp.rank_ = s, k
+        comp.left_factor_ = np.ascontiguousarray(U[:, :k] * s[:k])
+        comp.right_factor_ = np.ascontiguousarray(Vt[:k].T)
+        return comp.left_factor_.nbytes + comp.right_factor_.nbytes
+
+    comp._compress = compress
+    return comp.fit(W)
+
+
 def _baseline(name, **fixed):
     def make(W, p, seed, leaf_size=None):
         from hmnumba import baselines
         cls = getattr(baselines, name)
         params = dict(fixed)
         if p is not None:
-            params["rank" if name == "SVDCompressor" else "sparsity"] = p
+            params["sparsity"] = p
         return cls(**params).fit(W)
     return make
 
@@ -90,7 +122,7 @@ METHODS = {
     "hmatrix": Method("H-matrix (auto)", "hmatrix", "log", _hmatrix("auto"), 1e-6, 0.9),
     "hmatrix-tree": Method("H-matrix (hierarchical)", "hmatrix", "log",
                            _hmatrix("hierarchical"), 1e-6, 0.9),
-    "svd": Method("SVD", "baseline", "rank", _baseline("SVDCompressor")),
+    "svd": Method("SVD", "baseline", "rank", _svd_at_rank),
     "pruning": Method("pruning (CSR)", "baseline", "linear", _baseline("PruningCompressor"),
                       0.0, 0.999),
     "int8": Method("int8 per row", "baseline", "fixed",
@@ -114,6 +146,7 @@ class StudyConfig:
     leaf_size: int = 16
     timing_repeats: int = 7
     finetune_epochs: int = 20
+    finetune_steps: int = 4
 
     @classmethod
     def quick(cls):
@@ -142,7 +175,8 @@ class StudyConfig:
             *ops, dict(family="digits", hidden=256, max_iter=200, finetune=True),
             dict(family="digits", hidden=1024, max_iter=200, finetune=True),
             dict(family="control", n=1024)],
-            bisection_steps=7, leaf_size=32, timing_repeats=15, finetune_epochs=30)
+            bisection_steps=7, leaf_size=32, timing_repeats=15, finetune_epochs=30,
+            finetune_steps=5)
 
 
 def task_levels(family, dense):
@@ -202,22 +236,27 @@ class _Evaluator:
         return row
 
 
-def bisect(evaluate, target, key, steps, fixed=False):
+def bisect(evaluate, target, key, steps, fixed=False, lo=0.0):
     """The evaluated row with the fewest bytes whose ``row[key] <= target``
     (None if even the most accurate setting misses it).
 
     ``evaluate(a)`` compresses at ``a in [0, 1]`` (more bytes, less error at
     0). Both ends are tried, then ``steps`` bisection steps for the largest
-    feasible ``a``, so every method gets the same resolution.
+    feasible ``a``, so every method gets the same resolution. ``lo`` starts
+    the search above 0 (fine-tuning starts where the untuned search ended:
+    fine-tuning keeps the best training loss, so what met the target before
+    it is expected to meet it after).
 
     >>> rows = lambda a: dict(nbytes=100 * (1 - a), err=a)
     >>> bisect(rows, 0.3, "err", 6)["err"]
     0.296875
     """
-    evaluated = [evaluate(0.0)]
+    evaluated = [evaluate(lo)]
+    if lo > 0 and evaluated[0][key] > target:
+        return bisect(evaluate, target, key, steps, fixed)
     if not fixed:
         if evaluated[0][key] <= target:
-            lo, hi = 0.0, 1.0
+            hi = 1.0
             top = evaluate(1.0)
             evaluated.append(top)
             if top[key] > target:
@@ -339,8 +378,10 @@ def study_network(net, cfg, finetune=False):
                                                             key=lambda r: r["nbytes"]))
         if finetune:
             ft = _Evaluator(net, name, cfg.leaf_size, cfg.finetune_epochs)
-            best["task_ft"] = [bisect(ft, t, "task_error_ft", cfg.bisection_steps,
-                                      fixed=method.scale == "fixed") for t in levels["task"]]
+            best["task_ft"] = [bisect(ft, t, "task_error_ft", cfg.finetune_steps,
+                                      fixed=method.scale == "fixed",
+                                      lo=row["a"] if row is not None else 0.0)
+                               for t, row in zip(levels["task"], best["task"])]
             res["methods"][name]["curve_ft"] = sorted(ft.memo.values(),
                                                       key=lambda r: r["nbytes"])
         # timed at the medium task level (or its most accurate setting)
@@ -444,6 +485,7 @@ def run(ctx):
         ctx.progress(f"  {net.name}: {len(cfg.seeds)} seeds")
     return dict(config=dict(seeds=list(cfg.seeds), bisection_steps=cfg.bisection_steps,
                             finetune_epochs=cfg.finetune_epochs,
+                            finetune_steps=cfg.finetune_steps,
                             weight_levels=list(cfg.weight_levels), leaf_size=cfg.leaf_size,
                             timing_repeats=cfg.timing_repeats, networks=cfg.networks),
                 methods={k: m.label for k, m in METHODS.items()},
