@@ -66,9 +66,12 @@ def trainable(comp):
             out[np.ix_(rp, cp)] = hm_to_dense(theta, *blocks, m, n)
             return out
 
+        permuted = {}
+
         def grad(theta, S, G, D):
-            return data_grad(theta, *blocks, np.ascontiguousarray(S[cp]),
-                             np.ascontiguousarray(G[rp]))
+            if permuted.get("S") is not S:     # the inputs stay; permute them once
+                permuted.update(S=S, Sp=np.ascontiguousarray(S[cp]))
+            return data_grad(theta, *blocks, permuted["Sp"], np.ascontiguousarray(G[rp]))
 
         return Trainable(H.data.astype(np.float64), dense, grad,
                          lambda theta: dense(theta.astype(dtype).astype(np.float64)),
