@@ -35,6 +35,16 @@ class Trainable:
     grad: object
     final: object
     needs_dense_grad: bool = True
+    segments: tuple = ()
+
+    def scale(self):
+        """Per entry, the RMS of its segment (a factor or dense block; the
+        whole vector if no segments): Adam's steps are taken relative to it."""
+        out = np.empty_like(self.theta)
+        bounds = self.segments or ((0, self.theta.size),)
+        for lo, hi in bounds:
+            out[lo:hi] = np.sqrt(np.mean(self.theta[lo:hi] ** 2)) if hi > lo else 1.0
+        return np.maximum(out, 1e-30)
 
 
 def trainable(comp):
@@ -73,9 +83,14 @@ def trainable(comp):
                 permuted.update(S=S, Sp=np.ascontiguousarray(S[cp]))
             return data_grad(theta, *blocks, permuted["Sp"], np.ascontiguousarray(G[rp]))
 
+        segments = []
+        for r0, r1, c0, c1, k, off in zip(*blocks):
+            mb, nb = r1 - r0, c1 - c0
+            segments += ([(off, off + mb * nb)] if k < 0 else
+                         [(off, off + k * mb), (off + k * mb, off + k * (mb + nb))])
         return Trainable(H.data.astype(np.float64), dense, grad,
                          lambda theta: dense(theta.astype(dtype).astype(np.float64)),
-                         needs_dense_grad=False)
+                         needs_dense_grad=False, segments=tuple(segments))
     if isinstance(comp, baselines.SVDCompressor):
         L, R = comp.left_factor_, comp.right_factor_
         k = L.shape[1]
@@ -93,7 +108,8 @@ def trainable(comp):
 
         theta = np.concatenate([L.ravel(), R.ravel()]).astype(np.float64)
         return Trainable(theta, dense, grad,
-                         lambda theta: dense(theta.astype(dtype).astype(np.float64)))
+                         lambda theta: dense(theta.astype(dtype).astype(np.float64)),
+                         segments=((0, m * k), (m * k, (m + n) * k)))
     if isinstance(comp, baselines.PruningCompressor):
         w = comp.weights_.tocoo()
         rows, cols = w.row, w.col
@@ -139,7 +155,8 @@ def finetune(comps, loss, epochs, lr=1e-2):
     epochs : int
         Adam steps (full batch).
     lr : float, default=1e-2
-        Adam's step relative to each weight's RMS stored value.
+        Adam's step relative to the RMS of each stored array (each factor
+        and dense block of an H-matrix, each SVD factor, each weight).
 
     Returns
     -------
@@ -166,8 +183,7 @@ def finetune(comps, loss, epochs, lr=1e-2):
     params = [trainable(c) for c in comps]
     sizes = np.cumsum([0] + [p.theta.size for p in params])
     theta = np.concatenate([p.theta for p in params])
-    scale = np.concatenate([np.full(p.theta.size, np.sqrt(np.mean(p.theta ** 2)) + 1e-300)
-                            for p in params])
+    scale = np.concatenate([p.scale() for p in params])
     parts = lambda th: [th[sizes[i]:sizes[i + 1]] for i in range(len(params))]  # noqa: E731
     opt = Adam(lr=lr)
     best_value, best_theta = np.inf, theta
