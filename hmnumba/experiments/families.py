@@ -123,7 +123,7 @@ def pinn_network(problem, width, depth, seed, adam_epochs, lbfgs_epochs, n_collo
     model = PINN([prob.dim] + [width] * depth + [1], init_rank=init_rank, random_state=seed)
     t = time.perf_counter()
     common = dict(n_collocation=n_collocation, n_boundary=n_boundary, random_state=seed,
-                  progress=False, eval_every=max(1, lbfgs_epochs))
+                  progress=False, eval_every=max(1, adam_epochs, lbfgs_epochs))
     if adam_epochs:
         train(model, prob, epochs=adam_epochs, optimizer="adam", lr=2e-3, **common)
     if lbfgs_epochs:

@@ -167,7 +167,7 @@ class StudyConfig:
 
     @classmethod
     def full(cls):
-        pinn = dict(family="pinn", width=256, depth=3, adam_epochs=300, lbfgs_epochs=600,
+        pinn = dict(family="pinn", width=256, depth=3, adam_epochs=200, lbfgs_epochs=400,
                     n_collocation=512, n_boundary=128)
         ops = [dict(family="operator", problem=p, n=1024, finetune=True)
                for p in ("poisson1d", "poisson2d", "helmholtz1d", "advdiff1d")]
@@ -178,7 +178,7 @@ class StudyConfig:
             *ops, dict(family="digits", hidden=256, max_iter=200, finetune=True),
             dict(family="digits", hidden=1024, max_iter=200, finetune=True),
             dict(family="control", n=1024)],
-            bisection_steps=7, leaf_size=32, timing_repeats=15, finetune_epochs=30,
+            bisection_steps=7, leaf_size=32, timing_repeats=15, finetune_epochs=15,
             finetune_steps=5)
 
 
