@@ -625,7 +625,8 @@ def plot(result, path):
                    label="dense")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_title(f"{FAMILY_TITLES[family][:34]}\n{net['name']}", fontsize=9)
+        ax.set_title(f"{FAMILY_TITLES[family].split(' (')[0]}\n{net['name']} (seed {net['seed']})",
+                     fontsize=9)
         ax.set_xlabel("compression ratio")
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("task error")
