@@ -1,7 +1,7 @@
 """The baselines the paper compares H-matrices against: global truncated SVD,
-magnitude pruning and post-training integer quantization.
+magnitude pruning, post-training integer quantization and a float16 cast.
 
-All three share :class:`hmnumba.compressor.BaseCompressor` with
+All four share :class:`hmnumba.compressor.BaseCompressor` with
 :class:`hmnumba.HMatrixCompressor`: ``fit(W)`` on a weight array of shape
 ``(n_out, n_in)``, ``transform(X) = X @ W_hat.T``, ``adjoint_transform``,
 ``reconstruct()`` and the fitted ``compression_ratio_``, ``relative_error_`` and
@@ -311,6 +311,68 @@ class QuantizationCompressor(BaseCompressor):
 
     def _reconstruct(self):
         return self._dequantized()
+
+
+class Float16Compressor(BaseCompressor):
+    """Cast to IEEE half precision (float16): the simplest strong baseline.
+
+    Every weight is rounded to the nearest float16 (``numpy.float16``, round to
+    nearest even); weights beyond float16's range (``|w| > 65504``) become
+    ``inf``, so such an array is refused. The relative rounding error of each
+    entry is at most ``2**-11`` (about 4.9e-4) for normal numbers, so
+    ``relative_error_`` is at most that for weights in float16's normal range.
+
+    Storage: the float16 copy, ``nbytes_ = 2 * W.size``: a ratio of 2 against
+    float32 weights, 4 against float64. ``transform`` computes in the input's
+    dtype (NumPy has no fast float16 GEMM on the CPU), so it is not faster
+    than a dense product here.
+
+    Attributes
+    ----------
+    weights_ : ndarray of float16
+    compression_ratio_, relative_error_, nbytes_ : float, float, int
+        See :mod:`hmnumba.compressor`.
+
+    Raises
+    ------
+    ValueError
+        From ``fit``, if an entry of ``W`` overflows float16.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba.baselines import Float16Compressor
+    >>> W = np.random.default_rng(0).standard_normal((40, 30)).astype(np.float32)
+    >>> comp = Float16Compressor().fit(W)
+    >>> comp.nbytes_, comp.compression_ratio_
+    (2400, 2.0)
+    >>> bool(comp.relative_error_ < 2.0 ** -11)
+    True
+    """
+
+    def __init__(self) -> None:
+        pass
+
+    def _check_params(self):
+        pass
+
+    def _compress(self, W):
+        limit = float(np.finfo(np.float16).max)
+        if np.max(np.abs(W), initial=0.0) > limit:
+            raise ValueError(f"W has entries beyond float16's range (|w| > {limit:g}); "
+                             "Float16Compressor would store them as inf")
+        self.weights_ = W.astype(np.float16)
+        self._dtype = W.dtype
+        return self.weights_.nbytes
+
+    def _apply(self, X):
+        return X @ self.weights_.astype(np.result_type(X.dtype, self._dtype)).T
+
+    def _apply_adjoint(self, Y):
+        return Y @ self.weights_.astype(np.result_type(Y.dtype, self._dtype))
+
+    def _reconstruct(self):
+        return self.weights_.astype(self._dtype)
 
 
 def pack_bits(codes: np.ndarray, bits: int) -> np.ndarray:

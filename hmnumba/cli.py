@@ -10,10 +10,12 @@ Subcommands
     compression ratio, error bound and matvec speed-up against dense numpy;
     then run ``reproduce --quick`` into ``--out`` (``./hmnumba-reproduce``;
     ``--no-reproduce`` skips it).
-``reproduce [--quick] [--problem P] [--out DIR]``
-    The paper's six figures, its NTK claim and its theorems' bounds on trained PINNs
+``reproduce [--quick] [--problem P] [--out DIR] [--no-figures]``
+    The paper's six figures, its NTK claim and its theorems' bounds on trained PINNs,
+    and the compression study over four network families
     (:mod:`hmnumba.experiments`): ``DIR/report.md``, ``DIR/results.json`` and
-    one PNG per result (needs matplotlib, the ``plot`` extra).
+    one PNG per result (the PNGs need matplotlib, the ``plot`` extra; without
+    it they are skipped).
 ``warmup [--only GROUP ...]``
     Compile every numba kernel group ahead of time (:mod:`hmnumba.warmup`),
     one line per group; later runs load them from numba's cache.
@@ -94,7 +96,7 @@ def _demo(args):
     if args.no_reproduce:
         return 0
     print(f"\nhmnumba reproduce --quick --out {args.out}")
-    args.quick, args.problem, args.only = True, None, None
+    args.quick, args.problem, args.only, args.no_figures = True, None, None, False
     return _reproduce(args)
 
 
@@ -112,7 +114,8 @@ def _reproduce(args):
     from hmnumba.experiments import reproduce
     command = "hmnumba " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
     reproduce(args.out, quick=args.quick, problem=args.problem, seed=args.seed,
-              command=command, experiments=args.only)
+              command=command, experiments=args.only,
+              figures=False if args.no_figures else None)
     return 0
 
 
@@ -312,9 +315,13 @@ def build_parser():
         "reproduce", help="reproduce the paper's results (figures, results.json, report.md)",
         description="Train PINNs, compress them by H-matrix, SVD, pruning and quantization "
                     "and write the paper's results and checks to DIR: report.md, results.json "
-                    "and one PNG per result (needs matplotlib: pip install 'hmnumba[plot]').")
+                    "and one PNG per result (the PNGs need matplotlib: pip install "
+                    "'hmnumba[plot]'; without it they are skipped). The `study` result "
+                    "compares every method on four network families (PINNs, learned "
+                    "solution operators, a digits classifier, a random control) over 3 "
+                    "seeds.")
     repro.add_argument("--quick", action="store_true",
-                       help="small settings, a minute or two on 2 cores once numba's cache is "
+                       help="small settings, under 5 minutes on 2 cores once numba's cache is "
                             "warm (Poisson 1-D by default)")
     repro.add_argument("--problem", default=None,
                        help="PDE of the trained PINN: poisson1d, poisson2d, helmholtz2d or "
@@ -324,7 +331,10 @@ def build_parser():
     repro.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     repro.add_argument("--only", nargs="+", default=None, metavar="NAME",
                        help="run only these results (tradeoff heatmaps dynamic "
-                            "generalisation speed propagation ntk)")
+                            "generalisation speed propagation ntk conditioning adversarial "
+                            "refinement study)")
+    repro.add_argument("--no-figures", action="store_true",
+                       help="write report.md and results.json without PNGs")
     repro.set_defaults(func=_reproduce)
 
     comp = sub.add_parser(

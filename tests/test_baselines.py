@@ -205,3 +205,25 @@ def test_pack_bits_round_trip(codes):
     packed = pack_bits(codes, 11)
     assert packed.nbytes == -(-codes.size * 11 // 8)
     np.testing.assert_array_equal(unpack_bits(packed, 11, codes.size), codes)
+
+
+def test_float16_cast_is_nearest_rounding_and_counts_two_bytes():
+    from hmnumba.baselines import Float16Compressor
+    for dtype in (np.float32, np.float64):
+        W = random_weights(dtype=dtype)
+        comp = Float16Compressor().fit(W)
+        assert comp.nbytes_ == 2 * W.size
+        assert comp.compression_ratio_ == W.dtype.itemsize / 2
+        np.testing.assert_array_equal(comp.reconstruct(), W.astype(np.float16).astype(dtype))
+        assert comp.reconstruct().dtype == dtype
+        assert comp.relative_error_ <= 2.0 ** -11
+        X = random_weights(5, W.shape[1], seed=1, dtype=dtype)
+        np.testing.assert_allclose(comp.transform(X), X @ comp.reconstruct().T, rtol=1e-5)
+        Y = random_weights(5, W.shape[0], seed=2, dtype=dtype)
+        np.testing.assert_allclose(comp.adjoint_transform(Y), Y @ comp.reconstruct(), rtol=1e-5)
+
+
+def test_float16_refuses_weights_beyond_its_range():
+    from hmnumba.baselines import Float16Compressor
+    with pytest.raises(ValueError, match="float16"):
+        Float16Compressor().fit(np.array([[1.0, 7e4]]))

@@ -45,7 +45,7 @@ def test_report_json_and_every_figure_exist(quick_run):
     out, data, _ = quick_run
     figures = sorted(p.name for p in out.glob("*.png"))
     assert figures == sorted(m.FIGURE for m in REGISTRY.values())
-    assert len(figures) == 10
+    assert len(figures) == 11
     for name in figures:
         head = (out / name).read_bytes()[:8]
         assert head == b"\x89PNG\r\n\x1a\n" and (out / name).stat().st_size > 10_000
@@ -56,6 +56,24 @@ def test_report_json_and_every_figure_exist(quick_run):
     for module in REGISTRY.values():
         assert module.TITLE in report and f"({module.FIGURE})" in report
         assert data["results"][module.NAME]["verdict"]["sentence"] in report
+
+
+def test_study_covers_every_family_with_three_seeds(quick_run):
+    out, data, _ = quick_run
+    from hmnumba.experiments.families import FAMILIES, FAMILY_TITLES
+    study = data["results"]["study"]
+    assert set(study["summary"]) == set(FAMILIES)
+    for nets in study["summary"].values():
+        for entry in nets.values():
+            assert len(entry["seeds"]) == 3
+    report = (out / "report.md").read_text()
+    for title in FAMILY_TITLES.values():
+        assert title in report
+    assert "float16 cast" in report and "full-rank Glorot" in report
+    assert any("rank-8 start" in name for name in study["summary"]["pinn"])
+    for res in study["networks"]:
+        for m in res["methods"].values():
+            assert all(finite(r["task_error"]) and r["ratio"] > 0 for r in m["curve"])
 
 
 def test_pinn_is_really_trained(quick_run):
@@ -137,12 +155,26 @@ def test_verdicts_are_decided_from_the_stored_numbers(quick_run):
         assert stored["verdict"]["outcome"] in OUTCOMES
 
 
-def test_missing_matplotlib_is_a_clear_error(monkeypatch, tmp_path, capsys):
+def test_figures_required_without_matplotlib_is_a_clear_error(monkeypatch, tmp_path):
+    from hmnumba.experiments import reproduce
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    assert main(["reproduce", "--quick", "--out", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "matplotlib" in err[0] and "hmnumba[plot]" in err[0]
+    with pytest.raises(ImportError, match=r"hmnumba\[plot\]"):
+        reproduce(tmp_path / "out", figures=True, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_without_matplotlib_the_report_is_written_without_figures(monkeypatch, tmp_path,
+                                                                 capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    out = tmp_path / "out"
+    assert main(["reproduce", "--quick", "--only", "heatmaps", "--out", str(out)]) == 0
+    assert "no figures" in capsys.readouterr().out
+    assert not list(out.glob("*.png"))
+    report = (out / "report.md").read_text()
+    assert "No figure: matplotlib is not installed" in report
+    assert json.loads((out / "results.json").read_text())["results"]["heatmaps"]["figure"] \
+        is None
 
 
 @pytest.mark.parametrize("argv", [["--problem", "wave3d"], ["--only", "nonsense"],

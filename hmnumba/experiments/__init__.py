@@ -12,20 +12,23 @@ the paper's order; :func:`reproduce` runs them and writes the report.
 
 The first six are the paper's figures (2a/4b, 2b, 3, 4a, 5, 6), ``ntk`` checks
 Theorem 2's NTK claim, and the last three measure Theorem 1 (c), (d), (e),
-(f) and Theorem 3 against their bounds (:mod:`hmnumba.bounds`):
+(f) and Theorem 3 against their bounds (:mod:`hmnumba.bounds`); ``study``
+(:mod:`hmnumba.experiments.study`) compares every method on four network
+families (PINNs, learned operators, a digits classifier, a random control):
 
 >>> from hmnumba.experiments import REGISTRY
 >>> list(REGISTRY)                                    # doctest: +NORMALIZE_WHITESPACE
 ['tradeoff', 'heatmaps', 'dynamic', 'generalisation', 'speed', 'propagation', 'ntk',
- 'conditioning', 'adversarial', 'refinement']
+ 'conditioning', 'adversarial', 'refinement', 'study']
 """
 from hmnumba.experiments import (adversarial, conditioning, dynamic, generalisation, heatmaps,
-                                 ntk_preservation, propagation, refinement, speed, tradeoff)
+                                 ntk_preservation, propagation, refinement, speed, study,
+                                 tradeoff)
 from hmnumba.experiments._context import PROBLEMS, Config, Context
 from hmnumba.experiments.runner import reproduce
 
 REGISTRY = {m.NAME: m for m in (tradeoff, heatmaps, dynamic, generalisation, speed,
                                 propagation, ntk_preservation, conditioning, adversarial,
-                                refinement)}
+                                refinement, study)}
 
 __all__ = ["REGISTRY", "reproduce"]

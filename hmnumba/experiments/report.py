@@ -106,8 +106,12 @@ def _markdown(data, results, registry):
         lines += ["", f"## {k}. {module.TITLE}", "",
                   f"**Paper's claim:** {module.CLAIM}", "",
                   f"**Verdict ({VERDICT[res['verdict']['outcome']]}):** "
-                  f"{res['verdict']['sentence']}", "",
-                  f"![{module.TITLE}]({module.FIGURE})", ""]
+                  f"{res['verdict']['sentence']}", ""]
+        if res.get("figure", module.FIGURE):
+            lines += [f"![{module.TITLE}]({module.FIGURE})", ""]
+        else:
+            lines += ["_No figure: matplotlib is not installed (pip install "
+                      "'hmnumba[plot]')._", ""]
         if hasattr(module, "table"):
             lines += module.table(res)
         lines.append("")

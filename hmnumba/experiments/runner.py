@@ -8,7 +8,7 @@ from hmnumba.experiments._context import Config, Context, limited_threads
 
 
 def reproduce(out_dir, quick=True, problem=None, seed=0, progress=True, command=None,
-              experiments=None):
+              experiments=None, figures=None):
     """Reproduce the paper's results into ``out_dir``.
 
     Parameters
@@ -29,6 +29,10 @@ def reproduce(out_dir, quick=True, problem=None, seed=0, progress=True, command=
         The command line recorded in the report.
     experiments : list of str, optional
         Names from :data:`hmnumba.experiments.REGISTRY` (default: all of them).
+    figures : bool or None, default=None
+        Draw the PNGs: None draws them when matplotlib (the ``plot`` extra)
+        is installed and otherwise says so and writes the report and the
+        JSON without them; True requires matplotlib; False never draws.
 
     Returns
     -------
@@ -40,7 +44,7 @@ def reproduce(out_dir, quick=True, problem=None, seed=0, progress=True, command=
     ValueError
         For an unknown problem or experiment name, or a bad seed.
     ImportError
-        If matplotlib (the ``plot`` extra) is missing.
+        If ``figures=True`` and matplotlib (the ``plot`` extra) is missing.
 
     Both are raised before any work is done or any file is written.
 
@@ -71,10 +75,19 @@ def reproduce(out_dir, quick=True, problem=None, seed=0, progress=True, command=
     for name in names:
         val.check_choice(name, "experiments", tuple(REGISTRY))
     config = Config.quick(problem, seed) if quick else Config.full(problem, seed)
-    pyplot()
+    say = print if progress else (lambda message: None)
+    draw, skipped = figures is not False, None
+    if draw:
+        try:
+            pyplot()
+        except ImportError as exc:
+            if figures:
+                raise
+            draw, skipped = False, str(exc)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    say = print if progress else (lambda message: None)
+    if skipped:
+        say(f"no figures: {skipped}")
     ctx = Context(config, progress=say, bars=progress and not quick)
     bar = None
     if progress and not quick:
@@ -101,7 +114,9 @@ def reproduce(out_dir, quick=True, problem=None, seed=0, progress=True, command=
                 t = time.perf_counter()
                 result = module.run(ctx)
                 result["seconds"] = time.perf_counter() - t
-                module.plot(result, out / module.FIGURE)
+                result["figure"] = module.FIGURE if draw else None
+                if draw:
+                    module.plot(result, out / module.FIGURE)
                 result["verdict"] = module.verdict(result)
                 say(f"  {result['verdict']['sentence']}")
                 results[name] = result
@@ -112,6 +127,6 @@ def reproduce(out_dir, quick=True, problem=None, seed=0, progress=True, command=
             bar.close()
     data = report.write(out, ctx, results, wall_time=time.perf_counter() - t0,
                         command=command)
-    say(f"wrote {out / 'report.md'}, {out / 'results.json'} and {len(results)} figures "
-        f"in {data['wall_time']:.1f} s")
+    say(f"wrote {out / 'report.md'}, {out / 'results.json'} and "
+        f"{len(results) if draw else 'no'} figures in {data['wall_time']:.1f} s")
     return data
