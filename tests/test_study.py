@@ -250,3 +250,25 @@ def test_svd_from_the_cached_factorisation_equals_a_fresh_fit():
         assert (a.rank_, a.nbytes_) == (b.rank_, b.nbytes_)
         np.testing.assert_allclose(a.reconstruct(), b.reconstruct(), rtol=1e-5, atol=1e-5)
         assert a.relative_error_ == pytest.approx(b.relative_error_, rel=1e-5)
+
+
+@pytest.mark.parametrize("factor_dtype", ["float16", "int8"])
+def test_trainable_keeps_low_precision_and_outliers(factor_dtype):
+    # W = S + H with H's factors rounded: fine-tuning tunes H's numbers, keeps S,
+    # and rounds what it stores to the same format.
+    from hmnumba import HMatrixCompressor
+    from hmnumba.experiments.finetune import trainable
+    rng = np.random.default_rng(1)
+    W = rng.standard_normal((96, 4)) @ rng.standard_normal((4, 80))
+    spikes = rng.choice(W.size, W.size // 100, replace=False)
+    W.flat[spikes] += 50.0 * np.sign(rng.standard_normal(spikes.size))
+    comp = HMatrixCompressor(tol=1e-2, leaf_size=16, factor_dtype=factor_dtype,
+                             outliers=spikes.size).fit(W)
+    H = comp.hmatrix_
+    assert H.outliers is not None and H.encoding is not None
+    t = trainable(comp)
+    np.testing.assert_allclose(t.dense(t.theta), comp.reconstruct(), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(t.final(t.theta), comp.reconstruct(), rtol=0, atol=1e-6)
+    moved = t.theta + 1e-3 * rng.standard_normal(t.theta.shape)
+    rounding = t.final(moved) - t.dense(moved)   # the tuned numbers are rounded again
+    assert 0 < np.abs(rounding).max() <= 1e-2 * np.abs(W).max()

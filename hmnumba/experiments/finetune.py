@@ -71,10 +71,13 @@ def trainable(comp):
         blocks = (H.row_start, H.row_stop, H.col_start, H.col_stop, H.rank, H.offset)
         rp, cp = H.row_perm, H.col_perm
 
+        # Sparse outliers (W = S + H) stay fixed; only H's numbers are tuned.
+        sparse = 0.0 if H.outliers is None else H.outliers.to_csr().toarray()
+
         def dense(theta):
             out = np.empty((m, n))
             out[np.ix_(rp, cp)] = hm_to_dense(theta, *blocks, m, n)
-            return out
+            return out + sparse
 
         permuted = {}
 
@@ -88,8 +91,19 @@ def trainable(comp):
             mb, nb = r1 - r0, c1 - c0
             segments += ([(off, off + mb * nb)] if k < 0 else
                          [(off, off + k * mb), (off + k * mb, off + k * (mb + nb))])
-        return Trainable(H.data.astype(np.float64), dense, grad,
-                         lambda theta: dense(theta.astype(dtype).astype(np.float64)),
+        if H.encoding is None:
+            def stored(theta):
+                return dense(theta.astype(dtype).astype(np.float64))
+        else:   # low-precision factors: the tuned numbers are rounded the same way
+            from hmnumba.storage import encode, run_lengths
+            runs = run_lengths(*blocks[:5])
+
+            def stored(theta):
+                enc = encode(theta, runs, H.encoding.kind, dtype)
+                if enc is None:
+                    raise ValueError("fine-tuned numbers left the low-precision range")
+                return dense(enc.decode(runs).astype(np.float64))
+        return Trainable(H.data.astype(np.float64), dense, grad, stored,
                          needs_dense_grad=False, segments=tuple(segments))
     if isinstance(comp, baselines.SVDCompressor):
         L, R = comp.left_factor_, comp.right_factor_

@@ -68,11 +68,11 @@ class Method:
         return float(self.lo + a * (self.hi - self.lo))
 
 
-def _hmatrix(structure):
+def _hmatrix(structure, **options):
     def make(W, p, seed, leaf_size=16):
         from hmnumba import HMatrixCompressor
         return HMatrixCompressor(tol=p, leaf_size=leaf_size, structure=structure,
-                                 random_state=seed).fit(W)
+                                 random_state=seed, **options).fit(W)
     return make
 
 
@@ -125,6 +125,8 @@ METHODS = {
     "hmatrix": Method("H-matrix (auto)", "hmatrix", "log", _hmatrix("auto"), 1e-6, 0.9),
     "hmatrix-tree": Method("H-matrix (hierarchical)", "hmatrix", "log",
                            _hmatrix("hierarchical"), 1e-6, 0.9),
+    "hmatrix-lowp": Method("H-matrix (auto, low-precision factors, outliers)", "hmatrix", "log",
+                           _hmatrix("auto", factor_dtype="auto", outliers="auto"), 1e-6, 0.9),
     "svd": Method("SVD", "baseline", "rank", _svd_at_rank),
     "pruning": Method("pruning (CSR)", "baseline", "linear", _baseline("PruningCompressor"),
                       0.0, 0.999),
