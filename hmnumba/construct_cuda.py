@@ -4,7 +4,7 @@ backend="cuda")``).
 The same refine-or-accept rounds as :func:`hmnumba.construct.build` for
 kernel sources (same rank limits, error budgets and rank room), with the
 low-rank candidates of each round compressed by batched ACA on the device
-(:class:`hmnumba.kernels.cuda.DeviceACA`: one thread block per candidate,
+(:class:`hmnumba.kernels.compress_cuda.DeviceACA`: one thread block per candidate,
 recompression on the host). Pairs of leaf clusters are evaluated densely on
 the host, as the near field is a small part of the work. Refined blocks are
 not coarsened back (the CPU build's ``_coarsen``): under strong
@@ -16,12 +16,12 @@ the CPU; ``HMatrix.estimate_error`` checks them by probing.
 import time
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
+from hmnumba._threads import one_blas_thread
 from hmnumba.blocks import initial_partition, split_pairs
 from hmnumba.construct import (ACCEPT_FRACTION, BIG_BLOCK, INITIAL_RANK_ROOM, SCRATCH_ITEMS,
                                _chunks, child_shares, initial_shares)
-from hmnumba.kernels import cpu
+from hmnumba.kernels import codes, compress, sources
 
 
 def build_kernel(src, row_tree, col_tree, tol, admissibility="strong", eta=2.0, max_rank=None,
@@ -38,7 +38,7 @@ def build_kernel(src, row_tree, col_tree, tol, admissibility="strong", eta=2.0, 
     admissibility, eta, max_rank, budget, norm_estimate
         As for :func:`hmnumba.construct.build`.
     """
-    from hmnumba.kernels.cuda import DeviceACA
+    from hmnumba.kernels.compress_cuda import DeviceACA
 
     t_start = time.perf_counter()
     aca = DeviceACA(src)
@@ -53,7 +53,7 @@ def build_kernel(src, row_tree, col_tree, tol, admissibility="strong", eta=2.0, 
     dense_row, dense_col = [t_node[~cand]], [s_node[~cand]]
     lr = {"row": [], "col": [], "rank": [], "err2": [], "norm2": [], "factors": []}
     n_rounds = 0
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         while cur_row.size:
             n_rounds += 1
             r0, r1 = row_tree.start[cur_row], row_tree.stop[cur_row]
@@ -83,17 +83,17 @@ def build_kernel(src, row_tree, col_tree, tol, admissibility="strong", eta=2.0, 
                 aca(src, False, r0[sl], r1[sl], c0[sl], c1[sl], rel_tol, abs_tol[sl], 0,
                     room[sl], kmax_final[sl], 0, store, None, out_off[sl], status[sl],
                     rank[sl], err2[sl], norm2[sl])
-                ok = np.flatnonzero(status[sl] == cpu.STATUS_ACCEPTED) + lo
+                ok = np.flatnonzero(status[sl] == codes.STATUS_ACCEPTED) + lo
                 sizes = rank[ok] * (mb[ok] + nb[ok])
                 packed = np.empty(int(sizes.sum()))
-                cpu.gather_factors(store, out_off[ok], sizes, packed,
+                compress.gather_factors(store, out_off[ok], sizes, packed,
                                    np.cumsum(sizes) - sizes)
                 for key, value in (("row", cur_row[ok]), ("col", cur_col[ok]),
                                    ("rank", rank[ok]), ("err2", err2[ok]),
                                    ("norm2", norm2[ok]), ("factors", packed)):
                     lr[key].append(value)
-            retry = status == cpu.STATUS_RETRY
-            refine = status == cpu.STATUS_REFINE
+            retry = status == codes.STATUS_RETRY
+            refine = status == codes.STATUS_REFINE
             ch_r, ch_c, ch_p, lf_r, lf_c, _ = split_pairs(row_tree, col_tree, cur_row[refine],
                                                        cur_col[refine])
             dense_row.append(lf_r)
@@ -131,7 +131,7 @@ def _pack(src, row_tree, col_tree, lr, dense_row, dense_col):
     offset = np.cumsum(sizes) - sizes
     data = np.empty(int(sizes.sum()))
     data[:cat["factors"].size] = cat["factors"]
-    dense_norm2 = cpu.fill_dense_blocks(src, r0[n_lr:], r1[n_lr:], c0[n_lr:], c1[n_lr:],
+    dense_norm2 = sources.fill_dense_blocks(src, r0[n_lr:], r1[n_lr:], c0[n_lr:], c1[n_lr:],
                                         offset[n_lr:], data)
     rank = np.concatenate([cat["rank"], np.full(dense_row.size, -1, np.int64)])
     err2 = np.concatenate([cat["err2"], np.zeros(dense_row.size)])

@@ -30,10 +30,7 @@ INTERNAL = {
     "hmnumba.hmatrix": "HMatrix is documented as hmnumba.HMatrix",
     "hmnumba.construct": "the adaptive build behind HMatrix.from_dense / from_kernel",
     "hmnumba.construct_cuda": "the GPU build behind HMatrix.from_kernel(backend='cuda')",
-    "hmnumba.kernels.cpu": "numba kernels only (DESIGN.md section 1)",
-    "hmnumba.kernels.cuda": "CUDA kernels and host wrappers only (DESIGN.md section 1)",
-    "hmnumba.kernels.symmetric": "the matvec kernel behind a symmetric HMatrix (numba only)",
-    "hmnumba.kernels.functions": "re-exported by hmnumba.kernels (its __all__)",
+    "hmnumba.kernel_functions": "re-exported by hmnumba.kernels (its __all__)",
     "hmnumba.pinn.layers": "re-exported by hmnumba.pinn (its __all__)",
     "hmnumba.pinn.network": "re-exported by hmnumba.pinn (its __all__)",
     "hmnumba.pinn.problems": "re-exported by hmnumba.pinn (its __all__)",
@@ -43,6 +40,8 @@ INTERNAL = {
 # package's own __all__.
 INTERNAL_PACKAGES = {
     "hmnumba.experiments": "one module per figure behind REGISTRY and reproduce()",
+    "hmnumba.kernels": "numba kernels and integer codes only (DESIGN.md section 1; "
+                       "docs/kernels.rst describes the files)",
 }
 
 _DIRECTIVE = re.compile(

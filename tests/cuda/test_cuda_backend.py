@@ -9,7 +9,7 @@ from numba import cuda
 from hmnumba import HMatrix, backend
 from hmnumba.backend import resolve_backend
 from hmnumba.kernels import laplace
-from hmnumba.kernels.cuda import is_device_array
+from hmnumba.kernels.common_cuda import is_device_array
 
 
 @pytest.fixture(scope="module")
