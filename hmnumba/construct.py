@@ -15,6 +15,17 @@ children all ended up dense is stored as one dense block again (less
 metadata, faster products), so an incompressible matrix costs no more than
 dense.
 
+One loop, three chunk strategies
+--------------------------------
+Every backend runs this same loop (rounds, rank room and retries, error
+budgets, look-ahead, coarsening, symmetric storage). Only the compression of
+a round's candidates differs, and it is a *chunk strategy* with one method,
+``map(blocks, need, rel_tol, code, seed)``, that yields each chunk's result
+in order: ``_LocalChunks`` (numba threads here), ``_JoblibChunks``
+(``n_jobs``: joblib or Dask workers) and ``_DeviceChunks`` (``backend="cuda"``:
+batched ACA on the GPU, :class:`hmnumba.kernels.compress_cuda.DeviceACA`).
+The final packing of the result is :func:`_pack`.
+
 Error budget
 ------------
 ``budget="block"`` gives each block ``err_b <= tol * ||A_b||_F``; then
@@ -102,7 +113,7 @@ MIN_TASK_ITEMS = 1 << 18
 
 def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", eta=2.0,
           method="aca", max_rank=None, budget="block", norm_estimate=None, seed=0,
-          n_jobs=None, initial=None, symmetric=False):
+          n_jobs=None, initial=None, symmetric=False, backend="cpu"):
     """Build the packed arrays of an H-matrix; see the module docstring.
 
     Parameters
@@ -133,6 +144,10 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
         The source is symmetric (``row_tree is col_tree``): only the upper
         block triangle is built (see :func:`upper_pairs`), and each strictly
         upper block counts twice in the error budget, for its mirror image.
+    backend : {"cpu", "cuda"}
+        ``"cuda"``: the candidates are compressed by batched ACA on the
+        device (built-in kernel sources only, ``n_jobs`` unused); the rounds,
+        look-ahead, coarsening and symmetric storage are this same loop's.
 
     Returns
     -------
@@ -187,7 +202,7 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
     tentative_ids = []   # accepted, and their children tried as well
     lookahead = admissibility != "strong"
     n_rounds = 0
-    pool = (_LocalChunks if n_jobs is None else _JoblibChunks)(src, exact, dtype, n_jobs)
+    pool = _chunk_strategy(backend, n_jobs)(src, exact, dtype, n_jobs)
     with one_blas_thread(), pool:
         while cur_id.size:
             n_rounds += 1
@@ -407,6 +422,17 @@ def compress_candidates(src, exact, blocks, rel_tol, code, seed, scratch):
     return status, rank, err2, norm2, off, scratch
 
 
+def _chunk_strategy(backend, n_jobs):
+    """The class that compresses a round's chunks: here (numba threads),
+    by joblib workers (``n_jobs``), or on the device (``backend="cuda"``).
+    Each has one method, ``map(blocks, need, rel_tol, code, seed)``, that
+    yields ``(lo, hi, result of compress_candidates)`` chunk by chunk, in
+    order, so the loop of :func:`build` is the same for all three."""
+    if backend == "cuda":
+        return _DeviceChunks
+    return _LocalChunks if n_jobs is None else _JoblibChunks
+
+
 class _LocalChunks(contextlib.nullcontext):
     """A round's chunks compressed here, one after the other, into one reused
     scratch (the caller merges each chunk before asking for the next)."""
@@ -471,6 +497,24 @@ class _JoblibChunks:
             code, seed + lo, *self.parts) for lo, hi in chunks)
         for (lo, hi), res in zip(chunks, self.parallel(tasks)):
             yield lo, hi, res
+
+
+class _DeviceChunks(contextlib.nullcontext):
+    """A round's chunks compressed by batched ACA on the device
+    (:class:`hmnumba.kernels.compress_cuda.DeviceACA`; built-in kernel
+    sources, whose points are copied to the device once per build)."""
+
+    def __init__(self, src, exact, dtype, n_jobs=None):
+        from hmnumba.kernels.compress_cuda import DeviceACA
+        super().__init__()
+        if exact or not (isinstance(src, tuple) and len(src) == 4):
+            raise ValueError("the device build takes built-in kernel sources only")
+        self.aca = DeviceACA(src)
+
+    def map(self, blocks, need, rel_tol, code, seed):
+        # One chunk's ACA factors are on the device at a time.
+        for lo, hi in _chunks(need, SCRATCH_ITEMS):
+            yield lo, hi, self.aca.compress(tuple(a[lo:hi] for a in blocks), rel_tol)
 
 
 def _compress_task(is_tuple, exact, dtype, blocks, rel_tol, code, seed, *parts):

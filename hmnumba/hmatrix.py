@@ -380,14 +380,16 @@ class HMatrix:
         backend : {"cpu", "cuda", "auto"}, default="cpu"
             With ``"cuda"`` and a built-in kernel, the cluster trees and the
             ACA of the low-rank candidates run on the GPU (recompression and
-            the dense near field on the host; ``n_jobs`` is not used), and the
-            result stays there (:meth:`to`). A user ``@njit`` kernel is
+            the dense near field on the host; ``n_jobs`` is not used) inside
+            the same build loop as on the CPU (look-ahead, coarsening and
+            symmetric storage included), and the result stays there
+            (:meth:`to`). A user ``@njit`` kernel is
             compressed on the CPU and then moved.
         symmetric : bool or None, default=None
             Store only the upper block triangle (half the storage and build
             time; see :attr:`symmetric`). None means yes for a built-in
             kernel (they depend on ``|x - y|`` only) on one point set
-            (``col_points`` None) built on the CPU. Pass True for your own
+            (``col_points`` None). Pass True for your own
             kernel if ``k(x, y) == k(y, x)``: only the upper triangle is then
             evaluated.
 
@@ -427,7 +429,7 @@ class HMatrix:
         seed = val.check_random_state(random_state)
         n_jobs = val.check_n_jobs(n_jobs)
         on_gpu = backend == "cuda" and isinstance(kern, KernelFunction)
-        symmetric = _check_symmetric(symmetric, kern, col_points, on_gpu)
+        symmetric = _check_symmetric(symmetric, kern, col_points)
         started = _log_start("from_kernel", (X.shape[0], Y.shape[0]), np.dtype(np.float64),
                              opts["tol"])
         tree = _device_tree if on_gpu else ClusterTree.from_points
@@ -435,15 +437,10 @@ class HMatrix:
         col_tree = row_tree if col_points is None else tree(Y, opts["leaf_size"])
         Xp, Yp, src, norm_est = _kernel_source(kern, X, Y, row_tree, col_tree, opts["budget"],
                                                seed)
-        if on_gpu:
-            from hmnumba.construct_cuda import build_kernel
-            arrays = build_kernel(src, row_tree, col_tree, opts["tol"], opts["admissibility"],
-                                  opts["eta"], opts["max_rank"], opts["budget"], norm_est)
-        else:
-            arrays = build(src, False, row_tree, col_tree, np.dtype(np.float64), opts["tol"],
-                           opts["admissibility"], opts["eta"], "aca", opts["max_rank"],
-                           opts["budget"], norm_estimate=norm_est, seed=seed, n_jobs=n_jobs,
-                           symmetric=symmetric)
+        arrays = build(src, False, row_tree, col_tree, np.dtype(np.float64), opts["tol"],
+                       opts["admissibility"], opts["eta"], "aca", opts["max_rank"],
+                       opts["budget"], norm_estimate=norm_est, seed=seed, n_jobs=n_jobs,
+                       symmetric=symmetric, backend="cuda" if on_gpu else "cpu")
         params = dict(opts, kernel=repr(kern), build_seconds=arrays.pop("build_seconds"),
                       n_rounds=arrays.pop("n_rounds"))
         _check_kernel_output(kern, X, Y, row_tree.perm, col_tree.perm, src, arrays)
@@ -1388,17 +1385,14 @@ def _check_dense_symmetric(symmetric, A, col_points):
     return bool(symmetric)
 
 
-def _check_symmetric(symmetric, kern, col_points, on_gpu):
+def _check_symmetric(symmetric, kern, col_points):
     """Resolve ``symmetric`` of :meth:`HMatrix.from_kernel` (None: automatic)."""
     if symmetric is None:
-        return isinstance(kern, KernelFunction) and col_points is None and not on_gpu
+        return isinstance(kern, KernelFunction) and col_points is None
     if not isinstance(symmetric, (bool, np.bool_)):
         raise TypeError(f"symmetric must be True, False or None, got {type(symmetric).__name__}")
     if symmetric and col_points is not None:
         raise ValueError("symmetric=True needs one point set: pass col_points=None")
-    if symmetric and on_gpu:
-        raise ValueError("symmetric=True is built on the CPU: use backend='cpu' (then "
-                         "H.to('cuda') if you want the products on the GPU)")
     return bool(symmetric)
 
 

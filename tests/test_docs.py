@@ -29,7 +29,6 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 INTERNAL = {
     "hmnumba.hmatrix": "HMatrix is documented as hmnumba.HMatrix",
     "hmnumba.construct": "the adaptive build behind HMatrix.from_dense / from_kernel",
-    "hmnumba.construct_cuda": "the GPU build behind HMatrix.from_kernel(backend='cuda')",
     "hmnumba.kernel_functions": "re-exported by hmnumba.kernels (its __all__)",
     "hmnumba.pinn.layers": "re-exported by hmnumba.pinn (its __all__)",
     "hmnumba.pinn.network": "re-exported by hmnumba.pinn (its __all__)",

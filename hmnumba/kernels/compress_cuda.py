@@ -297,12 +297,14 @@ def _exclusive_cumsum(sizes):
 
 
 class DeviceACA:
-    """Batched ACA of built-in kernel blocks on the device, as a drop-in
-    ``compress_blocks`` for :func:`hmnumba.construct.build`.
+    """Batched ACA of built-in kernel blocks on the device: the device chunk
+    strategy of :func:`hmnumba.construct.build` calls :meth:`compress` once
+    per chunk of a round.
 
     The points are copied to the device once (at construction); each call
     runs :func:`_aca_blocks` over its candidate blocks (one thread block
-    each), copies the factors back and recompresses them on the host.
+    each), copies the factors back and recompresses them on the host
+    (:func:`hmnumba.kernels.compress.finish_aca_blocks`).
 
     Parameters
     ----------
@@ -319,12 +321,10 @@ class DeviceACA:
     >>> from hmnumba.kernels.compress_cuda import DeviceACA
     >>> rng = np.random.default_rng(0)
     >>> X, Y = rng.random((24, 3)), rng.random((20, 3)) + [3.0, 0.0, 0.0]
-    >>> src = laplace.source(X, Y)
     >>> one = np.ones(1, np.int64)
-    >>> status, rank, off = (np.zeros(1, np.int64) for _ in range(3))
-    >>> err2, norm2, store = np.zeros(1), np.zeros(1), np.zeros(16 * 44)
-    >>> DeviceACA(src)(src, False, 0 * one, 24 * one, 0 * one, 20 * one, 1e-5, np.zeros(1),
-    ...                0, 16 * one, 16 * one, 0, store, None, off, status, rank, err2, norm2)
+    >>> blocks = (0 * one, 24 * one, 0 * one, 20 * one, np.zeros(1), 16 * one, 16 * one)
+    >>> status, rank, err2, norm2, off, store = DeviceACA(laplace.source(X, Y)).compress(
+    ...     blocks, 1e-5)
     >>> k = int(rank[0])
     >>> Ut, Vt = store[:24 * k].reshape(k, 24), store[24 * k:44 * k].reshape(k, 20)
     >>> K = laplace(X, Y)
@@ -340,13 +340,25 @@ class DeviceACA:
         self.XT = cuda.to_device(XT)
         self.YT = self.XT if YT is XT else cuda.to_device(YT)
 
-    def __call__(self, src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kcap, kmax_final,
-                 seed, store, slab_start, out_off, status, rank, err2, norm2):
+    def compress(self, blocks, rel_tol):
+        """Compress the candidate blocks ``blocks = (r0, r1, c0, c1, abs_tol,
+        kcap, kmax_final)`` (one entry per block, as for
+        :func:`hmnumba.construct.compress_candidates`) to
+        ``err <= max(rel_tol ||A_b||, abs_tol[b])``.
+
+        Returns ``(status, rank, err2, norm2, off, store)``: an accepted
+        block's factors (``rank * (m + n)`` numbers) start at ``store[off[b]]``.
+        """
+        r0, r1, c0, c1, abs_tol, kcap, kmax_final = blocks
         n_blocks = r0.shape[0]
-        if n_blocks == 0:
-            return
+        status, rank, off = (np.zeros(n_blocks, np.int64) for _ in range(3))
+        err2, norm2 = np.zeros(n_blocks), np.zeros(n_blocks)
         m = r1 - r0
         n = c1 - c0
+        pos = _exclusive_cumsum(kcap * (m + n))
+        store = np.empty(max(int(pos[-1]), 1))
+        if n_blocks == 0:
+            return status, rank, err2, norm2, off, store
         kmax = np.ascontiguousarray(kcap + 1, dtype=np.int64)
         uoff = _exclusive_cumsum(kmax * m)
         voff = _exclusive_cumsum(kmax * n)
@@ -369,8 +381,9 @@ class DeviceACA:
             cuda.device_array(max(int(moff[-1]), 1), np.int8),
             cuda.device_array(max(int(noff[-1]), 1), np.int8),
             out_k, out_norm2, out_last, out_conv)
-        pos = _exclusive_cumsum(kcap * (m + n))[:-1]
         finish_aca_blocks(U.copy_to_host(), V.copy_to_host(), uoff, voff, m, n,
-                       out_k.copy_to_host(), out_norm2.copy_to_host(), out_last.copy_to_host(),
-                          out_conv.copy_to_host().astype(np.bool_), rel_tol, abs_tol, kcap,
-                          kmax_final, store, pos, out_off, status, rank, err2, norm2)
+                          out_k.copy_to_host(), out_norm2.copy_to_host(),
+                          out_last.copy_to_host(), out_conv.copy_to_host().astype(np.bool_),
+                          rel_tol, abs_tol, kcap, kmax_final, store, pos[:-1], off, status,
+                          rank, err2, norm2)
+        return status, rank, err2, norm2, off, store

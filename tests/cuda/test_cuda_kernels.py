@@ -63,11 +63,8 @@ def test_device_aca_blocks_meet_their_tolerance(kernel):
     nb = r0.size
     kcap = np.full(nb, 20, np.int64)
     kmax_final = (r1 - r0) * (c1 - c0) // (r1 - r0 + c1 - c0)
-    store = np.zeros(int((kcap * (r1 - r0 + c1 - c0)).sum()))
-    out_off, status, rank = (np.empty(nb, np.int64) for _ in range(3))
-    err2, norm2 = np.empty(nb), np.empty(nb)
-    compress_cuda.DeviceACA(src)(src, False, r0, r1, c0, c1, tol, np.zeros(nb), 0, kcap, kmax_final, 0,
-                       store, None, out_off, status, rank, err2, norm2)
+    status, rank, err2, norm2, out_off, store = compress_cuda.DeviceACA(src).compress(
+        (r0, r1, c0, c1, np.zeros(nb), kcap, kmax_final), tol)
     K = kernel(Xp, Yp)
     accepted = 0
     for b in range(nb):
@@ -91,11 +88,8 @@ def test_device_aca_reports_too_small_room_for_retry():
     Y = rng.random((40, 3)) + [2.0, 0.0, 0.0]
     src = laplace.source(X, Y)
     one = np.ones(1, np.int64)
-    status, rank, out_off = (np.empty(1, np.int64) for _ in range(3))
-    err2, norm2 = np.empty(1), np.empty(1)
-    compress_cuda.DeviceACA(src)(src, False, 0 * one, 40 * one, 0 * one, 40 * one, 1e-10, np.zeros(1), 0,
-                       2 * one, 19 * one, 0, np.zeros(160), None, out_off, status, rank, err2,
-                       norm2)
+    status, rank, _, _, _, _ = compress_cuda.DeviceACA(src).compress(
+        (0 * one, 40 * one, 0 * one, 40 * one, np.zeros(1), 2 * one, 19 * one), 1e-10)
     assert status[0] == codes.STATUS_RETRY and rank[0] > 2
 
 
