@@ -5,6 +5,11 @@ Each function works on one block; :mod:`hmnumba.kernels.compress` runs them
 over many blocks in parallel. Entries come from an entry source
 (:mod:`hmnumba.kernels.sources`), dense blocks from plain arrays.
 ``hmnumba.lowrank`` is the Python side (validation, public functions).
+
+Compile time: no array is assigned to a slice here or in the other kernel
+files (``a[i:j] = b``): numba compiles its shape-mismatch error message
+(string formatting) for that, about 10 s of a first run on 2 cores, so
+copies are written as loops.
 """
 import numpy as np
 from numba import njit
@@ -456,8 +461,11 @@ def randomized_factors(block, abs_tol, kmax, seed):
         q = q - Q @ (Q.T @ q)  # QR of a nearly-dependent Y leaks back into Q
         q = np.ascontiguousarray(np.linalg.qr(q)[0])
         grown = np.empty((m, Q.shape[1] + q.shape[1]))
-        grown[:, :Q.shape[1]] = Q
-        grown[:, Q.shape[1]:] = q
+        for i in range(m):   # loops, not slice assignment (see the module docstring)
+            for j in range(Q.shape[1]):
+                grown[i, j] = Q[i, j]
+            for j in range(q.shape[1]):
+                grown[i, Q.shape[1] + j] = q[i, j]
         Q = grown
         # the residual itself, not total2 - ||Q^T A||^2, which cancels
         R = block - Q @ (Q.T @ block)

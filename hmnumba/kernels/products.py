@@ -173,7 +173,10 @@ def hm_to_dense(data, r0, r1, c0, c1, rank, offset, m_total, n_total):
                     Ut[l, i] = data[o + l * m + i]
                 for j in range(n):
                     Vt[l, j] = data[o + k * m + l * n + j]
-            out[r0[b]:r1[b], c0[b]:c1[b]] = Ut.T @ Vt
+            P = Ut.T @ Vt
+            for i in range(m):   # a loop: slice assignment compiles slowly (factors.py)
+                for j in range(n):
+                    out[r0[b] + i, c0[b] + j] = P[i, j]
     return out
 
 

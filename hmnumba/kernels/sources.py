@@ -215,7 +215,9 @@ def sample_rows_times(src, rows, n, G):
     for p in prange(rows.shape[0]):
         buf = np.empty(n)
         fetch_row(src, rows[p], 0, n, buf)
-        out[p] = buf @ G
+        row = buf @ G
+        for q in range(G.shape[1]):   # a loop: slice assignment compiles slowly (factors.py)
+            out[p, q] = row[q]
     return out
 
 
