@@ -12,6 +12,9 @@ the cache the first run left (numba loads it):
 
 Each case gets its own empty cache, so the cold figures do not share
 compilations. The reference is the same script with the cache filled.
+Beside the wall seconds it prints the CPU seconds of the process (user +
+system): on a shared machine the wall time of a compilation follows the
+load, its CPU time much less (compilation runs on one thread).
 
 Run from the repository root (several minutes on 2 cores)::
 
@@ -19,6 +22,7 @@ Run from the repository root (several minutes on 2 cores)::
 """
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -60,11 +64,15 @@ warmup(out=False)
 
 
 def run(code, cache_dir):
+    """Wall seconds and CPU seconds (user + system) of one fresh process."""
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], env=env, check=True,
                    stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main(argv=None):
@@ -73,16 +81,19 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=1,
                         help="cold/warm pairs per case (medians are printed)")
     args = parser.parse_args(argv)
-    print(f"| case | cold s | warm s | cold / warm |  ({args.repeat} run(s), median)")
-    print("|---|---|---|---|")
+    print(f"| case | cold s | warm s | cold / warm | cold CPU s | warm CPU s |  "
+          f"({args.repeat} run(s), median; load average {os.getloadavg()[0]:.1f})")
+    print("|---|---|---|---|---|---|")
     for name in args.only:
         cold, warm = [], []
         for _ in range(args.repeat):
             with tempfile.TemporaryDirectory() as cache:
                 cold.append(run(CASES[name], cache))
                 warm.append(run(CASES[name], cache))
-        c, w = statistics.median(cold), statistics.median(warm)
-        print(f"| {name} | {c:.1f} | {w:.1f} | {c / w:.1f} |", flush=True)
+        (c, c_cpu), (w, w_cpu) = ([statistics.median(x) for x in zip(*runs)]
+                                  for runs in (cold, warm))
+        print(f"| {name} | {c:.1f} | {w:.1f} | {c / w:.1f} | {c_cpu:.1f} | {w_cpu:.1f} |",
+              flush=True)
 
 
 if __name__ == "__main__":

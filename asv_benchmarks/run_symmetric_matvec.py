@@ -27,7 +27,8 @@ import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from hmnumba.kernels.symmetric import symmetric_hmatvec, symmetric_slabs
+from hmnumba.blocks import symmetric_slabs
+from hmnumba.kernels.symmetric import symmetric_hmatvec
 
 N = 40_000
 

@@ -9,13 +9,12 @@ logger; ``logging.basicConfig(level=logging.INFO)`` shows them.
 import logging
 
 from hmnumba import kernels
+from hmnumba._version import __version__
 from hmnumba.compressor import HMatrixCompressor
 from hmnumba.exceptions import CompressionWarning
 from hmnumba.h2matrix import H2Matrix
 from hmnumba.hmatrix import HMatrix
 from hmnumba.io import load
-
-__version__ = "0.1.0"
 
 __all__ = ["CompressionWarning", "H2Matrix", "HMatrix", "HMatrixCompressor", "kernels", "load",
            "__version__"]

@@ -112,16 +112,19 @@ def check_device(device, name="device"):
 
 
 def check_kernel(kernel, name="kernel"):
-    """A built-in :class:`KernelFunction` or a numba ``@njit`` function."""
-    from hmnumba.kernels.functions import KernelFunction, UserKernel
-    if isinstance(kernel, (KernelFunction, UserKernel)):
+    """A kernel object (anything with the ``source`` and ``raise_bad_value``
+    methods of :class:`hmnumba.kernel_functions.KernelFunction`) or a numba
+    ``@njit`` function, returned as given;
+    :func:`hmnumba.kernel_functions.as_kernel` wraps the latter."""
+    if callable(getattr(kernel, "source", None)) and callable(getattr(kernel, "raise_bad_value",
+                                                                         None)):
         return kernel
     try:
         from numba.core.registry import CPUDispatcher
     except ImportError:  # pragma: no cover - numba layout changed
         CPUDispatcher = ()
     if isinstance(kernel, CPUDispatcher):
-        return UserKernel(kernel)
+        return kernel
     if callable(kernel):
         raise TypeError(f"{name} must be a built-in kernel (hmnumba.kernels.laplace, ...) or a "
                         f"numba @njit function k(x, y) -> float; got a plain Python callable "
@@ -132,8 +135,10 @@ def check_kernel(kernel, name="kernel"):
 
 def check_builtin_kernel(kernel, name="kernel"):
     """A built-in :class:`KernelFunction` (formats that dispatch on its code)."""
-    from hmnumba.kernels.functions import KernelFunction
-    if not isinstance(kernel, KernelFunction):
+    from hmnumba.kernels.codes import KERNEL_CODES   # integer codes only: no cycle
+    if not (callable(getattr(kernel, "source", None))
+            and isinstance(getattr(kernel, "name", None), str)
+            and KERNEL_CODES.get(kernel.name) == getattr(kernel, "code", None)):
         raise TypeError(f"{name} must be a built-in kernel (hmnumba.kernels.laplace, gaussian, "
                         f"exponential, matern32) for the H^2 format, got "
                         f"{getattr(kernel, '__name__', type(kernel).__name__)!r}")
@@ -296,11 +301,11 @@ def check_packed_arrays(shape, arrays, tol, norm, symmetric, error_exp, name="HM
 
     Coerces the index arrays to C-contiguous int64, ``data`` to a 1-D
     float32/float64 array, ``block_err2`` and ``block_norm2`` to float64,
-    then runs the structural checks of :func:`hmnumba.load` (permutations,
-    block ranges, ranks, offsets inside ``data`` without overlap, exact tiling,
-    finite values, bounded schedules). Returns ``(shape, arrays, tol, norm,
-    symmetric, error_exp)``; raises ``TypeError``/``ValueError`` naming the
-    argument otherwise. Nothing a numba kernel reads escapes these checks.
+    and checks the scalars. Returns ``(shape, arrays, tol, norm, symmetric,
+    error_exp)``; raises ``TypeError``/``ValueError`` naming the argument
+    otherwise. The caller then runs the structural checks of
+    :func:`hmnumba.load` (:func:`hmnumba.blocks.check_structure`): nothing a
+    numba kernel reads escapes them.
     """
     if (not isinstance(shape, (tuple, list)) or len(shape) != 2
             or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool)
@@ -332,8 +337,6 @@ def check_packed_arrays(shape, arrays, tol, norm, symmetric, error_exp, name="HM
         raise TypeError(f"error_exp must be an integer, got {type(error_exp).__name__}")
     if abs(int(error_exp)) > MAX_ERROR_EXP:
         raise ValueError(f"error_exp must satisfy |error_exp| <= {MAX_ERROR_EXP}, got {error_exp}")
-    from hmnumba.io import _check_structure
-    _check_structure(m, n, out, f"{name}: inconsistent arrays", bool(symmetric))
     return (m, n), out, tol, norm, bool(symmetric), int(error_exp)
 
 

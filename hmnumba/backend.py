@@ -1,7 +1,7 @@
 """Backend selection: ``"cpu"``, ``"cuda"`` or ``"auto"``, decided in one place.
 
 * ``"cpu"``: the numba ``@njit`` kernels (always available);
-* ``"cuda"``: the numba ``@cuda.jit`` kernels of :mod:`hmnumba.kernels.cuda`.
+* ``"cuda"``: the numba ``@cuda.jit`` kernels of ``hmnumba.kernels.*_cuda``.
   It needs a CUDA GPU (``numba.cuda.is_available()``), or numba's CUDA
   simulator (environment variable ``NUMBA_ENABLE_CUDASIM=1`` set before numba
   is imported), which runs the same kernels on the CPU, slowly: that is how

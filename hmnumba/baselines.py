@@ -18,7 +18,7 @@ import scipy.sparse as sp
 
 from hmnumba import _validation as val
 from hmnumba.compressor import BaseCompressor
-from hmnumba.kernels.cpu import truncation_rank
+from hmnumba.kernels.factors import truncation_rank
 
 
 class SVDCompressor(BaseCompressor):

@@ -16,7 +16,7 @@ import numpy as np
 
 from hmnumba._threads import one_blas_thread
 from hmnumba._validation import check_choice, check_points, check_positive_int, check_random_state
-from hmnumba.kernels import cpu
+from hmnumba.kernels import trees
 
 CLUSTER_METHODS = ("pca", "index", "geometric")
 
@@ -94,7 +94,7 @@ class ClusterTree:
         """
         points = check_points(points, "points")
         leaf_size = check_positive_int(leaf_size, "leaf_size")
-        return cls(*cpu.build_geometric_tree(points, leaf_size), method="geometric")
+        return cls(*trees.build_geometric_tree(points, leaf_size), method="geometric")
 
     @classmethod
     def from_index(cls, n, leaf_size=32):
@@ -102,7 +102,7 @@ class ClusterTree:
         n = check_positive_int(n, "n")
         leaf_size = check_positive_int(leaf_size, "leaf_size")
         coords = np.arange(n, dtype=np.float64)[:, None]
-        return cls(*cpu.build_geometric_tree(coords, leaf_size), method="index")
+        return cls(*trees.build_geometric_tree(coords, leaf_size), method="index")
 
     @classmethod
     def from_matrix(cls, A, axis=0, method="pca", leaf_size=32, random_state=None):

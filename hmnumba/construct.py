@@ -3,7 +3,7 @@
 Given an entry source (a dense matrix or a kernel on points) and two cluster
 trees, :func:`build` returns the flat arrays of an H-matrix (DESIGN section 4).
 It works round by round: every candidate block of the round is approximated in
-one parallel numba call (:func:`hmnumba.kernels.cpu.compress_blocks`);
+one parallel numba call (:func:`hmnumba.kernels.compress.compress_blocks`);
 a candidate is accepted if its rank ``k`` meets the block's error budget with
 ``k * (m + n) < m * n`` (it saves storage) and ``k <= max_rank``; otherwise it is
 split into its children, which are tried in the next round. Pairs of leaf
@@ -14,6 +14,17 @@ then the minimum over the explored tree. At the end, a refined block whose
 children all ended up dense is stored as one dense block again (less
 metadata, faster products), so an incompressible matrix costs no more than
 dense.
+
+One loop, three chunk strategies
+--------------------------------
+Every backend runs this same loop (rounds, rank room and retries, error
+budgets, look-ahead, coarsening, symmetric storage). Only the compression of
+a round's candidates differs, and it is a *chunk strategy* with one method,
+``map(blocks, need, rel_tol, code, seed)``, that yields each chunk's result
+in order: ``_LocalChunks`` (numba threads here), ``_JoblibChunks``
+(``n_jobs``: joblib or Dask workers) and ``_DeviceChunks`` (``backend="cuda"``:
+batched ACA on the GPU, :class:`hmnumba.kernels.compress_cuda.DeviceACA`).
+The final packing of the result is :func:`_pack`.
 
 Error budget
 ------------
@@ -55,14 +66,14 @@ import numpy as np
 
 from hmnumba._threads import one_blas_thread
 from hmnumba.blocks import initial_partition, split_pairs, stored_numbers
-from hmnumba.kernels import cpu
+from hmnumba.kernels import codes, compress, factors, sources
 
 # One INFO line per round of the build: the progress of a long build
 # (``logging.getLogger("hmnumba").setLevel(logging.INFO)`` with a handler).
 logger = logging.getLogger(__name__)
 
 BUDGETS = ("block", "size", "perimeter")
-METHODS = {"aca": cpu.METHOD_ACA, "svd": cpu.METHOD_SVD, "rsvd": cpu.METHOD_RSVD}
+METHODS = {"aca": codes.METHOD_ACA, "svd": codes.METHOD_SVD, "rsvd": codes.METHOD_RSVD}
 
 # Rank room given to a candidate in its first round; a block needing more
 # (but still saving storage) is retried with more room.
@@ -102,13 +113,13 @@ MIN_TASK_ITEMS = 1 << 18
 
 def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", eta=2.0,
           method="aca", max_rank=None, budget="block", norm_estimate=None, seed=0,
-          n_jobs=None, initial=None, symmetric=False):
+          n_jobs=None, initial=None, symmetric=False, backend="cpu"):
     """Build the packed arrays of an H-matrix; see the module docstring.
 
     Parameters
     ----------
     src : ndarray or tuple
-        Entry source in cluster order (see :mod:`hmnumba.kernels.cpu`).
+        Entry source in cluster order (see :mod:`hmnumba.kernels.sources`).
     exact : bool
         True for dense sources: block norms and errors are computed exactly.
     row_tree, col_tree : ClusterTree
@@ -133,6 +144,10 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
         The source is symmetric (``row_tree is col_tree``): only the upper
         block triangle is built (see :func:`upper_pairs`), and each strictly
         upper block counts twice in the error budget, for its mirror image.
+    backend : {"cpu", "cuda"}
+        ``"cuda"``: the candidates are compressed by batched ACA on the
+        device (built-in kernel sources only, ``n_jobs`` unused); the rounds,
+        look-ahead, coarsening and symmetric storage are this same loop's.
 
     Returns
     -------
@@ -187,7 +202,7 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
     tentative_ids = []   # accepted, and their children tried as well
     lookahead = admissibility != "strong"
     n_rounds = 0
-    pool = (_LocalChunks if n_jobs is None else _JoblibChunks)(src, exact, dtype, n_jobs)
+    pool = _chunk_strategy(backend, n_jobs)(src, exact, dtype, n_jobs)
     with one_blas_thread(), pool:
         while cur_id.size:
             n_rounds += 1
@@ -238,22 +253,22 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
             for lo, hi, (st, rk, e2, n2, off, buf) in pool.map(blocks, need, rel_tol, code, seed):
                 sl = slice(lo, hi)
                 status[sl], rank[sl], err2[sl], norm2[sl], out_off[sl] = st, rk, e2, n2, off
-                ok = np.flatnonzero(st == cpu.STATUS_ACCEPTED) + lo
+                ok = np.flatnonzero(st == codes.STATUS_ACCEPTED) + lo
                 dest = out.append(buf, out_off[ok], rank[ok] * (mb[ok] + nb[ok]))
                 accepted.append((cur_id[ok], rank[ok], err2[ok], norm2[ok], dest))
-            retry = status == cpu.STATUS_RETRY
-            refine = status == cpu.STATUS_REFINE
+            retry = status == codes.STATUS_RETRY
+            refine = status == codes.STATUS_REFINE
             if logger.isEnabledFor(logging.INFO):
                 logger.info("build round %d: %d candidates, %d accepted, %d refined, %d retried "
                             "with more rank room (%.2f s so far)", n_rounds, n_cand,
-                            int(np.count_nonzero(status == cpu.STATUS_ACCEPTED)),
+                            int(np.count_nonzero(status == codes.STATUS_ACCEPTED)),
                             int(refine.sum()), int(retry.sum()), time.perf_counter() - t_start)
             refined_ids.append(cur_id[refine])
             expand = refine.copy()
             if lookahead:
                 splittable = ((row_tree.children[cur_row, 0] >= 0)
                               | (col_tree.children[cur_col, 0] >= 0))
-                tentative = ((status == cpu.STATUS_ACCEPTED) & splittable
+                tentative = ((status == codes.STATUS_ACCEPTED) & splittable
                              & (LOOKAHEAD_RATIO * rank * (mb + nb) > mb * nb))
                 tentative_ids.append(cur_id[tentative])
                 expand |= tentative
@@ -380,7 +395,7 @@ def compress_candidates(src, exact, blocks, rel_tol, code, seed, scratch):
     parallel numba call.
 
     ``blocks`` is ``(r0, r1, c0, c1, abs_tol, room, kmax_final)``, one entry
-    per candidate (see :func:`hmnumba.kernels.cpu.compress_blocks`). Block ``b`` gets the seed ``seed + b``: callers pass the global seed plus
+    per candidate (see :func:`hmnumba.kernels.compress.compress_blocks`). Block ``b`` gets the seed ``seed + b``: callers pass the global seed plus
     the chunk's position in its round, so a block's result never depends on
     how the round was cut. ``scratch`` is reused if large enough.
 
@@ -402,9 +417,20 @@ def compress_candidates(src, exact, blocks, rel_tol, code, seed, scratch):
     err2 = np.empty(n_cand)
     norm2 = np.empty(n_cand)
     off = np.empty(n_cand, np.int64)
-    cpu.compress_blocks(src, exact, r0, r1, c0, c1, rel_tol, abs_tol, code, room, kmax_final,
+    compress.compress_blocks(src, exact, r0, r1, c0, c1, rel_tol, abs_tol, code, room, kmax_final,
                         seed, scratch, slab_start, off, status, rank, err2, norm2)
     return status, rank, err2, norm2, off, scratch
+
+
+def _chunk_strategy(backend, n_jobs):
+    """The class that compresses a round's chunks: here (numba threads),
+    by joblib workers (``n_jobs``), or on the device (``backend="cuda"``).
+    Each has one method, ``map(blocks, need, rel_tol, code, seed)``, that
+    yields ``(lo, hi, result of compress_candidates)`` chunk by chunk, in
+    order, so the loop of :func:`build` is the same for all three."""
+    if backend == "cuda":
+        return _DeviceChunks
+    return _LocalChunks if n_jobs is None else _JoblibChunks
 
 
 class _LocalChunks(contextlib.nullcontext):
@@ -473,6 +499,24 @@ class _JoblibChunks:
             yield lo, hi, res
 
 
+class _DeviceChunks(contextlib.nullcontext):
+    """A round's chunks compressed by batched ACA on the device
+    (:class:`hmnumba.kernels.compress_cuda.DeviceACA`; built-in kernel
+    sources, whose points are copied to the device once per build)."""
+
+    def __init__(self, src, exact, dtype, n_jobs=None):
+        from hmnumba.kernels.compress_cuda import DeviceACA
+        super().__init__()
+        if exact or not (isinstance(src, tuple) and len(src) == 4):
+            raise ValueError("the device build takes built-in kernel sources only")
+        self.aca = DeviceACA(src)
+
+    def map(self, blocks, need, rel_tol, code, seed):
+        # One chunk's ACA factors are on the device at a time.
+        for lo, hi in _chunks(need, SCRATCH_ITEMS):
+            yield lo, hi, self.aca.compress(tuple(a[lo:hi] for a in blocks), rel_tol)
+
+
 def _compress_task(is_tuple, exact, dtype, blocks, rel_tol, code, seed, *parts):
     """One joblib task: compress a chunk and return the accepted factors
     packed densely (the result of :func:`compress_candidates`)."""
@@ -481,11 +525,11 @@ def _compress_task(is_tuple, exact, dtype, blocks, rel_tol, code, seed, *parts):
     with one_blas_thread():
         status, rank, err2, norm2, off, scratch = compress_candidates(
             src, exact, blocks, rel_tol, code, seed, np.empty(0, dtype))
-        ok = np.flatnonzero(status == cpu.STATUS_ACCEPTED)
+        ok = np.flatnonzero(status == codes.STATUS_ACCEPTED)
         sizes = rank[ok] * ((r1 - r0)[ok] + (c1 - c0)[ok])
         packed_off = np.cumsum(sizes) - sizes
         packed = np.empty(int(sizes.sum()), dtype)
-        cpu.gather_factors(scratch, off[ok], sizes, packed, packed_off)
+        compress.gather_factors(scratch, off[ok], sizes, packed, packed_off)
     off[ok] = packed_off
     return status, rank, err2, norm2, off, packed
 
@@ -637,7 +681,7 @@ class _Output:
     def append(self, scratch, src_off, sizes):
         """Copy regions of ``scratch`` to the end; returns their offsets."""
         dest = self.reserve(sizes)
-        cpu.gather_factors(scratch, src_off, sizes, self.buf, dest)
+        compress.gather_factors(scratch, src_off, sizes, self.buf, dest)
         return dest
 
     def data(self):
@@ -672,7 +716,7 @@ def _pack(src, row_tree, col_tree, out, accepted, att_row, att_col, dense_row, d
     c1 = col_tree.stop[cols]
     dense_off = out.reserve((r1[n_lr:] - r0[n_lr:]) * (c1[n_lr:] - c0[n_lr:]))
     offset = np.concatenate([a[4] for a in accepted] + [dense_off])
-    dense_norm2 = cpu.fill_dense_blocks(src, r0[n_lr:], r1[n_lr:], c0[n_lr:], c1[n_lr:],
+    dense_norm2 = sources.fill_dense_blocks(src, r0[n_lr:], r1[n_lr:], c0[n_lr:], c1[n_lr:],
                                         dense_off, out.buf)
     data = out.data()
     err2 = np.concatenate([a[2] for a in accepted] + [np.zeros(dense_row.size)])
@@ -790,7 +834,7 @@ def global_low_rank(A, tol, max_rank, dtype, max_numbers, seed=0, abs_tol=None,
         return np.zeros((m, 0), dtype), np.zeros((n, 0), dtype), 0.0, 0.0
     if m * n <= (EXACT_GLOBAL_SVD_ITEMS if exact_items is None else exact_items):
         s = np.linalg.svd(A64, compute_uv=False)
-        k = int(cpu.truncation_rank(s, budget)[0])
+        k = int(factors.truncation_rank(s, budget)[0])
         if k > k_max:
             return None
         U, s, Vt = np.linalg.svd(A64, full_matrices=False)
@@ -804,7 +848,7 @@ def global_low_rank(A, tol, max_rank, dtype, max_numbers, seed=0, abs_tol=None,
         outside2 = float(np.linalg.norm(A64 - U @ Vt) ** 2)
         if outside2 > budget * budget:
             return None
-        k = int(cpu.truncation_rank(np.linalg.norm(U, axis=0),
+        k = int(factors.truncation_rank(np.linalg.norm(U, axis=0),
                                     np.sqrt(budget * budget - outside2))[0])
         if k > k_max:
             return None
@@ -945,7 +989,7 @@ def _replace_blocks(arrays, alive, new):
     total = int(sizes.sum() + new_sizes.sum())
     out = np.empty(total, data.dtype)
     kept_off = np.cumsum(sizes) - sizes
-    cpu.gather_factors(data, offset[keep], sizes, out, kept_off)
+    compress.gather_factors(data, offset[keep], sizes, out, kept_off)
     pos = int(sizes.sum())
     new_off = []
     for (_, _, _, _, U, V, _, _), size in zip(new, new_sizes):

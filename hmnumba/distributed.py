@@ -70,12 +70,13 @@ import numba
 import numpy as np
 
 from hmnumba import _validation as val
+from hmnumba._threads import limit_threads
 from hmnumba.blocks import initial_partition, stored_numbers
 from hmnumba.cluster import ClusterTree
 from hmnumba.construct import build
 from hmnumba.hmatrix import (HMatrix, _check_build_options, _check_kernel_inputs, _kernel_source,
                              _reencoded)
-from hmnumba.kernels import cpu
+from hmnumba.kernels import compress
 from hmnumba.storage import outliers_from_coo
 
 _BLOCK_ARRAYS = ("row_start", "row_stop", "col_start", "col_stop", "rank", "offset",
@@ -443,24 +444,15 @@ def _host_threads(client):
     return out
 
 
-class _numba_share:
-    """``numba.set_num_threads(cores // Dask threads on this host)``, restored after."""
-
-    def __init__(self, host_threads):
-        from distributed import get_worker
-        try:
-            host = get_worker().address.split("://")[-1].rsplit(":", 1)[0]
-        except ValueError:  # not on a worker
-            host = None
-        share = host_threads.get(host, 1) if host_threads else 1
-        self.n = max(1, numba.config.NUMBA_NUM_THREADS // max(share, 1))
-
-    def __enter__(self):
-        self.old = numba.get_num_threads()
-        numba.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        numba.set_num_threads(self.old)
+def _numba_share(host_threads):
+    """numba limited to ``cores // Dask threads on this host``, restored after."""
+    from distributed import get_worker
+    try:
+        host = get_worker().address.split("://")[-1].rsplit(":", 1)[0]
+    except ValueError:  # not on a worker
+        host = None
+    share = host_threads.get(host, 1) if host_threads else 1
+    return limit_threads(numba_threads=max(1, numba.config.NUMBA_NUM_THREADS // max(share, 1)))
 
 
 def _block_sizes(H):
@@ -495,7 +487,7 @@ def _row_part(H, p0, p1):
     sizes = _block_sizes(H)[sl]
     offset = np.cumsum(sizes) - sizes
     data = np.empty(int(sizes.sum()), H.dtype)
-    cpu.gather_factors(H.data, H.offset[sl], sizes, data, offset)
+    compress.gather_factors(H.data, H.offset[sl], sizes, data, offset)
     part = HMatrix((p1 - p0, H.shape[1]), np.arange(p1 - p0), np.arange(H.shape[1]),
                    row_start=H.row_start[sl] - p0, row_stop=H.row_stop[sl] - p0,
                    col_start=H.col_start[sl].copy(), col_stop=H.col_stop[sl].copy(),

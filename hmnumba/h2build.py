@@ -24,8 +24,8 @@ import numpy as np
 
 from hmnumba._threads import one_blas_thread
 from hmnumba.cluster import ClusterTree
-from hmnumba.kernels import cpu
-from hmnumba.kernels.functions import LAPLACE
+from hmnumba.kernels import codes, compress, trees
+from hmnumba.kernels.codes import LAPLACE
 from hmnumba.kernels import h2_build
 
 # Proxy directions per sphere in 3-D (Fibonacci lattice): the far field seen
@@ -220,7 +220,7 @@ def compress_couplings(code, length_scale, skel_xyz, vec_ptr, bt, bs, rel_tol, d
     """Couplings ``K(skel_t, skel_s)`` that are cheaper as factors ``U V^T``.
 
     Partial ACA with SVD recompression (the H-matrix build's
-    :func:`~hmnumba.kernels.cpu.compress_blocks`) at ``rel_tol`` relative to
+    :func:`~hmnumba.kernels.compress.compress_blocks`) at ``rel_tol`` relative to
     each coupling, capped at the largest rank that stores fewer numbers than
     the dense ``k_t x k_s`` coupling. Well-separated pairs of large clusters
     need far lower ranks than their bases: on the 40k cube problem about half
@@ -252,17 +252,17 @@ def compress_couplings(code, length_scale, skel_xyz, vec_ptr, bt, bs, rel_tol, d
     err2 = np.zeros(cand.size)
     norm2 = np.zeros(cand.size)
     src = (np.int64(code), np.float64(length_scale), skel_xyz, skel_xyz)
-    cpu.compress_blocks(src, False, r0, r1, c0, c1, float(rel_tol), np.zeros(cand.size),
-                        cpu.METHOD_ACA, kcap, kcap, 0, store, slab_start, out_off, status, rank,
+    compress.compress_blocks(src, False, r0, r1, c0, c1, float(rel_tol), np.zeros(cand.size),
+                        codes.METHOD_ACA, kcap, kcap, 0, store, slab_start, out_off, status, rank,
                         err2, norm2)
-    ok = status == cpu.STATUS_ACCEPTED
+    ok = status == codes.STATUS_ACCEPTED
     lowrank[cand[ok]] = True
     rank = rank[ok]
     sizes = rank * (m[cand[ok]] + n[cand[ok]])
     offset = np.zeros(sizes.size + 1, np.int64)
     np.cumsum(sizes, out=offset[1:])
     data = np.empty(offset[-1], dtype)
-    cpu.gather_factors(store, out_off[ok], sizes, data, offset[:-1])
+    compress.gather_factors(store, out_off[ok], sizes, data, offset[:-1])
     return lowrank, rank, offset[:-1].copy(), data
 
 
@@ -277,7 +277,7 @@ def _build_kernel_h2(kernel, points, tol, leaf_size, eta, mode):
     tree = ClusterTree.from_points(points, leaf_size)
     n, dim = points.shape
     code, length_scale = int(kernel.code), float(kernel.length_scale)
-    bt, bs, adm = cpu.strong_partition(tree.children, tree.box_lo, tree.box_hi,
+    bt, bs, adm = trees.strong_partition(tree.children, tree.box_lo, tree.box_hi,
                                        tree.children, tree.box_lo, tree.box_hi, float(eta))
     rmin = far_field_distance(tree, bt[adm], bs[adm])
     xyz_perm = np.ascontiguousarray(points[tree.perm])

@@ -334,7 +334,7 @@ class H2Matrix:
 
 
 def _kernel_of(a):
-    from hmnumba.kernels.functions import KernelFunction
+    from hmnumba.kernel_functions import KernelFunction
     name = {v: k for k, v in KernelFunction._codes.items()}[a["code"]]
     return KernelFunction(name, a["length_scale"])
 

@@ -35,22 +35,23 @@ from scipy.sparse.linalg import LinearOperator
 
 from hmnumba import _validation as val
 from hmnumba._threads import one_blas_thread, serial_if_unsafe
-from hmnumba.blocks import ADMISSIBILITY, level_schedule, stored_numbers
+from hmnumba.blocks import (ADMISSIBILITY, SYMMETRIC_SLABS, check_structure, level_schedule,
+                            stored_numbers, symmetric_slabs)
 from hmnumba.bounds import block_error_bound
 from hmnumba.cluster import CLUSTER_METHODS, ClusterTree, build_cluster_trees
 from hmnumba.construct import (BUDGETS, METHODS, build, cheaper_subtrees, global_low_rank,
                                row_schedule)
 from hmnumba.exceptions import CompressionWarning
 from hmnumba.backend import resolve_backend
-from hmnumba.kernels import cpu
-from hmnumba.kernels.functions import KernelFunction, UserKernel
+from hmnumba.kernels import compress, products, sources
+from hmnumba.kernel_functions import KernelFunction, UserKernel, as_kernel
 from hmnumba.kernels.lowprec import packed_block_errors2
+from hmnumba.kernels.symmetric import symmetric_hmatvec
 from hmnumba.storage import (FACTOR_DTYPES, FILL_MAX_SIDE, encode, outlier_counts,
                              run_lengths, split_outliers)
-from hmnumba.kernels.symmetric import SYMMETRIC_SLABS, symmetric_hmatvec, symmetric_slabs
 
 # From this many right-hand sides on, products use BLAS block products
-# (cpu.hmatmat_blas); below, the fused loops of cpu.hmatmat are faster.
+# (products.hmatmat_blas); below, the fused loops of products.hmatmat are faster.
 BLAS_MIN_RHS = 16
 
 # With at most this many blocks (a weight array that is one low-rank block,
@@ -142,6 +143,7 @@ class HMatrix:
                             row_stop=row_stop, col_start=col_start, col_stop=col_stop,
                             rank=rank, offset=offset, data=data, block_err2=block_err2,
                             block_norm2=block_norm2), tol, norm, symmetric, error_exp)
+            check_structure(*shape, a, "HMatrix: inconsistent arrays", symmetric)
             (row_perm, col_perm, row_start, row_stop, col_start, col_stop, rank, offset, data,
              block_err2, block_norm2) = (a[k] for k in val.PACKED_INT_ARRAYS + (
                  "data", "block_err2", "block_norm2"))
@@ -448,14 +450,16 @@ class HMatrix:
         backend : {"cpu", "cuda", "auto"}, default="cpu"
             With ``"cuda"`` and a built-in kernel, the cluster trees and the
             ACA of the low-rank candidates run on the GPU (recompression and
-            the dense near field on the host; ``n_jobs`` is not used), and the
-            result stays there (:meth:`to`). A user ``@njit`` kernel is
+            the dense near field on the host; ``n_jobs`` is not used) inside
+            the same build loop as on the CPU (look-ahead, coarsening and
+            symmetric storage included), and the result stays there
+            (:meth:`to`). A user ``@njit`` kernel is
             compressed on the CPU and then moved.
         symmetric : bool or None, default=None
             Store only the upper block triangle (half the storage and build
             time; see :attr:`symmetric`). None means yes for a built-in
             kernel (they depend on ``|x - y|`` only) on one point set
-            (``col_points`` None) built on the CPU. Pass True for your own
+            (``col_points`` None). Pass True for your own
             kernel if ``k(x, y) == k(y, x)``: only the upper triangle is then
             evaluated.
 
@@ -495,7 +499,7 @@ class HMatrix:
         seed = val.check_random_state(random_state)
         n_jobs = val.check_n_jobs(n_jobs)
         on_gpu = backend == "cuda" and isinstance(kern, KernelFunction)
-        symmetric = _check_symmetric(symmetric, kern, col_points, on_gpu)
+        symmetric = _check_symmetric(symmetric, kern, col_points)
         started = _log_start("from_kernel", (X.shape[0], Y.shape[0]), np.dtype(np.float64),
                              opts["tol"])
         tree = _device_tree if on_gpu else ClusterTree.from_points
@@ -503,15 +507,10 @@ class HMatrix:
         col_tree = row_tree if col_points is None else tree(Y, opts["leaf_size"])
         Xp, Yp, src, norm_est = _kernel_source(kern, X, Y, row_tree, col_tree, opts["budget"],
                                                seed)
-        if on_gpu:
-            from hmnumba.construct_cuda import build_kernel
-            arrays = build_kernel(src, row_tree, col_tree, opts["tol"], opts["admissibility"],
-                                  opts["eta"], opts["max_rank"], opts["budget"], norm_est)
-        else:
-            arrays = build(src, False, row_tree, col_tree, np.dtype(np.float64), opts["tol"],
-                           opts["admissibility"], opts["eta"], "aca", opts["max_rank"],
-                           opts["budget"], norm_estimate=norm_est, seed=seed, n_jobs=n_jobs,
-                           symmetric=symmetric)
+        arrays = build(src, False, row_tree, col_tree, np.dtype(np.float64), opts["tol"],
+                       opts["admissibility"], opts["eta"], "aca", opts["max_rank"],
+                       opts["budget"], norm_estimate=norm_est, seed=seed, n_jobs=n_jobs,
+                       symmetric=symmetric, backend="cuda" if on_gpu else "cpu")
         params = dict(opts, kernel=repr(kern), build_seconds=arrays.pop("build_seconds"),
                       n_rounds=arrays.pop("n_rounds"))
         _check_kernel_output(kern, X, Y, row_tree.perm, col_tree.perm, src, arrays)
@@ -644,12 +643,12 @@ class HMatrix:
         with serial_if_unsafe(), one_blas_thread():
             if xp.ndim == 1:
                 z_off = self.z_off_cols if trans else self.z_off_rows
-                yp = cpu.hmatvec(*blocks, z_off, seg, ptr, blk, xp, trans)
+                yp = products.hmatvec(*blocks, z_off, seg, ptr, blk, xp, trans)
             elif xp.shape[1] >= BLAS_MIN_RHS:
-                yp = cpu.hmatmat_blas(*blocks, self.t_off, *self._level_schedule(trans), xp,
+                yp = products.hmatmat_blas(*blocks, self.t_off, *self._level_schedule(trans), xp,
                                       trans)
             else:
-                yp = cpu.hmatmat(*blocks, self.t_off, seg, ptr, blk, xp, trans)
+                yp = products.hmatmat(*blocks, self.t_off, seg, ptr, blk, xp, trans)
         return yp
 
     def _symmetric_product(self, xp):
@@ -732,8 +731,8 @@ class HMatrix:
                                self.col_start[strict], self.col_stop[strict], k)
         packed_off = np.cumsum(sizes) - sizes
         packed = np.empty(int(sizes.sum()), self.dtype)
-        cpu.gather_factors(self.data, self.offset[strict], sizes, packed, packed_off)
-        mirrored = cpu.transpose_data(packed, self.row_start[strict], self.row_stop[strict],
+        compress.gather_factors(self.data, self.offset[strict], sizes, packed, packed_off)
+        mirrored = products.transpose_data(packed, self.row_start[strict], self.row_stop[strict],
                                       self.col_start[strict], self.col_stop[strict], k,
                                       packed_off)
         data = np.concatenate([self.data, mirrored])
@@ -751,7 +750,7 @@ class HMatrix:
                        error_exp=self.error_exp, _trusted=True)
 
     def _level_schedule(self, trans):
-        """Output groups by depth for :func:`cpu.hmatmat_blas` (built on first use)."""
+        """Output groups by depth for :func:`products.hmatmat_blas` (built on first use)."""
         key = "_level_schedule_cols" if trans else "_level_schedule_rows"
         if getattr(self, key, None) is None:
             start, stop = ((self.col_start, self.col_stop) if trans
@@ -763,8 +762,8 @@ class HMatrix:
         if self._device_arrays is None:
             raise ValueError("the operand is a CUDA device array but this HMatrix is on the "
                              "CPU; call H.to('cuda') first")
-        from hmnumba.kernels import cuda as gpu
-        return gpu.apply(self._device_arrays, self.shape, x, trans, out_dtype)
+        from hmnumba.kernels import products_cuda
+        return products_cuda.apply(self._device_arrays, self.shape, x, trans, out_dtype)
 
     def to(self, device: str) -> HMatrix:
         """Move the products to ``device`` (in place) and return this matrix.
@@ -806,9 +805,9 @@ class HMatrix:
             self._device_arrays = None
         elif self._device_arrays is None:
             resolve_backend("cuda", "device")
-            from hmnumba.kernels import cuda as gpu
+            from hmnumba.kernels import products_cuda
             # The CUDA kernels take every block stored (the mirrors too).
-            self._device_arrays = gpu.to_device(self.full_storage())
+            self._device_arrays = products_cuda.to_device(self.full_storage())
         return self
 
     @property
@@ -975,7 +974,7 @@ class HMatrix:
                            norm=self.norm, params=self.params, source=self._source,
                            symmetric=True, error_exp=self.error_exp, encoding=self.encoding,
                            _trusted=True).to(self.device)
-        data = cpu.transpose_data(self.data, self.row_start, self.row_stop, self.col_start,
+        data = products.transpose_data(self.data, self.row_start, self.row_stop, self.col_start,
                                   self.col_stop, self.rank, self.offset)
         t = HMatrix((self.shape[1], self.shape[0]), self.col_perm, self.row_perm,
                     self.col_start, self.col_stop, self.row_start, self.row_stop,
@@ -1128,11 +1127,11 @@ class HMatrix:
         dtype : numpy dtype, optional
             Output dtype; defaults to the storage dtype.
         """
-        Dp = cpu.hm_to_dense(self.data, self.row_start, self.row_stop, self.col_start,
+        Dp = products.hm_to_dense(self.data, self.row_start, self.row_stop, self.col_start,
                              self.col_stop, self.rank, self.offset, self.shape[0], self.shape[1])
         strict = self._symmetric_halves()[1] if self.symmetric else None
         if strict is not None:   # add the mirrors of the strictly upper blocks
-            Dp += cpu.hm_to_dense(strict.data, strict.row_start, strict.row_stop,
+            Dp += products.hm_to_dense(strict.data, strict.row_start, strict.row_stop,
                                   strict.col_start, strict.col_stop, strict.rank,
                                   strict.offset, self.shape[0], self.shape[1]).T
         if self.outliers is None:
@@ -1288,7 +1287,7 @@ class HMatrix:
             exact = A[rows].astype(np.float64) @ G
         elif self._source is not None:
             kern, X, Y = self._source
-            exact = cpu.sample_rows_times(kern.source(X, Y), rows.astype(np.int64), n, G)
+            exact = sources.sample_rows_times(kern.source(X, Y), rows.astype(np.int64), n, G)
         else:
             raise ValueError("estimate_error needs A for a matrix built from dense input")
         approx = self.matmat(G)[rows]
@@ -1601,14 +1600,14 @@ def _operand_exponent(x, dtype):
 
 def _device_tree(points, leaf_size):
     """Geometric cluster tree built on the GPU (identical to the CPU one)."""
-    from hmnumba.kernels import cuda as gpu
-    return ClusterTree(*gpu.build_geometric_tree(points, leaf_size), method="geometric")
+    from hmnumba.kernels import trees_cuda
+    return ClusterTree(*trees_cuda.build_geometric_tree(points, leaf_size), method="geometric")
 
 
 def _check_kernel_inputs(kernel, points, col_points):
     """The validated kernel, row points and column points (``points`` again
     when ``col_points`` is None)."""
-    kern = val.check_kernel(kernel, "kernel")
+    kern = as_kernel(kernel, "kernel")
     X = val.check_points(points, "points")
     Y = X if col_points is None else val.check_points(col_points, "col_points")
     if X.shape[1] != Y.shape[1]:
@@ -1642,7 +1641,7 @@ def _check_kernel_output(kern, X, Y, row_perm, col_perm, src, arrays):
     owner = np.searchsorted(arrays["offset"][order], items, side="right") - 1
     bad[order[owner[owner >= 0]]] = True
     for b in np.flatnonzero(bad):
-        i, j, value = cpu.first_nonfinite(src, r0[b], r1[b], c0[b], c1[b])
+        i, j, value = sources.first_nonfinite(src, r0[b], r1[b], c0[b], c1[b])
         if i >= 0:
             kern.raise_bad_value(X, Y, int(row_perm[i]), int(col_perm[j]), float(value))
     raise ValueError(f"kernel {kern!r}: the build produced non-finite factors or norms "
@@ -1665,7 +1664,7 @@ def _estimate_norm(src, m, n, seed, n_rows=256):
     """``||A||_F`` from ``n_rows`` sampled rows (unbiased for ``||A||_F^2``)."""
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(m, size=min(n_rows, m), replace=False)).astype(np.int64)
-    return float(np.sqrt(cpu.sample_row_norms2(src, rows, n).sum() * m / rows.size))
+    return float(np.sqrt(sources.sample_row_norms2(src, rows, n).sum() * m / rows.size))
 
 
 def _check_dense_symmetric(symmetric, A, col_points):
@@ -1682,17 +1681,14 @@ def _check_dense_symmetric(symmetric, A, col_points):
     return bool(symmetric)
 
 
-def _check_symmetric(symmetric, kern, col_points, on_gpu):
+def _check_symmetric(symmetric, kern, col_points):
     """Resolve ``symmetric`` of :meth:`HMatrix.from_kernel` (None: automatic)."""
     if symmetric is None:
-        return isinstance(kern, KernelFunction) and col_points is None and not on_gpu
+        return isinstance(kern, KernelFunction) and col_points is None
     if not isinstance(symmetric, (bool, np.bool_)):
         raise TypeError(f"symmetric must be True, False or None, got {type(symmetric).__name__}")
     if symmetric and col_points is not None:
         raise ValueError("symmetric=True needs one point set: pass col_points=None")
-    if symmetric and on_gpu:
-        raise ValueError("symmetric=True is built on the CPU: use backend='cpu' (then "
-                         "H.to('cuda') if you want the products on the GPU)")
     return bool(symmetric)
 
 
@@ -1707,7 +1703,7 @@ def _check_build_options(tol, leaf_size, admissibility, eta, max_rank, budget):
 
 def _few_blocks_product(data, r0, r1, c0, c1, rank, offset, X, trans, n_out):
     """``A X`` (or ``A^T X``) in cluster order, one numpy BLAS call per block
-    product: the product of :func:`cpu.hmatmat_blas` for matrices of few blocks."""
+    product: the product of :func:`products.hmatmat_blas` for matrices of few blocks."""
     Y = np.zeros((n_out, X.shape[1]), dtype=data.dtype)
     for b in range(rank.size):
         m, n, k, o = r1[b] - r0[b], c1[b] - c0[b], rank[b], offset[b]

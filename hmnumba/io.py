@@ -145,7 +145,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hmnumba.blocks import stored_numbers
+from hmnumba.blocks import check_structure
 
 if TYPE_CHECKING:   # hmatrix imports io lazily; io names HMatrix in annotations only
     from hmnumba.hmatrix import HMatrix
@@ -180,19 +180,6 @@ _SCALES = ("data_scales", "<f4", "runs")
 # Sparse outliers (W = S + H): S in CSR, original row and column order.
 _OUTLIERS = (("outlier_indptr", _INT32, "m+1"), ("outlier_indices", _INT32, "nnz"),
              ("outlier_values", None, "nnz"))
-# Pairs (row segment, block) examined at once by the tiling check.
-_TILING_CHUNK = 1 << 22
-# Most entries a row or column schedule may have (the products materialise
-# both; ~40 bytes per entry while they are built). Real matrices are far
-# below: about 10**6 entries for 10**5 blocks.
-MAX_SCHEDULE = 1 << 28
-# The work a file may cause is bounded by its size and shape: a schedule may
-# have at most this many entries per block plus row (resp. column). A real
-# H-matrix has about log2(n_blocks) / 2 per block (every segment lies under
-# one block per level and column cluster): under 10 for 10**6 blocks. A
-# crafted file of k full-height blocks beside one column cut into k pieces
-# would otherwise need k**2 entries (10 GB from a 2.4 MB file).
-SCHEDULE_PER_ITEM = 64
 
 
 # ---------------------------------------------------------------------------
@@ -259,7 +246,7 @@ def save(H: HMatrix, path: str | os.PathLike) -> None:
     for name, code, _ in _ARRAYS:
         arrays[name] = np.ascontiguousarray(getattr(H, name), dtype=code or data_le).ravel()
     symmetric = bool(getattr(H, "symmetric", False))
-    _check_structure(m, n, arrays, "the HMatrix to save", symmetric)
+    check_structure(m, n, arrays, "the HMatrix to save", symmetric)
     arrays = _compact(arrays)
     enc = getattr(H, "encoding", None)
     if enc is not None:   # the stored codes, not the decoded working copy
@@ -278,7 +265,7 @@ def save(H: HMatrix, path: str | os.PathLike) -> None:
     digest = hashlib.sha256()
     for chunk in _payload_chunks(arrays, layout, payload_nbytes):
         digest.update(chunk)
-    from hmnumba import __version__
+    from hmnumba._version import __version__
     header.update(format=FORMAT_NAME, format_version=FORMAT_VERSION,
                   writer=f"hmnumba {__version__}", dtype=dtype.name, shape=[m, n],
                   n_blocks=int(arrays["rank"].size), tol=float(H.tol), norm=float(H.norm),
@@ -550,7 +537,7 @@ def load(path: str | os.PathLike) -> HMatrix:
         if arrays[name].size == 0:   # the identity permutation is not stored
             arrays[name] = np.arange(size, dtype=np.int64)
     symmetric = header.get("symmetric", False)
-    _check_structure(m, n, arrays, where, symmetric)
+    check_structure(m, n, arrays, where, symmetric)
     encoding = _decode(header, arrays, where)
     outliers = None
     if "outliers" in header:
@@ -791,155 +778,3 @@ def _check_header(h, size, hlen, where):
             + (" (truncated)" if size < start + pos else " (trailing bytes)"))
 
 
-# ---------------------------------------------------------------------------
-# structure of the packed arrays
-# ---------------------------------------------------------------------------
-
-
-def _check_structure(m, n, a, where, symmetric=False):
-    """Validate the packed arrays of an ``m x n`` H-matrix (dict ``a`` of
-    little-endian/native 1-D arrays with the names of the file format;
-    ``symmetric``: only the upper block triangle is stored).
-
-    After this, every index and offset a product kernel computes lies inside
-    its array. Raises ``ValueError`` prefixed by ``where``.
-    """
-    def bad(msg):
-        raise ValueError(f"{where}: {msg}")
-
-    for name, size in (("row_perm", m), ("col_perm", n)):
-        p = a[name]
-        if p.size != size:
-            bad(f"{name} has length {p.size}, expected {size}")
-        if p.size and (p.min() < 0 or p.max() >= size):
-            bad(f"{name} has entries outside [0, {size})")
-        if not np.all(np.bincount(p, minlength=size) == 1):
-            bad(f"{name} is not a permutation of range({size}) (repeated entries)")
-    r0, r1, c0, c1, rank, off = (a[k] for k in ("row_start", "row_stop", "col_start",
-                                                  "col_stop", "rank", "offset"))
-    nb = rank.size
-    if nb == 0 or any(a[k].size != nb for k in ("row_start", "row_stop", "col_start",
-                                                 "col_stop", "offset", "block_err2",
-                                                 "block_norm2")):
-        bad("per-block arrays must be non-empty and of equal length")
-    for lo, hi, size, what in ((r0, r1, m, "row"), (c0, c1, n, "column")):
-        wrong = np.flatnonzero((lo < 0) | (hi > size) | (lo >= hi))
-        if wrong.size:
-            b = int(wrong[0])
-            bad(f"block {b} has {what} range [{lo[b]}, {hi[b]}), expected "
-                f"0 <= start < stop <= {size} ({wrong.size} such blocks)")
-    mb = r1 - r0
-    nb_cols = c1 - c0
-    wrong = np.flatnonzero((rank < -1) | (rank > np.minimum(mb, nb_cols)))
-    if wrong.size:
-        b = int(wrong[0])
-        bad(f"block {b} ({mb[b]} x {nb_cols[b]}) has rank {rank[b]}, expected -1 (dense) "
-            f"or 0..{min(mb[b], nb_cols[b])} ({wrong.size} such blocks)")
-    stored = stored_numbers(r0, r1, c0, c1, rank)
-    length = a["data"].size
-    wrong = np.flatnonzero((off < 0) | (off > length))
-    if wrong.size == 0:
-        wrong = np.flatnonzero(stored > length - off)
-    if wrong.size:
-        b = int(wrong[0])
-        bad(f"block {b} stores {stored[b]} numbers at offset {off[b]}, outside data of "
-            f"length {length} ({wrong.size} such blocks)")
-    nonempty = np.flatnonzero(stored > 0)
-    order = nonempty[np.argsort(off[nonempty], kind="stable")]
-    clash = np.flatnonzero(off[order[:-1]] + stored[order[:-1]] > off[order[1:]])
-    if clash.size:
-        b1, b2 = int(order[clash[0]]), int(order[clash[0] + 1])
-        bad(f"blocks {b1} and {b2} overlap in data (offsets {off[b1]} and {off[b2]})")
-    if symmetric:
-        if m != n or not np.array_equal(a["row_perm"], a["col_perm"]):
-            bad("a symmetric matrix must be square with one permutation for rows and columns")
-        diagonal = (r0 == c0) & (r1 == c1)
-        wrong = np.flatnonzero(~diagonal & (r1 > c0))
-        if wrong.size:
-            b = int(wrong[0])
-            bad(f"block {b} (rows [{r0[b]}, {r1[b]}), columns [{c0[b]}, {c1[b]})) of a "
-                f"symmetric matrix is neither diagonal nor strictly upper ({wrong.size} such "
-                f"blocks)")
-        wrong = np.flatnonzero(diagonal & (rank > 0))
-        if wrong.size:
-            b = int(wrong[0])
-            bad(f"diagonal block {b} of a symmetric matrix has rank {rank[b]}: diagonal blocks "
-                f"are stored dense, so that the matrix equals its transpose ({wrong.size} such "
-                f"blocks)")
-        s = ~diagonal   # tile with the mirror images
-        r0, r1, c0, c1 = (np.concatenate([r0, c0[s]]), np.concatenate([r1, c1[s]]),
-                          np.concatenate([c0, r0[s]]), np.concatenate([c1, r1[s]]))
-    _check_tiling(r0, r1, c0, c1, m, n, bad)
-    if not np.all(np.isfinite(a["data"])):
-        bad("data contains NaN or infinity")
-    for name in ("block_err2", "block_norm2"):
-        v = a[name]
-        if not np.all(np.isfinite(v) & (v >= 0)):
-            bad(f"{name} must be finite and non-negative")
-
-
-def _check_tiling(r0, r1, c0, c1, m, n, bad):
-    """Check that the blocks cover every entry of ``[0, m) x [0, n)`` exactly once.
-
-    Rows are cut into segments at every block boundary, so a segment lies
-    inside or outside each block's row range. The blocks are a tiling iff,
-    for every segment, the column ranges of the blocks over it, sorted,
-    follow each other from 0 without gap or overlap and their widths sum to
-    ``n``. Cost: the size of the products' row schedule, worked through in
-    chunks of bounded memory; schedules of more than ``SCHEDULE_PER_ITEM``
-    entries per block and row (resp. column), or beyond ``MAX_SCHEDULE``,
-    are refused before anything is allocated for them, so the work stays
-    proportional to the size of the file.
-    """
-    bounds = np.unique(np.concatenate([r0, r1]))
-    if bounds[0] != 0 or bounds[-1] != m:
-        bad(f"the blocks cover rows [{bounds[0]}, {bounds[-1]}), not [0, {m})")
-    lo = np.searchsorted(bounds, r0)
-    hi = np.searchsorted(bounds, r1)
-    n_seg = bounds.size - 1
-    col_bounds = np.unique(np.concatenate([c0, c1]))
-    for what, size, extent in (("row", int(np.sum(hi - lo)), m),
-                               ("column", int(np.sum(np.searchsorted(col_bounds, c1)
-                                                     - np.searchsorted(col_bounds, c0))), n)):
-        limit = min(MAX_SCHEDULE, SCHEDULE_PER_ITEM * (r0.size + extent))
-        if size > limit:
-            bad(f"the blocks make a {what} schedule of {size} entries, more than "
-                f"{limit} (at most {SCHEDULE_PER_ITEM} per block and {what}, and "
-                f"{MAX_SCHEDULE} in all): refused, no H-matrix needs so many")
-    width = np.zeros(n_seg + 1, np.int64)
-    np.add.at(width, lo, c1 - c0)
-    np.add.at(width, hi, -(c1 - c0))
-    width = np.cumsum(width[:-1])
-    wrong = np.flatnonzero(width != n)
-    if wrong.size:
-        s = int(wrong[0])
-        bad(f"rows [{bounds[s]}, {bounds[s + 1]}) are covered by blocks {width[s]} columns "
-            f"wide in total, expected {n} (blocks overlap or leave gaps)")
-    count = np.cumsum(np.bincount(lo, minlength=n_seg + 1) - np.bincount(hi, minlength=n_seg + 1))
-    csum = np.cumsum(count[:-1])
-    s = 0
-    while s < n_seg:
-        base = int(csum[s - 1]) if s else 0
-        e = min(max(int(np.searchsorted(csum, base + _TILING_CHUNK, side="right")), s + 1),
-                n_seg)
-        sel = np.flatnonzero((lo < e) & (hi > s))
-        first = np.maximum(lo[sel], s)
-        k = np.minimum(hi[sel], e) - first
-        blk = np.repeat(sel, k)
-        seg = np.repeat(first - (np.cumsum(k) - k), k) + np.arange(blk.size)
-        order = np.lexsort((c0[blk], seg))
-        seg = seg[order]
-        blk = blk[order]
-        prev_stop = np.empty(blk.size, np.int64)
-        prev_stop[0] = 0
-        prev_stop[1:] = c1[blk[:-1]]
-        prev_stop[np.flatnonzero(seg[1:] != seg[:-1]) + 1] = 0
-        wrong = np.flatnonzero(c0[blk] != prev_stop)
-        if wrong.size:
-            i = int(wrong[0])
-            g = int(seg[i])
-            b = int(blk[i])
-            bad(f"in rows [{bounds[g]}, {bounds[g + 1]}) block {b} starts at column {c0[b]} "
-                f"where the previous block ends at {prev_stop[i]} (blocks overlap or leave "
-                f"gaps)")
-        s = e

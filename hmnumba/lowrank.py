@@ -1,7 +1,7 @@
 """Low-rank approximation of single blocks: the user-facing functions.
 
 The construction (:mod:`hmnumba.construct`) calls the numba kernels in
-:mod:`hmnumba.kernels.cpu` directly, block by block in parallel; these
+:mod:`hmnumba.kernels.factors` directly, block by block in parallel; these
 functions expose the same algorithms for one matrix, with validated inputs and
 the usual ``A ~= U @ V.T`` convention (``U (m, k)``, ``V (n, k)``).
 
@@ -19,7 +19,8 @@ import numpy as np
 
 from hmnumba import _validation as val
 from hmnumba._threads import one_blas_thread
-from hmnumba.kernels import cpu
+from hmnumba.kernel_functions import as_kernel
+from hmnumba.kernels import factors
 
 
 def aca(A=None, tol=1e-6, max_rank=None, kernel=None, points=None, col_points=None):
@@ -64,7 +65,7 @@ def aca(A=None, tol=1e-6, max_rank=None, kernel=None, points=None, col_points=No
     else:
         if kernel is None or points is None:
             raise ValueError("aca needs A, or kernel and points")
-        kern = val.check_kernel(kernel, "kernel")
+        kern = as_kernel(kernel, "kernel")
         X = val.check_points(points, "points")
         Y = X if col_points is None else val.check_points(col_points, "col_points")
         if X.shape[1] != Y.shape[1]:
@@ -74,7 +75,7 @@ def aca(A=None, tol=1e-6, max_rank=None, kernel=None, points=None, col_points=No
     kmax = min(m, n) if max_rank is None else val.check_positive_int(max_rank, "max_rank")
     U = np.empty((kmax, m))
     V = np.empty((kmax, n))
-    k, _, _, converged = cpu.aca_partial(src, 0, m, 0, n, tol, 0.0, kmax, U, V)
+    k, _, _, converged = factors.aca_partial(src, 0, m, 0, n, tol, 0.0, kmax, U, V)
     return U[:k].T.copy(), V[:k].T.copy(), bool(converged)
 
 
@@ -112,7 +113,7 @@ def truncated_svd(A, tol=None, rank=None):
     w, s, zt = np.linalg.svd(A, full_matrices=False)
     if tol is not None:
         tol = val.check_tol(tol, "tol")
-        k, tail2 = cpu.truncation_rank(s, tol * np.linalg.norm(s))
+        k, tail2 = factors.truncation_rank(s, tol * np.linalg.norm(s))
     else:
         k = min(val.check_positive_int(rank, "rank", minimum=0), s.size)
         tail2 = float(np.sum(s[k:] ** 2))
@@ -154,7 +155,7 @@ def randomized_svd(A, tol, max_rank=None, random_state=None):
     kmax = min(A.shape) if max_rank is None else val.check_positive_int(max_rank, "max_rank")
     seed = val.check_random_state(random_state)
     with one_blas_thread():
-        Ut, Vt, _, converged = cpu.randomized_factors(A, tol * np.linalg.norm(A), kmax, seed)
+        Ut, Vt, _, converged = factors.randomized_factors(A, tol * np.linalg.norm(A), kmax, seed)
     return Ut.T.copy(), Vt.T.copy(), bool(converged)
 
 
@@ -192,8 +193,8 @@ def recompress(U, V, tol):
     norm = float(np.sqrt(max(np.sum((U.T @ U) * (V.T @ V)), 0.0)))
     k = U.shape[1]
     with one_blas_thread():
-        Ut, Vt, tail2 = cpu.recompress(np.ascontiguousarray(U.T), np.ascontiguousarray(V.T),
-                                       k, tol * norm, cpu.GRAM_REL_TOL_FLOOR, norm)
+        Ut, Vt, tail2 = factors.recompress(np.ascontiguousarray(U.T), np.ascontiguousarray(V.T),
+                                       k, tol * norm, factors.GRAM_REL_TOL_FLOOR, norm)
     return Ut.T.copy(), Vt.T.copy(), float(np.sqrt(tail2))
 
 
@@ -212,5 +213,5 @@ def block_error(A, U, V):
     V = np.asarray(val.check_float_array(V, "V", allow_empty=True), dtype=np.float64)
     if U.shape[0] != A.shape[0] or V.shape[0] != A.shape[1] or U.shape[1] != V.shape[1]:
         raise ValueError(f"shapes do not match: A {A.shape}, U {U.shape}, V {V.shape}")
-    return float(np.sqrt(cpu.block_residual2(A, np.ascontiguousarray(U.T),
+    return float(np.sqrt(factors.block_residual2(A, np.ascontiguousarray(U.T),
                                              np.ascontiguousarray(V.T))))

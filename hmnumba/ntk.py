@@ -35,7 +35,7 @@ coordinates. :func:`compress_ntk` forms the Jacobian rows ``J (N, P)`` once
 (in batches) and hands :meth:`HMatrix.from_kernel` a :class:`GramKernel`:
 the points are the collocation coordinates (they drive the cluster tree and
 strong admissibility) and the entries are dot products of Jacobian rows,
-read by a numba "Gram" entry source (``hmnumba.kernels.cpu``, cached on disk
+read by a numba "Gram" entry source (``hmnumba.kernels.sources``, cached on disk
 like the built-in kernels). ``K`` (``8 N^2`` bytes, 3.2 GB at N = 20,000) is
 never formed; memory is one ``J`` (reordered in place to cluster order)
 plus the H-matrix.
@@ -47,7 +47,7 @@ from scipy.sparse.linalg import LinearOperator, eigsh
 
 from hmnumba import _validation as val
 from hmnumba.hmatrix import HMatrix
-from hmnumba.kernels.functions import UserKernel
+from hmnumba.kernel_functions import UserKernel
 from hmnumba.pinn.layers import DenseLayer
 from hmnumba.pinn.network import PINN
 
@@ -331,7 +331,7 @@ class GramKernel(UserKernel):
     Given to :meth:`HMatrix.from_kernel` with the same ``points``, the
     cluster tree and admissibility use the coordinates ``points (N, d)``
     while the entries are dot products of the rows of ``features (N, P)``
-    (the numba "Gram" entry source of ``hmnumba.kernels.cpu``, compiled once
+    (the numba "Gram" entry source of ``hmnumba.kernels.sources``, compiled once
     and cached on disk). ``from_kernel`` hands the kernel its points in
     cluster order; since a feature row is a function of its point, the rows
     are matched to the points exactly (lexicographic sort), so duplicate

@@ -111,7 +111,7 @@ def cache_is_warm():
     """Whether numba's cache already holds the main build kernel.
 
     A heuristic for the messages of the demo and the CLI (the cache index
-    of :func:`hmnumba.kernels.cpu.compress_blocks` exists); False when it
+    of :func:`hmnumba.kernels.compress.compress_blocks` exists); False when it
     cannot tell.
 
     Examples
@@ -121,8 +121,8 @@ def cache_is_warm():
     True
     """
     try:
-        from hmnumba.kernels import cpu
-        return bool(os.path.exists(cpu.compress_blocks._cache._cache_file._index_path))
+        from hmnumba.kernels import compress
+        return bool(os.path.exists(compress.compress_blocks._cache._cache_file._index_path))
     except Exception:   # numba internals moved: say nothing is cached
         return False
 

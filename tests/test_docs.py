@@ -29,16 +29,9 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 INTERNAL = {
     "hmnumba.hmatrix": "HMatrix is documented as hmnumba.HMatrix",
     "hmnumba.construct": "the adaptive build behind HMatrix.from_dense / from_kernel",
-    "hmnumba.construct_cuda": "the GPU build behind HMatrix.from_kernel(backend='cuda')",
-    "hmnumba.kernels.cpu": "numba kernels only (DESIGN.md section 1)",
-    "hmnumba.kernels.cuda": "CUDA kernels and host wrappers only (DESIGN.md section 1)",
-    "hmnumba.kernels.symmetric": "the matvec kernel behind a symmetric HMatrix (numba only)",
+    "hmnumba.kernel_functions": "re-exported by hmnumba.kernels (its __all__)",
     "hmnumba.h2matrix": "H2Matrix is documented as hmnumba.H2Matrix",
     "hmnumba.h2build": "the build behind H2Matrix.from_kernel",
-    "hmnumba.kernels.h2_build": "numba kernels of the H^2 build only",
-    "hmnumba.kernels.h2_products": "numba kernels of the H^2 products only",
-    "hmnumba.kernels.lowprec": "the block-error kernel behind factor_dtype (numba only)",
-    "hmnumba.kernels.functions": "re-exported by hmnumba.kernels (its __all__)",
     "hmnumba.pinn.layers": "re-exported by hmnumba.pinn (its __all__)",
     "hmnumba.pinn.network": "re-exported by hmnumba.pinn (its __all__)",
     "hmnumba.pinn.problems": "re-exported by hmnumba.pinn (its __all__)",
@@ -48,6 +41,8 @@ INTERNAL = {
 # package's own __all__.
 INTERNAL_PACKAGES = {
     "hmnumba.experiments": "one module per figure behind REGISTRY and reproduce()",
+    "hmnumba.kernels": "numba kernels and integer codes only (DESIGN.md section 1; "
+                       "docs/kernels.rst describes the files)",
 }
 
 _DIRECTIVE = re.compile(

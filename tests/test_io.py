@@ -23,6 +23,7 @@ import joblib
 import numpy as np
 import pytest
 
+import hmnumba.blocks as hblocks
 import hmnumba.io as hio
 from hmnumba import HMatrix, load
 from hmnumba.kernels import exponential
@@ -630,7 +631,7 @@ def test_random_structural_tampering_is_refused(small_file, tmp_path):
 
 def test_tiling_check_works_in_chunks(monkeypatch, small_file, tmp_path):
     """The coverage check gives the same verdicts with a tiny chunk size."""
-    monkeypatch.setattr(hio, "_TILING_CHUNK", 3)
+    monkeypatch.setattr(hblocks, "_TILING_CHUNK", 3)
     H, path, blob = small_file
     assert np.array_equal(load(path).to_dense(), H.to_dense())
     header, arrays = _decode(blob)
@@ -642,7 +643,7 @@ def test_schedule_size_limit(monkeypatch, small_file, tmp_path):
     """A file whose products would need a huge row schedule is refused
     before the schedule is built (here with a lowered limit)."""
     H, path, _ = small_file
-    monkeypatch.setattr(hio, "MAX_SCHEDULE", H.n_blocks - 1)
+    monkeypatch.setattr(hblocks, "MAX_SCHEDULE", H.n_blocks - 1)
     assert "schedule" in _assert_refused(tmp_path / "s.hmz", path.read_bytes())
 
 
@@ -827,7 +828,7 @@ def test_crafted_schedules_fuzz(small_file, tmp_path):
         path = tmp_path / f"f{trial}.hmz"
         path.write_bytes(_encode(h, arrays))
         entries = n_full * (cuts.size - 1) + cuts.size - 1
-        refused = entries > hio.SCHEDULE_PER_ITEM * (nb + m)
+        refused = entries > hblocks.SCHEDULE_PER_ITEM * (nb + m)
         seen.add(refused)
         if refused:
             with pytest.raises(ValueError, match="schedule"):

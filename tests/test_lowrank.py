@@ -8,14 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hmnumba.kernels import cpu
+from hmnumba.kernels import factors
 from reference import best_rank_k_error, singular_values, smallest_rank_within
 
 # The kernels' factor layout: ``(Ut (r, m), Vt (r, n))`` (current) or
 # ``(U (m, r), V (n, r))`` (first version). The adapters below hand the tests
 # ``U (m, r), V (n, r)`` either way, so the properties are stated once.
-_TRANSPOSED = "Ut" in inspect.signature(cpu.block_residual2.py_func).parameters
-_RECOMPRESS_ARGS = len(inspect.signature(cpu.recompress.py_func).parameters)
+_TRANSPOSED = "Ut" in inspect.signature(factors.block_residual2.py_func).parameters
+_RECOMPRESS_ARGS = len(inspect.signature(factors.recompress.py_func).parameters)
 
 
 def _mn(a, b):
@@ -23,30 +23,30 @@ def _mn(a, b):
 
 
 def recompress(U, V, k, abs_tol, accurate=False):
-    """``cpu.recompress`` -> ``(U (m, r), V (n, r), tail2)``. ``accurate``
+    """``factors.recompress`` -> ``(U (m, r), V (n, r), tail2)``. ``accurate``
     forces the orthogonalisation + SVD path where the kernel has a cheaper
     Gram-matrix path for loose tolerances."""
     if _RECOMPRESS_ARGS == 4:
-        a, b, tail2 = cpu.recompress(U, V, k, abs_tol)
+        a, b, tail2 = factors.recompress(U, V, k, abs_tol)
     else:
         aca_norm = float(np.linalg.norm(U[:k].T @ V[:k])) if k else 0.0
-        floor = np.inf if accurate else cpu.GRAM_REL_TOL_FLOOR
-        a, b, tail2 = cpu.recompress(U, V, k, abs_tol, floor, aca_norm)
+        floor = np.inf if accurate else factors.GRAM_REL_TOL_FLOOR
+        a, b, tail2 = factors.recompress(U, V, k, abs_tol, floor, aca_norm)
     return (*_mn(a, b), tail2)
 
 
 def svd_factors(block, abs_tol):
-    a, b, tail2 = cpu.svd_factors(block, abs_tol)
+    a, b, tail2 = factors.svd_factors(block, abs_tol)
     return (*_mn(a, b), tail2)
 
 
 def randomized_factors(block, abs_tol, kmax, seed):
-    a, b, resid2, conv = cpu.randomized_factors(block, abs_tol, kmax, seed)
+    a, b, resid2, conv = factors.randomized_factors(block, abs_tol, kmax, seed)
     return (*_mn(a, b), resid2, conv)
 
 
 def block_residual2(block, U, V):
-    return cpu.block_residual2(block, *((U.T.copy(), V.T.copy()) if _TRANSPOSED else (U, V)))
+    return factors.block_residual2(block, *((U.T.copy(), V.T.copy()) if _TRANSPOSED else (U, V)))
 
 
 def run_aca(A, kmax=40, rel_tol=1e-12, abs_tol=0.0):
@@ -55,7 +55,7 @@ def run_aca(A, kmax=40, rel_tol=1e-12, abs_tol=0.0):
     m, n = A.shape
     U = np.zeros((kmax, m))
     V = np.zeros((kmax, n))
-    k, norm2, last, conv = cpu.aca_partial(A, 0, m, 0, n, rel_tol, abs_tol, kmax, U, V)
+    k, norm2, last, conv = factors.aca_partial(A, 0, m, 0, n, rel_tol, abs_tol, kmax, U, V)
     return k, norm2, last, conv, U[:k], V[:k]
 
 
@@ -129,7 +129,7 @@ def test_aca_on_a_sub_block_reads_only_that_block():
     B[:, :30] = -1e6
     m, n, kmax = 50, 50, 20
     U, V = np.zeros((kmax, m)), np.zeros((kmax, n))
-    k, _, _, conv = cpu.aca_partial(B, 20, 70, 30, 80, 1e-12, 0.0, kmax, U, V)
+    k, _, _, conv = factors.aca_partial(B, 20, 70, 30, 80, 1e-12, 0.0, kmax, U, V)
     assert conv
     assert np.linalg.norm(A[20:70, 30:80] - U[:k].T @ V[:k]) <= 1e-11 * np.linalg.norm(A)
 
@@ -266,22 +266,22 @@ def test_randomized_factors_report_no_convergence_when_kmax_is_too_small():
 
 def test_truncation_rank_keeps_the_smallest_rank_within_the_tolerance():
     s = np.array([4.0, 3.0, 2.0, 1.0])
-    assert cpu.truncation_rank(s, np.sqrt(5.0)) == (2, 5.0)
-    r, tail2 = cpu.truncation_rank(s, np.sqrt(5.0) * (1 - 1e-12))
+    assert factors.truncation_rank(s, np.sqrt(5.0)) == (2, 5.0)
+    r, tail2 = factors.truncation_rank(s, np.sqrt(5.0) * (1 - 1e-12))
     assert (r, tail2) == (3, 1.0)
-    assert cpu.truncation_rank(s, 0.0) == (4, 0.0)
-    assert cpu.truncation_rank(s, 100.0) == (0, 30.0)
+    assert factors.truncation_rank(s, 0.0) == (4, 0.0)
+    assert factors.truncation_rank(s, 100.0) == (0, 30.0)
 
 
 def test_truncation_rank_drops_exact_zero_singular_values_at_zero_tolerance():
-    assert cpu.truncation_rank(np.array([2.0, 1.0, 0.0, 0.0]), 0.0) == (2, 0.0)
+    assert factors.truncation_rank(np.array([2.0, 1.0, 0.0, 0.0]), 0.0) == (2, 0.0)
 
 
 @given(s=st.lists(st.floats(0.0, 1e3), min_size=1, max_size=30), frac=st.floats(0.0, 1.0))
 def test_truncation_rank_agrees_with_the_reference(s, frac):
     s = np.sort(np.array(s))[::-1].copy()
     abs_tol = frac * np.linalg.norm(s)
-    r, tail2 = cpu.truncation_rank(s, abs_tol)
+    r, tail2 = factors.truncation_rank(s, abs_tol)
     assert np.sqrt(tail2) <= abs_tol * (1 + 1e-12)
     assert tail2 == pytest.approx(np.sum(s[r:] ** 2), rel=1e-12, abs=1e-300)
     if r > 0:  # dropping one more value would exceed the tolerance

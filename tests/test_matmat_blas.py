@@ -5,7 +5,8 @@ import pytest
 from hmnumba import HMatrix
 from hmnumba.blocks import level_schedule
 from hmnumba.hmatrix import BLAS_MIN_RHS
-from hmnumba.kernels import cpu, laplace
+from hmnumba.kernels import products
+from hmnumba.kernels import laplace
 
 
 def check_schedule(start, stop):
@@ -42,8 +43,8 @@ def test_blas_product_equals_fused_loops(matrices, name, trans):
     X = np.random.default_rng(1).standard_normal((n_in, 24)).astype(H.dtype)
     blocks = (H.data, H.row_start, H.row_stop, H.col_start, H.col_stop, H.rank, H.offset)
     seg, ptr, blk = H.col_sched if trans else H.row_sched
-    fused = cpu.hmatmat(*blocks, H.t_off, seg, ptr, blk, X, trans)
-    blas = cpu.hmatmat_blas(*blocks, H.t_off, *level_schedule(start, stop), X, trans)
+    fused = products.hmatmat(*blocks, H.t_off, seg, ptr, blk, X, trans)
+    blas = products.hmatmat_blas(*blocks, H.t_off, *level_schedule(start, stop), X, trans)
     assert blas.dtype == H.dtype
     rtol = 1e-5 if H.dtype == np.float32 else 1e-12
     np.testing.assert_allclose(blas, fused, rtol=rtol, atol=rtol * np.abs(fused).max())

@@ -167,29 +167,29 @@ def test_tiny_matrices(n):
 
 
 def test_a_file_claiming_symmetry_it_lacks_is_refused(tmp_path):
-    from hmnumba.io import _check_structure
+    from hmnumba.blocks import check_structure
     X = np.random.default_rng(9).random((500, 3))
     F = HMatrix.from_kernel(laplace, X, tol=1e-6, symmetric=False)
     arrays = {name: getattr(F, name) for name in (
         "row_perm", "col_perm", "row_start", "row_stop", "col_start", "col_stop", "rank",
         "offset", "block_err2", "block_norm2", "data")}
     with pytest.raises(ValueError, match="neither diagonal nor strictly upper"):
-        _check_structure(500, 500, arrays, "where", symmetric=True)
+        check_structure(500, 500, arrays, "where", symmetric=True)
     H = HMatrix.from_kernel(laplace, X, tol=1e-6)
     arrays = {name: getattr(H, name).copy() for name in arrays}
-    _check_structure(500, 500, arrays, "where", symmetric=True)
+    check_structure(500, 500, arrays, "where", symmetric=True)
     with pytest.raises(ValueError, match="overlap or leave gaps|not \\[0"):
-        _check_structure(500, 500, arrays, "where", symmetric=False)
+        check_structure(500, 500, arrays, "where", symmetric=False)
     diagonal = np.flatnonzero((arrays["row_start"] == arrays["col_start"])
                               & (arrays["rank"] < 0))[0]
     lowrank_diagonal = {**arrays, "rank": arrays["rank"].copy()}
     lowrank_diagonal["rank"][diagonal] = 1
     with pytest.raises(ValueError, match="diagonal blocks are stored dense"):
-        _check_structure(500, 500, lowrank_diagonal, "where", symmetric=True)
+        check_structure(500, 500, lowrank_diagonal, "where", symmetric=True)
     perm = arrays["col_perm"].copy()
     arrays["col_perm"] = perm[::-1].copy()
     with pytest.raises(ValueError, match="one permutation"):
-        _check_structure(500, 500, arrays, "where", symmetric=True)
+        check_structure(500, 500, arrays, "where", symmetric=True)
 
 
 def test_n_jobs_build_is_bit_identical(cube):

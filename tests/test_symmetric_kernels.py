@@ -5,8 +5,8 @@ import numba
 import numpy as np
 import pytest
 
-from hmnumba.kernels.symmetric import (BLOCK_OVERHEAD, SYMMETRIC_SLABS, symmetric_hmatvec,
-                                       symmetric_slabs)
+from hmnumba.blocks import BLOCK_OVERHEAD, SYMMETRIC_SLABS, symmetric_slabs
+from hmnumba.kernels.symmetric import symmetric_hmatvec
 
 
 # ---------------------------------------------------------------- block lists

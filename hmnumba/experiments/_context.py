@@ -5,15 +5,13 @@ once) and compresses it through one memoized entry (:meth:`Context.compress`),
 so a network compressed for the trade-off figure is not built again for the
 generalisation figure, and every method is compared on the same work.
 """
-import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 
-import numba
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from hmnumba import _validation as val
+from hmnumba._threads import limit_threads
 
 PROBLEMS = ("poisson1d", "poisson2d", "helmholtz2d", "heat1d")
 #: The accuracy the verdicts ask of a compressed network: relative L2 at most
@@ -157,16 +155,9 @@ class Config:
         return asdict(self)
 
 
-@contextlib.contextmanager
 def limited_threads(n):
     """numba and BLAS threads set to ``n`` inside, restored after."""
-    before = numba.get_num_threads()
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    try:
-        with threadpool_limits(limits=n, user_api="blas"):
-            yield
-    finally:
-        numba.set_num_threads(before)
+    return limit_threads(numba_threads=n, blas_threads=n)
 
 
 class Context:

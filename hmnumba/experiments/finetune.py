@@ -65,7 +65,7 @@ def trainable(comp):
     m, n = W_hat.shape
     dtype = W_hat.dtype
     if isinstance(comp, HMatrixCompressor):
-        from hmnumba.kernels.cpu import hm_to_dense
+        from hmnumba.kernels.products import hm_to_dense
         from hmnumba.pinn._kernels import data_grad
         H = comp.hmatrix_.full_storage()
         blocks = (H.row_start, H.row_stop, H.col_start, H.col_stop, H.rank, H.offset)

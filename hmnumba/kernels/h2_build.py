@@ -19,7 +19,8 @@ shells out to the far edge of the domain. Nothing here checks its inputs.
 import numpy as np
 from numba import njit, prange
 
-from hmnumba.kernels.functions import FASTMATH, kernel_of_distance2
+from hmnumba.kernels.codes import FASTMATH
+from hmnumba.kernels.sources import kernel_of_distance2
 
 
 @njit(cache=True, fastmath=FASTMATH)

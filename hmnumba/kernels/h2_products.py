@@ -28,7 +28,8 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from hmnumba.kernels.functions import FASTMATH, LAPLACE, kernel_of_distance2
+from hmnumba.kernels.codes import FASTMATH, LAPLACE
+from hmnumba.kernels.sources import kernel_of_distance2
 
 
 # Blocks are dealt round-robin to this many slabs, the parallel loop runs

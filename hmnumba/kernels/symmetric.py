@@ -3,7 +3,7 @@
 
 Storage
 -------
-The flat block arrays of :mod:`hmnumba.kernels.cpu` (``r0, r1, c0, c1``,
+The flat block arrays of :mod:`hmnumba.kernels.products` (``r0, r1, c0, c1``,
 ``rank``, ``offset`` and one contiguous ``data`` array, float64 or float32).
 Every stored block is either
 
@@ -31,108 +31,26 @@ layout of :func:`hmnumba.construct.build`, 0.97 with blocks in storage order
 and 0.81 in a random order (``--layout``).
 
 The mirror of a block writes to other rows than the block itself, so a row
-schedule like that of :func:`hmnumba.kernels.cpu.hmatvec` does not apply.
+schedule like that of :func:`hmnumba.kernels.products.hmatvec` does not apply.
 Instead the blocks are cut into a fixed number of *slabs* (contiguous ranges
-in storage order, :func:`symmetric_slabs`); each slab adds its blocks into its
+in storage order, :func:`hmnumba.blocks.symmetric_slabs`); each slab adds its blocks into its
 own length-``N`` row of a buffer, and a second parallel pass sums the rows in
 slab order. No atomics, no races, and since the slabs do not depend on the
 number of threads, the same bits for any thread count.
 
-This module is separate from :mod:`hmnumba.kernels.cpu` so that its on-disk
-numba cache is not invalidated when this file changes, and vice versa.
+This file calls no compiled code of another file (numba's per-file cache
+check is enough); the slabs are cut in Python by
+:func:`hmnumba.blocks.symmetric_slabs`.
 """
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from hmnumba.blocks import stored_numbers
-from hmnumba.kernels.functions import FASTMATH
-
-# Default number of slabs. The slabs are the unit of parallel work, so this
-# bounds the number of threads that can be kept busy; the price of a slab is
-# zeroing and summing one float64 row of length N. Measured on 2 cores with
-# ``python3 asv_benchmarks/run_symmetric_matvec.py --slabs 2 8 16 64``
-# (2.2 GB of float64): 8 to 64 slabs within 3% of each other (0.94-0.97 of
-# np.dot streaming), 2 slabs (one per thread) 0.62: a stall of one slab then
-# idles a core.
-SYMMETRIC_SLABS = 16
-
-# Cost of a block beyond its stored numbers (loop set-up, the slices of x and
-# y it touches), in units of one stored number.
-BLOCK_OVERHEAD = 32
+from hmnumba.kernels.codes import FASTMATH
 
 # Output entries per task in the final reduction over the slab rows.
 REDUCE_CHUNK = 4096
-
-
-def symmetric_slabs(r0, r1, c0, c1, rank, n_slabs=SYMMETRIC_SLABS):
-    """Cut the blocks, in storage order, into contiguous slabs of about equal cost.
-
-    The cost of a block is the count of its stored numbers (``k (m + n)``
-    for a low-rank block of rank ``k``, ``m n`` for a dense one, nothing for
-    a zero block) plus :data:`BLOCK_OVERHEAD`. The cuts are computed in
-    integer arithmetic from the block arrays and ``n_slabs`` only, never from
-    the number of threads, so :func:`symmetric_hmatvec` gives the same bits
-    whatever the thread count. There are ``min(n_slabs, n_blocks)`` slabs,
-    none empty.
-
-    Parameters
-    ----------
-    r0, r1, c0, c1, rank : ndarray of int64, shape (n_blocks,)
-        The block rows ``[r0, r1)``, columns ``[c0, c1)`` and ranks (``-1``
-        dense, ``0`` zero, ``k > 0`` low rank).
-    n_slabs : int, default=SYMMETRIC_SLABS
-        Number of slabs wanted (at least 1).
-
-    Returns
-    -------
-    slab_ptr : ndarray of int64, shape (n_slabs_eff + 1,)
-        Slab ``s`` holds the blocks ``slab_ptr[s]:slab_ptr[s + 1]``;
-        ``slab_ptr[0] == 0`` and ``slab_ptr[-1] == n_blocks``, strictly
-        increasing (``[0]`` when there are no blocks).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from hmnumba.kernels.symmetric import symmetric_slabs
-    >>> r0 = np.array([0, 0, 4]); r1 = np.array([4, 4, 8])
-    >>> c0 = np.array([0, 4, 4]); c1 = np.array([4, 8, 8])
-    >>> rank = np.array([-1, 1, -1])
-    >>> symmetric_slabs(r0, r1, c0, c1, rank, 2)
-    array([0, 2, 3])
-    >>> symmetric_slabs(r0, r1, c0, c1, rank, 10)
-    array([0, 1, 2, 3])
-    """
-    n_slabs = int(n_slabs)
-    if n_slabs < 1:
-        raise ValueError(f"n_slabs must be at least 1, got {n_slabs}")
-    rank = np.asarray(rank, dtype=np.int64)
-    n_blocks = rank.shape[0]
-    if n_blocks == 0:
-        return np.zeros(1, dtype=np.int64)
-    cost = stored_numbers(r0, r1, c0, c1, rank) + BLOCK_OVERHEAD
-    before = np.zeros(n_blocks + 1, dtype=np.int64)     # cost of the blocks before b
-    np.cumsum(cost, out=before[1:])
-    total = int(before[-1])
-    n_eff = min(n_slabs, n_blocks)
-    # Greedy, left to right: each slab ends at the block boundary nearest to
-    # an equal share of the cost still to cut, and leaves at least one block
-    # to each slab after it (so a block bigger than a share gets a slab of its
-    # own and the rest is shared out again).
-    ptr = np.empty(n_eff + 1, dtype=np.int64)
-    ptr[0] = 0
-    start = 0
-    for s in range(n_eff - 1):
-        left = n_eff - s
-        target = int(before[start]) + (total - int(before[start])) // left
-        hi = int(np.searchsorted(before, target, side="left"))   # before[hi] >= target
-        end = hi - 1 if target - before[hi - 1] < before[hi] - target else hi
-        end = min(max(end, start + 1), n_blocks - (left - 1))
-        ptr[s + 1] = end
-        start = end
-    ptr[n_eff] = n_blocks
-    return ptr
 
 
 # ---------------------------------------------------------------------------
@@ -232,7 +150,7 @@ def symmetric_hmatvec(data, r0, r1, c0, c1, rank, offset, slab_ptr, x):
     software, :data:`PREFETCH_BYTES` ahead, along the order the slab reads
     its blocks in.
 
-    The slabs (:func:`symmetric_slabs`) run in parallel, each adding into its
+    The slabs (:func:`hmnumba.blocks.symmetric_slabs`) run in parallel, each adding into its
     own float64 row of an ``(n_slabs, N)`` buffer, with work vectors ``t1``,
     ``t2`` allocated once per slab; the rows are then summed in slab order,
     in parallel over chunks of the output. No atomics, no races: the result
@@ -248,7 +166,7 @@ def symmetric_hmatvec(data, r0, r1, c0, c1, rank, offset, slab_ptr, x):
         triangle only; the stored blocks and the mirrors of the strictly
         upper ones tile the ``N x N`` matrix.
     slab_ptr : ndarray of int64
-        From :func:`symmetric_slabs`.
+        From :func:`hmnumba.blocks.symmetric_slabs`.
     x : ndarray of float64, shape (N,)
         In cluster order.
 
@@ -264,7 +182,8 @@ def symmetric_hmatvec(data, r0, r1, c0, c1, rank, offset, slab_ptr, x):
     block ``[1, 2]^T [1, 1]`` (the lower one is its mirror).
 
     >>> import numpy as np
-    >>> from hmnumba.kernels.symmetric import symmetric_hmatvec, symmetric_slabs
+    >>> from hmnumba.blocks import symmetric_slabs
+    >>> from hmnumba.kernels.symmetric import symmetric_hmatvec
     >>> r0 = np.array([0, 0, 2]); r1 = np.array([2, 2, 4])
     >>> c0 = np.array([0, 2, 2]); c1 = np.array([2, 4, 4])
     >>> rank = np.array([-1, 1, -1]); offset = np.array([0, 4, 8])

@@ -19,14 +19,11 @@ a re-compression, because the parameter vector changes.
 """
 import time
 
-import contextlib
-
-import numba
 import numpy as np
 from scipy.optimize import minimize
-from threadpoolctl import threadpool_limits
 
 from hmnumba import _validation as val
+from hmnumba._threads import effective_n_jobs, limit_threads
 from hmnumba.pinn.layers import HMatrixLayer
 
 OPTIMIZERS = ("adam", "lbfgs")
@@ -189,8 +186,10 @@ def train(model, problem, epochs=1000, optimizer="adam", lr=1e-3, n_collocation=
         58 ms) than OpenBLAS's default threading under load.
     n_jobs : int, optional
         numba threads for the H-matrix kernels during training (restored
-        afterwards); None leaves numba's setting. For small widths one thread
-        avoids the launch latency of parallel regions on a busy machine.
+        afterwards), joblib's convention as everywhere in hmnumba (``-1`` all
+        cores, ``-2`` all but one); None leaves numba's setting. For small
+        widths one thread avoids the launch latency of parallel regions on a
+        busy machine.
     random_state : int, RandomState, Generator or None
         Seeds the collocation and boundary samples.
     callback : callable, optional
@@ -241,7 +240,7 @@ def train(model, problem, epochs=1000, optimizer="adam", lr=1e-3, n_collocation=
                    relative_l2=[problem.relative_l2(model)], recompress=[], epochs=0,
                    wall_time=0.0)
     blas_threads = val.check_positive_int(blas_threads, "blas_threads", allow_none=True)
-    n_jobs = val.check_positive_int(n_jobs, "n_jobs", allow_none=True)
+    n_jobs = val.check_n_jobs(n_jobs, "n_jobs")
     bar = _progress(epochs, progress)
     t0 = time.perf_counter()
 
@@ -265,18 +264,10 @@ def train(model, problem, epochs=1000, optimizer="adam", lr=1e-3, n_collocation=
         if callback is not None:
             callback(epoch, model, history)
 
-    limits = contextlib.nullcontext() if blas_threads is None else \
-        threadpool_limits(limits=blas_threads, user_api="blas")
-    n_threads = numba.get_num_threads()
-    if n_jobs is not None:
-        numba.set_num_threads(min(n_jobs, numba.config.NUMBA_NUM_THREADS))
-    try:
-        with limits:
-            _run(model, problem, obj, optimizer, epochs, lr, anneal, anneal_alpha,
-                 anneal_every, decay_rate, decay_steps, recompress_every, tol, history, record,
-                 bar)
-    finally:
-        numba.set_num_threads(n_threads)
+    with limit_threads(None if n_jobs is None else effective_n_jobs(n_jobs), blas_threads):
+        _run(model, problem, obj, optimizer, epochs, lr, anneal, anneal_alpha,
+             anneal_every, decay_rate, decay_steps, recompress_every, tol, history, record,
+             bar)
     history["wall_time"] = time.perf_counter() - t0
     return history
 

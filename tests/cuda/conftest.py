@@ -3,7 +3,7 @@
 They run on numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, set here and
 in the root ``conftest.py`` before numba is imported), which executes every
 CUDA thread as a Python thread: problems are a few hundred points and the
-kernels use thread blocks of 8 (``hmnumba.kernels.cuda.THREADS_PER_BLOCK``
+kernels use thread blocks of 8 (``hmnumba.kernels.common_cuda.THREADS_PER_BLOCK``
 under the simulator). On a machine with a GPU, run them on it with
 ``NUMBA_ENABLE_CUDASIM=0 pytest tests/cuda``.
 

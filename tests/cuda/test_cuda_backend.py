@@ -9,7 +9,7 @@ from numba import cuda
 from hmnumba import HMatrix, backend
 from hmnumba.backend import resolve_backend
 from hmnumba.kernels import laplace
-from hmnumba.kernels.cuda import is_device_array
+from hmnumba.kernels.common_cuda import is_device_array
 
 
 @pytest.fixture(scope="module")
@@ -125,12 +125,30 @@ def test_symmetric_matrix_moves_to_the_device_with_every_block():
     assert np.array_equal(H @ x, y_cpu)
 
 
-def test_symmetric_build_on_the_gpu_is_refused_and_auto_stores_every_block():
+@pytest.mark.parametrize("admissibility", ["strong", "weak"])
+def test_gpu_build_runs_the_cpu_loop_symmetric_and_look_ahead(admissibility):
+    # One build loop: the device build stores the upper triangle of a
+    # symmetric kernel, and under weak admissibility tries the children of
+    # poorly compressed blocks (look-ahead) and coarsens, as the CPU build does.
     X = np.random.default_rng(14).random((200, 3))
-    with pytest.raises(ValueError, match="symmetric=True is built on the CPU"):
-        HMatrix.from_kernel(laplace, X, tol=1e-6, backend="cuda", symmetric=True)
-    H = HMatrix.from_kernel(laplace, X, tol=1e-6, leaf_size=16, backend="cuda")
-    assert not H.symmetric and H.device == "cuda"
+    H = HMatrix.from_kernel(laplace, X, tol=1e-6, leaf_size=16, backend="cuda",
+                            admissibility=admissibility)
+    assert H.symmetric and H.device == "cuda"
+    assert np.all((H.row_stop <= H.col_start) | ((H.row_start == H.col_start)
+                                                  & (H.row_stop == H.col_stop)))
+    C = HMatrix.from_kernel(laplace, X, tol=1e-6, leaf_size=16, backend="cpu",
+                            admissibility=admissibility)
+    # The same loop with the same tree; ranks as ACA finds them on either side.
+    np.testing.assert_array_equal(H.row_perm, C.row_perm)
+    assert C.symmetric and H.nbytes <= 1.1 * C.nbytes
+    K = laplace(X, X)
+    x = np.random.default_rng(15).standard_normal(200)
+    err = np.linalg.norm(H @ x - K @ x) / np.linalg.norm(K @ x)
+    assert err < 1e-5
+    assert H.params["n_rounds"] >= 1
+    R = HMatrix.from_kernel(laplace, X, tol=1e-6, leaf_size=16, backend="cuda",
+                            symmetric=False, admissibility=admissibility)
+    assert not R.symmetric and R.n_blocks > H.n_blocks
 
 
 @pytest.mark.parametrize("structure", ["global low rank", "dense", "hierarchical"])

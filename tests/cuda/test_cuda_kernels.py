@@ -5,8 +5,9 @@ import pytest
 from hmnumba import HMatrix
 from hmnumba.blocks import initial_partition
 from hmnumba.cluster import ClusterTree
-from hmnumba.kernels import cpu, exponential, gaussian, laplace, matern32
-from hmnumba.kernels import cuda as gpu
+from hmnumba.kernels import codes, trees
+from hmnumba.kernels import exponential, gaussian, laplace, matern32
+from hmnumba.kernels import compress_cuda, trees_cuda
 
 TREE_FIELDS = ("perm", "start", "stop", "children", "level", "box_lo", "box_hi")
 
@@ -24,8 +25,8 @@ def _point_sets():
 @pytest.mark.parametrize("name", list(_point_sets()))
 def test_device_tree_is_identical_to_cpu_tree(name):
     points, leaf = _point_sets()[name]
-    want = cpu.build_geometric_tree(points, leaf)
-    got = gpu.build_geometric_tree(points, leaf)
+    want = trees.build_geometric_tree(points, leaf)
+    got = trees_cuda.build_geometric_tree(points, leaf)
     for field, a, b in zip(TREE_FIELDS, want, got):
         assert a.dtype == b.dtype, field
         np.testing.assert_array_equal(b, a, err_msg=field)
@@ -33,9 +34,9 @@ def test_device_tree_is_identical_to_cpu_tree(name):
 
 def test_device_tree_does_not_depend_on_block_size(monkeypatch):
     points = np.random.default_rng(1).random((90, 2))
-    want = cpu.build_geometric_tree(points, 8)
-    monkeypatch.setattr(gpu, "THREADS_PER_BLOCK", 2)
-    for a, b in zip(want, gpu.build_geometric_tree(points, 8)):
+    want = trees.build_geometric_tree(points, 8)
+    monkeypatch.setattr(trees_cuda, "THREADS_PER_BLOCK", 2)
+    for a, b in zip(want, trees_cuda.build_geometric_tree(points, 8)):
         np.testing.assert_array_equal(b, a)
 
 
@@ -62,16 +63,13 @@ def test_device_aca_blocks_meet_their_tolerance(kernel):
     nb = r0.size
     kcap = np.full(nb, 20, np.int64)
     kmax_final = (r1 - r0) * (c1 - c0) // (r1 - r0 + c1 - c0)
-    store = np.zeros(int((kcap * (r1 - r0 + c1 - c0)).sum()))
-    out_off, status, rank = (np.empty(nb, np.int64) for _ in range(3))
-    err2, norm2 = np.empty(nb), np.empty(nb)
-    gpu.DeviceACA(src)(src, False, r0, r1, c0, c1, tol, np.zeros(nb), 0, kcap, kmax_final, 0,
-                       store, None, out_off, status, rank, err2, norm2)
+    status, rank, err2, norm2, out_off, store = compress_cuda.DeviceACA(src).compress(
+        (r0, r1, c0, c1, np.zeros(nb), kcap, kmax_final), tol)
     K = kernel(Xp, Yp)
     accepted = 0
     for b in range(nb):
         block = K[r0[b]:r1[b], c0[b]:c1[b]]
-        if status[b] != cpu.STATUS_ACCEPTED:
+        if status[b] != codes.STATUS_ACCEPTED:
             continue
         accepted += 1
         m, n, k = block.shape[0], block.shape[1], rank[b]
@@ -90,12 +88,9 @@ def test_device_aca_reports_too_small_room_for_retry():
     Y = rng.random((40, 3)) + [2.0, 0.0, 0.0]
     src = laplace.source(X, Y)
     one = np.ones(1, np.int64)
-    status, rank, out_off = (np.empty(1, np.int64) for _ in range(3))
-    err2, norm2 = np.empty(1), np.empty(1)
-    gpu.DeviceACA(src)(src, False, 0 * one, 40 * one, 0 * one, 40 * one, 1e-10, np.zeros(1), 0,
-                       2 * one, 19 * one, 0, np.zeros(160), None, out_off, status, rank, err2,
-                       norm2)
-    assert status[0] == cpu.STATUS_RETRY and rank[0] > 2
+    status, rank, _, _, _, _ = compress_cuda.DeviceACA(src).compress(
+        (0 * one, 40 * one, 0 * one, 40 * one, np.zeros(1), 2 * one, 19 * one), 1e-10)
+    assert status[0] == codes.STATUS_RETRY and rank[0] > 2
 
 
 @pytest.mark.parametrize("budget", ["block", "size"])

@@ -30,26 +30,26 @@ SCRIPT = textwrap.dedent('''
             print("NO_NVVM", exc)
             raise SystemExit(0)
         raise
-    from hmnumba.kernels import cuda as g
+    from hmnumba.kernels import compress_cuda, products_cuda, trees_cuda
 
     f8, i8, i1 = types.float64, types.int64, types.int8
     sigs = [
-        ("_tree_level", (f8[:, :], i8[:], i8[:], i8[:], i8[:], i8, i8, f8[:, :], f8[:, :],
-                         i8[:])),
-        ("_aca_blocks", (i8, f8, f8[:, :], f8[:, :]) + (i8[:],) * 4 + (f8, f8[:])
+        (trees_cuda, "_tree_level", (f8[:, :], i8[:], i8[:], i8[:], i8[:], i8, i8, f8[:, :],
+                                     f8[:, :], i8[:])),
+        (compress_cuda, "_aca_blocks", (i8, f8, f8[:, :], f8[:, :]) + (i8[:],) * 4 + (f8, f8[:])
          + (i8[:],) * 5 + (f8[:],) * 4 + (i1[:], i1[:], i8[:], f8[:], f8[:], i8[:])),
     ]
     for dt in (types.float64, types.float32):
         blocks = (dt[:],) + (i8[:],) * 7
         sigs += [
-            ("_phase_one", blocks + (i8[:], dt[:, :], f8[:, :], types.boolean)),
-            ("_phase_two", blocks + (i8[:],) * 3 + (dt[:, :], f8[:, :], f8[:, :],
-                                                   types.boolean)),
-            ("_gather_rows", (f8[:, :], i8[:], dt[:, :])),
-            ("_scatter_rows", (f8[:, :], i8[:], dt[:, :])),
+            (products_cuda, "_phase_one", blocks + (i8[:], dt[:, :], f8[:, :], types.boolean)),
+            (products_cuda, "_phase_two", blocks + (i8[:],) * 3
+             + (dt[:, :], f8[:, :], f8[:, :], types.boolean)),
+            (products_cuda, "_gather_rows", (f8[:, :], i8[:], dt[:, :])),
+            (products_cuda, "_scatter_rows", (f8[:, :], i8[:], dt[:, :])),
         ]
-    for name, sig in sigs:
-        ptx, _ = cuda.compile_ptx(getattr(g, name).py_func, sig, cc=(8, 0))
+    for module, name, sig in sigs:
+        ptx, _ = cuda.compile_ptx(getattr(module, name).py_func, sig, cc=(8, 0))
         assert ".entry" in ptx, name
         print("compiled", name)
 ''')

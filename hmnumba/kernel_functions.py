@@ -1,43 +1,33 @@
-"""Built-in kernel functions ``k(x, y)`` for :meth:`HMatrix.from_kernel`.
+"""Kernel functions ``k(x, y)`` for :meth:`HMatrix.from_kernel`: the Python
+side of :mod:`hmnumba.kernels`.
 
 Each built-in kernel is a :class:`KernelFunction`: a small Python object that
-carries an integer ``code`` and a length scale. Numba code dispatches on the
-code (:func:`kernel_of_distance2`), which keeps every compiled function cacheable on
-disk; a user kernel (any ``@numba.njit`` function ``k(x, y) -> float``) is
-compiled per process instead, the one place where a per-kernel specialisation
-is expected.
+carries an integer ``code`` (:mod:`hmnumba.kernels.codes`) and a length
+scale. Numba code dispatches on the code
+(:func:`hmnumba.kernels.sources.kernel_of_distance2`), which keeps every
+compiled function cacheable on disk; a user kernel (any ``@numba.njit``
+function ``k(x, y) -> float``, wrapped in :class:`UserKernel`) is compiled
+per process instead, the one place where a per-kernel specialisation is
+expected. :func:`as_kernel` turns what a user passes into one of the two;
+:func:`assemble_dense` is the dense reference assembly.
+
+The public names are re-exported by :mod:`hmnumba.kernels` (``from
+hmnumba.kernels import laplace``); ``kernels/`` itself holds numba code only.
 """
 import numpy as np
 from numba import njit
 
-LAPLACE = 0
-GAUSSIAN = 1
-EXPONENTIAL = 2
-MATERN32 = 3
+from hmnumba._validation import check_kernel, check_points
+from hmnumba.kernels.codes import KERNEL_CODES
+from hmnumba.kernels.sources import assemble_dense as _assemble_dense_numba
+from hmnumba.kernels.sources import assemble_dense_builtin
 
-_SQRT3 = np.sqrt(3.0)
+__all__ = ["KernelFunction", "UserKernel", "as_kernel", "assemble_dense", "laplace",
+           "gaussian", "exponential", "matern32"]
+
 # Length scales whose square (and inverse square) are normal float64 numbers.
 MIN_LENGTH_SCALE = 1e-150
 MAX_LENGTH_SCALE = 1e150
-
-# Restricted fastmath: no "nnan"/"ninf", so NaN checks stay meaningful.
-FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
-
-
-@njit(cache=True, inline="always", fastmath=FASTMATH)
-def kernel_of_distance2(code, length_scale, r2):
-    """Value of built-in kernel ``code`` at squared distance ``r2``."""
-    if code == LAPLACE:
-        # 1/r with the singular diagonal set to zero (the standard convention
-        # of the cube benchmark and of H2Lib/H2Pack).
-        return 0.0 if r2 == 0.0 else 1.0 / np.sqrt(r2)
-    if code == GAUSSIAN:
-        return np.exp(-0.5 * r2 / (length_scale * length_scale))
-    if code == EXPONENTIAL:
-        return np.exp(-np.sqrt(r2) / length_scale)
-    # MATERN32
-    s = _SQRT3 * np.sqrt(r2) / length_scale
-    return (1.0 + s) * np.exp(-s)
 
 
 class KernelFunction:
@@ -66,8 +56,7 @@ class KernelFunction:
     0.6065306597126334
     """
 
-    _codes = {"laplace": LAPLACE, "gaussian": GAUSSIAN,
-              "exponential": EXPONENTIAL, "matern32": MATERN32}
+    _codes = KERNEL_CODES
     _formulas = {"laplace": "1/r (0 at r=0)",
                  "gaussian": "exp(-r^2 / (2 l^2))",
                  "exponential": "exp(-r / l)",
@@ -95,8 +84,6 @@ class KernelFunction:
 
     def __call__(self, X, Y=None):
         """Dense kernel matrix ``K[i, j] = k(X[i], Y[j])`` (``Y = X`` if omitted)."""
-        from hmnumba.kernels.cpu import assemble_dense_builtin
-        from hmnumba._validation import check_points
         X = check_points(X, "X")
         Y = X if Y is None else check_points(Y, "Y")
         if X.shape[1] != Y.shape[1]:
@@ -104,7 +91,7 @@ class KernelFunction:
         return assemble_dense_builtin(self.code, self.length_scale, X, Y)
 
     def source(self, X, Y):
-        """The entry source the numba kernels read (see ``kernels.cpu``)."""
+        """The entry source the numba kernels read (see ``kernels.sources``)."""
         return (np.int64(self.code), np.float64(self.length_scale),
                 np.ascontiguousarray(X.T), np.ascontiguousarray(Y.T))
 
@@ -234,3 +221,68 @@ class UserKernel:
 
     def __repr__(self):
         return f"UserKernel({self.name})"
+
+
+def as_kernel(kernel, name="kernel"):
+    """The kernel object a build reads: a :class:`KernelFunction` or a
+    :class:`UserKernel` (or subclass) as given, a numba ``@njit`` function
+    wrapped in a :class:`UserKernel`; anything else raises ``TypeError``
+    (:func:`hmnumba._validation.check_kernel`).
+
+    Examples
+    --------
+    >>> import numba
+    >>> from hmnumba.kernel_functions import as_kernel, laplace
+    >>> as_kernel(laplace) is laplace
+    True
+    >>> as_kernel(numba.njit(lambda x, y: 1.0)).__class__.__name__
+    'UserKernel'
+    """
+    kernel = check_kernel(kernel, name)
+    if isinstance(kernel, (KernelFunction, UserKernel)):
+        return kernel
+    return UserKernel(kernel)
+
+
+def assemble_dense(kernel, X, Y=None):
+    """Assemble the dense kernel matrix ``K[i, j] = kernel(X[i], Y[j])`` with numba.
+
+    This is the reference that H-matrix construction is timed against.
+
+    Parameters
+    ----------
+    kernel : KernelFunction or numba ``@njit`` function ``k(x, y) -> float``
+    X : ndarray of shape (m, d)
+    Y : ndarray of shape (n, d), default=X
+
+    Returns
+    -------
+    ndarray of shape (m, n), float64
+
+    Raises
+    ------
+    ValueError
+        The kernel gave NaN or infinity; the message names the first such
+        pair ``(i, j)``. A user kernel that raised re-raises its exception
+        (with a note naming the pair).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba.kernels import assemble_dense, laplace
+    >>> assemble_dense(laplace, np.array([[0.0], [4.0]]))
+    array([[0.  , 0.25],
+           [0.25, 0.  ]])
+    """
+    X = check_points(X, "X")
+    Y = X if Y is None else check_points(Y, "Y")
+    if X.shape[1] != Y.shape[1]:
+        raise ValueError(f"X and Y must have the same dimension, got {X.shape[1]} and {Y.shape[1]}")
+    kern = as_kernel(kernel, "kernel")
+    out = np.empty((X.shape[0], Y.shape[0]))
+    K = _assemble_dense_numba(kern.source(X, Y), X.shape[0], Y.shape[0], out)
+    bad = np.flatnonzero(~np.isfinite(K))
+    if bad.size:   # NaN, infinity, or a user kernel that raised (see UserKernel)
+        i, j = divmod(int(bad[0]), Y.shape[0])
+        kern.raise_bad_value(X, Y, i, j, float(K[i, j]))
+    return K
