@@ -1,7 +1,8 @@
 """``hmnumba reproduce --quick``: report, JSON and one figure per experiment
-(the paper's six figures, the NTK check and the three theorem checks), with
-finite numbers, the H-matrix error bound, and verdicts decided from the
-numbers (every branch of every verdict: tests/test_verdicts.py)."""
+(the paper's six figures, the NTK check, the three theorem checks and the
+compression study), with finite numbers, the H-matrix error bound, and
+verdicts decided from the numbers (every branch of every verdict:
+tests/test_verdicts.py)."""
 import json
 import math
 import os
@@ -71,6 +72,14 @@ def test_study_covers_every_family_with_three_seeds(quick_run):
         assert title in report
     assert "float16 cast" in report and "full-rank Glorot" in report
     assert any("rank-8 start" in name for name in study["summary"]["pinn"])
+    # family b has linear and one-hidden-layer operator networks
+    assert any("mlp" in name for name in study["summary"]["operator"])
+    assert any("mlp" not in name for name in study["summary"]["operator"])
+    # the low-precision H-matrix option is judged like every other method
+    assert "H-matrix (auto, low-precision factors, outliers)" in report
+    for nets in study["summary"].values():
+        for entry in nets.values():
+            assert all("hmatrix-lowp" in level for level in entry["ratios"]["task"])
     for res in study["networks"]:
         for m in res["methods"].values():
             assert all(finite(r["task_error"]) and r["ratio"] > 0 for r in m["curve"])
