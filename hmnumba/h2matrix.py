@@ -136,6 +136,53 @@ class H2Matrix:
         mode = check_choice(mode, "mode", MODES)
         return cls(build_kernel_h2(kernel, points, tol, leaf_size, eta, mode))
 
+    @classmethod
+    def from_dense(cls, W, tol=1e-3, leaf_size=32, cluster="pca", random_state=None):
+        """Compress a dense (weight) array with ``||W - H||_F <= tol ||W||_F``.
+
+        Rows and columns are clustered from ``W`` itself, the block partition
+        is weak (HODLR), and the nested bases are algebraic (truncated SVDs
+        of each cluster's far field, parents through their children's
+        bases); the error of the result is computed exactly and the bases are
+        tightened until it meets the bound (see :mod:`hmnumba.h2dense`).
+
+        Parameters
+        ----------
+        W : array-like of shape (m, n)
+            float32 or float64 (integers are converted to float64). Entries
+            are stored in float32 when ``W`` is float32 or ``tol >= 1e-6``
+            (the bound is checked on the stored values).
+        tol : float, default=1e-3
+            Relative Frobenius tolerance, ``0 < tol < 1``.
+        leaf_size : int, default=32
+        cluster : {"pca", "index"}, default="pca"
+        random_state : int or None
+            Seeds the ``"pca"`` clustering.
+
+        Returns
+        -------
+        GeneralH2Matrix
+            An :class:`H2Matrix` with ``rmatvec``; ``.error`` is the exact
+            relative error.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hmnumba import H2Matrix
+        >>> x = np.linspace(0, 1, 200)
+        >>> W = 1.0 / (1.0 + 50 * np.abs(x[:, None] - x[None, :]))
+        >>> H = H2Matrix.from_dense(W, tol=1e-3, leaf_size=16, random_state=0)
+        >>> bool(H.error <= 1e-3), H.nbytes < W.nbytes
+        (True, True)
+        """
+        from hmnumba._validation import check_dense_input
+        from hmnumba.h2dense import build_dense_h2
+        W = check_dense_input(W, "W")
+        tol = check_tol(tol, "tol")
+        leaf_size = check_positive_int(leaf_size, "leaf_size")
+        cluster = check_choice(cluster, "cluster", ("pca", "index"))
+        return build_dense_h2(W, tol, leaf_size, cluster, random_state)
+
     # ------------------------------------------------------------------
     @property
     def shape(self):

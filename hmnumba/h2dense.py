@@ -1,0 +1,341 @@
+"""H^2 matrices of dense (weight) arrays, with the exact Frobenius bound.
+
+:func:`build_dense_h2` compresses a general ``m x n`` array ``W``:
+
+1. row and column cluster trees of ``W`` itself (:mod:`hmnumba.cluster`,
+   ``"pca"`` or ``"index"``) and the weak (HODLR) block partition of
+   :mod:`hmnumba.blocks`: off-diagonal children of diagonal pairs are far
+   field, diagonal leaf pairs the dense near field;
+2. algebraic nested bases, from the leaves up: the basis of a row cluster
+   ``t`` is an orthonormal basis of ``W[t, F(t)]``, ``F(t)`` the columns of
+   the far-field blocks of ``t`` and of its ancestors. A leaf takes the
+   leading left singular vectors of ``W[t, F(t)]``; an inner node those of
+   ``[U_c0^T W[c0, F(t)]; U_c1^T W[c1, F(t)]]``, which are its transfer
+   matrices. The same on ``W^T`` gives the column bases;
+3. couplings ``S_b = U_t^T W_b V_s`` and dense near-field blocks.
+
+Error control: with orthonormal bases, ``||W_b - U_t U_t^T W_b V_s V_s^T||^2
+<= ||(I - U_t U_t^T) W_b||^2 + ||W_b (I - V_s V_s^T)||^2``, and the row part
+summed over all blocks is at most the sum of the squared singular values
+discarded at every row node (the far-field columns of a node and its
+ancestors are disjoint blocks). Each node discards at most the fraction
+``tau`` of its own ``||W[t, F(t)]||^2`` with ``tau`` chosen so that both sums
+stay within half the budget ``tol^2 ||W||_F^2``. The result (in its storage
+dtype) is then multiplied out and ``||W - H||_F`` computed exactly; a miss
+tightens ``tau`` and builds again, so ``||W - H||_F <= tol ||W||_F`` holds
+for the matrix returned.
+"""
+import numpy as np
+
+from hmnumba._threads import one_blas_thread, serial_if_unsafe
+from hmnumba.cluster import build_cluster_trees
+from hmnumba.h2build import FLOAT32_MIN_TOL, level_pointer
+from hmnumba.h2matrix import H2Matrix
+from hmnumba.kernels import h2_general as kg
+from hmnumba.kernels import trees
+
+# First try keeps this fraction of the budget for the bases; the rest covers
+# rounding to the storage dtype.
+FIRST_BUDGET = 0.9
+MAX_TRIES = 8
+
+
+def _far_columns(row_tree, col_tree, bt, bs):
+    """For each row node, the (cluster-ordered) column indices of its far
+    field and of its ancestors' far fields."""
+    own = [[] for _ in range(row_tree.n_nodes)]
+    for t, s in zip(bt.tolist(), bs.tolist()):
+        own[t].append(np.arange(col_tree.start[s], col_tree.stop[s]))
+    far = [None] * row_tree.n_nodes
+    lp = level_pointer(row_tree.level)
+    parent = _parents(row_tree.children)
+    for t in range(lp[-1]):          # breadth-first: parents first
+        parts = list(own[t])
+        if parent[t] >= 0:
+            parts.append(far[parent[t]])
+        far[t] = np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+    return far
+
+
+def _parents(children):
+    parent = np.full(children.shape[0], -1, np.int64)
+    inner = np.flatnonzero(children[:, 0] >= 0)
+    parent[children[inner, 0]] = inner
+    parent[children[inner, 1]] = inner
+    return parent
+
+
+def _energies(Wp, tree, far):
+    return np.array([float(np.square(Wp[tree.start[t]:tree.stop[t], f]).sum()) if f.size else 0.0
+                     for t, f in enumerate(far)])
+
+
+def _truncation(sv, allowed):
+    """Smallest rank whose discarded squared singular values are at most ``allowed``."""
+    tail = np.concatenate((np.cumsum((sv * sv)[::-1])[::-1], [0.0]))
+    return int(np.argmax(tail <= allowed))
+
+
+def _nested_bases(Wp, tree, far, tau):
+    """Orthonormal nested bases of the row clusters of ``Wp`` (cluster
+    order): explicit ``U_t`` (for the couplings) and the stored matrices
+    (leaf bases / stacked transfers)."""
+    n_nodes = tree.n_nodes
+    U = [None] * n_nodes
+    stored = [None] * n_nodes
+    lp = level_pointer(tree.level)
+    for t in range(lp[-1] - 1, -1, -1):       # children before parents
+        a, b = tree.start[t], tree.stop[t]
+        f = far[t]
+        leaf = tree.children[t, 0] < 0
+        if f.size == 0:
+            U[t] = np.zeros((b - a, 0))
+            stored[t] = np.zeros((b - a if leaf else 0, 0))
+            continue
+        if leaf:
+            M = Wp[a:b][:, f]
+        else:
+            c0, c1 = tree.children[t]
+            M = np.vstack([U[c].T @ Wp[tree.start[c]:tree.stop[c]][:, f] for c in (c0, c1)])
+        Q, sv, _ = np.linalg.svd(M, full_matrices=False)
+        k = _truncation(sv, tau * float(np.square(M).sum()))
+        R = np.ascontiguousarray(Q[:, :k])
+        stored[t] = R
+        if leaf:
+            U[t] = R
+        else:
+            k0 = U[c0].shape[1]
+            U[t] = np.vstack((U[c0] @ R[:k0], U[c1] @ R[k0:]))
+    return U, stored
+
+
+def _flat(mats, dtype):
+    sizes = np.array([m.size for m in mats], np.int64)
+    off = np.zeros(sizes.size + 1, np.int64)
+    np.cumsum(sizes, out=off[1:])
+    data = np.empty(off[-1], dtype)
+    for m, o in zip(mats, off[:-1]):
+        data[o:o + m.size] = m.ravel()
+    return off[:-1].copy(), data
+
+
+def _csr(n_out, key, other):
+    order = np.lexsort((other, key)) if key.size else np.zeros(0, np.int64)
+    ptr = np.zeros(n_out + 1, np.int64)
+    np.cumsum(np.bincount(key, minlength=n_out), out=ptr[1:])
+    return ptr, order.astype(np.int64)
+
+
+def _tree_arrays(tree, U_stored, dtype):
+    rank = np.array([s.shape[1] for s in U_stored], np.int64)
+    vp = np.zeros(rank.size + 1, np.int64)
+    np.cumsum(rank, out=vp[1:])
+    boff, basis = _flat(U_stored, dtype)
+    return dict(perm=np.asarray(tree.perm, np.int64), children=np.asarray(tree.children, np.int64),
+                start=np.asarray(tree.start, np.int64), stop=np.asarray(tree.stop, np.int64),
+                level_ptr=level_pointer(tree.level), vp=vp, boff=boff, basis=basis)
+
+
+def _assemble(Wp, row_tree, col_tree, bt, bs, nt, ns, tau, dtype):
+    U, ru = _nested_bases(Wp, row_tree, _far_columns(row_tree, col_tree, bt, bs), tau)
+    V, cv = _nested_bases(Wp.T, col_tree, _far_columns(col_tree, row_tree, bs, bt), tau)
+    rs, rp, cs, cp = row_tree.start, row_tree.stop, col_tree.start, col_tree.stop
+    S = [U[t].T @ Wp[rs[t]:rp[t], cs[s]:cp[s]] @ V[s] for t, s in zip(bt, bs)]
+    D = [Wp[rs[t]:rp[t], cs[s]:cp[s]] for t, s in zip(nt, ns)]
+    a = {"row_" + k: v for k, v in _tree_arrays(row_tree, ru, dtype).items()}
+    a.update({"col_" + k: v for k, v in _tree_arrays(col_tree, cv, dtype).items()})
+    for name, t, s, mats in (("c", bt, bs, S), ("n", nt, ns, D)):
+        t = np.asarray(t, np.int64)
+        s = np.asarray(s, np.int64)
+        off, data = _flat(mats, dtype)
+        ptr, order = _csr(row_tree.n_nodes, t, s)
+        a[name + "_ptr"], a[name + "_other"], a[name + "_off"] = ptr, s[order], off[order]
+        ptr, order = _csr(col_tree.n_nodes, s, t)
+        a[name + "_tptr"], a[name + "_tother"], a[name + "_toff"] = ptr, t[order], off[order]
+        a[name + "_data"] = data
+    return a
+
+
+def build_dense_h2(W, tol, leaf_size, cluster, random_state):
+    """The arrays of a :class:`GeneralH2Matrix` with ``||W - H||_F <= tol ||W||_F``."""
+    m, n = W.shape
+    with one_blas_thread():
+        row_tree, col_tree = build_cluster_trees(W.shape, cluster, leaf_size, A=W,
+                                                 random_state=random_state)
+        bt, bs, adm = trees.weak_partition(row_tree.children, col_tree.children)
+        bt, bs, adm = np.asarray(bt), np.asarray(bs), np.asarray(adm, bool)
+        nt, ns = bt[~adm], bs[~adm]
+        bt, bs = bt[adm], bs[adm]
+        Wp = np.ascontiguousarray(W[row_tree.perm][:, col_tree.perm], dtype=np.float64)
+        norm2 = float(np.square(Wp).sum())
+        bound = tol * np.sqrt(norm2)
+        e_row = _energies(Wp, row_tree, _far_columns(row_tree, col_tree, bt, bs)).sum()
+        e_col = _energies(Wp.T, col_tree, _far_columns(col_tree, row_tree, bs, bt)).sum()
+        share = FIRST_BUDGET * 0.5 * tol * tol * norm2
+        tau = min(share / e_row if e_row > 0 else 1.0, share / e_col if e_col > 0 else 1.0)
+        dtype = np.float32 if (W.dtype == np.float32 or tol >= FLOAT32_MIN_TOL) else np.float64
+        for attempt in range(MAX_TRIES + 1):
+            if attempt == MAX_TRIES:     # last resort: full ranks, float64
+                tau, dtype = 0.0, np.float64
+            a = _assemble(Wp, row_tree, col_tree, bt, bs, nt, ns, tau, dtype)
+            a.update(shape=(m, n), tol=tol, dtype=np.dtype(W.dtype))
+            H = GeneralH2Matrix(a)
+            err = float(np.linalg.norm(H._to_dense_permuted() - Wp))
+            if err <= bound:
+                H.error = err / np.sqrt(norm2) if norm2 > 0 else 0.0
+                return H
+            tau *= 0.5 * min(1.0, (bound / err) ** 2)
+            if dtype == np.float32 and attempt >= 2:
+                dtype = np.float64
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _ndim(x, ndim, name):
+    x = np.asarray(x)
+    if x.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {x.shape}")
+    return x
+
+
+class GeneralH2Matrix(H2Matrix):
+    """A general (non-symmetric, rectangular) H^2 matrix, built by
+    :meth:`H2Matrix.from_dense`: nested row and column bases, couplings and a
+    dense near field.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba import H2Matrix
+    >>> W = np.random.default_rng(0).standard_normal((120, 80)) @ np.diag(0.9 ** np.arange(80))
+    >>> H = H2Matrix.from_dense(W, tol=1e-2, leaf_size=16, random_state=0)
+    >>> bool(np.linalg.norm(H.to_dense() - W) <= 1e-2 * np.linalg.norm(W))
+    True
+    """
+
+    def __init__(self, arrays):     # noqa: D107 - the layout of hmnumba.h2dense
+        self._a = dict(arrays)
+        self.tol = self._a["tol"]
+        self.mode = "stored"
+        self.error = None
+        self._shape = tuple(int(v) for v in self._a["shape"])
+
+    @property
+    def shape(self):
+        return self._shape
+
+    @property
+    def dtype(self):
+        return np.dtype(self._a["dtype"])
+
+    @property
+    def T(self):
+        """The transpose, as an operator (``H.T @ x`` is ``H.rmatvec(x)``)."""
+        return self.aslinearoperator().T
+
+    @property
+    def ranks(self):
+        """Ranks of the row cluster bases (0: no far field)."""
+        return np.diff(self._a["row_vp"])
+
+    @property
+    def col_ranks(self):
+        """Ranks of the column cluster bases."""
+        return np.diff(self._a["col_vp"])
+
+    def _arrays(self):
+        return [v for v in self._a.values() if isinstance(v, np.ndarray)]
+
+    @property
+    def compression_ratio(self):
+        """Dense bytes (``m n`` times the item size of the input) over :attr:`nbytes`."""
+        m, n = self._shape
+        return m * n * self.dtype.itemsize / self.nbytes
+
+    def summary(self):
+        """One line: shape, blocks, ranks and storage."""
+        a = self._a
+        r = np.concatenate((self.ranks, self.col_ranks))
+        m, n = self._shape
+        return (f"H2Matrix {m}x{n} (from dense, {a['row_basis'].dtype} storage): "
+                f"{a['c_other'].size} couplings, {a['n_other'].size} near-field blocks, "
+                f"ranks max {int(r.max(initial=0))}, {self.nbytes / 1e6:.3f} MB")
+
+    def _side(self, name):
+        a = self._a
+        return (a[name + "_children"], a[name + "_start"], a[name + "_stop"],
+                a[name + "_level_ptr"], a[name + "_vp"], a[name + "_boff"], a[name + "_basis"])
+
+    def _apply_permuted(self, xp, trans):
+        """``H xp`` (or ``H^T xp``) in cluster order, ``xp`` of shape ``(n, r)``."""
+        a = self._a
+        ins, outs = ("row", "col") if trans else ("col", "row")
+        r = xp.shape[1]
+        vin, vout = a[ins + "_vp"], a[outs + "_vp"]
+        xh = np.empty((vin[-1], r))
+        kg.upward(*self._side(ins), xp, xh)
+        yh = np.zeros((vout[-1], r))
+        pfx = "_t" if trans else "_"
+        kg.blocks(a["c" + pfx + "ptr"], a["c" + pfx + "other"], a["c" + pfx + "off"], a["c_data"],
+                  trans, vout[:-1], vout[1:], vin[:-1], vin[1:], xh, yh)
+        yp = np.zeros((a[outs + "_stop"][0], r))
+        kg.blocks(a["n" + pfx + "ptr"], a["n" + pfx + "other"], a["n" + pfx + "off"], a["n_data"],
+                  trans, a[outs + "_start"], a[outs + "_stop"], a[ins + "_start"],
+                  a[ins + "_stop"], xp, yp)
+        kg.downward(*self._side(outs), yh, yp)
+        return yp
+
+    def _product(self, X, trans):
+        m, n = self._shape
+        n_in = m if trans else n
+        from hmnumba._validation import check_operand
+        X = check_operand(X, n_in, np.float64, "X", dim="rows")
+        vec = X.ndim == 1
+        X2 = X[:, None] if vec else X
+        if X2.ndim != 2:
+            raise ValueError(f"X must be 1-D or 2-D, got shape {X.shape}")
+        a = self._a
+        pin, pout = (a["row_perm"], a["col_perm"]) if trans else (a["col_perm"], a["row_perm"])
+        xp = np.ascontiguousarray(X2[pin], dtype=np.float64)
+        with serial_if_unsafe():
+            yp = self._apply_permuted(xp, trans)
+        Y = np.empty_like(yp)
+        Y[pout] = yp
+        return Y[:, 0] if vec else Y
+
+    def _to_dense_permuted(self):
+        return self._apply_permuted(np.eye(self._shape[1]), False)
+
+    def matmat(self, X):
+        """``H @ X`` for ``X`` of shape ``(n, k)``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hmnumba import H2Matrix
+        >>> W = np.add.outer(np.arange(40.0), np.arange(30.0))
+        >>> H2Matrix.from_dense(W, leaf_size=8).matmat(np.ones((30, 2))).shape
+        (40, 2)
+        """
+        return self._product(_ndim(X, 2, "X"), False)
+
+    def matvec(self, x):
+        """``H @ x`` for ``x`` of shape ``(n,)``."""
+        return self._product(_ndim(x, 1, "x"), False)
+
+    def rmatvec(self, x):
+        """``H^T @ x`` for ``x`` of shape ``(m,)``."""
+        return self._product(_ndim(x, 1, "x"), True)
+
+    def rmatmat(self, X):
+        """``H^T @ X`` for ``X`` of shape ``(m, k)``."""
+        return self._product(_ndim(X, 2, "X"), True)
+
+    def to_dense(self):
+        """The full ``(m, n)`` matrix (``H @ I``)."""
+        return self.matmat(np.eye(self._shape[1]))
+
+    def estimate_error(self, *args, **kwargs):
+        """Not defined for weight arrays: :attr:`error` is the exact
+        ``||W - H||_F / ||W||_F`` measured by the construction."""
+        raise TypeError("estimate_error needs kernel points; an H2Matrix built from a dense "
+                        "array carries its exact relative error in .error")
