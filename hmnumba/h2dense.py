@@ -38,6 +38,18 @@ from hmnumba.kernels import trees
 # rounding to the storage dtype.
 FIRST_BUDGET = 0.9
 MAX_TRIES = 8
+# Adaptive partition: a block is far field when its factors at tol would
+# store at most this fraction of its entries.
+ADAPTIVE_SAVING = 0.5
+# After the first success, tau is relaxed at most RELAX_STEPS times towards
+# RELAX_MARGIN of the room the exact error leaves (error ~ sqrt(tau)).
+RELAX_STEPS = 4
+# Adaptive partitions tried (the smallest result is kept): (saving, number of
+# top levels always split). On the shuffled 2-D Poisson operator (1024) at
+# tol 1e-1 the root block alone needs nested ranks up to 321 (4.0 MB), three
+# forced levels and saving 0.25 store 0.35 MB; at 1e-2 (0.5, 3) is best.
+PARTITIONS = ((0.5, 0), (0.5, 3), (0.25, 3))
+RELAX_MARGIN = 0.8
 
 
 def _far_columns(row_tree, col_tree, bt, bs):
@@ -156,38 +168,112 @@ def _assemble(Wp, row_tree, col_tree, bt, bs, nt, ns, tau, dtype):
     return a
 
 
-def build_dense_h2(W, tol, leaf_size, cluster, random_state):
-    """The arrays of a :class:`GeneralH2Matrix` with ``||W - H||_F <= tol ||W||_F``."""
-    m, n = W.shape
+def adaptive_partition(Wp, row_tree, col_tree, tol, saving=ADAPTIVE_SAVING, min_level=0):
+    """Blocks from the root pair down: a pair is far field when its rank at
+    relative tolerance ``tol`` stores at most ``saving`` of its dense size as
+    factors (``k (m + n) <= saving m n``), two leaves are near field, any
+    other pair is split into its children's pairs.
+
+    Returns ``(row_node, col_node, admissible)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba.cluster import ClusterTree
+    >>> from hmnumba.h2dense import adaptive_partition
+    >>> tree = ClusterTree.from_index(64, leaf_size=8)
+    >>> t, s, adm = adaptive_partition(np.ones((64, 64)), tree, tree, 1e-3)
+    >>> t.tolist(), s.tolist(), adm.tolist()      # rank 1: the whole matrix is far field
+    ([0], [0], [True])
+    """
+    out_t, out_s, out_a = [], [], []
+    stack = [(0, 0)]
+    rc, cc = row_tree.children, col_tree.children
+    while stack:
+        t, s = stack.pop()
+        a, b, c, d = row_tree.start[t], row_tree.stop[t], col_tree.start[s], col_tree.stop[s]
+        m, n = b - a, d - c
+        sv = np.linalg.svd(Wp[a:b, c:d], compute_uv=False)
+        k = _truncation(sv, tol * tol * float((sv * sv).sum()))
+        top = row_tree.level[t] < min_level and rc[t, 0] >= 0 and cc[s, 0] >= 0
+        if not top and k * (m + n) <= saving * m * n:
+            out_t.append(t), out_s.append(s), out_a.append(True)
+        elif rc[t, 0] < 0 and cc[s, 0] < 0:
+            out_t.append(t), out_s.append(s), out_a.append(False)
+        else:
+            ts = rc[t] if rc[t, 0] >= 0 else [t]
+            ss = cc[s] if cc[s, 0] >= 0 else [s]
+            stack.extend((int(x), int(y)) for x in ts[::-1] for y in ss[::-1])
+    return np.array(out_t, np.int64), np.array(out_s, np.int64), np.array(out_a, bool)
+
+
+def build_dense_h2(W, tol, leaf_size, cluster, random_state, admissibility="adaptive",
+                   storage="auto"):
+    """A :class:`GeneralH2Matrix` with ``||W - H||_F <= tol ||W||_F``: for
+    ``"adaptive"`` admissibility, the smallest of the partitions
+    :data:`PARTITIONS` (each with the bound verified)."""
     with one_blas_thread():
         row_tree, col_tree = build_cluster_trees(W.shape, cluster, leaf_size, A=W,
                                                  random_state=random_state)
-        bt, bs, adm = trees.weak_partition(row_tree.children, col_tree.children)
-        bt, bs, adm = np.asarray(bt), np.asarray(bs), np.asarray(adm, bool)
-        nt, ns = bt[~adm], bs[~adm]
-        bt, bs = bt[adm], bs[adm]
         Wp = np.ascontiguousarray(W[row_tree.perm][:, col_tree.perm], dtype=np.float64)
-        norm2 = float(np.square(Wp).sum())
-        bound = tol * np.sqrt(norm2)
-        e_row = _energies(Wp, row_tree, _far_columns(row_tree, col_tree, bt, bs)).sum()
-        e_col = _energies(Wp.T, col_tree, _far_columns(col_tree, row_tree, bs, bt)).sum()
-        share = FIRST_BUDGET * 0.5 * tol * tol * norm2
-        tau = min(share / e_row if e_row > 0 else 1.0, share / e_col if e_col > 0 else 1.0)
+        if admissibility == "weak":
+            parts = [trees.weak_partition(row_tree.children, col_tree.children)]
+        else:
+            parts = [adaptive_partition(Wp, row_tree, col_tree, tol, saving, min_level)
+                     for saving, min_level in PARTITIONS]
+        best = None
+        for bt, bs, adm in parts:
+            H = _build_partition(W, Wp, row_tree, col_tree, bt, bs, adm, tol, storage)
+            if best is None or H.nbytes < best.nbytes:
+                best = H
+        return best
+
+
+def _build_partition(W, Wp, row_tree, col_tree, bt, bs, adm, tol, storage):
+    m, n = W.shape
+    bt, bs, adm = np.asarray(bt, np.int64), np.asarray(bs, np.int64), np.asarray(adm, bool)
+    nt, ns = bt[~adm], bs[~adm]
+    bt, bs = bt[adm], bs[adm]
+    norm2 = float(np.square(Wp).sum())
+    bound = tol * np.sqrt(norm2)
+    e_row = _energies(Wp, row_tree, _far_columns(row_tree, col_tree, bt, bs)).sum()
+    e_col = _energies(Wp.T, col_tree, _far_columns(col_tree, row_tree, bs, bt)).sum()
+    share = FIRST_BUDGET * 0.5 * tol * tol * norm2
+    tau = min(share / e_row if e_row > 0 else 1.0, share / e_col if e_col > 0 else 1.0)
+    if storage == "auto":
         dtype = np.float32 if (W.dtype == np.float32 or tol >= FLOAT32_MIN_TOL) else np.float64
-        for attempt in range(MAX_TRIES + 1):
-            if attempt == MAX_TRIES:     # last resort: full ranks, float64
-                tau, dtype = 0.0, np.float64
-            a = _assemble(Wp, row_tree, col_tree, bt, bs, nt, ns, tau, dtype)
-            a.update(shape=(m, n), tol=tol, dtype=np.dtype(W.dtype))
-            H = GeneralH2Matrix(a)
-            err = float(np.linalg.norm(H._to_dense_permuted() - Wp))
-            if err <= bound:
-                H.error = err / np.sqrt(norm2) if norm2 > 0 else 0.0
-                return H
-            tau *= 0.5 * min(1.0, (bound / err) ** 2)
-            if dtype == np.float32 and attempt >= 2:
-                dtype = np.float64
-    raise AssertionError("unreachable")  # pragma: no cover
+    else:
+        dtype = np.dtype(storage).type
+    def attempt(tau, dtype):
+        a = _assemble(Wp, row_tree, col_tree, bt, bs, nt, ns, tau, dtype)
+        a.update(shape=(m, n), tol=tol, dtype=np.dtype(W.dtype))
+        H = GeneralH2Matrix(a)
+        H.error = float(np.linalg.norm(H._to_dense_permuted() - Wp))
+        return H
+
+    for i in range(MAX_TRIES + 1):
+        if i == MAX_TRIES:     # last resort: full ranks, float64
+            tau, dtype = 0.0, np.float64
+        H = attempt(tau, dtype)
+        if H.error <= bound:
+            break
+        tau *= 0.5 * min(1.0, (bound / H.error) ** 2)
+        if dtype == np.float32 and i >= 2 and storage == "auto":
+            dtype = np.float64
+    # The a priori split is pessimistic (every level gets the same share):
+    # relax tau while the exact error leaves room and storage drops.
+    for _ in range(RELAX_STEPS):
+        if H.error <= 0 or tau <= 0:
+            break
+        relaxed = min(1.0, tau * RELAX_MARGIN * (bound / H.error) ** 2)
+        if relaxed <= 1.05 * tau:
+            break
+        H2 = attempt(relaxed, dtype)
+        if H2.error > bound or H2.nbytes >= H.nbytes:
+            break
+        H, tau = H2, relaxed
+    H.error = H.error / np.sqrt(norm2) if norm2 > 0 else 0.0
+    return H
 
 
 def _ndim(x, ndim, name):

@@ -137,7 +137,8 @@ class H2Matrix:
         return cls(build_kernel_h2(kernel, points, tol, leaf_size, eta, mode))
 
     @classmethod
-    def from_dense(cls, W, tol=1e-3, leaf_size=32, cluster="pca", random_state=None):
+    def from_dense(cls, W, tol=1e-3, leaf_size=32, cluster="pca", random_state=None,
+                   admissibility="adaptive", storage="auto"):
         """Compress a dense (weight) array with ``||W - H||_F <= tol ||W||_F``.
 
         Rows and columns are clustered from ``W`` itself, the block partition
@@ -158,6 +159,14 @@ class H2Matrix:
         cluster : {"pca", "index"}, default="pca"
         random_state : int or None
             Seeds the ``"pca"`` clustering.
+        admissibility : {"adaptive", "weak"}, default="adaptive"
+            ``"adaptive"``: a block is far field when its rank at ``tol``
+            halves its storage (several partitions are tried, the smallest
+            kept); ``"weak"``: HODLR (HSS-like nested bases).
+        storage : {"auto", "float32", "float64"}, default="auto"
+            dtype of the stored bases, couplings and near field; ``"auto"``
+            is float32 when ``W`` is float32 or ``tol >= 1e-6``, falling back
+            to float64 if the rounding breaks the bound.
 
         Returns
         -------
@@ -181,7 +190,9 @@ class H2Matrix:
         tol = check_tol(tol, "tol")
         leaf_size = check_positive_int(leaf_size, "leaf_size")
         cluster = check_choice(cluster, "cluster", ("pca", "index"))
-        return build_dense_h2(W, tol, leaf_size, cluster, random_state)
+        admissibility = check_choice(admissibility, "admissibility", ("adaptive", "weak"))
+        storage = check_choice(storage, "storage", ("auto", "float32", "float64"))
+        return build_dense_h2(W, tol, leaf_size, cluster, random_state, admissibility, storage)
 
     # ------------------------------------------------------------------
     @property

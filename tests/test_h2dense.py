@@ -48,6 +48,16 @@ def test_exact_bound_poisson(tol):
 
 
 
+@pytest.mark.parametrize("admissibility", ["adaptive", "weak"])
+@pytest.mark.parametrize("storage", ["float32", "float64"])
+def test_options_keep_bound(admissibility, storage):
+    W = _matrices()["wide"]
+    H = H2Matrix.from_dense(W, tol=1e-4, leaf_size=8, admissibility=admissibility,
+                            storage=storage, random_state=1)
+    assert H._a["c_data"].dtype == np.dtype(storage)
+    assert np.linalg.norm(H.to_dense() - W) <= 1e-4 * np.linalg.norm(W)
+
+
 def test_products_match_dense():
     W = _matrices()["tall"]
     H = H2Matrix.from_dense(W, tol=1e-4, leaf_size=16, cluster="index")
@@ -94,6 +104,8 @@ def test_validation():
         H2Matrix.from_dense(np.ones((10, 10)), tol=2.0)
     with pytest.raises(ValueError, match="cluster"):
         H2Matrix.from_dense(np.ones((10, 10)), cluster="geometric")
+    with pytest.raises(ValueError, match="storage"):
+        H2Matrix.from_dense(np.ones((10, 10)), storage="float16")
     with pytest.raises(ValueError, match="W"):
         H2Matrix.from_dense(np.full((4, 4), np.nan))
     H = H2Matrix.from_dense(np.zeros((20, 30)), leaf_size=4)
