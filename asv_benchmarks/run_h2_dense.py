@@ -43,7 +43,8 @@ def main():
         Ha = HMatrix.from_dense(W, tol=tol, random_state=0, factor_dtype="auto")
         H64 = H2Matrix.from_dense(W, tol=tol, random_state=0, storage="float64")
         print(f"| {tol:g} | {H2.nbytes / 1e3:.0f} ({err:.2g}) | {H64.nbytes / 1e3:.0f} "
-              f"| {Hh.nbytes / 1e3:.0f} | {Hd.nbytes / 1e3:.0f} | {Ha.nbytes / 1e3:.0f} | {svd_bytes(W, tol) / 1e3:.0f} "
+              f"| {Hh.nbytes / 1e3:.0f} | {Hd.nbytes / 1e3:.0f} | {Ha.nbytes / 1e3:.0f} "
+              f"| {svd_bytes(W, tol) / 1e3:.0f} "
               f"| {svd_bytes(W, tol, 4) / 1e3:.0f} | {H2.nbytes / Hh.nbytes:.2f} | {t_h2:.1f} |")
 
 

@@ -30,7 +30,6 @@ import numpy as np
 from hmnumba._threads import one_blas_thread, serial_if_unsafe
 from hmnumba.cluster import build_cluster_trees
 from hmnumba.h2build import FLOAT32_MIN_TOL, level_pointer
-from hmnumba.h2matrix import H2Matrix
 from hmnumba.kernels import h2_general as kg
 from hmnumba.kernels import trees
 
@@ -207,9 +206,10 @@ def adaptive_partition(Wp, row_tree, col_tree, tol, saving=ADAPTIVE_SAVING, min_
     return np.array(out_t, np.int64), np.array(out_s, np.int64), np.array(out_a, bool)
 
 
-def build_dense_h2(W, tol, leaf_size, cluster, random_state, admissibility="adaptive",
+def build_dense_h2(cls, W, tol, leaf_size, cluster, random_state, admissibility="adaptive",
                    storage="auto"):
-    """A :class:`GeneralH2Matrix` with ``||W - H||_F <= tol ||W||_F``: for
+    """A ``cls`` (:class:`~hmnumba.h2matrix.GeneralH2Matrix`) with
+    ``||W - H||_F <= tol ||W||_F``: for
     ``"adaptive"`` admissibility, the smallest of the partitions
     :data:`PARTITIONS` (each with the bound verified)."""
     with one_blas_thread():
@@ -223,13 +223,13 @@ def build_dense_h2(W, tol, leaf_size, cluster, random_state, admissibility="adap
                      for saving, min_level in PARTITIONS]
         best = None
         for bt, bs, adm in parts:
-            H = _build_partition(W, Wp, row_tree, col_tree, bt, bs, adm, tol, storage)
+            H = _build_partition(cls, W, Wp, row_tree, col_tree, bt, bs, adm, tol, storage)
             if best is None or H.nbytes < best.nbytes:
                 best = H
         return best
 
 
-def _build_partition(W, Wp, row_tree, col_tree, bt, bs, adm, tol, storage):
+def _build_partition(cls, W, Wp, row_tree, col_tree, bt, bs, adm, tol, storage):
     m, n = W.shape
     bt, bs, adm = np.asarray(bt, np.int64), np.asarray(bs, np.int64), np.asarray(adm, bool)
     nt, ns = bt[~adm], bs[~adm]
@@ -247,7 +247,7 @@ def _build_partition(W, Wp, row_tree, col_tree, bt, bs, adm, tol, storage):
     def attempt(tau, dtype):
         a = _assemble(Wp, row_tree, col_tree, bt, bs, nt, ns, tau, dtype)
         a.update(shape=(m, n), tol=tol, dtype=np.dtype(W.dtype))
-        H = GeneralH2Matrix(a)
+        H = cls(a)
         H.error = float(np.linalg.norm(H._to_dense_permuted() - Wp))
         return H
 
@@ -283,20 +283,10 @@ def _ndim(x, ndim, name):
     return x
 
 
-class GeneralH2Matrix(H2Matrix):
-    """A general (non-symmetric, rectangular) H^2 matrix, built by
-    :meth:`H2Matrix.from_dense`: nested row and column bases, couplings and a
-    dense near field.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from hmnumba import H2Matrix
-    >>> W = np.random.default_rng(0).standard_normal((120, 80)) @ np.diag(0.9 ** np.arange(80))
-    >>> H = H2Matrix.from_dense(W, tol=1e-2, leaf_size=16, random_state=0)
-    >>> bool(np.linalg.norm(H.to_dense() - W) <= 1e-2 * np.linalg.norm(W))
-    True
-    """
+class _GeneralH2Products:
+    """Storage and products of a general H^2 matrix (the layout of this
+    module); :class:`hmnumba.h2matrix.GeneralH2Matrix` puts them on
+    :class:`~hmnumba.H2Matrix`."""
 
     def __init__(self, arrays):     # noqa: D107 - the layout of hmnumba.h2dense
         self._a = dict(arrays)

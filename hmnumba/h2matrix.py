@@ -17,6 +17,7 @@ from scipy.sparse.linalg import LinearOperator
 from hmnumba._threads import serial_if_unsafe
 from hmnumba._validation import (check_choice, check_operand, check_points, check_positive_float,
                                  check_positive_int, check_tol)
+from hmnumba.h2dense import _GeneralH2Products, build_dense_h2
 from hmnumba.kernels import h2_products as kp
 
 MODES = ("stored", "on-the-fly")
@@ -185,14 +186,14 @@ class H2Matrix:
         (True, True)
         """
         from hmnumba._validation import check_dense_input
-        from hmnumba.h2dense import build_dense_h2
         W = check_dense_input(W, "W")
         tol = check_tol(tol, "tol")
         leaf_size = check_positive_int(leaf_size, "leaf_size")
         cluster = check_choice(cluster, "cluster", ("pca", "index"))
         admissibility = check_choice(admissibility, "admissibility", ("adaptive", "weak"))
         storage = check_choice(storage, "storage", ("auto", "float32", "float64"))
-        return build_dense_h2(W, tol, leaf_size, cluster, random_state, admissibility, storage)
+        return build_dense_h2(GeneralH2Matrix, W, tol, leaf_size, cluster, random_state,
+                              admissibility, storage)
 
     # ------------------------------------------------------------------
     @property
@@ -389,6 +390,24 @@ class H2Matrix:
         exact = _kernel_of(self._a)(points[rows], points) @ x
         y = self.matvec(x)[rows]
         return float(np.linalg.norm(y - exact) / np.linalg.norm(exact))
+
+
+class GeneralH2Matrix(_GeneralH2Products, H2Matrix):
+    """A general (non-symmetric, rectangular) H^2 matrix, built by
+    :meth:`H2Matrix.from_dense`: nested row and column bases, couplings and a
+    dense near field (layout and construction in :mod:`hmnumba.h2dense`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba import H2Matrix
+    >>> W = np.random.default_rng(0).standard_normal((120, 80)) @ np.diag(0.9 ** np.arange(80))
+    >>> H = H2Matrix.from_dense(W, tol=1e-2, leaf_size=16, random_state=0)
+    >>> bool(np.linalg.norm(H.to_dense() - W) <= 1e-2 * np.linalg.norm(W))
+    True
+    >>> isinstance(H, H2Matrix), H.rmatvec(np.ones(120)).shape
+    (True, (80,))
+    """
 
 
 def _kernel_of(a):
