@@ -2,6 +2,7 @@
 import numba
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from hmnumba import H2Matrix
 
@@ -110,3 +111,18 @@ def test_validation():
         H2Matrix.from_dense(np.full((4, 4), np.nan))
     H = H2Matrix.from_dense(np.zeros((20, 30)), leaf_size=4)
     assert np.array_equal(H.to_dense(), np.zeros((20, 30)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 48), n=st.integers(1, 48), tol=st.floats(1e-6, 0.5),
+       decay=st.floats(0.3, 1.0), seed=st.integers(0, 2 ** 16), leaf=st.integers(1, 12),
+       float32=st.booleans())
+def test_bound_property(m, n, tol, decay, seed, leaf, float32):
+    rng = np.random.default_rng(seed)
+    k = min(m, n)
+    W = rng.standard_normal((m, k)) @ np.diag(decay ** np.arange(k)) @ rng.standard_normal((k, n))
+    if float32:
+        W = W.astype(np.float32)
+    H = H2Matrix.from_dense(W, tol=tol, leaf_size=leaf, random_state=seed)
+    W64 = W.astype(np.float64)
+    assert np.linalg.norm(H.to_dense() - W64) <= tol * np.linalg.norm(W64)
