@@ -410,6 +410,76 @@ class _GeneralH2Products:
         """The full ``(m, n)`` matrix (``H @ I``)."""
         return self.matmat(np.eye(self._shape[1]))
 
+    def _explicit_bases(self, side):
+        """``U_t`` (cluster order, float64) of every node of one tree."""
+        a = self._a
+        ch, st, sp, lp, vp, boff, basis = (a[side + k] for k in (
+            "_children", "_start", "_stop", "_level_ptr", "_vp", "_boff", "_basis"))
+        U = [None] * (lp[-1])
+        for t in range(lp[-1] - 1, -1, -1):
+            k = vp[t + 1] - vp[t]
+            if ch[t, 0] < 0:
+                m = sp[t] - st[t]
+                U[t] = basis[boff[t]:boff[t] + m * k].reshape(m, k).astype(np.float64)
+            elif k == 0:
+                U[t] = np.zeros((sp[t] - st[t], 0))
+            else:
+                c0, c1 = ch[t]
+                k0, k1 = vp[c0 + 1] - vp[c0], vp[c1 + 1] - vp[c1]
+                R = basis[boff[t]:boff[t] + (k0 + k1) * k].reshape(k0 + k1, k).astype(np.float64)
+                U[t] = np.vstack((U[c0] @ R[:k0], U[c1] @ R[k0:]))
+        return U
+
+    def to_hmatrix(self):
+        """The same matrix as an :class:`~hmnumba.HMatrix` (float64): each
+        coupling becomes the low-rank block ``(U_t S_b) V_s^T`` (or ``U_t (V_s
+        S_b^T)^T``, whichever rank is smaller), the near field stays dense.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hmnumba import H2Matrix
+        >>> x = np.linspace(0, 1, 100)
+        >>> W = 1.0 / (1.0 + 20 * np.abs(x[:, None] - x[None, :] - 0.1))
+        >>> H2 = H2Matrix.from_dense(W, tol=1e-4, leaf_size=16, random_state=0)
+        >>> bool(np.allclose(H2.to_hmatrix().to_dense(), H2.to_dense()))
+        True
+        """
+        from hmnumba.hmatrix import HMatrix
+        a = self._a
+        U, V = self._explicit_bases("row"), self._explicit_bases("col")
+        rs, rp, cs, cp = a["row_start"], a["row_stop"], a["col_start"], a["col_stop"]
+        r0, r1, c0, c1, rank, parts = [], [], [], [], [], []
+        for t in range(a["c_ptr"].size - 1):
+            for q in range(a["c_ptr"][t], a["c_ptr"][t + 1]):
+                s, o = a["c_other"][q], a["c_off"][q]
+                kt, ks = U[t].shape[1], V[s].shape[1]
+                S = a["c_data"][o:o + kt * ks].reshape(kt, ks).astype(np.float64)
+                L, R = (U[t] @ S, V[s]) if ks <= kt else (U[t], V[s] @ S.T)
+                r0.append(rs[t]), r1.append(rp[t]), c0.append(cs[s]), c1.append(cp[s])
+                rank.append(L.shape[1])
+                parts += [L.T.ravel(), R.T.ravel()]
+            for q in range(a["n_ptr"][t], a["n_ptr"][t + 1]):
+                s, o = a["n_other"][q], a["n_off"][q]
+                m, n = rp[t] - rs[t], cp[s] - cs[s]
+                r0.append(rs[t]), r1.append(rp[t]), c0.append(cs[s]), c1.append(cp[s])
+                rank.append(-1)
+                parts.append(a["n_data"][o:o + m * n].astype(np.float64))
+        sizes = np.array([p.size for p in parts], np.int64)
+        rank = np.array(rank, np.int64)
+        # one offset per block: low-rank blocks own two consecutive parts
+        owners = np.repeat(np.arange(rank.size), np.where(rank >= 0, 2, 1))
+        starts = np.zeros(sizes.size + 1, np.int64)
+        np.cumsum(sizes, out=starts[1:])
+        offset = np.full(rank.size, -1, np.int64)
+        first = np.concatenate(([True], owners[1:] != owners[:-1]))
+        offset[owners[first]] = starts[:-1][first]
+        data = np.concatenate(parts) if parts else np.zeros(0)
+        H = HMatrix(self._shape, a["row_perm"], a["col_perm"], np.array(r0, np.int64),
+                    np.array(r1, np.int64), np.array(c0, np.int64), np.array(c1, np.int64),
+                    rank, offset, data, np.zeros(rank.size), np.zeros(rank.size), self.tol)
+        return H
+
     def estimate_error(self, *args, **kwargs):
         """Not defined for weight arrays: :attr:`error` is the exact
         ``||W - H||_F / ||W||_F`` measured by the construction."""

@@ -126,3 +126,13 @@ def test_bound_property(m, n, tol, decay, seed, leaf, float32):
     H = H2Matrix.from_dense(W, tol=tol, leaf_size=leaf, random_state=seed)
     W64 = W.astype(np.float64)
     assert np.linalg.norm(H.to_dense() - W64) <= tol * np.linalg.norm(W64)
+
+
+@pytest.mark.parametrize("name", ["tall", "wide", "float32"])
+def test_to_hmatrix(name):
+    W = _matrices()[name]
+    H2 = H2Matrix.from_dense(W, tol=1e-3, leaf_size=8, random_state=0)
+    H = H2.to_hmatrix()
+    x = np.random.default_rng(0).standard_normal(W.shape[1])
+    np.testing.assert_allclose(H @ x, H2 @ x, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(H.to_dense(), H2.to_dense(), rtol=1e-9, atol=1e-9)
