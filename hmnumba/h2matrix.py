@@ -17,6 +17,7 @@ from scipy.sparse.linalg import LinearOperator
 from hmnumba._threads import serial_if_unsafe
 from hmnumba._validation import (check_choice, check_operand, check_points, check_positive_float,
                                  check_positive_int, check_tol)
+from hmnumba.h2dense import _GeneralH2Products, build_dense_h2
 from hmnumba.kernels import h2_products as kp
 
 MODES = ("stored", "on-the-fly")
@@ -135,6 +136,64 @@ class H2Matrix:
         check_choice(admissibility, "admissibility", ("strong",))
         mode = check_choice(mode, "mode", MODES)
         return cls(build_kernel_h2(kernel, points, tol, leaf_size, eta, mode))
+
+    @classmethod
+    def from_dense(cls, W, tol=1e-3, leaf_size=32, cluster="pca", random_state=None,
+                   admissibility="adaptive", storage="auto"):
+        """Compress a dense (weight) array with ``||W - H||_F <= tol ||W||_F``.
+
+        Rows and columns are clustered from ``W`` itself, the block partition
+        is weak (HODLR), and the nested bases are algebraic (truncated SVDs
+        of each cluster's far field, parents through their children's
+        bases); the error of the result is computed exactly and the bases are
+        tightened until it meets the bound (see :mod:`hmnumba.h2dense`).
+
+        Parameters
+        ----------
+        W : array-like of shape (m, n)
+            float32 or float64 (integers are converted to float64). Entries
+            are stored in float32 when ``W`` is float32 or ``tol >= 1e-6``
+            (the bound is checked on the stored values).
+        tol : float, default=1e-3
+            Relative Frobenius tolerance, ``0 < tol < 1``.
+        leaf_size : int, default=32
+        cluster : {"pca", "index"}, default="pca"
+        random_state : int or None
+            Seeds the ``"pca"`` clustering.
+        admissibility : {"adaptive", "weak"}, default="adaptive"
+            ``"adaptive"``: a block is far field when its rank at ``tol``
+            halves its storage (several partitions are tried, the smallest
+            kept); ``"weak"``: HODLR (HSS-like nested bases).
+        storage : {"auto", "float32", "float64"}, default="auto"
+            dtype of the stored bases, couplings and near field; ``"auto"``
+            is float32 when ``W`` is float32 or ``tol >= 1e-6``, falling back
+            to float64 if the rounding breaks the bound.
+
+        Returns
+        -------
+        GeneralH2Matrix
+            An :class:`H2Matrix` with ``rmatvec``; ``.error`` is the exact
+            relative error.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hmnumba import H2Matrix
+        >>> x = np.linspace(0, 1, 200)
+        >>> W = 1.0 / (1.0 + 50 * np.abs(x[:, None] - x[None, :]))
+        >>> H = H2Matrix.from_dense(W, tol=1e-3, leaf_size=16, random_state=0)
+        >>> bool(H.error <= 1e-3), H.nbytes < W.nbytes
+        (True, True)
+        """
+        from hmnumba._validation import check_dense_input
+        W = check_dense_input(W, "W")
+        tol = check_tol(tol, "tol")
+        leaf_size = check_positive_int(leaf_size, "leaf_size")
+        cluster = check_choice(cluster, "cluster", ("pca", "index"))
+        admissibility = check_choice(admissibility, "admissibility", ("adaptive", "weak"))
+        storage = check_choice(storage, "storage", ("auto", "float32", "float64"))
+        return build_dense_h2(GeneralH2Matrix, W, tol, leaf_size, cluster, random_state,
+                              admissibility, storage)
 
     # ------------------------------------------------------------------
     @property
@@ -331,6 +390,24 @@ class H2Matrix:
         exact = _kernel_of(self._a)(points[rows], points) @ x
         y = self.matvec(x)[rows]
         return float(np.linalg.norm(y - exact) / np.linalg.norm(exact))
+
+
+class GeneralH2Matrix(_GeneralH2Products, H2Matrix):
+    """A general (non-symmetric, rectangular) H^2 matrix, built by
+    :meth:`H2Matrix.from_dense`: nested row and column bases, couplings and a
+    dense near field (layout and construction in :mod:`hmnumba.h2dense`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba import H2Matrix
+    >>> W = np.random.default_rng(0).standard_normal((120, 80)) @ np.diag(0.9 ** np.arange(80))
+    >>> H = H2Matrix.from_dense(W, tol=1e-2, leaf_size=16, random_state=0)
+    >>> bool(np.linalg.norm(H.to_dense() - W) <= 1e-2 * np.linalg.norm(W))
+    True
+    >>> isinstance(H, H2Matrix), H.rmatvec(np.ones(120)).shape
+    (True, (80,))
+    """
 
 
 def _kernel_of(a):

@@ -1,0 +1,52 @@
+"""Bytes of H2Matrix.from_dense beside HMatrix.from_dense and the truncated
+SVD on the shuffled 2-D Poisson solution operator (inverse of the 5-point
+Laplacian on a 32 x 32 grid, rows and columns shuffled).
+
+Run: ``python asv_benchmarks/run_h2_dense.py`` (prints a markdown table).
+"""
+import time
+
+import numpy as np
+
+from hmnumba import H2Matrix, HMatrix
+
+
+def poisson_operator(n_side=32, seed=0):
+    T = 2 * np.eye(n_side) - np.eye(n_side, k=1) - np.eye(n_side, k=-1)
+    L = np.kron(T, np.eye(n_side)) + np.kron(np.eye(n_side), T)
+    G = np.linalg.inv(L)
+    rng = np.random.default_rng(seed)
+    return G[rng.permutation(G.shape[0])][:, rng.permutation(G.shape[1])]
+
+
+def svd_bytes(W, tol, itemsize=8):
+    s = np.linalg.svd(W, compute_uv=False)
+    tail = np.concatenate((np.cumsum((s * s)[::-1])[::-1], [0.0]))
+    k = int(np.argmax(tail <= tol * tol * (s * s).sum()))
+    return k * sum(W.shape) * itemsize
+
+
+def main():
+    W = poisson_operator()
+    norm = np.linalg.norm(W)
+    print("| tol | H2 KB (err) | H2 float64 KB | H hierarchical KB | H default KB "
+          "| H factor_dtype=auto KB | SVD f64 KB | SVD f32 KB | H2 / H hier. | H2 build s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for tol in (1e-1, 1e-2, 1e-3):
+        t0 = time.perf_counter()
+        H2 = H2Matrix.from_dense(W, tol=tol, random_state=0)
+        t_h2 = time.perf_counter() - t0
+        err = np.linalg.norm(H2.to_dense() - W) / norm
+        assert err <= tol
+        Hh = HMatrix.from_dense(W, tol=tol, structure="hierarchical", random_state=0)
+        Hd = HMatrix.from_dense(W, tol=tol, random_state=0)
+        Ha = HMatrix.from_dense(W, tol=tol, random_state=0, factor_dtype="auto")
+        H64 = H2Matrix.from_dense(W, tol=tol, random_state=0, storage="float64")
+        print(f"| {tol:g} | {H2.nbytes / 1e3:.0f} ({err:.2g}) | {H64.nbytes / 1e3:.0f} "
+              f"| {Hh.nbytes / 1e3:.0f} | {Hd.nbytes / 1e3:.0f} | {Ha.nbytes / 1e3:.0f} "
+              f"| {svd_bytes(W, tol) / 1e3:.0f} "
+              f"| {svd_bytes(W, tol, 4) / 1e3:.0f} | {H2.nbytes / Hh.nbytes:.2f} | {t_h2:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

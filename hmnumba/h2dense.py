@@ -1,0 +1,487 @@
+"""H^2 matrices of dense (weight) arrays, with the exact Frobenius bound.
+
+:func:`build_dense_h2` compresses a general ``m x n`` array ``W``:
+
+1. row and column cluster trees of ``W`` itself (:mod:`hmnumba.cluster`,
+   ``"pca"`` or ``"index"``) and the weak (HODLR) block partition of
+   :mod:`hmnumba.blocks`: off-diagonal children of diagonal pairs are far
+   field, diagonal leaf pairs the dense near field;
+2. algebraic nested bases, from the leaves up: the basis of a row cluster
+   ``t`` is an orthonormal basis of ``W[t, F(t)]``, ``F(t)`` the columns of
+   the far-field blocks of ``t`` and of its ancestors. A leaf takes the
+   leading left singular vectors of ``W[t, F(t)]``; an inner node those of
+   ``[U_c0^T W[c0, F(t)]; U_c1^T W[c1, F(t)]]``, which are its transfer
+   matrices. The same on ``W^T`` gives the column bases;
+3. couplings ``S_b = U_t^T W_b V_s`` and dense near-field blocks.
+
+Error control: with orthonormal bases, ``||W_b - U_t U_t^T W_b V_s V_s^T||^2
+<= ||(I - U_t U_t^T) W_b||^2 + ||W_b (I - V_s V_s^T)||^2``, and the row part
+summed over all blocks is at most the sum of the squared singular values
+discarded at every row node (the far-field columns of a node and its
+ancestors are disjoint blocks). Each node discards at most the fraction
+``tau`` of its own ``||W[t, F(t)]||^2`` with ``tau`` chosen so that both sums
+stay within half the budget ``tol^2 ||W||_F^2``. The result (in its storage
+dtype) is then multiplied out and ``||W - H||_F`` computed exactly; a miss
+tightens ``tau`` and builds again, so ``||W - H||_F <= tol ||W||_F`` holds
+for the matrix returned.
+"""
+import numpy as np
+
+from hmnumba._threads import one_blas_thread, serial_if_unsafe
+from hmnumba.cluster import build_cluster_trees
+from hmnumba.h2build import FLOAT32_MIN_TOL, level_pointer
+from hmnumba.kernels import h2_general as kg
+from hmnumba.kernels import trees
+
+# First try keeps this fraction of the budget for the bases; the rest covers
+# rounding to the storage dtype.
+FIRST_BUDGET = 0.9
+MAX_TRIES = 8
+# Adaptive partition: a block is far field when its factors at tol would
+# store at most this fraction of its entries.
+ADAPTIVE_SAVING = 0.5
+# After the first success, tau is relaxed at most RELAX_STEPS times towards
+# RELAX_MARGIN of the room the exact error leaves (error ~ sqrt(tau)).
+RELAX_STEPS = 4
+# Adaptive partitions tried (the smallest result is kept): (saving, number of
+# top levels always split). On the shuffled 2-D Poisson operator (1024) at
+# tol 1e-1 the root block alone needs nested ranks up to 321 (4.0 MB), three
+# forced levels and saving 0.25 store 0.35 MB; at 1e-2 (0.5, 3) is best.
+PARTITIONS = ((0.5, 0), (0.5, 3), (0.25, 3))
+RELAX_MARGIN = 0.8
+
+
+def _far_columns(row_tree, col_tree, bt, bs):
+    """For each row node, the (cluster-ordered) column indices of its far
+    field and of its ancestors' far fields."""
+    own = [[] for _ in range(row_tree.n_nodes)]
+    for t, s in zip(bt.tolist(), bs.tolist()):
+        own[t].append(np.arange(col_tree.start[s], col_tree.stop[s]))
+    far = [None] * row_tree.n_nodes
+    lp = level_pointer(row_tree.level)
+    parent = _parents(row_tree.children)
+    for t in range(lp[-1]):          # breadth-first: parents first
+        parts = list(own[t])
+        if parent[t] >= 0:
+            parts.append(far[parent[t]])
+        far[t] = np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+    return far
+
+
+def _parents(children):
+    parent = np.full(children.shape[0], -1, np.int64)
+    inner = np.flatnonzero(children[:, 0] >= 0)
+    parent[children[inner, 0]] = inner
+    parent[children[inner, 1]] = inner
+    return parent
+
+
+def _energies(Wp, tree, far):
+    return np.array([float(np.square(Wp[tree.start[t]:tree.stop[t], f]).sum()) if f.size else 0.0
+                     for t, f in enumerate(far)])
+
+
+def _truncation(sv, allowed):
+    """Smallest rank whose discarded squared singular values are at most ``allowed``."""
+    tail = np.concatenate((np.cumsum((sv * sv)[::-1])[::-1], [0.0]))
+    return int(np.argmax(tail <= allowed))
+
+
+def _nested_bases(Wp, tree, far, tau):
+    """Orthonormal nested bases of the row clusters of ``Wp`` (cluster
+    order): explicit ``U_t`` (for the couplings) and the stored matrices
+    (leaf bases / stacked transfers)."""
+    n_nodes = tree.n_nodes
+    U = [None] * n_nodes
+    stored = [None] * n_nodes
+    lp = level_pointer(tree.level)
+    for t in range(lp[-1] - 1, -1, -1):       # children before parents
+        a, b = tree.start[t], tree.stop[t]
+        f = far[t]
+        leaf = tree.children[t, 0] < 0
+        if f.size == 0:
+            U[t] = np.zeros((b - a, 0))
+            stored[t] = np.zeros((b - a if leaf else 0, 0))
+            continue
+        if leaf:
+            M = Wp[a:b][:, f]
+        else:
+            c0, c1 = tree.children[t]
+            M = np.vstack([U[c].T @ Wp[tree.start[c]:tree.stop[c]][:, f] for c in (c0, c1)])
+        Q, sv, _ = np.linalg.svd(M, full_matrices=False)
+        k = _truncation(sv, tau * float(np.square(M).sum()))
+        R = np.ascontiguousarray(Q[:, :k])
+        stored[t] = R
+        if leaf:
+            U[t] = R
+        else:
+            k0 = U[c0].shape[1]
+            U[t] = np.vstack((U[c0] @ R[:k0], U[c1] @ R[k0:]))
+    return U, stored
+
+
+def _flat(mats, dtype):
+    sizes = np.array([m.size for m in mats], np.int64)
+    off = np.zeros(sizes.size + 1, np.int64)
+    np.cumsum(sizes, out=off[1:])
+    data = np.empty(off[-1], dtype)
+    for m, o in zip(mats, off[:-1]):
+        data[o:o + m.size] = m.ravel()
+    return off[:-1].copy(), data
+
+
+def _csr(n_out, key, other):
+    order = np.lexsort((other, key)) if key.size else np.zeros(0, np.int64)
+    ptr = np.zeros(n_out + 1, np.int64)
+    np.cumsum(np.bincount(key, minlength=n_out), out=ptr[1:])
+    return ptr, order.astype(np.int64)
+
+
+def _tree_arrays(tree, U_stored, dtype):
+    rank = np.array([s.shape[1] for s in U_stored], np.int64)
+    vp = np.zeros(rank.size + 1, np.int64)
+    np.cumsum(rank, out=vp[1:])
+    boff, basis = _flat(U_stored, dtype)
+    return dict(perm=np.asarray(tree.perm, np.int64), children=np.asarray(tree.children, np.int64),
+                start=np.asarray(tree.start, np.int64), stop=np.asarray(tree.stop, np.int64),
+                level_ptr=level_pointer(tree.level), vp=vp, boff=boff, basis=basis)
+
+
+def _assemble(Wp, row_tree, col_tree, bt, bs, nt, ns, tau, dtype):
+    U, ru = _nested_bases(Wp, row_tree, _far_columns(row_tree, col_tree, bt, bs), tau)
+    V, cv = _nested_bases(Wp.T, col_tree, _far_columns(col_tree, row_tree, bs, bt), tau)
+    rs, rp, cs, cp = row_tree.start, row_tree.stop, col_tree.start, col_tree.stop
+    S = [U[t].T @ Wp[rs[t]:rp[t], cs[s]:cp[s]] @ V[s] for t, s in zip(bt, bs)]
+    D = [Wp[rs[t]:rp[t], cs[s]:cp[s]] for t, s in zip(nt, ns)]
+    a = {"row_" + k: v for k, v in _tree_arrays(row_tree, ru, dtype).items()}
+    a.update({"col_" + k: v for k, v in _tree_arrays(col_tree, cv, dtype).items()})
+    for name, t, s, mats in (("c", bt, bs, S), ("n", nt, ns, D)):
+        t = np.asarray(t, np.int64)
+        s = np.asarray(s, np.int64)
+        off, data = _flat(mats, dtype)
+        ptr, order = _csr(row_tree.n_nodes, t, s)
+        a[name + "_ptr"], a[name + "_other"], a[name + "_off"] = ptr, s[order], off[order]
+        ptr, order = _csr(col_tree.n_nodes, s, t)
+        a[name + "_tptr"], a[name + "_tother"], a[name + "_toff"] = ptr, t[order], off[order]
+        a[name + "_data"] = data
+    return a
+
+
+def adaptive_partition(Wp, row_tree, col_tree, tol, saving=ADAPTIVE_SAVING, min_level=0):
+    """Blocks from the root pair down: a pair is far field when its rank at
+    relative tolerance ``tol`` stores at most ``saving`` of its dense size as
+    factors (``k (m + n) <= saving m n``), two leaves are near field, any
+    other pair is split into its children's pairs.
+
+    Returns ``(row_node, col_node, admissible)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba.cluster import ClusterTree
+    >>> from hmnumba.h2dense import adaptive_partition
+    >>> tree = ClusterTree.from_index(64, leaf_size=8)
+    >>> t, s, adm = adaptive_partition(np.ones((64, 64)), tree, tree, 1e-3)
+    >>> t.tolist(), s.tolist(), adm.tolist()      # rank 1: the whole matrix is far field
+    ([0], [0], [True])
+    """
+    out_t, out_s, out_a = [], [], []
+    stack = [(0, 0)]
+    rc, cc = row_tree.children, col_tree.children
+    while stack:
+        t, s = stack.pop()
+        a, b, c, d = row_tree.start[t], row_tree.stop[t], col_tree.start[s], col_tree.stop[s]
+        m, n = b - a, d - c
+        sv = np.linalg.svd(Wp[a:b, c:d], compute_uv=False)
+        k = _truncation(sv, tol * tol * float((sv * sv).sum()))
+        top = row_tree.level[t] < min_level and rc[t, 0] >= 0 and cc[s, 0] >= 0
+        if not top and k * (m + n) <= saving * m * n:
+            out_t.append(t), out_s.append(s), out_a.append(True)
+        elif rc[t, 0] < 0 and cc[s, 0] < 0:
+            out_t.append(t), out_s.append(s), out_a.append(False)
+        else:
+            ts = rc[t] if rc[t, 0] >= 0 else [t]
+            ss = cc[s] if cc[s, 0] >= 0 else [s]
+            stack.extend((int(x), int(y)) for x in ts[::-1] for y in ss[::-1])
+    return np.array(out_t, np.int64), np.array(out_s, np.int64), np.array(out_a, bool)
+
+
+def build_dense_h2(cls, W, tol, leaf_size, cluster, random_state, admissibility="adaptive",
+                   storage="auto"):
+    """A ``cls`` (:class:`~hmnumba.h2matrix.GeneralH2Matrix`) with
+    ``||W - H||_F <= tol ||W||_F``: for
+    ``"adaptive"`` admissibility, the smallest of the partitions
+    :data:`PARTITIONS` (each with the bound verified)."""
+    with one_blas_thread():
+        row_tree, col_tree = build_cluster_trees(W.shape, cluster, leaf_size, A=W,
+                                                 random_state=random_state)
+        Wp = np.ascontiguousarray(W[row_tree.perm][:, col_tree.perm], dtype=np.float64)
+        if admissibility == "weak":
+            parts = [trees.weak_partition(row_tree.children, col_tree.children)]
+        else:
+            parts = [adaptive_partition(Wp, row_tree, col_tree, tol, saving, min_level)
+                     for saving, min_level in PARTITIONS]
+        best = None
+        for bt, bs, adm in parts:
+            H = _build_partition(cls, W, Wp, row_tree, col_tree, bt, bs, adm, tol, storage)
+            if best is None or H.nbytes < best.nbytes:
+                best = H
+        return best
+
+
+def _build_partition(cls, W, Wp, row_tree, col_tree, bt, bs, adm, tol, storage):
+    m, n = W.shape
+    bt, bs, adm = np.asarray(bt, np.int64), np.asarray(bs, np.int64), np.asarray(adm, bool)
+    nt, ns = bt[~adm], bs[~adm]
+    bt, bs = bt[adm], bs[adm]
+    norm2 = float(np.square(Wp).sum())
+    bound = tol * np.sqrt(norm2)
+    e_row = _energies(Wp, row_tree, _far_columns(row_tree, col_tree, bt, bs)).sum()
+    e_col = _energies(Wp.T, col_tree, _far_columns(col_tree, row_tree, bs, bt)).sum()
+    share = FIRST_BUDGET * 0.5 * tol * tol * norm2
+    tau = min(share / e_row if e_row > 0 else 1.0, share / e_col if e_col > 0 else 1.0)
+    if storage == "auto":
+        dtype = np.float32 if (W.dtype == np.float32 or tol >= FLOAT32_MIN_TOL) else np.float64
+    else:
+        dtype = np.dtype(storage).type
+    def attempt(tau, dtype):
+        a = _assemble(Wp, row_tree, col_tree, bt, bs, nt, ns, tau, dtype)
+        a.update(shape=(m, n), tol=tol, dtype=np.dtype(W.dtype))
+        H = cls(a)
+        H.error = float(np.linalg.norm(H._to_dense_permuted() - Wp))
+        return H
+
+    for i in range(MAX_TRIES + 1):
+        if i == MAX_TRIES:     # last resort: full ranks, float64
+            tau, dtype = 0.0, np.float64
+        H = attempt(tau, dtype)
+        if H.error <= bound:
+            break
+        tau *= 0.5 * min(1.0, (bound / H.error) ** 2)
+        if dtype == np.float32 and i >= 2 and storage == "auto":
+            dtype = np.float64
+    # The a priori split is pessimistic (every level gets the same share):
+    # relax tau while the exact error leaves room and storage drops.
+    for _ in range(RELAX_STEPS):
+        if H.error <= 0 or tau <= 0:
+            break
+        relaxed = min(1.0, tau * RELAX_MARGIN * (bound / H.error) ** 2)
+        if relaxed <= 1.05 * tau:
+            break
+        H2 = attempt(relaxed, dtype)
+        if H2.error > bound or H2.nbytes >= H.nbytes:
+            break
+        H, tau = H2, relaxed
+    H.error = H.error / np.sqrt(norm2) if norm2 > 0 else 0.0
+    return H
+
+
+def _ndim(x, ndim, name):
+    x = np.asarray(x)
+    if x.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {x.shape}")
+    return x
+
+
+class _GeneralH2Products:
+    """Storage and products of a general H^2 matrix (the layout of this
+    module); :class:`hmnumba.h2matrix.GeneralH2Matrix` puts them on
+    :class:`~hmnumba.H2Matrix`."""
+
+    def __init__(self, arrays):     # noqa: D107 - the layout of hmnumba.h2dense
+        self._a = dict(arrays)
+        self.tol = self._a["tol"]
+        self.mode = "stored"
+        self.error = None
+        self._shape = tuple(int(v) for v in self._a["shape"])
+
+    @property
+    def shape(self):
+        return self._shape
+
+    @property
+    def dtype(self):
+        return np.dtype(self._a["dtype"])
+
+    @property
+    def T(self):
+        """The transpose, as an operator (``H.T @ x`` is ``H.rmatvec(x)``)."""
+        return self.aslinearoperator().T
+
+    @property
+    def ranks(self):
+        """Ranks of the row cluster bases (0: no far field)."""
+        return np.diff(self._a["row_vp"])
+
+    @property
+    def col_ranks(self):
+        """Ranks of the column cluster bases."""
+        return np.diff(self._a["col_vp"])
+
+    def _arrays(self):
+        return [v for v in self._a.values() if isinstance(v, np.ndarray)]
+
+    @property
+    def compression_ratio(self):
+        """Dense bytes (``m n`` times the item size of the input) over :attr:`nbytes`."""
+        m, n = self._shape
+        return m * n * self.dtype.itemsize / self.nbytes
+
+    def summary(self):
+        """One line: shape, blocks, ranks and storage."""
+        a = self._a
+        r = np.concatenate((self.ranks, self.col_ranks))
+        m, n = self._shape
+        return (f"H2Matrix {m}x{n} (from dense, {a['row_basis'].dtype} storage): "
+                f"{a['c_other'].size} couplings, {a['n_other'].size} near-field blocks, "
+                f"ranks max {int(r.max(initial=0))}, {self.nbytes / 1e6:.3f} MB")
+
+    def _side(self, name):
+        a = self._a
+        return (a[name + "_children"], a[name + "_start"], a[name + "_stop"],
+                a[name + "_level_ptr"], a[name + "_vp"], a[name + "_boff"], a[name + "_basis"])
+
+    def _apply_permuted(self, xp, trans):
+        """``H xp`` (or ``H^T xp``) in cluster order, ``xp`` of shape ``(n, r)``."""
+        a = self._a
+        ins, outs = ("row", "col") if trans else ("col", "row")
+        r = xp.shape[1]
+        vin, vout = a[ins + "_vp"], a[outs + "_vp"]
+        xh = np.empty((vin[-1], r))
+        kg.upward(*self._side(ins), xp, xh)
+        yh = np.zeros((vout[-1], r))
+        pfx = "_t" if trans else "_"
+        kg.blocks(a["c" + pfx + "ptr"], a["c" + pfx + "other"], a["c" + pfx + "off"], a["c_data"],
+                  trans, vout[:-1], vout[1:], vin[:-1], vin[1:], xh, yh)
+        yp = np.zeros((a[outs + "_stop"][0], r))
+        kg.blocks(a["n" + pfx + "ptr"], a["n" + pfx + "other"], a["n" + pfx + "off"], a["n_data"],
+                  trans, a[outs + "_start"], a[outs + "_stop"], a[ins + "_start"],
+                  a[ins + "_stop"], xp, yp)
+        kg.downward(*self._side(outs), yh, yp)
+        return yp
+
+    def _product(self, X, trans):
+        m, n = self._shape
+        n_in = m if trans else n
+        from hmnumba._validation import check_operand
+        X = check_operand(X, n_in, np.float64, "X", dim="rows")
+        vec = X.ndim == 1
+        X2 = X[:, None] if vec else X
+        if X2.ndim != 2:
+            raise ValueError(f"X must be 1-D or 2-D, got shape {X.shape}")
+        a = self._a
+        pin, pout = (a["row_perm"], a["col_perm"]) if trans else (a["col_perm"], a["row_perm"])
+        xp = np.ascontiguousarray(X2[pin], dtype=np.float64)
+        with serial_if_unsafe():
+            yp = self._apply_permuted(xp, trans)
+        Y = np.empty_like(yp)
+        Y[pout] = yp
+        return Y[:, 0] if vec else Y
+
+    def _to_dense_permuted(self):
+        return self._apply_permuted(np.eye(self._shape[1]), False)
+
+    def matmat(self, X):
+        """``H @ X`` for ``X`` of shape ``(n, k)``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hmnumba import H2Matrix
+        >>> W = np.add.outer(np.arange(40.0), np.arange(30.0))
+        >>> H2Matrix.from_dense(W, leaf_size=8).matmat(np.ones((30, 2))).shape
+        (40, 2)
+        """
+        return self._product(_ndim(X, 2, "X"), False)
+
+    def matvec(self, x):
+        """``H @ x`` for ``x`` of shape ``(n,)``."""
+        return self._product(_ndim(x, 1, "x"), False)
+
+    def rmatvec(self, x):
+        """``H^T @ x`` for ``x`` of shape ``(m,)``."""
+        return self._product(_ndim(x, 1, "x"), True)
+
+    def rmatmat(self, X):
+        """``H^T @ X`` for ``X`` of shape ``(m, k)``."""
+        return self._product(_ndim(X, 2, "X"), True)
+
+    def to_dense(self):
+        """The full ``(m, n)`` matrix (``H @ I``)."""
+        return self.matmat(np.eye(self._shape[1]))
+
+    def _explicit_bases(self, side):
+        """``U_t`` (cluster order, float64) of every node of one tree."""
+        a = self._a
+        ch, st, sp, lp, vp, boff, basis = (a[side + k] for k in (
+            "_children", "_start", "_stop", "_level_ptr", "_vp", "_boff", "_basis"))
+        U = [None] * (lp[-1])
+        for t in range(lp[-1] - 1, -1, -1):
+            k = vp[t + 1] - vp[t]
+            if ch[t, 0] < 0:
+                m = sp[t] - st[t]
+                U[t] = basis[boff[t]:boff[t] + m * k].reshape(m, k).astype(np.float64)
+            elif k == 0:
+                U[t] = np.zeros((sp[t] - st[t], 0))
+            else:
+                c0, c1 = ch[t]
+                k0, k1 = vp[c0 + 1] - vp[c0], vp[c1 + 1] - vp[c1]
+                R = basis[boff[t]:boff[t] + (k0 + k1) * k].reshape(k0 + k1, k).astype(np.float64)
+                U[t] = np.vstack((U[c0] @ R[:k0], U[c1] @ R[k0:]))
+        return U
+
+    def to_hmatrix(self):
+        """The same matrix as an :class:`~hmnumba.HMatrix` (float64): each
+        coupling becomes the low-rank block ``(U_t S_b) V_s^T`` (or ``U_t (V_s
+        S_b^T)^T``, whichever rank is smaller), the near field stays dense.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hmnumba import H2Matrix
+        >>> x = np.linspace(0, 1, 100)
+        >>> W = 1.0 / (1.0 + 20 * np.abs(x[:, None] - x[None, :] - 0.1))
+        >>> H2 = H2Matrix.from_dense(W, tol=1e-4, leaf_size=16, random_state=0)
+        >>> bool(np.allclose(H2.to_hmatrix().to_dense(), H2.to_dense()))
+        True
+        """
+        from hmnumba.hmatrix import HMatrix
+        a = self._a
+        U, V = self._explicit_bases("row"), self._explicit_bases("col")
+        rs, rp, cs, cp = a["row_start"], a["row_stop"], a["col_start"], a["col_stop"]
+        r0, r1, c0, c1, rank, parts = [], [], [], [], [], []
+        for t in range(a["c_ptr"].size - 1):
+            for q in range(a["c_ptr"][t], a["c_ptr"][t + 1]):
+                s, o = a["c_other"][q], a["c_off"][q]
+                kt, ks = U[t].shape[1], V[s].shape[1]
+                S = a["c_data"][o:o + kt * ks].reshape(kt, ks).astype(np.float64)
+                L, R = (U[t] @ S, V[s]) if ks <= kt else (U[t], V[s] @ S.T)
+                r0.append(rs[t]), r1.append(rp[t]), c0.append(cs[s]), c1.append(cp[s])
+                rank.append(L.shape[1])
+                parts += [L.T.ravel(), R.T.ravel()]
+            for q in range(a["n_ptr"][t], a["n_ptr"][t + 1]):
+                s, o = a["n_other"][q], a["n_off"][q]
+                m, n = rp[t] - rs[t], cp[s] - cs[s]
+                r0.append(rs[t]), r1.append(rp[t]), c0.append(cs[s]), c1.append(cp[s])
+                rank.append(-1)
+                parts.append(a["n_data"][o:o + m * n].astype(np.float64))
+        sizes = np.array([p.size for p in parts], np.int64)
+        rank = np.array(rank, np.int64)
+        # one offset per block: low-rank blocks own two consecutive parts
+        owners = np.repeat(np.arange(rank.size), np.where(rank >= 0, 2, 1))
+        starts = np.zeros(sizes.size + 1, np.int64)
+        np.cumsum(sizes, out=starts[1:])
+        offset = np.full(rank.size, -1, np.int64)
+        first = np.concatenate(([True], owners[1:] != owners[:-1]))
+        offset[owners[first]] = starts[:-1][first]
+        data = np.concatenate(parts) if parts else np.zeros(0)
+        H = HMatrix(self._shape, a["row_perm"], a["col_perm"], np.array(r0, np.int64),
+                    np.array(r1, np.int64), np.array(c0, np.int64), np.array(c1, np.int64),
+                    rank, offset, data, np.zeros(rank.size), np.zeros(rank.size), self.tol)
+        return H
+
+    def estimate_error(self, *args, **kwargs):
+        """Not defined for weight arrays: :attr:`error` is the exact
+        ``||W - H||_F / ||W||_F`` measured by the construction."""
+        raise TypeError("estimate_error needs kernel points; an H2Matrix built from a dense "
+                        "array carries its exact relative error in .error")

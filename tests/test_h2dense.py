@@ -1,0 +1,138 @@
+"""H2Matrix.from_dense: the exact Frobenius bound, products, thread-count bits."""
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from hmnumba import H2Matrix
+
+
+def poisson_operator(n_side=32, seed=0):
+    """Inverse of the 5-point Laplacian on an ``n_side^2`` grid, rows and
+    columns shuffled independently."""
+    T = 2 * np.eye(n_side) - np.eye(n_side, k=1) - np.eye(n_side, k=-1)
+    L = np.kron(T, np.eye(n_side)) + np.kron(np.eye(n_side), T)
+    G = np.linalg.inv(L)
+    rng = np.random.default_rng(seed)
+    return G[rng.permutation(G.shape[0])][:, rng.permutation(G.shape[1])]
+
+
+def _matrices():
+    rng = np.random.default_rng(3)
+    low = rng.standard_normal((160, 5)) @ rng.standard_normal((5, 120))
+    x = np.linspace(0, 1, 150)
+    return {
+        "low_rank": low,
+        "gaussian": rng.standard_normal((96, 96)),
+        "tall": np.exp(-np.abs(rng.random((200, 1)) - rng.random((1, 40))) * 8),
+        "wide": np.exp(-np.abs(rng.random((30, 1)) - rng.random((1, 170))) * 8),
+        "float32": (1.0 / (1.0 + 30 * np.abs(x[:, None] - x[None, :]))).astype(np.float32),
+    }
+
+
+@pytest.mark.parametrize("name", list(_matrices()))
+@pytest.mark.parametrize("tol", [1e-1, 1e-3, 1e-6])
+def test_exact_bound(name, tol):
+    W = _matrices()[name]
+    H = H2Matrix.from_dense(W, tol=tol, leaf_size=16, random_state=0)
+    err = np.linalg.norm(H.to_dense() - W.astype(np.float64))
+    assert err <= tol * np.linalg.norm(W.astype(np.float64))
+    assert H.shape == W.shape and H.dtype == W.dtype
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tol", [1e-1, 1e-2, 1e-3])
+def test_exact_bound_poisson(tol):
+    W = poisson_operator()
+    H = H2Matrix.from_dense(W, tol=tol, random_state=0)
+    assert np.linalg.norm(H.to_dense() - W) <= tol * np.linalg.norm(W)
+
+
+
+@pytest.mark.parametrize("admissibility", ["adaptive", "weak"])
+@pytest.mark.parametrize("storage", ["float32", "float64"])
+def test_options_keep_bound(admissibility, storage):
+    W = _matrices()["wide"]
+    H = H2Matrix.from_dense(W, tol=1e-4, leaf_size=8, admissibility=admissibility,
+                            storage=storage, random_state=1)
+    assert H._a["c_data"].dtype == np.dtype(storage)
+    assert np.linalg.norm(H.to_dense() - W) <= 1e-4 * np.linalg.norm(W)
+
+
+def test_products_match_dense():
+    W = _matrices()["tall"]
+    H = H2Matrix.from_dense(W, tol=1e-4, leaf_size=16, cluster="index")
+    D = H.to_dense()
+    rng = np.random.default_rng(0)
+    x, X = rng.standard_normal(40), rng.standard_normal((40, 3))
+    y, Y = rng.standard_normal(200), rng.standard_normal((200, 3))
+    np.testing.assert_allclose(H @ x, D @ x, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(H.matmat(X), D @ X, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(H.rmatvec(y), D.T @ y, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(H.rmatmat(Y), D.T @ Y, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(H.aslinearoperator().T @ y, D.T @ y, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="X"):
+        H.matvec(np.ones(41))
+
+
+def test_thread_count_bits():
+    W = _matrices()["low_rank"] + 0.01 * _matrices()["gaussian"][:1].sum()
+    H = H2Matrix.from_dense(W, tol=1e-3, leaf_size=16, random_state=0)
+    x = np.random.default_rng(1).standard_normal((120, 2))
+    y = np.random.default_rng(2).standard_normal((160, 2))
+    old = numba.get_num_threads()
+    try:
+        out = []
+        for k in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(k)
+            out.append((H.matmat(x), H.rmatmat(y)))
+    finally:
+        numba.set_num_threads(old)
+    for a, b in out[1:]:
+        assert np.array_equal(a, out[0][0]) and np.array_equal(b, out[0][1])
+
+
+def test_nbytes_counts_everything():
+    W = _matrices()["gaussian"]
+    H = H2Matrix.from_dense(W, tol=1e-2, leaf_size=16, random_state=0)
+    a = H._a
+    assert H.nbytes >= a["c_data"].nbytes + a["n_data"].nbytes + a["row_basis"].nbytes
+    assert H.nbytes == sum(v.nbytes for v in a.values() if isinstance(v, np.ndarray))
+
+
+def test_validation():
+    with pytest.raises(ValueError, match="tol"):
+        H2Matrix.from_dense(np.ones((10, 10)), tol=2.0)
+    with pytest.raises(ValueError, match="cluster"):
+        H2Matrix.from_dense(np.ones((10, 10)), cluster="geometric")
+    with pytest.raises(ValueError, match="storage"):
+        H2Matrix.from_dense(np.ones((10, 10)), storage="float16")
+    with pytest.raises(ValueError, match="W"):
+        H2Matrix.from_dense(np.full((4, 4), np.nan))
+    H = H2Matrix.from_dense(np.zeros((20, 30)), leaf_size=4)
+    assert np.array_equal(H.to_dense(), np.zeros((20, 30)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 48), n=st.integers(1, 48), tol=st.floats(1e-6, 0.5),
+       decay=st.floats(0.3, 1.0), seed=st.integers(0, 2 ** 16), leaf=st.integers(1, 12),
+       float32=st.booleans())
+def test_bound_property(m, n, tol, decay, seed, leaf, float32):
+    rng = np.random.default_rng(seed)
+    k = min(m, n)
+    W = rng.standard_normal((m, k)) @ np.diag(decay ** np.arange(k)) @ rng.standard_normal((k, n))
+    if float32:
+        W = W.astype(np.float32)
+    H = H2Matrix.from_dense(W, tol=tol, leaf_size=leaf, random_state=seed)
+    W64 = W.astype(np.float64)
+    assert np.linalg.norm(H.to_dense() - W64) <= tol * np.linalg.norm(W64)
+
+
+@pytest.mark.parametrize("name", ["tall", "wide", "float32"])
+def test_to_hmatrix(name):
+    W = _matrices()[name]
+    H2 = H2Matrix.from_dense(W, tol=1e-3, leaf_size=8, random_state=0)
+    H = H2.to_hmatrix()
+    x = np.random.default_rng(0).standard_normal(W.shape[1])
+    np.testing.assert_allclose(H @ x, H2 @ x, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(H.to_dense(), H2.to_dense(), rtol=1e-9, atol=1e-9)
