@@ -58,11 +58,15 @@ EXACT_SVD_MAX_ITEMS = 512 * 512
 
 @njit(cache=True)
 def compress_one_block(src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kcap, kmax_final,
-                       seed, scratch, off, ws_u, ws_v, ws_block):
+                       rsvd_seed, b, scratch, off, ws_u, ws_v, ws_block):
     """Approximate one candidate block; see :func:`compress_blocks`.
 
     ``ws_*`` are flat work arrays with room for ``(kcap + 1) * m``,
     ``(kcap + 1) * n`` and (dense sources) ``m * n`` numbers.
+
+    ``rsvd_seed`` is None unless ``method`` is the randomized SVD (block
+    ``b`` then seeds its sketch with ``rsvd_seed + b``): numba prunes the
+    randomized branch when ``rsvd_seed`` is typed None.
 
     Returns ``(status, rank, err2, norm2)``.
     """
@@ -103,14 +107,15 @@ def compress_one_block(src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kca
             # 4096 x 4096; its children are cheaper to compress and check.
             return STATUS_REFINE, r, err2, norm2
         # ACA's estimate was too optimistic: the exact SVD below decides.
-    if method == METHOD_RSVD:
-        Ur, Vr, resid2, conv = randomized_factors(block, tau, kcap + 1, seed)
-        if conv and Ur.shape[0] <= kcap:
-            store_factors(scratch, off, Ur, Vr)
-            Us, Vs = _stored_factors(scratch, off, m, n, Ur.shape[0])
-            err2 = block_residual2(block, Us, Vs)
-            if err2 <= tau * tau:
-                return STATUS_ACCEPTED, Ur.shape[0], err2, norm2
+    if rsvd_seed is not None:
+        if method == METHOD_RSVD:
+            Ur, Vr, resid2, conv = randomized_factors(block, tau, kcap + 1, rsvd_seed + b)
+            if conv and Ur.shape[0] <= kcap:
+                store_factors(scratch, off, Ur, Vr)
+                Us, Vs = _stored_factors(scratch, off, m, n, Ur.shape[0])
+                err2 = block_residual2(block, Us, Vs)
+                if err2 <= tau * tau:
+                    return STATUS_ACCEPTED, Ur.shape[0], err2, norm2
     # Exact truncated SVD: the reference, and the fallback that always meets tau
     # in exact arithmetic (rounding of the stored factors is checked below).
     Ur, Vr, tail2 = svd_factors(block, tau)
@@ -125,7 +130,6 @@ def compress_one_block(src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kca
     return STATUS_REFINE, r, err2, norm2
 
 
-@njit(cache=True, parallel=True)
 def compress_blocks(src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kcap, kmax_final,
                     seed, store, slab_start, out_off, status, rank, err2, norm2):
     """Compress candidate blocks in parallel.
@@ -146,35 +150,62 @@ def compress_blocks(src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kcap, 
     ``out_off[b]``. So the memory written is dense: on a VM, first touch of
     fresh pages is the dominant cost of a build, and dense writes let the
     kernel use huge pages. Each slab also allocates its work arrays once.
+
+    A plain Python function: it passes ``seed`` to the numba kernel only for
+    ``method == METHOD_RSVD`` and None otherwise, so numba prunes the
+    randomized SVD branch (and never compiles it) for ACA and SVD builds.
+    Block ``b`` of a randomized build gets the seed ``seed + b``.
     """
-    n_blocks = r0.shape[0]
+    rsvd_seed = seed if method == METHOD_RSVD else None
+    _compress_blocks(src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kcap, kmax_final,
+                     rsvd_seed, store, slab_start, out_off, status, rank, err2, norm2)
+
+
+@njit(cache=True, parallel=True)
+def _compress_blocks(src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kcap, kmax_final,
+                     rsvd_seed, store, slab_start, out_off, status, rank, err2, norm2):
+    """The parallel loop of :func:`compress_blocks`: one slab per iteration.
+
+    The body is one call of the plain :func:`_compress_slab`, so numba's
+    parallel lowering (the costly part of compiling a ``prange``) stays small.
+    """
     n_slabs = slab_start.shape[0] - 1
     for c in prange(n_slabs):
-        size_u = 1
-        size_v = 1
-        size_b = 1
-        for b in range(c, n_blocks, n_slabs):
-            m = r1[b] - r0[b]
-            n = c1[b] - c0[b]
-            size_u = max(size_u, (kcap[b] + 1) * m)
-            size_v = max(size_v, (kcap[b] + 1) * n)
-            if exact:
-                size_b = max(size_b, m * n)
-        ws_u = np.empty(size_u)
-        ws_v = np.empty(size_v)
-        ws_block = np.empty(size_b)
-        pos = slab_start[c]
-        for b in range(c, n_blocks, n_slabs):
-            s, k, e2, n2 = compress_one_block(src, exact, r0[b], r1[b], c0[b], c1[b], rel_tol,
-                                              abs_tol[b], method, kcap[b], kmax_final[b],
-                                              seed + b, store, pos, ws_u, ws_v, ws_block)
-            status[b] = s
-            rank[b] = k
-            err2[b] = e2
-            norm2[b] = n2
-            out_off[b] = pos
-            if s == STATUS_ACCEPTED:
-                pos += k * ((r1[b] - r0[b]) + (c1[b] - c0[b]))
+        _compress_slab(c, n_slabs, src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kcap,
+                       kmax_final, rsvd_seed, store, slab_start, out_off, status, rank, err2,
+                       norm2)
+
+
+@njit(cache=True)
+def _compress_slab(c, n_slabs, src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kcap,
+                   kmax_final, rsvd_seed, store, slab_start, out_off, status, rank, err2, norm2):
+    """Slab ``c`` of :func:`compress_blocks`: blocks ``c, c + n_slabs, ...``."""
+    n_blocks = r0.shape[0]
+    size_u = 1
+    size_v = 1
+    size_b = 1
+    for b in range(c, n_blocks, n_slabs):
+        m = r1[b] - r0[b]
+        n = c1[b] - c0[b]
+        size_u = max(size_u, (kcap[b] + 1) * m)
+        size_v = max(size_v, (kcap[b] + 1) * n)
+        if exact:
+            size_b = max(size_b, m * n)
+    ws_u = np.empty(size_u)
+    ws_v = np.empty(size_v)
+    ws_block = np.empty(size_b)
+    pos = slab_start[c]
+    for b in range(c, n_blocks, n_slabs):
+        s, k, e2, n2 = compress_one_block(src, exact, r0[b], r1[b], c0[b], c1[b], rel_tol,
+                                          abs_tol[b], method, kcap[b], kmax_final[b],
+                                          rsvd_seed, b, store, pos, ws_u, ws_v, ws_block)
+        status[b] = s
+        rank[b] = k
+        err2[b] = e2
+        norm2[b] = n2
+        out_off[b] = pos
+        if s == STATUS_ACCEPTED:
+            pos += k * ((r1[b] - r0[b]) + (c1[b] - c0[b]))
 
 
 @njit(cache=True, parallel=True)
