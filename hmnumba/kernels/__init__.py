@@ -11,17 +11,25 @@ Layout
 The files of this package hold numba code and integer codes only, split
 along the call chain (DESIGN section 1):
 
-``codes``       integer codes (kernels, block status, methods) and fast-math flags
-``sources``     entry sources (dense, built-in kernel, user kernel, Gram) and
-                whole-source reads
-``factors``     one block: ACA, recompression, truncated and randomized SVD
-``compress``    a round of candidate blocks in parallel (and the host half of
-                the device ACA)
-``trees``       geometric cluster tree, strong and weak partitions
-``products``    matvec/matmat/rmatvec over the packed arrays, to_dense
-``symmetric``   the matvec of the symmetric storage
-``*_cuda``      the ``@cuda.jit`` twins (``trees_cuda``, ``compress_cuda``,
-                ``products_cuda``; ``common_cuda`` holds their host helpers)
+``codes``
+    integer codes (kernels, block status, methods) and fast-math flags
+``sources``
+    entry sources (dense, built-in kernel, user kernel, Gram) and whole-source reads
+``factors``
+    one block: ACA, recompression, truncated and randomized SVD
+``compress``
+    a round of candidate blocks in parallel (and the host half of the device ACA)
+``trees``
+    geometric cluster tree, strong and weak partitions
+``products``
+    matvec/matmat/rmatvec over the packed arrays, to_dense
+``symmetric``
+    the matvec of the symmetric storage
+``lowprec``, ``h2_build``, ``h2_products``, ``h2_general``
+    the block errors of low-precision factors; the H^2 build and products
+``*_cuda``
+    the ``@cuda.jit`` twins (``trees_cuda``, ``compress_cuda``,
+    ``products_cuda``; ``common_cuda`` holds their host helpers)
 
 Calls run one way: ``codes`` <- ``sources`` <- ``factors`` <- ``compress``.
 
