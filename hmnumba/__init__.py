@@ -13,8 +13,7 @@ from hmnumba._version import __version__
 from hmnumba.compressor import HMatrixCompressor
 from hmnumba.exceptions import CompressionWarning
 from hmnumba.h2matrix import H2Matrix
-from hmnumba.hmatrix import HMatrix
-from hmnumba.io import load
+from hmnumba.hmatrix import HMatrix, load
 
 __all__ = ["CompressionWarning", "H2Matrix", "HMatrix", "HMatrixCompressor", "kernels", "load",
            "__version__"]

@@ -296,12 +296,13 @@ PACKED_INT_ARRAYS = ("row_perm", "col_perm", "row_start", "row_stop", "col_start
 MAX_ERROR_EXP = 1100
 
 
-def check_packed_arrays(shape, arrays, tol, norm, symmetric, error_exp, name="HMatrix"):
-    """The packed arrays of an H-matrix given to the ``HMatrix`` constructor.
+def check_packed_arrays(shape, arrays, symmetric, error_exp):
+    """The packed arrays of an H-matrix given from outside (the storage
+    value of :mod:`hmnumba.storage`, ``HMatrix.from_arrays``).
 
     Coerces the index arrays to C-contiguous int64, ``data`` to a 1-D
     float32/float64 array, ``block_err2`` and ``block_norm2`` to float64,
-    and checks the scalars. Returns ``(shape, arrays, tol, norm, symmetric,
+    and checks the scalars. Returns ``(shape, arrays, symmetric,
     error_exp)``; raises ``TypeError``/``ValueError`` naming the argument
     otherwise. The caller then runs the structural checks of
     :func:`hmnumba.load` (:func:`hmnumba.blocks.check_structure`): nothing a
@@ -328,16 +329,13 @@ def check_packed_arrays(shape, arrays, tol, norm, symmetric, error_exp, name="HM
     for key in ("block_err2", "block_norm2"):
         out[key] = np.ascontiguousarray(
             check_float_array(arrays[key], key, ndim=1, allow_empty=True), dtype=np.float64)
-    tol = check_tol(tol, "tol")
-    if norm is not None:
-        norm = check_nonnegative_float(norm, "norm")
     if not isinstance(symmetric, (bool, np.bool_)):
         raise TypeError(f"symmetric must be True or False, got {type(symmetric).__name__}")
     if isinstance(error_exp, bool) or not isinstance(error_exp, numbers.Integral):
         raise TypeError(f"error_exp must be an integer, got {type(error_exp).__name__}")
     if abs(int(error_exp)) > MAX_ERROR_EXP:
         raise ValueError(f"error_exp must satisfy |error_exp| <= {MAX_ERROR_EXP}, got {error_exp}")
-    return (m, n), out, tol, norm, bool(symmetric), int(error_exp)
+    return (m, n), out, bool(symmetric), int(error_exp)
 
 
 def check_client(client, name="client"):

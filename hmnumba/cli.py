@@ -209,7 +209,7 @@ def _hmz_files(path):
 
 
 def _info(args):
-    from hmnumba.io import load
+    from hmnumba.hmatrix import load
     for i, file in enumerate(_hmz_files(args.file)):
         H = load(file)
         print(("\n" if i else "") + f"{file}\n{H.summary()}")
@@ -219,7 +219,8 @@ def _info(args):
 def _apply(args):
     import numpy as np
 
-    from hmnumba.io import _save_npy, load
+    from hmnumba.hmatrix import load
+    from hmnumba.io import _save_npy
     H = load(args.file)
     X = _read_weights(Path(args.samples))
     if None not in X:

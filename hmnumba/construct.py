@@ -1,7 +1,10 @@
 """The adaptive, error-bounded construction.
 
 Given an entry source (a dense matrix or a kernel on points) and two cluster
-trees, :func:`build` returns the flat arrays of an H-matrix (DESIGN section 4).
+trees, :func:`build` returns the flat arrays of an H-matrix (DESIGN section 4)
+as one storage value (:class:`hmnumba.storage.Packed`, or
+:class:`~hmnumba.storage.SymmetricPacked` for a symmetric build), so this
+module never imports :mod:`hmnumba.hmatrix`.
 It works round by round: every candidate block of the round is approximated in
 one parallel numba call (:func:`hmnumba.kernels.compress.compress_blocks`);
 a candidate is accepted if its rank ``k`` meets the block's error budget with
@@ -60,6 +63,7 @@ import logging
 import mmap
 import sys
 import time
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -67,6 +71,7 @@ import numpy as np
 from hmnumba._threads import one_blas_thread
 from hmnumba.blocks import initial_partition, split_pairs, stored_numbers
 from hmnumba.kernels import codes, compress, factors, sources
+from hmnumba.storage import Packed, SymmetricPacked
 
 # One INFO line per round of the build: the progress of a long build
 # (``logging.getLogger("hmnumba").setLevel(logging.INFO)`` with a handler).
@@ -111,6 +116,14 @@ TASKS_PER_WORKER = 4
 MIN_TASK_ITEMS = 1 << 18
 
 
+class Built(NamedTuple):
+    """What :func:`build` returns: the storage value and two statistics."""
+
+    storage: Packed
+    n_rounds: int
+    build_seconds: float
+
+
 def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", eta=2.0,
           method="aca", max_rank=None, budget="block", norm_estimate=None, seed=0,
           n_jobs=None, initial=None, symmetric=False, backend="cpu"):
@@ -151,7 +164,12 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
 
     Returns
     -------
-    dict of flat arrays and build statistics.
+    Built
+        ``(storage, n_rounds, build_seconds)``: the packed arrays as one
+        :class:`hmnumba.storage.Packed` (a
+        :class:`~hmnumba.storage.SymmetricPacked` for ``symmetric``), over
+        the trees' permutations, with the number of refinement rounds and
+        the seconds the build took.
     """
     t_start = time.perf_counter()
     m_total = row_tree.size
@@ -324,9 +342,10 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
                                         dense_row, dense_col, dense_parent)
         arrays = _pack(src, row_tree, col_tree, out, accepted, att_row, att_col, dense_row,
                        dense_col)
-    arrays["n_rounds"] = n_rounds
-    arrays["build_seconds"] = time.perf_counter() - t_start
-    return arrays
+    kind = SymmetricPacked if symmetric else Packed
+    storage = kind._trusted(shape=(m_total, n_total), row_perm=row_tree.perm,
+                            col_perm=col_tree.perm, **arrays)
+    return Built(storage, n_rounds, time.perf_counter() - t_start)
 
 
 def upper_pairs(tree, rows, cols):
@@ -739,28 +758,6 @@ def _release_tail(buf, used):
         base.madvise(mmap.MADV_DONTNEED, start, len(base) - start)
 
 
-def row_schedule(start, stop):
-    """CSR schedule: the output segments and, for each, the blocks covering it.
-
-    Segments are the intervals between consecutive block boundaries, so each
-    lies inside the row range of every block that touches it; each segment is
-    owned by one thread in the products (no races, no atomics).
-
-    Returns ``(seg_bounds, sched_ptr, sched_block)``.
-    """
-    bounds = np.unique(np.concatenate([start, stop]))
-    lo = np.searchsorted(bounds, start)
-    hi = np.searchsorted(bounds, stop)
-    counts = hi - lo
-    block = np.repeat(np.arange(start.size, dtype=np.int64), counts)
-    first = np.repeat(lo - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
-    seg = first + np.arange(block.size)
-    order = np.lexsort((block, seg))
-    ptr = np.zeros(bounds.size, np.int64)
-    np.cumsum(np.bincount(seg, minlength=bounds.size - 1), out=ptr[1:])
-    return bounds.astype(np.int64), ptr, block[order]
-
-
 # Up to this many entries the global candidate (:func:`global_low_rank`) is
 # the exact truncated SVD (singular values first: 0.2 s at 1024 x 1024, 1.2 s
 # at 2048 x 2048 on 2 cores, timed with time.perf_counter around
@@ -890,7 +887,7 @@ BLOCK_METADATA_BYTES = 6 * 8 + 3 * 8 + 4 * 8
 SUBTREE_DEPTH = 3
 
 
-def cheaper_subtrees(arrays, Ap, row_tree, col_tree, tol, budget, max_rank, seed=0,
+def cheaper_subtrees(storage, Ap, row_tree, col_tree, tol, budget, max_rank, seed=0,
                      max_depth=SUBTREE_DEPTH):
     """Replace a cluster pair's subtree by one low-rank block where that is cheaper.
 
@@ -915,9 +912,8 @@ def cheaper_subtrees(arrays, Ap, row_tree, col_tree, tol, budget, max_rank, seed
 
     Parameters
     ----------
-    arrays : dict
-        The packed arrays of :func:`build` (cluster order; changed in place
-        and returned).
+    storage : Packed
+        The storage value of :func:`build` (full storage, cluster order).
     Ap : ndarray
         The dense matrix in cluster order.
     row_tree, col_tree : ClusterTree
@@ -927,9 +923,11 @@ def cheaper_subtrees(arrays, Ap, row_tree, col_tree, tol, budget, max_rank, seed
 
     Returns
     -------
-    dict
-        ``arrays``, with ``n_subtrees_replaced``.
+    (Packed, int)
+        The storage value with the replacements, and how many subtrees
+        were replaced.
     """
+    arrays = storage.arrays()
     r0, r1 = arrays["row_start"], arrays["row_stop"]
     c0, c1 = arrays["col_start"], arrays["col_stop"]
     rank, err2, norm2 = arrays["rank"], arrays["block_err2"], arrays["block_norm2"]
@@ -970,10 +968,9 @@ def cheaper_subtrees(arrays, Ap, row_tree, col_tree, tol, budget, max_rank, seed
             new.append((R0, R1, C0, C1) + tuple(found))
             slack2 = max(slack2 + float(err2[inside].sum()) - found[2], 0.0)
         pairs = split_pairs(row_tree, col_tree, pairs[0][descend], pairs[1][descend])[:2]
-    arrays["n_subtrees_replaced"] = len(new)
     if not new:
-        return arrays
-    return _replace_blocks(arrays, alive, new)
+        return storage, 0
+    return storage._replace(**_replace_blocks(arrays, alive, new)), len(new)
 
 
 def _replace_blocks(arrays, alive, new):

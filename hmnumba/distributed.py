@@ -2,8 +2,9 @@
 
 :class:`DistributedHMatrix` splits an H-matrix into *row parts*: ranges of
 (cluster-ordered) rows cut where no block straddles the cut, so every part
-owns complete blocks and complete output rows. Each part is an
-:class:`~hmnumba.HMatrix` of its rows, kept resident on a worker as a Dask
+owns complete blocks and complete output rows. Each part is the storage
+value of its rows (:class:`hmnumba.storage.Packed`, what an
+:class:`~hmnumba.HMatrix` wraps), kept resident on a worker as a Dask
 future. A product is one round of tasks (each part applies itself to the
 input, which enters the task graph once per product) plus a reduction on the client:
 ``A @ x`` concatenates the parts' rows, ``A.T @ y`` sums the parts'
@@ -74,10 +75,9 @@ from hmnumba._threads import limit_threads
 from hmnumba.blocks import initial_partition, stored_numbers
 from hmnumba.cluster import ClusterTree
 from hmnumba.construct import build
-from hmnumba.hmatrix import (HMatrix, _check_build_options, _check_kernel_inputs, _kernel_source,
-                             _reencoded)
+from hmnumba.hmatrix import HMatrix, _check_build_options, _check_kernel_inputs, _kernel_source
 from hmnumba.kernels import compress
-from hmnumba.storage import outliers_from_coo
+from hmnumba.storage import Packed, outliers_from_coo, reencode, run_lengths
 
 _BLOCK_ARRAYS = ("row_start", "row_stop", "col_start", "col_stop", "rank", "offset",
                  "block_err2", "block_norm2")
@@ -89,7 +89,7 @@ _LOST = (OSError, concurrent.futures.CancelledError, asyncio.CancelledError)
 
 
 def _register_sizeof():
-    """Tell Dask what a part weighs. Without it an HMatrix counts as a small
+    """Tell Dask what a part weighs. Without it a part counts as a small
     Python object, and the scheduler happily runs a product task on another
     worker than its part's, moving gigabytes (measured: 9.3 s instead of
     well under a second per matvec at N=200,000)."""
@@ -97,7 +97,7 @@ def _register_sizeof():
         from dask.sizeof import sizeof
     except ImportError:  # pragma: no cover - dask is in the test extra
         return
-    sizeof.register(HMatrix)(lambda H: H.nbytes + H.block_err2.nbytes + H.block_norm2.nbytes)
+    sizeof.register(Packed)(lambda P: P.nbytes + P.block_err2.nbytes + P.block_norm2.nbytes)
 
 
 def _require_distributed():
@@ -128,8 +128,9 @@ class DistributedHMatrix:
     bounds : ndarray of int64
         Row-part boundaries in cluster order (``n_parts + 1`` entries).
     parts : list of distributed.Future
-        One future per part; each resolves to an :class:`~hmnumba.HMatrix`
-        of the part's rows (cluster order, identity permutations).
+        One future per part; each resolves to the storage value
+        (:class:`hmnumba.storage.Packed`) of the part's rows (cluster order,
+        identity permutations), which the products apply directly.
 
     Examples
     --------
@@ -393,32 +394,33 @@ class DistributedHMatrix:
         """
         parts = self.client.gather(self.parts)
         arrays = {name: np.concatenate([getattr(h, name) for h in parts]) for name in _BLOCK_ARRAYS}
-        shift = np.repeat(self.bounds[:-1], [h.n_blocks for h in parts])
+        shift = np.repeat(self.bounds[:-1], [h.rank.size for h in parts])
         arrays["row_start"] += shift
         arrays["row_stop"] += shift
         base = np.repeat(np.cumsum([0] + [h.data.size for h in parts[:-1]]),
-                         [h.n_blocks for h in parts])
+                         [h.rank.size for h in parts])
         arrays["offset"] += base
         data = np.concatenate([h.data for h in parts])
-        H = HMatrix(self.shape, self.row_perm, self.col_perm, data=data, tol=self.tol,
-                    norm=self.norm, params=self.params, source=self._source, _trusted=True,
-                    **arrays)
+        storage = Packed._trusted(shape=self.shape, row_perm=self.row_perm,
+                                  col_perm=self.col_perm, data=data, **arrays)
         kinds = {h.encoding.kind if h.encoding is not None else None for h in parts}
         if len(kinds) == 1:   # low precision comes back as it went out
-            H.encoding = _reencoded(kinds.pop(), H, data)
+            storage = storage._replace(encoding=reencode(kinds.pop(), data,
+                                                         storage.run_lengths()))
         if any(h.outliers is not None for h in parts):   # to the original order
             coo = [(h.outliers.to_csr().tocoo(), p0) for h, p0 in zip(parts, self.bounds)
                    if h.outliers is not None]
-            H.outliers = outliers_from_coo(
+            storage = storage._replace(outliers=outliers_from_coo(
                 self.shape, np.concatenate([self.row_perm[c.row + p0] for c, p0 in coo]),
                 np.concatenate([self.col_perm[c.col] for c, _ in coo]),
-                np.concatenate([c.data for c, _ in coo]))
-        return H
+                np.concatenate([c.data for c, _ in coo])))
+        return HMatrix(storage, self.tol, norm=self.norm, params=self.params,
+                       source=self._source)
 
     @property
     def nbytes(self):
-        """Bytes held by the parts on the workers (each part counted as an
-        :attr:`HMatrix.nbytes`)."""
+        """Bytes held by the parts on the workers (each part counted as
+        :attr:`HMatrix.nbytes` counts its storage value)."""
         return int(sum(self.client.gather(self.client.map(_part_nbytes, self.parts,
                                                           pure=False))))
 
@@ -480,25 +482,26 @@ def _choose_bounds(cuts, work_at_cut, total, m, n_parts):
 
 
 def _row_part(H, p0, p1):
-    """The blocks of ``H`` in rows ``[p0, p1)`` (no block straddles) as an
-    HMatrix of those rows, cluster order, identity permutations."""
+    """The blocks of ``H`` in rows ``[p0, p1)`` (no block straddles) as the
+    storage value of those rows, cluster order, identity permutations."""
     i0, i1 = np.searchsorted(H.row_start, [p0, p1])
     sl = slice(i0, i1)
     sizes = _block_sizes(H)[sl]
     offset = np.cumsum(sizes) - sizes
     data = np.empty(int(sizes.sum()), H.dtype)
     compress.gather_factors(H.data, H.offset[sl], sizes, data, offset)
-    part = HMatrix((p1 - p0, H.shape[1]), np.arange(p1 - p0), np.arange(H.shape[1]),
-                   row_start=H.row_start[sl] - p0, row_stop=H.row_stop[sl] - p0,
-                   col_start=H.col_start[sl].copy(), col_stop=H.col_stop[sl].copy(),
-                   rank=H.rank[sl].copy(), offset=offset, data=data,
-                   block_err2=H.block_err2[sl].copy(), block_norm2=H.block_norm2[sl].copy(),
-                   tol=H.tol, _trusted=True)
+    r0, r1, c0, c1, rank = (H.row_start[sl] - p0, H.row_stop[sl] - p0, H.col_start[sl].copy(),
+                            H.col_stop[sl].copy(), H.rank[sl].copy())
     # Low precision and the sparse part travel with the rows (cluster order).
-    part.encoding = _reencoded(H._factor_kind, part, data)
-    if H.outliers is not None:
-        part.outliers = H.outliers.rows(H.row_perm, p0, p1, H.col_perm)
-    return part
+    storage = Packed._trusted(
+        shape=(p1 - p0, H.shape[1]), row_perm=np.arange(p1 - p0),
+        col_perm=np.arange(H.shape[1]), row_start=r0, row_stop=r1, col_start=c0,
+        col_stop=c1, rank=rank, offset=offset, data=data,
+        block_err2=H.block_err2[sl].copy(), block_norm2=H.block_norm2[sl].copy(),
+        encoding=reencode(H._factor_kind, data, run_lengths(r0, r1, c0, c1, rank)),
+        outliers=(None if H.outliers is None
+                  else H.outliers.rows(H.row_perm, p0, p1, H.col_perm)))
+    return storage
 
 
 def _keep(value):
@@ -513,24 +516,19 @@ def _build_part(shared, p0, p1, initial, opts, host_threads):
     kern, Xp, Yp, row_tree, col_tree = shared
     src = kern.source(Xp, Yp)   # here, so the points travel once (Xp is Yp when square)
     with _numba_share(host_threads):
-        arrays = build(src, False, row_tree, col_tree, np.dtype(np.float64), opts["tol"],
-                       opts["admissibility"], opts["eta"], "aca", opts["max_rank"],
-                       opts["budget"], norm_estimate=opts["norm_estimate"], seed=opts["seed"],
-                       initial=initial)
-    arrays.pop("build_seconds")
-    arrays.pop("n_rounds")
-    arrays["row_start"] -= p0
-    arrays["row_stop"] -= p0
+        storage = build(src, False, row_tree, col_tree, np.dtype(np.float64), opts["tol"],
+                        opts["admissibility"], opts["eta"], "aca", opts["max_rank"],
+                        opts["budget"], norm_estimate=opts["norm_estimate"], seed=opts["seed"],
+                        initial=initial).storage
     n = col_tree.size
-    return HMatrix((p1 - p0, n), np.arange(p1 - p0), np.arange(n), tol=opts["tol"],
-                   _trusted=True, **arrays)
+    return storage._replace(shape=(p1 - p0, n), row_perm=np.arange(p1 - p0),
+                            col_perm=np.arange(n), row_start=storage.row_start - p0,
+                            row_stop=storage.row_stop - p0)
 
 
 def _apply_part(part, x, trans, host_threads):
     with _numba_share(host_threads):
-        if trans:
-            return part.rmatvec(x) if x.ndim == 1 else part.rmatmat(x)
-        return part.matvec(x) if x.ndim == 1 else part.matmat(x)
+        return part._apply(x, trans)
 
 
 def _part_nbytes(part):

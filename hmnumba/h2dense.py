@@ -475,7 +475,7 @@ class _GeneralH2Products:
         first = np.concatenate(([True], owners[1:] != owners[:-1]))
         offset[owners[first]] = starts[:-1][first]
         data = np.concatenate(parts) if parts else np.zeros(0)
-        H = HMatrix(self._shape, a["row_perm"], a["col_perm"], np.array(r0, np.int64),
+        H = HMatrix.from_arrays(self._shape, a["row_perm"], a["col_perm"], np.array(r0, np.int64),
                     np.array(r1, np.int64), np.array(c0, np.int64), np.array(c1, np.int64),
                     rank, offset, data, np.zeros(rank.size), np.zeros(rank.size), self.tol)
         return H

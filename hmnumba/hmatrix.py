@@ -9,6 +9,18 @@ both column-major, i.e. the rows of ``U.T`` then those of ``V.T``; each dense
 block as ``m_b x n_b`` row-major), and a row and a
 column schedule for race-free parallel products.
 
+These arrays travel as one frozen value, ``H.storage``
+(:class:`hmnumba.storage.Packed`; :class:`~hmnumba.storage.SymmetricPacked`
+for symmetric storage): :func:`hmnumba.construct.build` returns it,
+:mod:`hmnumba.io` writes and reads it, :meth:`HMatrix.to` copies it to the
+GPU and :mod:`hmnumba.distributed` ships its row parts. ``HMatrix(storage,
+tol, norm=None, params=None, source=None)`` wraps one and adds what is not
+an array: the tolerance, the norm, the build parameters, the kernel source
+(for :meth:`HMatrix.estimate_error`) and the device copy. ``H.rank``,
+``H.data``, ``H.row_perm`` ... are read-only views of the storage value.
+Every host product goes through the value's ``_apply``, whose variant part
+(full or symmetric) is its ``_product``: no product branches on a flag.
+
 A *symmetric* HMatrix (``H.symmetric``; :meth:`HMatrix.from_kernel` builds
 one for a symmetric kernel on one point set) stores only its upper block
 triangle: every block is either diagonal (``row_start == col_start`` and
@@ -34,35 +46,23 @@ from numpy.typing import ArrayLike, DTypeLike
 from scipy.sparse.linalg import LinearOperator
 
 from hmnumba import _validation as val
-from hmnumba._threads import one_blas_thread, serial_if_unsafe
-from hmnumba.blocks import (ADMISSIBILITY, SYMMETRIC_SLABS, check_structure, level_schedule,
-                            stored_numbers, symmetric_slabs)
 from hmnumba.bounds import block_error_bound
 from hmnumba.cluster import CLUSTER_METHODS, ClusterTree, build_cluster_trees
-from hmnumba.construct import (BUDGETS, METHODS, build, cheaper_subtrees, global_low_rank,
-                               row_schedule)
+from hmnumba.construct import BUDGETS, METHODS, build, cheaper_subtrees, global_low_rank
 from hmnumba.exceptions import CompressionWarning
 from hmnumba.backend import resolve_backend
-from hmnumba.kernels import compress, products, sources
+from hmnumba.blocks import ADMISSIBILITY
+from hmnumba.kernels import sources
 from hmnumba.kernel_functions import KernelFunction, UserKernel, as_kernel
 from hmnumba.kernels.lowprec import packed_block_errors2
-from hmnumba.kernels.symmetric import symmetric_hmatvec
-from hmnumba.storage import (FACTOR_DTYPES, FILL_MAX_SIDE, encode, outlier_counts,
-                             run_lengths, split_outliers)
-
-# From this many right-hand sides on, products use BLAS block products
-# (products.hmatmat_blas); below, the fused loops of products.hmatmat are faster.
-BLAS_MIN_RHS = 16
-
-# With at most this many blocks (a weight array that is one low-rank block,
-# say), matmat runs block by block in numpy so that BLAS may use all its
-# threads; the numba kernels parallelise over blocks and would use one core.
-FEW_BLOCKS = 8
+# BLAS_MIN_RHS and FEW_BLOCKS: the product paths (see hmnumba.storage)
+from hmnumba.storage import (BLAS_MIN_RHS, FACTOR_DTYPES, FEW_BLOCKS,  # noqa: F401
+                             FILL_MAX_SIDE, PACKED_ARRAYS, SCALE_FREE_EXP, Packed,
+                             SymmetricPacked, encode, outlier_counts, run_lengths,
+                             split_outliers)
 
 # from_dense's choices: the cheaper of tree and global low-rank block, or the tree.
 STRUCTURES = ("auto", "hierarchical")
-
-_BLOCK_ARRAYS = ("row_start", "row_stop", "col_start", "col_stop", "rank", "offset")
 
 # What ``random_state`` arguments accept (see _validation.check_random_state).
 RandomStateLike = Union[int, np.random.RandomState, np.random.Generator, None]
@@ -81,6 +81,9 @@ class HMatrix:
 
     Attributes
     ----------
+    storage : hmnumba.storage.Packed
+        The packed arrays; ``shape``, ``rank``, ``data``, ``row_perm`` and
+        the other array names are read-only views of its fields.
     shape : tuple of int
     dtype : numpy dtype
         Storage dtype (float32 input stays float32).
@@ -107,14 +110,29 @@ class HMatrix:
         magnitude (see :meth:`from_dense`), whose squared errors would
         underflow or overflow float64.
 
+    Parameters
+    ----------
+    storage : hmnumba.storage.Packed
+        The packed arrays (section 4 of the design) as one value.
+    tol : float
+        The requested relative tolerance, ``0 < tol < 1``.
+    norm : float, optional
+        ``||A||_F``; by default from the stored block norms.
+    params : dict, optional
+        Build parameters (reported by :meth:`summary`, saved with the file).
+    source : tuple, optional
+        ``(kernel, points, col_points)`` of a kernel matrix, for
+        :meth:`estimate_error`.
+
     Notes
     -----
-    The constructor takes the packed arrays (section 4 of the design) and
-    validates them exactly as :func:`hmnumba.load` validates a file
-    (permutations, block ranges, ranks, offsets, tiling, finite values,
-    bounded schedules), so arrays that would make a kernel read out of
-    bounds raise ``ValueError`` instead of crashing ``H @ x``. Build with
-    :meth:`from_dense`, :meth:`from_kernel` or :func:`hmnumba.load`.
+    A storage value made from outside (:meth:`from_arrays`,
+    ``hmnumba.storage.Packed(...)``) is validated exactly as
+    :func:`hmnumba.load` validates a file (permutations, block ranges,
+    ranks, offsets, tiling, finite values, bounded schedules), so arrays
+    that would make a kernel read out of bounds raise ``ValueError``
+    instead of crashing ``H @ x``. Build with :meth:`from_dense`,
+    :meth:`from_kernel` or :func:`hmnumba.load`.
 
     Examples
     --------
@@ -133,68 +151,61 @@ class HMatrix:
     # numpy defers ``x @ H`` to ``H.__rmatmul__`` instead of converting H.
     __array_ufunc__ = None
 
-    def __init__(self, shape, row_perm, col_perm, row_start, row_stop, col_start, col_stop,
-                 rank, offset, data, block_err2, block_norm2, tol, norm=None, params=None,
-                 source=None, symmetric=False, error_exp=0, encoding=None, outliers=None,
-                 _trusted=False):
-        if not _trusted:   # arrays from outside: the checks of load (kernels check nothing)
-            shape, a, tol, norm, symmetric, error_exp = val.check_packed_arrays(
-                shape, dict(row_perm=row_perm, col_perm=col_perm, row_start=row_start,
-                            row_stop=row_stop, col_start=col_start, col_stop=col_stop,
-                            rank=rank, offset=offset, data=data, block_err2=block_err2,
-                            block_norm2=block_norm2), tol, norm, symmetric, error_exp)
-            check_structure(*shape, a, "HMatrix: inconsistent arrays", symmetric)
-            (row_perm, col_perm, row_start, row_stop, col_start, col_stop, rank, offset, data,
-             block_err2, block_norm2) = (a[k] for k in val.PACKED_INT_ARRAYS + (
-                 "data", "block_err2", "block_norm2"))
-        self.error_exp = int(error_exp)
-        self.shape = (int(shape[0]), int(shape[1]))
-        self.symmetric = bool(symmetric)
-        self.row_perm = row_perm
-        self.col_perm = col_perm
-        self.row_start = row_start
-        self.row_stop = row_stop
-        self.col_start = col_start
-        self.col_stop = col_stop
-        self.rank = rank
-        self.offset = offset
-        self.data = data
-        self.block_err2 = block_err2
-        self.block_norm2 = block_norm2
-        self.tol = tol
-        self.norm = (float(np.ldexp(np.sqrt(np.dot(self.multiplicity, block_norm2)),
-                                    self.error_exp)) if norm is None else float(norm))
+    def __init__(self, storage: Packed, tol: float, norm: float | None = None,
+                 params: dict | None = None, source: Any = None):
+        if not isinstance(storage, Packed):
+            raise TypeError(f"storage must be a hmnumba.storage.Packed (the packed arrays as "
+                            f"one value), got {type(storage).__name__}; use "
+                            f"HMatrix.from_arrays for loose arrays")
+        self.storage = storage
+        self.tol = val.check_tol(tol, "tol")
+        self.norm = (float(np.ldexp(np.sqrt(np.dot(storage.multiplicity, storage.block_norm2)),
+                                    storage.error_exp)) if norm is None
+                     else val.check_nonnegative_float(norm, "norm"))
         self.params = dict(params or {})
-        # The stored form of ``data`` when it is kept in low precision
-        # (hmnumba.storage.LowPrecision); ``data`` is then its decoded working copy.
-        self.encoding = encoding
-        # The sparse part S of W = S + H (hmnumba.storage.SparseOutliers), or None.
-        self.outliers = outliers
         self._source = source   # (kernel, points, col_points) for estimate_error
         self._device_arrays = None  # the packed arrays on the GPU, after to("cuda")
-        self._prepare()
 
-    def _prepare(self):
-        self._halves = None
-        # An identity permutation (a matrix stored as one block, or built
-        # with cluster="index") is neither applied nor stored.
-        self._identity_rows = _is_identity(self.row_perm)
-        self._identity_cols = _is_identity(self.col_perm)
-        if self.symmetric:
-            # The matvec needs only its slabs; matmat builds the schedules of
-            # the two halves when first used (see _symmetric_product).
-            self.slab_ptr = symmetric_slabs(self.row_start, self.row_stop, self.col_start,
-                                            self.col_stop, self.rank, SYMMETRIC_SLABS)
-            return
-        self.t_off = np.zeros(self.rank.size + 1, np.int64)
-        np.cumsum(np.maximum(self.rank, 0), out=self.t_off[1:])
-        lr = self.rank > 0
-        self.z_off_rows = np.zeros(self.rank.size + 1, np.int64)
-        np.cumsum(np.where(lr, self.row_stop - self.row_start, 0), out=self.z_off_rows[1:])
-        self.z_off_cols = np.zeros(self.rank.size + 1, np.int64)
-        np.cumsum(np.where(lr, self.col_stop - self.col_start, 0), out=self.z_off_cols[1:])
-        self.row_sched = row_schedule(self.row_start, self.row_stop)
-        self.col_sched = row_schedule(self.col_start, self.col_stop)
+    @classmethod
+    def from_arrays(cls, shape, row_perm, col_perm, row_start, row_stop, col_start, col_stop,
+                    rank, offset, data, block_err2, block_norm2, tol, norm=None, params=None,
+                    source=None, symmetric=False, error_exp=0, encoding=None,
+                    outliers=None) -> HMatrix:
+        """An HMatrix of loose packed arrays (section 4 of the design),
+        validated exactly as :func:`hmnumba.load` validates a file
+        (:meth:`hmnumba.storage.Packed.from_arrays`).
+
+        Arrays that would make a kernel read out of bounds (permutations,
+        block ranges, ranks, offsets, tiling, finite values, bounded
+        schedules) raise ``ValueError``; arrays of the wrong kind
+        ``TypeError``, naming the argument.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hmnumba import HMatrix
+        >>> H = HMatrix.from_dense(np.ones((40, 30)), tol=1e-8)
+        >>> a = H.storage.arrays()
+        >>> G = HMatrix.from_arrays(H.shape, tol=H.tol, **a)
+        >>> bool(np.array_equal(G @ np.ones(30), H @ np.ones(30)))
+        True
+        >>> a["offset"] = a["offset"] + 10**6
+        >>> HMatrix.from_arrays(H.shape, tol=H.tol, **a)
+        Traceback (most recent call last):
+        ...
+        ValueError: HMatrix storage: inconsistent arrays: ...
+        """
+        storage = Packed.from_arrays(shape, row_perm, col_perm, row_start, row_stop, col_start,
+                                     col_stop, rank, offset, data, block_err2, block_norm2,
+                                     symmetric, error_exp, encoding, outliers)
+        return cls(storage, tol, norm=norm, params=params, source=source)
+
+    def _wrap(self, storage, **changes):
+        """A new HMatrix over ``storage`` with this one's tol, norm, params
+        and source (unless changed), on this one's device."""
+        kw = dict(tol=self.tol, norm=self.norm, params=self.params, source=self._source)
+        kw.update(changes)
+        return type(self)(storage, **kw).to(self.device)
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -379,25 +390,26 @@ class HMatrix:
         def candidates(build_tol):
             """The tree built at ``build_tol`` (and the global candidates)."""
             bopts = dict(opts, tol=build_tol)
-            arrays = build(Ap, True, row_tree, col_tree, A.dtype, build_tol,
-                           opts["admissibility"], opts["eta"], method, opts["max_rank"],
-                           opts["budget"], norm_estimate=norm_s, seed=seed, n_jobs=n_jobs,
-                           symmetric=symmetric)
+            storage, n_rounds, seconds = build(
+                Ap, True, row_tree, col_tree, A.dtype, build_tol, opts["admissibility"],
+                opts["eta"], method, opts["max_rank"], opts["budget"], norm_estimate=norm_s,
+                seed=seed, n_jobs=n_jobs, symmetric=symmetric)
+            n_replaced = 0
             if auto:
                 t_start = time.perf_counter()
-                arrays = cheaper_subtrees(arrays, Ap, row_tree, col_tree, build_tol,
-                                          opts["budget"], opts["max_rank"], seed)
-                arrays["build_seconds"] += time.perf_counter() - t_start
+                storage, n_replaced = cheaper_subtrees(storage, Ap, row_tree, col_tree,
+                                                       build_tol, opts["budget"],
+                                                       opts["max_rank"], seed)
+                seconds += time.perf_counter() - t_start
             params = dict(opts, cluster=cluster, method=method, random_state=random_state,
-                          structure=structure, build_seconds=arrays.pop("build_seconds"),
-                          n_rounds=arrays.pop("n_rounds"),
-                          n_subtrees_replaced=arrays.pop("n_subtrees_replaced", 0))
+                          structure=structure, build_seconds=seconds, n_rounds=n_rounds,
+                          n_subtrees_replaced=n_replaced)
             if build_tol != opts["tol"]:
                 params["build_tol"] = build_tol
             if exp:
-                _unscale_data(arrays, exp)
-            H = cls(A.shape, row_tree.perm, col_tree.perm, tol=opts["tol"], norm=norm,
-                    params=params, symmetric=symmetric, error_exp=exp, _trusted=True, **arrays)
+                _unscale_data(storage, exp)
+                storage = storage._replace(error_exp=exp)
+            H = cls(storage, opts["tol"], norm=norm, params=params)
             if not auto:
                 H.params["stored_as"] = "hierarchical"
                 return [H]
@@ -507,16 +519,14 @@ class HMatrix:
         col_tree = row_tree if col_points is None else tree(Y, opts["leaf_size"])
         Xp, Yp, src, norm_est = _kernel_source(kern, X, Y, row_tree, col_tree, opts["budget"],
                                                seed)
-        arrays = build(src, False, row_tree, col_tree, np.dtype(np.float64), opts["tol"],
-                       opts["admissibility"], opts["eta"], "aca", opts["max_rank"],
-                       opts["budget"], norm_estimate=norm_est, seed=seed, n_jobs=n_jobs,
-                       symmetric=symmetric, backend="cuda" if on_gpu else "cpu")
-        params = dict(opts, kernel=repr(kern), build_seconds=arrays.pop("build_seconds"),
-                      n_rounds=arrays.pop("n_rounds"))
-        _check_kernel_output(kern, X, Y, row_tree.perm, col_tree.perm, src, arrays)
-        H = cls((X.shape[0], Y.shape[0]), row_tree.perm, col_tree.perm, tol=opts["tol"],
-                params=params, source=(kern, X, Y), symmetric=symmetric, _trusted=True,
-                **arrays)
+        storage, n_rounds, seconds = build(
+            src, False, row_tree, col_tree, np.dtype(np.float64), opts["tol"],
+            opts["admissibility"], opts["eta"], "aca", opts["max_rank"], opts["budget"],
+            norm_estimate=norm_est, seed=seed, n_jobs=n_jobs, symmetric=symmetric,
+            backend="cuda" if on_gpu else "cpu")
+        params = dict(opts, kernel=repr(kern), build_seconds=seconds, n_rounds=n_rounds)
+        _check_kernel_output(kern, X, Y, src, storage)
+        H = cls(storage, opts["tol"], params=params, source=(kern, X, Y))
         _log_end("from_kernel", H, started)
         return H.to(backend)
 
@@ -598,117 +608,48 @@ class HMatrix:
         return self._apply(Y, trans=True)
 
     def _apply(self, x, trans):
-        in_perm, out_perm = (self.row_perm, self.col_perm) if trans else (self.col_perm, self.row_perm)
+        """The product with a checked operand: on the GPU after
+        :meth:`to` (or for a device operand), else the storage value's
+        :meth:`~hmnumba.storage.Packed._apply`, the one product of every
+        storage variant."""
+        if self._device_arrays is None and not val.is_device_operand(x):
+            return self.storage._apply(x, trans)
+        if self._device_arrays is None:
+            raise ValueError("the operand is a CUDA device array but this HMatrix is on the "
+                             "CPU; call H.to('cuda') first")
+        if self.outliers is not None and val.is_device_operand(x):
+            raise ValueError("products of an HMatrix with outliers take numpy operands "
+                             "(the sparse part is applied on the host)")
         out_dtype = np.result_type(self.dtype, x.dtype)
         if out_dtype.kind != "f":
             out_dtype = np.dtype(np.float64)
-        x0 = x
-        if self._device_arrays is not None or val.is_device_operand(x):
-            return self._add_outliers(self._apply_cuda(x, trans, out_dtype), x0, trans)
-        exp = _operand_exponent(x, self.dtype)
-        if exp:   # float64 values beyond float32's range: scale exactly, scale back
-            x = np.ldexp(x, -exp)
-        in_identity, out_identity = ((self._identity_rows, self._identity_cols) if trans
-                                     else (self._identity_cols, self._identity_rows))
-        xp = np.ascontiguousarray(x if in_identity else x[in_perm], dtype=self.dtype)
-        # A symmetric matrix is its own transpose.
-        yp = self._symmetric_product(xp) if self.symmetric else self._product(xp, trans)
-        if out_identity:
-            out = yp.astype(out_dtype, copy=False)
-        else:
-            out = np.empty(yp.shape, dtype=out_dtype)
-            out[out_perm] = yp
-        if exp:
-            np.ldexp(out, exp, out=out)
-        return self._add_outliers(out, x0, trans)
+        from hmnumba.kernels import products_cuda
+        out = products_cuda.apply(self._device_arrays, self.shape, x, trans, out_dtype)
+        return self.storage._add_outliers(out, x, trans)
 
-    def _add_outliers(self, out, x, trans):
-        """``out + S x`` (or ``S^T x``) for the sparse part of ``W = S + H``."""
-        if self.outliers is None:
-            return out
-        if val.is_device_operand(x):
-            raise ValueError("products of an HMatrix with outliers take numpy operands "
-                             "(the sparse part is applied on the host)")
-        S = self.outliers.to_csr()
-        out += (S.T @ x) if trans else (S @ x)
-        return out
-
-    def _product(self, xp, trans):
-        """``A xp`` (``A^T xp``) in cluster order, for a stored-in-full matrix."""
-        seg, ptr, blk = self.col_sched if trans else self.row_sched
-        blocks = (self.data, self.row_start, self.row_stop, self.col_start, self.col_stop,
-                  self.rank, self.offset)
-        if xp.ndim == 2 and xp.shape[1] >= BLAS_MIN_RHS and self.rank.size <= FEW_BLOCKS:
-            return _few_blocks_product(*blocks, xp, trans, self.shape[1 if trans else 0])
-        with serial_if_unsafe(), one_blas_thread():
-            if xp.ndim == 1:
-                z_off = self.z_off_cols if trans else self.z_off_rows
-                yp = products.hmatvec(*blocks, z_off, seg, ptr, blk, xp, trans)
-            elif xp.shape[1] >= BLAS_MIN_RHS:
-                yp = products.hmatmat_blas(*blocks, self.t_off, *self._level_schedule(trans), xp,
-                                      trans)
-            else:
-                yp = products.hmatmat(*blocks, self.t_off, seg, ptr, blk, xp, trans)
-        return yp
-
-    def _symmetric_product(self, xp):
-        """``A xp`` in cluster order for symmetric storage.
-
-        A vector goes through the fused kernel (one read of ``data``). A
-        block of vectors is the upper triangle's product plus the transposed
-        product of its strictly upper blocks, each with the kernels of a
-        stored-in-full matrix (BLAS block products from ``BLAS_MIN_RHS`` on).
-        """
-        if xp.ndim == 1:
-            with serial_if_unsafe(), one_blas_thread():
-                return symmetric_hmatvec(self.data, self.row_start, self.row_stop,
-                                         self.col_start, self.col_stop, self.rank, self.offset,
-                                         self.slab_ptr, xp)
-        upper, strict = self._symmetric_halves()
-        yp = np.zeros((self.shape[0], xp.shape[1]))
-        for half, trans in ((upper, False), (strict, True)):
-            if half is not None:
-                part = half._product(xp, trans)
-                yp[:part.shape[0]] += part
-        return yp
-
-    def _symmetric_halves(self):
-        """``(upper, strict)``: the stored blocks, and the strictly upper ones
-        (None if there are none), as stored-in-full HMatrix objects over this
-        ``data`` (built on first use; they hold the products' schedules)."""
-        if self._halves is None:
-            names = _BLOCK_ARRAYS + ("block_err2", "block_norm2")
-            upper = HMatrix(self.shape, self.row_perm, self.col_perm, data=self.data,
-                            tol=self.tol, norm=self.norm, _trusted=True,
-                            **{name: getattr(self, name) for name in names})
-            strict = None
-            if self._strictly_upper.any():
-                strict = HMatrix(self.shape, self.row_perm, self.col_perm, data=self.data,
-                                 tol=self.tol, norm=self.norm, _trusted=True,
-                                 **{name: getattr(self, name)[self._strictly_upper]
-                                    for name in names})
-            self._halves = (upper, strict)
-        return self._halves
+    @property
+    def symmetric(self) -> bool:
+        """Only the upper block triangle is stored
+        (:class:`hmnumba.storage.SymmetricPacked`)."""
+        return self.storage.symmetric
 
     @property
     def _strictly_upper(self):
         """Mask of the stored blocks that stand for their mirror image too
         (a symmetric matrix's blocks off the diagonal)."""
-        if not self.symmetric:
-            return np.zeros(self.rank.size, bool)
-        return self.row_start != self.col_start
+        return self.storage.strictly_upper
 
     @property
     def multiplicity(self) -> np.ndarray:
         """How often each stored block occurs in the matrix: 2 for a strictly
         upper block of a symmetric matrix (itself and its mirror), else 1."""
-        return np.where(self._strictly_upper, 2.0, 1.0)
+        return self.storage.multiplicity
 
     def full_storage(self) -> HMatrix:
         """This matrix with every block stored: for a symmetric matrix the
         mirror images of the strictly upper blocks are made explicit (the
-        layout the CUDA kernels and :func:`hmnumba.io.save` of older
-        versions expect); otherwise ``self``.
+        layout the CUDA kernels and :mod:`hmnumba.distributed` expect);
+        otherwise ``self``.
 
         Examples
         --------
@@ -723,47 +664,8 @@ class HMatrix:
         >>> bool(np.allclose(F.to_dense(), H.to_dense(), rtol=0, atol=1e-13))
         True
         """
-        if not self.symmetric:
-            return self
-        strict = np.flatnonzero(self._strictly_upper)
-        k = self.rank[strict]
-        sizes = stored_numbers(self.row_start[strict], self.row_stop[strict],
-                               self.col_start[strict], self.col_stop[strict], k)
-        packed_off = np.cumsum(sizes) - sizes
-        packed = np.empty(int(sizes.sum()), self.dtype)
-        compress.gather_factors(self.data, self.offset[strict], sizes, packed, packed_off)
-        mirrored = products.transpose_data(packed, self.row_start[strict], self.row_stop[strict],
-                                      self.col_start[strict], self.col_stop[strict], k,
-                                      packed_off)
-        data = np.concatenate([self.data, mirrored])
-        r0 = np.concatenate([self.row_start, self.col_start[strict]])
-        r1 = np.concatenate([self.row_stop, self.col_stop[strict]])
-        c0 = np.concatenate([self.col_start, self.row_start[strict]])
-        c1 = np.concatenate([self.col_stop, self.row_stop[strict]])
-        order = np.lexsort((c0, r0))
-        cat = lambda a: np.concatenate([a, a[strict]])[order]  # noqa: E731
-        return HMatrix(self.shape, self.row_perm, self.col_perm, r0[order], r1[order],
-                       c0[order], c1[order], cat(self.rank),
-                       np.concatenate([self.offset, packed_off + self.data.size])[order],
-                       data, cat(self.block_err2), cat(self.block_norm2), self.tol,
-                       norm=self.norm, params=self.params, source=self._source,
-                       error_exp=self.error_exp, _trusted=True)
-
-    def _level_schedule(self, trans):
-        """Output groups by depth for :func:`products.hmatmat_blas` (built on first use)."""
-        key = "_level_schedule_cols" if trans else "_level_schedule_rows"
-        if getattr(self, key, None) is None:
-            start, stop = ((self.col_start, self.col_stop) if trans
-                           else (self.row_start, self.row_stop))
-            setattr(self, key, level_schedule(start, stop))
-        return getattr(self, key)
-
-    def _apply_cuda(self, x, trans, out_dtype):
-        if self._device_arrays is None:
-            raise ValueError("the operand is a CUDA device array but this HMatrix is on the "
-                             "CPU; call H.to('cuda') first")
-        from hmnumba.kernels import products_cuda
-        return products_cuda.apply(self._device_arrays, self.shape, x, trans, out_dtype)
+        full = self.storage.full()
+        return self if full is self.storage else self._wrap(full)
 
     def to(self, device: str) -> HMatrix:
         """Move the products to ``device`` (in place) and return this matrix.
@@ -807,7 +709,7 @@ class HMatrix:
             resolve_backend("cuda", "device")
             from hmnumba.kernels import products_cuda
             # The CUDA kernels take every block stored (the mirrors too).
-            self._device_arrays = products_cuda.to_device(self.full_storage())
+            self._device_arrays = products_cuda.to_device(self.storage.full())
         return self
 
     @property
@@ -819,23 +721,12 @@ class HMatrix:
         # Device arrays do not pickle: a copy comes back on the CPU.
         state = dict(self.__dict__)
         state["_device_arrays"] = None
-        state["_halves"] = None   # views rebuilt on first use
-        if state.get("encoding") is not None:   # low precision pickles its stored form
-            state["data"] = None
         return state
 
     def __setstate__(self, state):
+        if "storage" not in state:
+            state = _state_from_loose_arrays(state)
         self.__dict__.update(state)
-        if self.__dict__.get("encoding") is not None and self.data is None:
-            self.data = self.encoding.decode(run_lengths(self.row_start, self.row_stop,
-                                                         self.col_start, self.col_stop,
-                                                         self.rank))
-        self.__dict__.setdefault("_device_arrays", None)  # pickled before to() existed
-        self.__dict__.setdefault("symmetric", False)      # pickled before symmetric storage
-        self.__dict__.setdefault("_halves", None)
-        self.__dict__.setdefault("error_exp", 0)          # pickled before scaled errors
-        self.__dict__.setdefault("encoding", None)        # pickled before low precision
-        self.__dict__.setdefault("outliers", None)        # pickled before sparse outliers
 
     def __matmul__(self, other):
         if isinstance(other, (HMatrix, LinearOperator)):
@@ -938,25 +829,7 @@ class HMatrix:
         """``c * H`` as a new HMatrix: every dense block and the ``U`` factor
         of every low-rank block scaled (so ``data`` is scaled once), block
         errors and norms scaled by ``|c|``."""
-        m_b = self.row_stop - self.row_start
-        length = np.where(self.rank < 0, m_b * (self.col_stop - self.col_start),
-                          np.maximum(self.rank, 0) * m_b)   # dense block, or U only
-        edges = np.zeros(self.data.size + 1, np.int64)
-        np.add.at(edges, self.offset, 1)
-        np.add.at(edges, self.offset + length, -1)
-        scaled = np.cumsum(edges[:-1]) > 0
-        data = np.where(scaled, self.data * np.asarray(c, self.dtype), self.data)
-        out = HMatrix(self.shape, self.row_perm, self.col_perm, self.row_start,
-                      self.row_stop, self.col_start, self.col_stop, self.rank,
-                      self.offset, data.astype(self.dtype, copy=False), self.block_err2 * c * c,
-                      self.block_norm2 * c * c, self.tol, norm=self.norm * abs(c),
-                      params=self.params, symmetric=self.symmetric,
-                      error_exp=self.error_exp,
-                      encoding=_reencoded(self._factor_kind, self,
-                                         data.astype(self.dtype, copy=False)),
-                      outliers=None if self.outliers is None else self.outliers.scaled(c),
-                      _trusted=True)
-        return out.to(self.device)
+        return self._wrap(self.storage.scaled(c), norm=self.norm * abs(c), source=None)
 
     @property
     def T(self) -> HMatrix:
@@ -966,24 +839,9 @@ class HMatrix:
     def transpose(self) -> HMatrix:
         """Return ``A.T`` as a new HMatrix (dense blocks are transposed, low-rank
         blocks swap their factors; the data are copied once). A symmetric
-        matrix is its own transpose: the new HMatrix shares its arrays."""
-        if self.symmetric:
-            return HMatrix(self.shape, self.row_perm, self.col_perm, self.row_start,
-                           self.row_stop, self.col_start, self.col_stop, self.rank, self.offset,
-                           self.data, self.block_err2, self.block_norm2, self.tol,
-                           norm=self.norm, params=self.params, source=self._source,
-                           symmetric=True, error_exp=self.error_exp, encoding=self.encoding,
-                           _trusted=True).to(self.device)
-        data = products.transpose_data(self.data, self.row_start, self.row_stop, self.col_start,
-                                  self.col_stop, self.rank, self.offset)
-        t = HMatrix((self.shape[1], self.shape[0]), self.col_perm, self.row_perm,
-                    self.col_start, self.col_stop, self.row_start, self.row_stop,
-                    self.rank, self.offset, data, self.block_err2, self.block_norm2,
-                    self.tol, norm=self.norm, params=self.params, error_exp=self.error_exp,
-                    outliers=None if self.outliers is None else self.outliers.transpose(),
-                    _trusted=True)
-        t.encoding = _reencoded(self._factor_kind, t, data)
-        return t.to(self.device)
+        matrix is its own transpose: the new HMatrix shares its storage."""
+        t = self.storage.transpose()
+        return self._wrap(t, source=self._source if t is self.storage else None)
 
     @property
     def H(self) -> HMatrix:
@@ -1072,8 +930,9 @@ class HMatrix:
         >>> bool(np.array_equal(H2.to_dense(), H.to_dense()))
         True
         """
-        from hmnumba.io import load
-        return load(path)
+        from hmnumba.io import read
+        storage, meta = read(path)
+        return cls(storage, **meta)
 
     def plot(self, ax: Any = None, cmap: Any = "viridis", annotate: bool | None = None) -> Any:
         """Draw the block partition: low-rank blocks coloured by rank, dense blocks grey.
@@ -1127,21 +986,7 @@ class HMatrix:
         dtype : numpy dtype, optional
             Output dtype; defaults to the storage dtype.
         """
-        Dp = products.hm_to_dense(self.data, self.row_start, self.row_stop, self.col_start,
-                             self.col_stop, self.rank, self.offset, self.shape[0], self.shape[1])
-        strict = self._symmetric_halves()[1] if self.symmetric else None
-        if strict is not None:   # add the mirrors of the strictly upper blocks
-            Dp += products.hm_to_dense(strict.data, strict.row_start, strict.row_stop,
-                                  strict.col_start, strict.col_stop, strict.rank,
-                                  strict.offset, self.shape[0], self.shape[1]).T
-        if self.outliers is None:
-            out = np.empty(self.shape, dtype=self.dtype if dtype is None else dtype)
-            out[np.ix_(self.row_perm, self.col_perm)] = Dp
-            return out
-        out = np.empty(self.shape)
-        out[np.ix_(self.row_perm, self.col_perm)] = Dp
-        out += self.outliers.to_csr().toarray()
-        return out.astype(self.dtype if dtype is None else dtype, copy=False)
+        return self.storage.to_dense(dtype)
 
     # ------------------------------------------------------------ properties
     @property
@@ -1187,18 +1032,7 @@ class HMatrix:
         Low-precision numbers (``factor_dtype``) count as stored, codes and
         scales, not as their decoded working copy (:mod:`hmnumba.storage`);
         sparse outliers count their three CSR arrays."""
-        perms = [p for p, identity in ((self.row_perm, self._identity_rows),
-                                       (self.col_perm, self._identity_cols)) if not identity]
-        numbers = self.data.nbytes if self.encoding is None else self.encoding.nbytes
-        if self.outliers is not None:
-            numbers += self.outliers.nbytes
-        if self.symmetric:
-            arrays = [*perms, self.slab_ptr]
-        else:
-            arrays = [*perms, self.t_off, self.z_off_rows, self.z_off_cols, *self.row_sched,
-                      *self.col_sched]
-        arrays += [getattr(self, name) for name in _BLOCK_ARRAYS]
-        return numbers + int(sum(a.nbytes for a in arrays))
+        return self.storage.nbytes
 
     @property
     def _factor_kind(self):
@@ -1299,8 +1133,73 @@ class HMatrix:
         return float(np.sqrt(num / den)) if den > 0 else float(np.sqrt(num))
 
 
-def _is_identity(perm):
-    return bool(np.array_equal(perm, np.arange(perm.size)))
+def _forward(name):
+    return property(lambda self: getattr(self.storage, name),
+                    doc=f"``storage.{name}`` (read-only; see :class:`hmnumba.storage.Packed`).")
+
+
+# Read-only views of the storage value, as attributes of the matrix.
+for _name in PACKED_ARRAYS + ("shape", "error_exp", "encoding", "outliers", "t_off",
+                              "z_off_rows", "z_off_cols", "row_sched", "col_sched", "slab_ptr",
+                              "_identity_rows", "_identity_cols"):
+    setattr(HMatrix, _name, _forward(_name))
+del _name
+
+
+def load(path: str | os.PathLike) -> HMatrix:
+    """Read an H-matrix written by :meth:`HMatrix.save` (or
+    :func:`hmnumba.io.save`): :func:`hmnumba.io.read` validates the file and
+    gives its storage value, which :meth:`HMatrix.load` wraps.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    HMatrix
+        With the saved ``tol``, ``norm`` and ``params`` (not the kernel of a
+        :meth:`~HMatrix.from_kernel` matrix: ``estimate_error`` then needs ``A``).
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        As :func:`hmnumba.io.read`: a missing, truncated, corrupted or
+        inconsistent file.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from hmnumba import HMatrix, load
+    >>> H = HMatrix.from_dense(np.add.outer(np.arange(50.0), np.arange(40.0)), tol=1e-8)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     H.save(os.path.join(tmp, "a.hmz"))
+    ...     G = load(os.path.join(tmp, "a.hmz"))
+    >>> type(G).__name__, G.shape, bool(np.array_equal(G.to_dense(), H.to_dense()))
+    ('HMatrix', (50, 40), True)
+    """
+    return HMatrix.load(path)
+
+
+def _state_from_loose_arrays(state):
+    """The pickled state of an HMatrix of the layout before the storage
+    value (the packed arrays as loose attributes) in today's layout."""
+    missing = [k for k in PACKED_ARRAYS + ("shape", "tol") if k not in state]
+    if missing:
+        raise ValueError(f"cannot unpickle this HMatrix: its state has neither a storage "
+                         f"value nor the packed arrays (missing {missing}); it was written "
+                         f"by an incompatible hmnumba version")
+    kind = SymmetricPacked if state.get("symmetric", False) else Packed
+    encoding = state.get("encoding")
+    fields = {k: state[k] for k in PACKED_ARRAYS + ("shape",)}
+    storage = kind._trusted(error_exp=state.get("error_exp", 0), encoding=encoding,
+                            outliers=state.get("outliers"), **fields)
+    if storage.data is None:   # low precision pickled its stored form
+        storage = storage._replace(data=encoding.decode(storage.run_lengths()))
+    return dict(storage=storage, tol=state["tol"], norm=state.get("norm"),
+                params=state.get("params", {}), _source=state.get("_source"),
+                _device_arrays=None)
 
 
 def _global_candidates(H, As, exp, opts, seed):
@@ -1333,11 +1232,13 @@ def _global_candidates(H, As, exp, opts, seed):
     one = np.zeros(1, np.int64)
     out = [H]
     for stored_as, k, data, err2 in candidates:
-        out.append(HMatrix(H.shape, np.arange(m), np.arange(n), one, one + m, one.copy(),
-                           one + n, one + k, one.copy(), data, np.array([err2]),
-                           np.array([norm2]), tol=H.tol, norm=H.norm,
-                           params=dict(H.params, stored_as=stored_as),
-                           error_exp=exp, _trusted=True))
+        storage = Packed._trusted(shape=H.shape, row_perm=np.arange(m), col_perm=np.arange(n),
+                                  row_start=one, row_stop=one + m, col_start=one.copy(),
+                                  col_stop=one + n, rank=one + k, offset=one.copy(), data=data,
+                                  block_err2=np.array([err2]), block_norm2=np.array([norm2]),
+                                  error_exp=exp)
+        out.append(HMatrix(storage, H.tol, norm=H.norm,
+                           params=dict(H.params, stored_as=stored_as)))
     H.params["build_seconds"] += time.perf_counter() - t_start
     return out
 
@@ -1440,8 +1341,8 @@ def _with_outliers(cls, A, tol, outliers, options):
             warnings.simplefilter("ignore", CompressionWarning)
             H = cls.from_dense(R, tol=tol_r, **options)
         if count:
-            H.outliers, H.tol, H.norm = S, tol, norm
-            H.params.update(tol=tol, outliers=count, outlier_tol=tol_r)
+            H = HMatrix(H.storage._replace(outliers=S), tol, norm=norm,
+                        params=dict(H.params, tol=tol, outliers=count, outlier_tol=tol_r))
         if best is None or H.nbytes < best.nbytes:
             best = H
     best.params["build_seconds"] = time.perf_counter() - t_start
@@ -1485,20 +1386,6 @@ def _best_outlier_count(A, tol, norm):
     return best
 
 
-def _reencoded(kind, H, data):
-    """The low-precision form of ``data`` (numbers of an HMatrix laid out
-    as ``H``'s blocks) in ``kind`` when it holds ``data`` exactly (a
-    transpose of float16 numbers, say), else None: the result is then
-    stored at full precision and counted so."""
-    if kind is None:
-        return None
-    runs = run_lengths(H.row_start, H.row_stop, H.col_start, H.col_stop, H.rank)
-    enc = encode(data, runs, kind, data.dtype)
-    if enc is None or not np.array_equal(enc.decode(runs), data):
-        return None
-    return enc
-
-
 def _encoded(G, As, Ap, kind):
     """``G`` with its numbers rounded to ``kind`` and every block's error
     measured exactly against the input (``As``, or ``Ap`` in the tree's
@@ -1515,16 +1402,8 @@ def _encoded(G, As, Ap, kind):
     A = As if G._identity_rows and G._identity_cols else Ap
     err2 = packed_block_errors2(np.ascontiguousarray(A), data, G.row_start, G.row_stop,
                                 G.col_start, G.col_stop, G.rank, G.offset)
-    return HMatrix(G.shape, G.row_perm, G.col_perm, G.row_start, G.row_stop, G.col_start,
-                   G.col_stop, G.rank, G.offset, data, err2, G.block_norm2, tol=G.tol,
-                   norm=G.norm, params=dict(G.params, factor_dtype=kind),
-                   symmetric=G.symmetric, error_exp=G.error_exp, encoding=enc, _trusted=True)
-
-
-# An input whose largest magnitude lies in [2**-SCALE_FREE_EXP, 2**SCALE_FREE_EXP]
-# is compressed as it is; the squares and fourth powers the kernels form
-# (block norms, Gram matrices, C @ C.T) then stay far inside the float64 range.
-SCALE_FREE_EXP = 64
+    return HMatrix(G.storage._replace(data=data, block_err2=err2, encoding=enc), G.tol,
+                   norm=G.norm, params=dict(G.params, factor_dtype=kind))
 
 
 def _scaled_input(A):
@@ -1561,18 +1440,18 @@ def _true_norm(norm, exp):
     return true
 
 
-def _unscale_data(arrays, exp):
+def _unscale_data(storage, exp):
     """Scale the stored numbers of a build of ``A * 2**-exp`` back to ``A``:
     dense blocks by ``2**exp``; a low-rank block's ``U`` by ``2**(exp // 2)``
     and ``V`` by the rest, so that neither factor leaves the range of the
     storage dtype (float32 included). Exact, as scaling by powers of two is.
     ``block_err2``/``block_norm2`` stay in the build's units (the HMatrix's
     ``error_exp``), where their squares are representable."""
-    data = arrays["data"]
+    data = storage.data   # the build's own buffer, scaled in place
     eu = exp // 2
     ev = exp - eu
-    sizes = zip(arrays["row_stop"] - arrays["row_start"], arrays["col_stop"] - arrays["col_start"],
-                arrays["rank"], arrays["offset"])
+    sizes = zip(storage.row_stop - storage.row_start, storage.col_stop - storage.col_start,
+                storage.rank, storage.offset)
     for m, n, k, o in sizes:
         if k < 0:
             seg = data[o:o + m * n]
@@ -1582,20 +1461,6 @@ def _unscale_data(arrays, exp):
             np.ldexp(seg, eu, out=seg)
             seg = data[o + k * m:o + k * (m + n)]
             np.ldexp(seg, ev, out=seg)
-
-
-def _operand_exponent(x, dtype):
-    """``e`` such that ``x * 2**-e`` fits a float32 product, for a float64
-    operand of a float32 matrix whose magnitudes leave ``[2**-64, 2**64]``
-    (cast as they are, values above 3.4e38 became inf and the product NaN);
-    0 when no scaling is needed."""
-    if dtype != np.float32 or x.dtype.itemsize <= 4 or x.dtype.kind != "f" or x.size == 0:
-        return 0
-    amax = max(abs(float(x.max())), abs(float(x.min())))
-    if amax == 0.0:
-        return 0
-    e = math.frexp(amax)[1]
-    return e if abs(e) > SCALE_FREE_EXP else 0
 
 
 def _device_tree(points, leaf_size):
@@ -1621,7 +1486,7 @@ def _check_kernel_inputs(kernel, points, col_points):
     return kern, X, Y
 
 
-def _check_kernel_output(kern, X, Y, row_perm, col_perm, src, arrays):
+def _check_kernel_output(kern, X, Y, src, storage):
     """Refuse a build in which the kernel gave NaN or infinity.
 
     The blocks whose stored numbers, error or norm are not finite are
@@ -1630,15 +1495,15 @@ def _check_kernel_output(kern, X, Y, row_perm, col_perm, src, arrays):
     called there again from Python, so its exception arrives as itself).
     Entries that ACA never evaluated cannot be seen.
     """
-    data, err2, norm2 = arrays["data"], arrays["block_err2"], arrays["block_norm2"]
+    data, err2, norm2 = storage.data, storage.block_err2, storage.block_norm2
     if np.isfinite(data).all() and np.isfinite(err2).all() and np.isfinite(norm2).all():
         return
-    r0, r1, c0, c1, rank = (arrays[k] for k in ("row_start", "row_stop", "col_start",
-                                                 "col_stop", "rank"))
+    r0, r1, c0, c1 = storage.row_start, storage.row_stop, storage.col_start, storage.col_stop
+    row_perm, col_perm = storage.row_perm, storage.col_perm
     bad = ~(np.isfinite(err2) & np.isfinite(norm2))
-    order = np.argsort(arrays["offset"], kind="stable")
+    order = np.argsort(storage.offset, kind="stable")
     items = np.flatnonzero(~np.isfinite(data))
-    owner = np.searchsorted(arrays["offset"][order], items, side="right") - 1
+    owner = np.searchsorted(storage.offset[order], items, side="right") - 1
     bad[order[owner[owner >= 0]]] = True
     for b in np.flatnonzero(bad):
         i, j, value = sources.first_nonfinite(src, r0[b], r1[b], c0[b], c1[b])
@@ -1699,29 +1564,6 @@ def _check_build_options(tol, leaf_size, admissibility, eta, max_rank, budget):
                 eta=val.check_positive_float(eta, "eta"),
                 max_rank=val.check_positive_int(max_rank, "max_rank", minimum=0, allow_none=True),
                 budget=val.check_choice(budget, "budget", BUDGETS))
-
-
-def _few_blocks_product(data, r0, r1, c0, c1, rank, offset, X, trans, n_out):
-    """``A X`` (or ``A^T X``) in cluster order, one numpy BLAS call per block
-    product: the product of :func:`products.hmatmat_blas` for matrices of few blocks."""
-    Y = np.zeros((n_out, X.shape[1]), dtype=data.dtype)
-    for b in range(rank.size):
-        m, n, k, o = r1[b] - r0[b], c1[b] - c0[b], rank[b], offset[b]
-        rows, cols = slice(r0[b], r1[b]), slice(c0[b], c1[b])
-        if k < 0:
-            D = data[o:o + m * n].reshape(m, n)
-            if trans:
-                Y[cols] += D.T @ X[rows]
-            else:
-                Y[rows] += D @ X[cols]
-        elif k > 0:
-            Ut = data[o:o + k * m].reshape(k, m)
-            Vt = data[o + k * m:o + k * (m + n)].reshape(k, n)
-            if trans:
-                Y[cols] += Vt.T @ (Ut @ X[rows])
-            else:
-                Y[rows] += Ut.T @ (Vt @ X[cols])
-    return Y
 
 
 def _as_operator(op):

@@ -141,14 +141,12 @@ import os
 import stat
 import struct
 import tempfile
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
 from hmnumba.blocks import check_structure
-
-if TYPE_CHECKING:   # hmatrix imports io lazily; io names HMatrix in annotations only
-    from hmnumba.hmatrix import HMatrix
+from hmnumba.storage import LowPrecision, Packed, SparseOutliers, SymmetricPacked, run_lengths
 
 MAGIC = b"\x89HMZ\r\n\x1a\n"
 FORMAT_NAME = "hmnumba-hmatrix"
@@ -187,7 +185,7 @@ _OUTLIERS = (("outlier_indptr", _INT32, "m+1"), ("outlier_indices", _INT32, "nnz
 # ---------------------------------------------------------------------------
 
 
-def save(H: HMatrix, path: str | os.PathLike) -> None:
+def save(H: Any, path: str | os.PathLike) -> None:
     """Write an H-matrix to ``path`` atomically (format in :mod:`hmnumba.io`).
 
     The file holds the flat arrays, ``tol``, ``norm`` and the build
@@ -228,8 +226,8 @@ def save(H: HMatrix, path: str | os.PathLike) -> None:
     >>> bool(np.array_equal(H2 @ np.ones(200), H @ np.ones(200)))
     True
     """
-    from hmnumba.hmatrix import HMatrix
-    if not isinstance(H, HMatrix):
+    storage = getattr(H, "storage", None)
+    if not isinstance(storage, Packed):
         raise TypeError(f"H must be an HMatrix, got {type(H).__name__}")
     path = _check_path(path)
     dtype = np.dtype(H.dtype)
@@ -244,18 +242,19 @@ def save(H: HMatrix, path: str | os.PathLike) -> None:
     data_le = _DATA_DTYPES[dtype.name]
     arrays = {}
     for name, code, _ in _ARRAYS:
-        arrays[name] = np.ascontiguousarray(getattr(H, name), dtype=code or data_le).ravel()
-    symmetric = bool(getattr(H, "symmetric", False))
+        arrays[name] = np.ascontiguousarray(getattr(storage, name),
+                                            dtype=code or data_le).ravel()
+    symmetric = storage.symmetric
     check_structure(m, n, arrays, "the HMatrix to save", symmetric)
     arrays = _compact(arrays)
-    enc = getattr(H, "encoding", None)
+    enc = storage.encoding
     if enc is not None:   # the stored codes, not the decoded working copy
         arrays["data"] = np.ascontiguousarray(
             enc.codes.view(np.float16) if enc.kind == "float16" else enc.codes,
             _FACTOR_CODES[enc.kind])
         if enc.kind == "int8":
             arrays["data_scales"] = np.ascontiguousarray(enc.scales, _SCALES[1])
-    S = getattr(H, "outliers", None)
+    S = storage.outliers
     if S is not None:
         arrays["outlier_indptr"] = np.ascontiguousarray(S.indptr, _INT32)
         arrays["outlier_indices"] = np.ascontiguousarray(S.indices, _INT32)
@@ -272,8 +271,8 @@ def save(H: HMatrix, path: str | os.PathLike) -> None:
                   symmetric=symmetric,
                   params=_jsonable(H.params), payload_nbytes=payload_nbytes,
                   payload_sha256=digest.hexdigest())
-    if getattr(H, "error_exp", 0):
-        header["error_exp"] = int(H.error_exp)
+    if storage.error_exp:
+        header["error_exp"] = int(storage.error_exp)
     if enc is not None:
         header["factor_dtype"] = enc.kind
         if enc.kind == "float16":
@@ -456,14 +455,16 @@ def _fsync_directory(directory):
 # ---------------------------------------------------------------------------
 
 
-def load(path: str | os.PathLike) -> HMatrix:
-    """Read an H-matrix written by :func:`save` (or :meth:`HMatrix.save`).
+def read(path: str | os.PathLike) -> tuple[Packed, dict]:
+    """Read the storage value of an H-matrix written by :func:`save` (or
+    :meth:`HMatrix.save`); :func:`hmnumba.load` wraps it in an
+    :class:`~hmnumba.HMatrix`.
 
-    Every field, index, offset and rank is validated before an
-    :class:`~hmnumba.HMatrix` is made (see :mod:`hmnumba.io` for the list), so
-    a truncated, corrupted or hostile file is refused with a clear error and
-    never reaches the (unchecked) numba kernels. Products of the loaded
-    matrix equal those of the saved one bit for bit.
+    Every field, index, offset and rank is validated before the storage
+    value is made (see :mod:`hmnumba.io` for the list), so a truncated,
+    corrupted or hostile file is refused with a clear error and never
+    reaches the (unchecked) numba kernels. Products of the loaded matrix
+    equal those of the saved one bit for bit.
 
     Parameters
     ----------
@@ -471,9 +472,14 @@ def load(path: str | os.PathLike) -> HMatrix:
 
     Returns
     -------
-    HMatrix
-        With the saved ``tol``, ``norm`` and ``params``. The kernel of a
-        :meth:`~hmnumba.HMatrix.from_kernel` matrix is not stored, so
+    storage : hmnumba.storage.Packed
+        The packed arrays (a :class:`~hmnumba.storage.SymmetricPacked` for
+        symmetric storage), with the low-precision codes and the sparse
+        part when the file has them.
+    meta : dict
+        ``tol``, ``norm`` and ``params`` as saved: ``HMatrix(storage,
+        **meta)`` is the saved matrix. The kernel of a
+        :meth:`~hmnumba.HMatrix.from_kernel` matrix is not stored, so its
         ``estimate_error`` then needs the matrix ``A``.
 
     Raises
@@ -491,23 +497,24 @@ def load(path: str | os.PathLike) -> HMatrix:
     --------
     >>> import os, tempfile
     >>> import numpy as np
-    >>> from hmnumba import HMatrix, load
+    >>> from hmnumba import HMatrix
+    >>> from hmnumba.io import read
     >>> rng = np.random.default_rng(0)
     >>> W = (rng.standard_normal((128, 4)) @ rng.standard_normal((4, 96))).astype(np.float32)
     >>> H = HMatrix.from_dense(W, tol=1e-4)
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     path = os.path.join(tmp, "w.hmz")
     ...     H.save(path)
-    ...     H2 = load(path)
+    ...     storage, meta = read(path)
     ...     with open(path, "r+b") as f:   # damage one byte of the payload
     ...         _ = f.seek(-1, os.SEEK_END)
     ...         _ = f.write(b"?")
     ...     try:
-    ...         load(path)
+    ...         read(path)
     ...     except ValueError as exc:
     ...         print(str(exc).split(": ", 1)[1])
     payload checksum mismatch (the file is corrupted)
-    >>> H2.shape, H2.dtype, H2.tol
+    >>> storage.shape, storage.dtype, meta["tol"]
     ((128, 96), dtype('float32'), 0.0001)
     """
     path = _check_path(path)
@@ -542,14 +549,13 @@ def load(path: str | os.PathLike) -> HMatrix:
     outliers = None
     if "outliers" in header:
         _check_outliers(m, n, arrays, where)
-        from hmnumba.storage import SparseOutliers
         outliers = SparseOutliers((m, n), arrays.pop("outlier_indptr").astype(np.int32),
                                   arrays.pop("outlier_indices").astype(np.int32),
                                   np.ascontiguousarray(arrays.pop("outlier_values")))
-    from hmnumba.hmatrix import HMatrix
-    return HMatrix((m, n), tol=header["tol"], norm=header["norm"], params=header["params"],
-                   symmetric=symmetric, error_exp=header.get("error_exp", 0),
-                   encoding=encoding, outliers=outliers, _trusted=True, **arrays)
+    kind = SymmetricPacked if symmetric else Packed
+    storage = kind._trusted(shape=(m, n), error_exp=header.get("error_exp", 0),
+                            encoding=encoding, outliers=outliers, **arrays)
+    return storage, dict(tol=header["tol"], norm=header["norm"], params=header["params"])
 
 
 def _check_outliers(m, n, a, where):
@@ -587,7 +593,6 @@ def _decode(header, arrays, where):
     kind = header.get("factor_dtype")
     if kind is None:
         return None
-    from hmnumba.storage import LowPrecision, run_lengths
     runs = run_lengths(arrays["row_start"], arrays["row_stop"], arrays["col_start"],
                        arrays["col_stop"], arrays["rank"])
     codes = arrays.pop("data")

@@ -31,13 +31,22 @@ tolerance (higher ranks) when the rounding takes too much of the budget.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
-__all__ = ["LowPrecision", "SparseOutliers", "encode", "run_lengths", "split_outliers",
-           "outlier_counts"]
+from hmnumba import _validation as val
+from hmnumba._threads import one_blas_thread, serial_if_unsafe
+from hmnumba.blocks import (SYMMETRIC_SLABS, check_structure, level_schedule, stored_numbers,
+                            symmetric_slabs)
+from hmnumba.kernels import compress, products
+from hmnumba.kernels.symmetric import symmetric_hmatvec
+
+__all__ = ["LowPrecision", "Packed", "SparseOutliers", "SymmetricPacked", "encode",
+           "outlier_counts", "row_schedule", "run_lengths", "split_outliers"]
 
 FACTOR_DTYPES = ("float16", "int8")
 
@@ -350,3 +359,550 @@ def outlier_counts(W: np.ndarray) -> list:
             if 0 < c <= a.size // 4:
                 counts.add(c)
     return sorted(counts)
+
+
+# ---------------------------------------------------------------------------
+# The packed arrays as one value (DESIGN section 4)
+# ---------------------------------------------------------------------------
+
+# From this many right-hand sides on, products use BLAS block products
+# (products.hmatmat_blas); below, the fused loops of products.hmatmat are faster.
+BLAS_MIN_RHS = 16
+
+# With at most this many blocks (a weight array that is one low-rank block,
+# say), matmat runs block by block in numpy so that BLAS may use all its
+# threads; the numba kernels parallelise over blocks and would use one core.
+FEW_BLOCKS = 8
+
+# An operand whose largest magnitude lies in [2**-SCALE_FREE_EXP,
+# 2**SCALE_FREE_EXP] is applied as it is (see _operand_exponent); the same
+# range decides whether HMatrix.from_dense scales its input.
+SCALE_FREE_EXP = 64
+
+BLOCK_ARRAYS = ("row_start", "row_stop", "col_start", "col_stop", "rank", "offset")
+PACKED_ARRAYS = ("row_perm", "col_perm") + BLOCK_ARRAYS + ("data", "block_err2",
+                                                           "block_norm2")
+
+
+@dataclass(frozen=True, eq=False)
+class Packed:
+    """The packed arrays of an H-matrix stored in full: one value that
+    :func:`hmnumba.construct.build` returns, :mod:`hmnumba.io` saves and
+    loads, ``to("cuda")`` copies, :mod:`hmnumba.distributed` ships and
+    :class:`~hmnumba.HMatrix` wraps (``H.storage``).
+
+    Made from outside (``Packed(...)``, :meth:`from_arrays`), the arrays are
+    checked as :func:`hmnumba.load` checks a file
+    (:func:`hmnumba._validation.check_packed_arrays`, then
+    :func:`hmnumba.blocks.check_structure`), so no kernel reads out of
+    bounds; the library's own builds skip the checks (``_trusted``).
+
+    A variant (:class:`SymmetricPacked`) differs in :meth:`_product`, the
+    product in cluster order: :meth:`_apply` is the one product every
+    variant shares (permutations, scaling of extreme operands, and the
+    sparse part). Low precision (``encoding``: ``data`` is then the decoded
+    working copy of the stored codes) and sparse outliers (``outliers``:
+    ``W = S + H``) wrap any variant.
+
+    Attributes
+    ----------
+    shape : tuple of int
+    row_perm, col_perm : ndarray of int64
+        The cluster trees' permutations.
+    row_start, row_stop, col_start, col_stop, rank, offset : ndarray of int64
+        Per block, in cluster order; ``rank = -1`` for a dense block.
+    data : ndarray of float32 or float64
+        Each low-rank block as ``U^T`` then ``V^T``, each dense block
+        ``m_b x n_b`` row-major.
+    block_err2, block_norm2 : ndarray of float64
+        Squared block errors and norms, in units of ``4**error_exp``.
+    error_exp : int
+    encoding : LowPrecision or None
+    outliers : SparseOutliers or None
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba.storage import Packed
+    >>> one = np.zeros(1, np.int64)
+    >>> P = Packed.from_arrays((2, 3), [0, 1], [0, 1, 2], [0], [2], [0], [3], [1], [0],
+    ...                        np.array([1.0, 2.0, 1.0, 0.0, -1.0]), [0.0], [30.0])
+    >>> P._apply(np.ones(3), trans=False).tolist()
+    [0.0, 0.0]
+    >>> P._apply(np.ones(2), trans=True).tolist()
+    [3.0, 0.0, -3.0]
+    """
+
+    shape: tuple
+    row_perm: np.ndarray
+    col_perm: np.ndarray
+    row_start: np.ndarray
+    row_stop: np.ndarray
+    col_start: np.ndarray
+    col_stop: np.ndarray
+    rank: np.ndarray
+    offset: np.ndarray
+    data: np.ndarray
+    block_err2: np.ndarray
+    block_norm2: np.ndarray
+    error_exp: int = 0
+    encoding: LowPrecision | None = None
+    outliers: SparseOutliers | None = None
+
+    symmetric = False
+
+    def __post_init__(self):
+        # Only a value made from outside comes here (_trusted bypasses it).
+        shape, a, _, error_exp = val.check_packed_arrays(
+            self.shape, {k: getattr(self, k) for k in PACKED_ARRAYS}, self.symmetric,
+            self.error_exp)
+        check_structure(*shape, a, "HMatrix storage: inconsistent arrays", self.symmetric)
+        if self.encoding is not None and not isinstance(self.encoding, LowPrecision):
+            raise TypeError(f"encoding must be a LowPrecision or None, got "
+                            f"{type(self.encoding).__name__}")
+        if self.outliers is not None and (not isinstance(self.outliers, SparseOutliers)
+                                          or tuple(self.outliers.shape) != shape):
+            raise ValueError(f"outliers must be a SparseOutliers of shape {shape} or None")
+        for k, v in dict(a, shape=shape, error_exp=error_exp).items():
+            object.__setattr__(self, k, v)
+
+    @classmethod
+    def from_arrays(cls, shape, row_perm, col_perm, row_start, row_stop, col_start, col_stop,
+                    rank, offset, data, block_err2, block_norm2, symmetric=False, error_exp=0,
+                    encoding=None, outliers=None) -> Packed:
+        """The storage value of loose arrays, checked (symmetric storage for
+        ``symmetric=True``); raises ``TypeError``/``ValueError`` naming
+        the offending argument."""
+        kind = SymmetricPacked if symmetric else Packed
+        return kind(shape, row_perm, col_perm, row_start, row_stop, col_start, col_stop, rank,
+                    offset, data, block_err2, block_norm2, error_exp, encoding, outliers)
+
+    @classmethod
+    def _trusted(cls, **fields) -> Packed:
+        """A value of arrays the library made itself: no checks."""
+        obj = object.__new__(cls)
+        for f in dataclasses.fields(cls):
+            value = fields.pop(f.name, f.default)
+            if f.name == "shape":
+                value = (int(value[0]), int(value[1]))
+            elif f.name == "error_exp":
+                value = int(value)
+            object.__setattr__(obj, f.name, value)
+        if fields:
+            raise TypeError(f"unknown storage fields {sorted(fields)}")
+        return obj
+
+    def _replace(self, kind=None, **changes) -> Packed:
+        """A trusted copy with some fields changed (and of variant ``kind``)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields.update(changes)
+        return (kind or type(self))._trusted(**fields)
+
+    def arrays(self) -> dict:
+        """The packed arrays by name (the names of the file format)."""
+        return {k: getattr(self, k) for k in PACKED_ARRAYS}
+
+    def copy(self) -> Packed:
+        """A copy owning its arrays (the encoding and outliers are shared:
+        they are never changed in place)."""
+        return self._replace(**{k: v.copy() for k, v in self.arrays().items()})
+
+    # pickles hold the fields only (schedules are rebuilt on first use), and
+    # low precision its stored codes, not the decoded working copy
+    def __getstate__(self):
+        state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if self.encoding is not None:
+            state["data"] = None
+        return state
+
+    def __setstate__(self, state):
+        for k, v in state.items():
+            object.__setattr__(self, k, v)
+        if self.data is None:
+            object.__setattr__(self, "data", self.encoding.decode(self.run_lengths()))
+
+    def run_lengths(self) -> np.ndarray:
+        """:func:`run_lengths` of these blocks."""
+        return run_lengths(self.row_start, self.row_stop, self.col_start, self.col_stop,
+                           self.rank)
+
+    # ---------------------------------------------------------- schedules
+    @cached_property
+    def _identity_rows(self) -> bool:
+        # An identity permutation (one block, or cluster="index") is
+        # neither applied nor stored.
+        return _is_identity(self.row_perm)
+
+    @cached_property
+    def _identity_cols(self) -> bool:
+        return _is_identity(self.col_perm)
+
+    @cached_property
+    def t_off(self) -> np.ndarray:
+        """Offsets of the phase-one buffer (``V_b^T x``) per block."""
+        out = np.zeros(self.rank.size + 1, np.int64)
+        np.cumsum(np.maximum(self.rank, 0), out=out[1:])
+        return out
+
+    def _z_off(self, start, stop):
+        out = np.zeros(self.rank.size + 1, np.int64)
+        np.cumsum(np.where(self.rank > 0, stop - start, 0), out=out[1:])
+        return out
+
+    @cached_property
+    def z_off_rows(self) -> np.ndarray:
+        return self._z_off(self.row_start, self.row_stop)
+
+    @cached_property
+    def z_off_cols(self) -> np.ndarray:
+        return self._z_off(self.col_start, self.col_stop)
+
+    @cached_property
+    def row_sched(self) -> tuple:
+        """:func:`row_schedule` of the block rows."""
+        return row_schedule(self.row_start, self.row_stop)
+
+    @cached_property
+    def col_sched(self) -> tuple:
+        return row_schedule(self.col_start, self.col_stop)
+
+    @cached_property
+    def _level_rows(self) -> tuple:
+        return level_schedule(self.row_start, self.row_stop)
+
+    @cached_property
+    def _level_cols(self) -> tuple:
+        return level_schedule(self.col_start, self.col_stop)
+
+    # ------------------------------------------------------------ accounting
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def strictly_upper(self) -> np.ndarray:
+        """Mask of the stored blocks that stand for their mirror too."""
+        return np.zeros(self.rank.size, bool)
+
+    @property
+    def multiplicity(self) -> np.ndarray:
+        """How often each stored block occurs in the matrix."""
+        return np.where(self.strictly_upper, 2.0, 1.0)
+
+    def _product_arrays(self) -> list:
+        """The arrays besides the numbers and blocks that a product reads."""
+        return [self.t_off, self.z_off_rows, self.z_off_cols, *self.row_sched,
+                *self.col_sched]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of everything a product reads (see :attr:`HMatrix.nbytes`)."""
+        perms = [p for p, identity in ((self.row_perm, self._identity_rows),
+                                       (self.col_perm, self._identity_cols)) if not identity]
+        numbers = self.data.nbytes if self.encoding is None else self.encoding.nbytes
+        if self.outliers is not None:
+            numbers += self.outliers.nbytes
+        arrays = perms + self._product_arrays() + [getattr(self, k) for k in BLOCK_ARRAYS]
+        return numbers + int(sum(a.nbytes for a in arrays))
+
+    # -------------------------------------------------------------- products
+    def _apply(self, x, trans):
+        """``A x`` (``A^T x`` for ``trans``) in the original order, for a
+        host operand ``x`` (1-D or 2-D, already checked): the one product of
+        every variant; the variant's part is :meth:`_product`."""
+        out_dtype = np.result_type(self.dtype, x.dtype)
+        if out_dtype.kind != "f":
+            out_dtype = np.dtype(np.float64)
+        x0 = x
+        exp = _operand_exponent(x, self.dtype)
+        if exp:   # float64 values beyond float32's range: scale exactly, scale back
+            x = np.ldexp(x, -exp)
+        in_perm, out_perm = ((self.row_perm, self.col_perm) if trans
+                             else (self.col_perm, self.row_perm))
+        in_identity, out_identity = ((self._identity_rows, self._identity_cols) if trans
+                                     else (self._identity_cols, self._identity_rows))
+        xp = np.ascontiguousarray(x if in_identity else x[in_perm], dtype=self.dtype)
+        yp = self._product(xp, trans)
+        if out_identity:
+            out = yp.astype(out_dtype, copy=False)
+        else:
+            out = np.empty(yp.shape, dtype=out_dtype)
+            out[out_perm] = yp
+        if exp:
+            np.ldexp(out, exp, out=out)
+        return self._add_outliers(out, x0, trans)
+
+    def _add_outliers(self, out, x, trans):
+        """``out + S x`` (or ``S^T x``) for the sparse part of ``W = S + H``."""
+        if self.outliers is None:
+            return out
+        S = self.outliers.to_csr()
+        out += (S.T @ x) if trans else (S @ x)
+        return out
+
+    def _product(self, xp, trans):
+        """``A xp`` (``A^T xp``) in cluster order: every block stored."""
+        seg, ptr, blk = self.col_sched if trans else self.row_sched
+        blocks = (self.data,) + tuple(getattr(self, k) for k in BLOCK_ARRAYS)
+        if xp.ndim == 2 and xp.shape[1] >= BLAS_MIN_RHS and self.rank.size <= FEW_BLOCKS:
+            return _few_blocks_product(*blocks, xp, trans, self.shape[1 if trans else 0])
+        with serial_if_unsafe(), one_blas_thread():
+            if xp.ndim == 1:
+                z_off = self.z_off_cols if trans else self.z_off_rows
+                return products.hmatvec(*blocks, z_off, seg, ptr, blk, xp, trans)
+            if xp.shape[1] >= BLAS_MIN_RHS:
+                levels = self._level_cols if trans else self._level_rows
+                return products.hmatmat_blas(*blocks, self.t_off, *levels, xp, trans)
+            return products.hmatmat(*blocks, self.t_off, seg, ptr, blk, xp, trans)
+
+    def _dense_clustered(self) -> np.ndarray:
+        """The matrix in cluster order, without the sparse part."""
+        return products.hm_to_dense(self.data, *(getattr(self, k) for k in BLOCK_ARRAYS),
+                                    *self.shape)
+
+    def to_dense(self, dtype=None) -> np.ndarray:
+        """The matrix as a dense array (products in float64), sparse part included."""
+        Dp = self._dense_clustered()
+        dtype = self.dtype if dtype is None else dtype
+        if self.outliers is None:
+            out = np.empty(self.shape, dtype=dtype)
+            out[np.ix_(self.row_perm, self.col_perm)] = Dp
+            return out
+        out = np.empty(self.shape)
+        out[np.ix_(self.row_perm, self.col_perm)] = Dp
+        out += self.outliers.to_csr().toarray()
+        return out.astype(dtype, copy=False)
+
+    # ------------------------------------------------------------- variants
+    def full(self) -> Packed:
+        """Every block stored (the layout the CUDA kernels and row parts need)."""
+        return self
+
+    def transpose(self) -> Packed:
+        """``A^T``: dense blocks transposed, low-rank blocks' factors swapped."""
+        data = products.transpose_data(self.data, *(getattr(self, k) for k in BLOCK_ARRAYS))
+        return Packed._trusted(
+            shape=self.shape[::-1], row_perm=self.col_perm, col_perm=self.row_perm,
+            row_start=self.col_start, row_stop=self.col_stop, col_start=self.row_start,
+            col_stop=self.row_stop, rank=self.rank, offset=self.offset, data=data,
+            block_err2=self.block_err2, block_norm2=self.block_norm2,
+            error_exp=self.error_exp,
+            outliers=None if self.outliers is None else self.outliers.transpose(),
+            encoding=self._reencoded(data, transposed=True))
+
+    def scaled(self, c) -> Packed:
+        """``c A``: every dense block and every ``U`` factor scaled once."""
+        m_b = self.row_stop - self.row_start
+        length = np.where(self.rank < 0, m_b * (self.col_stop - self.col_start),
+                          np.maximum(self.rank, 0) * m_b)   # dense block, or U only
+        edges = np.zeros(self.data.size + 1, np.int64)
+        np.add.at(edges, self.offset, 1)
+        np.add.at(edges, self.offset + length, -1)
+        scaled = np.cumsum(edges[:-1]) > 0
+        data = np.where(scaled, self.data * np.asarray(c, self.dtype),
+                        self.data).astype(self.dtype, copy=False)
+        out = self._replace(data=data, block_err2=self.block_err2 * c * c,
+                            block_norm2=self.block_norm2 * c * c,
+                            outliers=None if self.outliers is None else self.outliers.scaled(c))
+        return out._replace(encoding=out._reencoded(data))
+
+    def _reencoded(self, data, transposed=False):
+        """The low-precision form of ``data`` (laid out as these blocks, or
+        as their transposes) in this value's kind when it holds ``data``
+        exactly, else None: the result is then stored at full precision."""
+        if self.encoding is None:
+            return None
+        runs = run_lengths(self.col_start, self.col_stop, self.row_start, self.row_stop,
+                           self.rank) if transposed else self.run_lengths()
+        return reencode(self.encoding.kind, data, runs)
+
+
+def reencode(kind, data, runs):
+    """``encode(data, runs, kind)`` when that holds ``data`` exactly, else
+    None (and None for ``kind`` None)."""
+    if kind is None:
+        return None
+    enc = encode(data, runs, kind, data.dtype)
+    if enc is None or not np.array_equal(enc.decode(runs), data):
+        return None
+    return enc
+
+
+@dataclass(frozen=True, eq=False)
+class SymmetricPacked(Packed):
+    """Symmetric storage: only the diagonal and strictly upper blocks are
+    stored, and a strictly upper block also stands for its mirror image,
+    so ``H`` equals its transpose exactly. The matvec reads every stored
+    number once and applies it twice
+    (:func:`hmnumba.kernels.symmetric.symmetric_hmatvec`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba.storage import Packed
+    >>> z = lambda *v: np.array(v, np.int64)
+    >>> P = Packed.from_arrays((2, 2), z(0, 1), z(0, 1), z(0, 0, 1), z(1, 1, 2),
+    ...                        z(0, 1, 1), z(1, 2, 2), z(-1, 1, -1), z(0, 1, 3),
+    ...                        np.array([1.0, 2.0, 3.0, 4.0]), np.zeros(3), np.ones(3),
+    ...                        symmetric=True)
+    >>> P.to_dense().tolist(), P._apply(np.array([1.0, 0.0]), trans=False).tolist()
+    ([[1.0, 6.0], [6.0, 4.0]], [1.0, 6.0])
+    """
+
+    symmetric = True
+
+    @cached_property
+    def slab_ptr(self) -> np.ndarray:
+        """The slabs of the fused symmetric matvec."""
+        return symmetric_slabs(self.row_start, self.row_stop, self.col_start, self.col_stop,
+                               self.rank, SYMMETRIC_SLABS)
+
+    @property
+    def strictly_upper(self) -> np.ndarray:
+        return self.row_start != self.col_start
+
+    def _product_arrays(self):
+        # The schedules a matmat builds on first use are working memory.
+        return [self.slab_ptr]
+
+    @cached_property
+    def _halves(self) -> tuple:
+        """``(upper, strict)``: the stored blocks, and the strictly upper ones
+        (None if there are none), as full storage over this ``data``."""
+        upper = Packed._trusted(**{f.name: getattr(self, f.name)
+                                   for f in dataclasses.fields(self)
+                                   if f.name not in ("encoding", "outliers")})
+        mask = self.strictly_upper
+        strict = None
+        if mask.any():
+            strict = upper._replace(**{k: getattr(self, k)[mask] for k in BLOCK_ARRAYS
+                                       + ("block_err2", "block_norm2")})
+        return upper, strict
+
+    def _product(self, xp, trans):
+        """``A xp`` in cluster order (a symmetric matrix is its own
+        transpose). A vector goes through the fused kernel (one read of
+        ``data``); a block of vectors is the upper triangle's product plus
+        the transposed product of its strictly upper blocks."""
+        if xp.ndim == 1:
+            with serial_if_unsafe(), one_blas_thread():
+                return symmetric_hmatvec(self.data, *(getattr(self, k) for k in BLOCK_ARRAYS),
+                                         self.slab_ptr, xp)
+        yp = np.zeros((self.shape[0], xp.shape[1]))
+        for half, t in zip(self._halves, (False, True)):
+            if half is not None:
+                part = half._product(xp, t)
+                yp[:part.shape[0]] += part
+        return yp
+
+    def _dense_clustered(self):
+        Dp = self._halves[0]._dense_clustered()
+        strict = self._halves[1]
+        if strict is not None:   # add the mirrors of the strictly upper blocks
+            Dp += strict._dense_clustered().T
+        return Dp
+
+    def full(self) -> Packed:
+        """The same matrix with the mirror images of the strictly upper
+        blocks stored explicitly."""
+        strict = np.flatnonzero(self.strictly_upper)
+        k = self.rank[strict]
+        sizes = stored_numbers(self.row_start[strict], self.row_stop[strict],
+                               self.col_start[strict], self.col_stop[strict], k)
+        packed_off = np.cumsum(sizes) - sizes
+        packed = np.empty(int(sizes.sum()), self.dtype)
+        compress.gather_factors(self.data, self.offset[strict], sizes, packed, packed_off)
+        mirrored = products.transpose_data(packed, self.row_start[strict],
+                                           self.row_stop[strict], self.col_start[strict],
+                                           self.col_stop[strict], k, packed_off)
+        r0 = np.concatenate([self.row_start, self.col_start[strict]])
+        c0 = np.concatenate([self.col_start, self.row_start[strict]])
+        order = np.lexsort((c0, r0))
+
+        def cat(a):
+            return np.concatenate([a, a[strict]])[order]
+
+        return Packed._trusted(
+            shape=self.shape, row_perm=self.row_perm, col_perm=self.col_perm,
+            row_start=r0[order],
+            row_stop=np.concatenate([self.row_stop, self.col_stop[strict]])[order],
+            col_start=c0[order],
+            col_stop=np.concatenate([self.col_stop, self.row_stop[strict]])[order],
+            rank=cat(self.rank),
+            offset=np.concatenate([self.offset, packed_off + self.data.size])[order],
+            data=np.concatenate([self.data, mirrored]), block_err2=cat(self.block_err2),
+            block_norm2=cat(self.block_norm2), error_exp=self.error_exp)
+
+    def transpose(self) -> SymmetricPacked:
+        """A symmetric matrix is its own transpose."""
+        return self
+
+
+def row_schedule(start, stop):
+    """CSR schedule: the output segments and, for each, the blocks covering it.
+
+    Segments are the intervals between consecutive block boundaries, so each
+    lies inside the row range of every block that touches it; each segment is
+    owned by one thread in the products (no races, no atomics).
+
+    Returns ``(seg_bounds, sched_ptr, sched_block)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba.storage import row_schedule
+    >>> [a.tolist() for a in row_schedule(np.array([0, 0, 2]), np.array([2, 4, 4]))]
+    [[0, 2, 4], [0, 2, 4], [0, 1, 1, 2]]
+    """
+    bounds = np.unique(np.concatenate([start, stop]))
+    lo = np.searchsorted(bounds, start)
+    hi = np.searchsorted(bounds, stop)
+    counts = hi - lo
+    block = np.repeat(np.arange(start.size, dtype=np.int64), counts)
+    first = np.repeat(lo - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+    seg = first + np.arange(block.size)
+    order = np.lexsort((block, seg))
+    ptr = np.zeros(bounds.size, np.int64)
+    np.cumsum(np.bincount(seg, minlength=bounds.size - 1), out=ptr[1:])
+    return bounds.astype(np.int64), ptr, block[order]
+
+
+def _is_identity(perm):
+    return bool(np.array_equal(perm, np.arange(perm.size)))
+
+
+def _operand_exponent(x, dtype):
+    """``e`` such that ``x * 2**-e`` fits a float32 product, for a float64
+    operand of a float32 matrix whose magnitudes leave ``[2**-64, 2**64]``
+    (cast as they are, values above 3.4e38 became inf and the product NaN);
+    0 when no scaling is needed."""
+    if dtype != np.float32 or x.dtype.itemsize <= 4 or x.dtype.kind != "f" or x.size == 0:
+        return 0
+    amax = max(abs(float(x.max())), abs(float(x.min())))
+    if amax == 0.0:
+        return 0
+    e = math.frexp(amax)[1]
+    return e if abs(e) > SCALE_FREE_EXP else 0
+
+
+def _few_blocks_product(data, r0, r1, c0, c1, rank, offset, X, trans, n_out):
+    """``A X`` (or ``A^T X``) in cluster order, one numpy BLAS call per block
+    product: the product of :func:`products.hmatmat_blas` for matrices of few blocks."""
+    Y = np.zeros((n_out, X.shape[1]), dtype=data.dtype)
+    for b in range(rank.size):
+        m, n, k, o = r1[b] - r0[b], c1[b] - c0[b], rank[b], offset[b]
+        rows, cols = slice(r0[b], r1[b]), slice(c0[b], c1[b])
+        if k < 0:
+            D = data[o:o + m * n].reshape(m, n)
+            if trans:
+                Y[cols] += D.T @ X[rows]
+            else:
+                Y[rows] += D @ X[cols]
+        elif k > 0:
+            Ut = data[o:o + k * m].reshape(k, m)
+            Vt = data[o + k * m:o + k * (m + n)].reshape(k, n)
+            if trans:
+                Y[cols] += Vt.T @ (Ut @ X[rows])
+            else:
+                Y[rows] += Ut.T @ (Vt @ X[cols])
+    return Y

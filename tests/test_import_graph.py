@@ -103,31 +103,17 @@ def test_find_cycle_finds_a_planted_cycle():
     assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
 
 
-# Edges that close a cycle today, each removed by a change in another lane;
-# the strict xfail below fails as soon as none is left, so the list cannot
-# outlive them.
-PENDING = {
-    ("hmnumba.io", "hmnumba.hmatrix"):
-        "io.load builds an HMatrix; goes when io loads the storage value (storage.py)",
-    ("hmnumba.experiments.runner", "hmnumba.experiments"):
-        "REGISTRY lives in the package __init__ (experiments/ is being reworked)",
-    ("hmnumba.experiments.report", "hmnumba.experiments"):
-        "REGISTRY lives in the package __init__ (experiments/ is being reworked)",
-}
-
-
 def test_imports_have_no_cycle():
-    graph = import_graph()
-    for a, b in PENDING:
-        graph[a].discard(b)
-    cycle = find_cycle(graph)
-    assert cycle is None, "import cycle: " + " -> ".join(cycle)
-
-
-@pytest.mark.xfail(strict=True, reason="the PENDING edges close cycles until their lanes land")
-def test_imports_have_no_cycle_even_pending_edges():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_io_sits_below_hmatrix():
+    """``io`` reads and writes the storage value; ``hmatrix`` wraps it."""
+    graph = import_graph()
+    assert "hmnumba.hmatrix" not in graph["hmnumba.io"]
+    assert "hmnumba.storage" in graph["hmnumba.io"]
+    assert "hmnumba.io" in graph["hmnumba.hmatrix"]
 
 
 @pytest.mark.parametrize("name", sorted(n for n in module_files()

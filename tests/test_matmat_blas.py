@@ -74,8 +74,8 @@ def test_schedule_of_nested_and_disjoint_ranges():
 @pytest.mark.parametrize("trans", [False, True])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_few_block_matrices_use_numpy_blas_and_agree(trans, dtype, monkeypatch):
-    import hmnumba.hmatrix as hm
-    from hmnumba.hmatrix import FEW_BLOCKS
+    import hmnumba.storage as hm
+    from hmnumba.storage import FEW_BLOCKS
     calls = []
     original = hm._few_blocks_product
     monkeypatch.setattr(hm, "_few_blocks_product",

@@ -308,7 +308,7 @@ def _arrays(H):
 
 def test_constructor_validates_like_load():
     H = HMatrix.from_dense(_low_rank_plus_noise(), tol=1e-4, leaf_size=16)
-    ok = HMatrix(H.shape, tol=H.tol, **_arrays(H))
+    ok = HMatrix.from_arrays(H.shape, tol=H.tol, **_arrays(H))
     x = np.ones(H.shape[1])
     assert np.array_equal(ok @ x, H @ x)
     edits = {
@@ -322,13 +322,13 @@ def test_constructor_validates_like_load():
         a = _arrays(H)
         edit(a)
         with pytest.raises(ValueError, match="HMatrix"):
-            HMatrix(H.shape, tol=H.tol, **a)
+            HMatrix.from_arrays(H.shape, tol=H.tol, **a)
     a = _arrays(H)
     a["rank"] = a["rank"].astype(float)
     with pytest.raises(TypeError, match="rank"):
-        HMatrix(H.shape, tol=H.tol, **a)
+        HMatrix.from_arrays(H.shape, tol=H.tol, **a)
     with pytest.raises(ValueError, match="tol"):
-        HMatrix(H.shape, tol=2.0, **_arrays(H))
+        HMatrix.from_arrays(H.shape, tol=2.0, **_arrays(H))
 
 
 def test_float32_matrix_with_huge_float64_operand():

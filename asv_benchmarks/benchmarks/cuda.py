@@ -56,7 +56,7 @@ def device_hmatrix(n):
     """The standard H-matrix (built on the CPU, memoised) with its packed
     arrays copied to the GPU; a separate object, so the CPU one stays on the CPU."""
     H = kernel_hmatrix(n)
-    G = HMatrix(H.shape, H.row_perm, H.col_perm, H.row_start, H.row_stop, H.col_start,
+    G = HMatrix.from_arrays(H.shape, H.row_perm, H.col_perm, H.row_start, H.row_stop, H.col_start,
                 H.col_stop, H.rank, H.offset, H.data, H.block_err2, H.block_norm2, H.tol,
                 norm=H.norm)
     return G.to("cuda")

@@ -21,14 +21,8 @@ families (PINNs, learned operators, a digits classifier, a random control):
 ['tradeoff', 'heatmaps', 'dynamic', 'generalisation', 'speed', 'propagation', 'ntk',
  'conditioning', 'adversarial', 'refinement', 'study']
 """
-from hmnumba.experiments import (adversarial, conditioning, dynamic, generalisation, heatmaps,
-                                 ntk_preservation, propagation, refinement, speed, study,
-                                 tradeoff)
 from hmnumba.experiments._context import PROBLEMS, Config, Context
+from hmnumba.experiments.registry import REGISTRY
 from hmnumba.experiments.runner import reproduce
-
-REGISTRY = {m.NAME: m for m in (tradeoff, heatmaps, dynamic, generalisation, speed,
-                                propagation, ntk_preservation, conditioning, adversarial,
-                                refinement, study)}
 
 __all__ = ["REGISTRY", "reproduce"]

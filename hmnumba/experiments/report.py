@@ -53,7 +53,7 @@ def _public(value):
 
 def write(out, ctx, results, wall_time, command=None):
     """Write ``out/results.json`` and ``out/report.md``; returns the JSON data."""
-    from hmnumba.experiments import REGISTRY
+    from hmnumba.experiments.registry import REGISTRY
     cfg = ctx.config
     command = command or " ".join(["hmnumba"] + sys.argv[1:])
     data = dict(command=command,

@@ -67,7 +67,8 @@ def reproduce(out_dir, quick=True, problem=None, seed=0, progress=True, command=
     ValueError: problem must be one of ...; got 'wave3d'
     """
     from hmnumba import _validation as val
-    from hmnumba.experiments import REGISTRY, report
+    from hmnumba.experiments import report
+    from hmnumba.experiments.registry import REGISTRY
     from hmnumba.experiments._plot import pyplot
 
     seed = val.check_random_state(seed)

@@ -214,11 +214,7 @@ class HMatrixLayer(_Layer):
 
     def copy(self):
         H = self.H
-        Hc = HMatrix(H.shape, H.row_perm.copy(), H.col_perm.copy(), H.row_start.copy(),
-                     H.row_stop.copy(), H.col_start.copy(), H.col_stop.copy(), H.rank.copy(),
-                     H.offset.copy(), H.data.copy(), H.block_err2.copy(), H.block_norm2.copy(),
-                     H.tol, norm=H.norm, params=H.params, error_exp=H.error_exp,
-                     encoding=H.encoding, outliers=H.outliers, _trusted=True)
+        Hc = HMatrix(H.storage.copy(), H.tol, norm=H.norm, params=H.params)
         return HMatrixLayer(Hc, self.b)
 
     def __repr__(self):

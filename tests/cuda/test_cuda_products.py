@@ -28,10 +28,10 @@ def matrices(request, matrix64):
     with ``from_dense`` would only add JIT compilation time.)"""
     H = matrix64
     if request.param == np.float32:
-        H = HMatrix(H.shape, H.row_perm, H.col_perm, H.row_start, H.row_stop, H.col_start,
+        H = HMatrix.from_arrays(H.shape, H.row_perm, H.col_perm, H.row_start, H.row_stop, H.col_start,
                     H.col_stop, H.rank, H.offset, H.data.astype(np.float32), H.block_err2,
                     H.block_norm2, H.tol)
-    G = HMatrix(H.shape, H.row_perm, H.col_perm, H.row_start, H.row_stop, H.col_start,
+    G = HMatrix.from_arrays(H.shape, H.row_perm, H.col_perm, H.row_start, H.row_stop, H.col_start,
                 H.col_stop, H.rank, H.offset, H.data, H.block_err2, H.block_norm2, H.tol)
     return request.param, H, G.to("cuda")
 
