@@ -365,6 +365,27 @@ class H2Matrix:
         """The full ``(n, n)`` matrix (for small ``n``: ``H @ I``)."""
         return self.matmat(np.eye(self._n))
 
+    def save(self, path):
+        """Write the matrix to ``path`` (``.hmz``) atomically; :func:`hmnumba.load`
+        reads it back as the same kind of :class:`H2Matrix`, products equal
+        bit for bit. See :func:`hmnumba.io.save_h2`.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from hmnumba import H2Matrix, load
+        >>> W = np.add.outer(np.arange(50.0), np.arange(40.0)) ** 0.5
+        >>> H = H2Matrix.from_dense(W, tol=1e-4, leaf_size=8)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     H.save(os.path.join(tmp, "w.hmz"))
+        ...     H2 = load(os.path.join(tmp, "w.hmz"))
+        >>> bool(np.array_equal(H2.to_dense(), H.to_dense())), bool(H2.error == H.error)
+        (True, True)
+        """
+        from hmnumba.io import save_h2
+        save_h2(self, path)
+
     def estimate_error(self, points, n_rows=100, random_state=0):
         """Relative error of ``H @ x`` on ``n_rows`` random rows against the
         exact kernel sums over ``points`` (the points it was built from),
