@@ -574,4 +574,8 @@ def check_h2_general_arrays(a, where):
     rows = a["row_stop"] - a["row_start"]
     cols = a["col_stop"] - a["col_start"]
     _check_h2_lists(a, "n", lambda t, s: rows[t] * cols[s], nodes["row"], nodes["col"], where)
+    t = np.repeat(np.arange(nodes["row"]), np.diff(a["n_ptr"]))
+    if np.any(a["row_children"][t, 0] >= 0) or np.any(a["col_children"][a["n_other"], 0] >= 0):
+        raise ValueError(f"{where}: near-field blocks must pair two leaves (each leaf's rows "
+                         f"are written by one thread)")
     _check_finite(a, ("row_basis", "col_basis", "c_data", "n_data"), where)

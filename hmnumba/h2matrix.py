@@ -195,6 +195,43 @@ class H2Matrix:
         return build_dense_h2(GeneralH2Matrix, W, tol, leaf_size, cluster, random_state,
                               admissibility, storage)
 
+    @classmethod
+    def from_hmatrix(cls, H, tol=1e-3):
+        """Convert an :class:`~hmnumba.HMatrix` (as :meth:`HMatrix.to_h2
+        <hmnumba.HMatrix.to_h2>`), never forming the dense matrix.
+
+        Parameters
+        ----------
+        H : HMatrix
+            Without sparse outliers; a symmetric one is converted with its
+            mirrored blocks.
+        tol : float, default=1e-3
+            ``||H - H2||_F <= tol ||H||_F``, computed exactly block by block.
+
+        Returns
+        -------
+        GeneralH2Matrix
+            ``.error`` bounds ``||A - H2||_F / ||A||_F`` (``H.error_bound``
+            plus the conversion's error relative to ``||A||_F``);
+            ``.conversion_error`` is ``||H - H2||_F / ||H||_F``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hmnumba import H2Matrix, HMatrix
+        >>> from hmnumba.kernels import laplace
+        >>> X = np.random.default_rng(0).random((500, 3))
+        >>> H = HMatrix.from_kernel(laplace, X, tol=1e-6)
+        >>> H2 = H2Matrix.from_hmatrix(H, tol=1e-6)
+        >>> bool(H2.conversion_error <= 1e-6), H2.shape
+        (True, (500, 500))
+        """
+        from hmnumba.h2dense import hmatrix_to_h2
+        from hmnumba.hmatrix import HMatrix
+        if not isinstance(H, HMatrix):
+            raise TypeError(f"H must be an HMatrix, got {type(H).__name__}")
+        return hmatrix_to_h2(GeneralH2Matrix, H, check_tol(tol, "tol"))
+
     # ------------------------------------------------------------------
     @property
     def shape(self):
@@ -364,6 +401,95 @@ class H2Matrix:
     def to_dense(self):
         """The full ``(n, n)`` matrix (for small ``n``: ``H @ I``)."""
         return self.matmat(np.eye(self._n))
+
+    def _explicit_bases(self):
+        """``U_t`` (cluster order, float64) of every node: ``x_t -> U_t^T x_t``
+        is the upward pass's ``x_t[skel] + T x_t[rest]``."""
+        a = self._a
+        ch, st, sp, vp, pp, piv = (a[k] for k in ("children", "start", "stop", "vec_ptr",
+                                                 "piv_ptr", "piv"))
+        U = [None] * ch.shape[0]
+        for t in range(ch.shape[0] - 1, -1, -1):         # children first
+            k, m = vp[t + 1] - vp[t], pp[t + 1] - pp[t]
+            E = np.zeros((m, k))
+            if k:
+                p = piv[pp[t]:pp[t + 1]]
+                E[p[:k], np.arange(k)] = 1.0
+                T = a["T"][a["T_ptr"][t]:a["T_ptr"][t + 1]].reshape(k, m - k)
+                E[p[k:]] = T.T.astype(np.float64)
+            if ch[t, 0] < 0:
+                U[t] = E if k else np.zeros((sp[t] - st[t], 0))
+            elif k == 0:
+                U[t] = np.zeros((sp[t] - st[t], 0))
+            else:
+                c0, c1 = ch[t]
+                k0 = vp[c0 + 1] - vp[c0]
+                U[t] = np.vstack((U[c0] @ E[:k0], U[c1] @ E[k0:]))
+        return U
+
+    def to_hmatrix(self):
+        """The same matrix as a symmetric :class:`~hmnumba.HMatrix` (float64).
+
+        Each coupling ``U_t B U_s^T`` becomes the low-rank block ``(U_t B)
+        U_s^T`` (or ``U_t (U_s B^T)^T``, the smaller rank; a coupling stored as
+        factors keeps its rank), the near field stays dense, and each block
+        of the upper triangle also stands for its mirror, as in the H^2
+        matrix. The conversion is exact up to float64 rounding: the HMatrix
+        has the error of this matrix (:meth:`estimate_error`), and its
+        ``block_errors`` are 0 (they count only what the conversion adds).
+        An on-the-fly matrix forms its couplings and near field once.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hmnumba import H2Matrix
+        >>> from hmnumba.kernels import laplace
+        >>> X = np.random.default_rng(0).random((400, 3))
+        >>> H2 = H2Matrix.from_kernel(laplace, X, tol=1e-6)
+        >>> H = H2.to_hmatrix()
+        >>> H.symmetric, bool(np.allclose(H.to_dense(), H2.to_dense(), rtol=0, atol=1e-12))
+        (True, True)
+        """
+        from hmnumba.h2dense import pack_hmatrix
+        a = self._a
+        U = self._explicit_bases()
+        st, sp = a["start"], a["stop"]
+        blocks = []
+
+        def add(t, s, L, R):
+            if st[t] > st[s]:          # store the upper one of the mirrored pair
+                t, s, L, R = s, t, (L.T if R is None else R), (None if R is None else L)
+            blocks.append((st[t], sp[t], st[s], sp[s], L, R))
+
+        for q, (t, s) in enumerate(zip(a["cb_t"], a["cb_s"])):
+            B = self._entries("c", q, U[t].shape[1], U[s].shape[1])
+            add(t, s, *((U[t] @ B, U[s]) if U[s].shape[1] <= U[t].shape[1]
+                        else (U[t], U[s] @ B.T)))
+        for q, (t, s) in enumerate(zip(a["lb_t"], a["lb_s"])):
+            o, k = a["l_off"][q], a["l_rank"][q]
+            mt, ms = U[t].shape[1], U[s].shape[1]
+            Lf = a["L"][o:o + k * mt].reshape(k, mt).T.astype(np.float64)
+            Rf = a["L"][o + k * mt:o + k * (mt + ms)].reshape(k, ms).T.astype(np.float64)
+            add(t, s, U[t] @ Lf, U[s] @ Rf)
+        for q, (t, s) in enumerate(zip(a["nb_t"], a["nb_s"])):
+            add(t, s, self._entries("n", q, sp[t] - st[t], sp[s] - st[s]), None)
+        return pack_hmatrix(self.shape, a["perm"], a["perm"], blocks, self.tol, symmetric=True)
+
+    def _entries(self, kind, q, m, n):
+        """Block ``q`` of the couplings (``kind="c"``) or near field (``"n"``)
+        as an ``(m, n)`` float64 array: stored, or evaluated from the points."""
+        a = self._a
+        if self.mode == "stored":
+            data, off = (a["B"], a["c_off"]) if kind == "c" else (a["D"], a["n_off"])
+            return data[off[q]:off[q] + m * n].reshape(m, n).astype(np.float64)
+        t, s = (a["cb_t"][q], a["cb_s"][q]) if kind == "c" else (a["nb_t"][q], a["nb_s"][q])
+        if kind == "c":
+            vp = a["vec_ptr"]
+            X, Y = a["skel_xyz"][:, vp[t]:vp[t + 1]], a["skel_xyz"][:, vp[s]:vp[s + 1]]
+        else:
+            X = a["xyz"][:, a["start"][t]:a["stop"][t]]
+            Y = a["xyz"][:, a["start"][s]:a["stop"][s]]
+        return _kernel_of(a)(np.ascontiguousarray(X.T), np.ascontiguousarray(Y.T))
 
     def save(self, path):
         """Write the matrix to ``path`` (``.hmz``) atomically; :func:`hmnumba.load`

@@ -218,6 +218,7 @@ GENERAL_EDITS = {
     "n_ptr falls": (_set("n_ptr", 1, -1), "n_ptr"),
     "n_data NaN": (_set("n_data", 0, np.nan), "n_data contains NaN"),
     "row_vp falls": (_set("row_vp", -1, -1), "row_vp"),
+    "near field on the root column": (_set("n_other", 0, 0), None),
 }
 
 
