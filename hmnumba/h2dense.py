@@ -227,10 +227,17 @@ def build_dense_h2(cls, W, tol, leaf_size, cluster, random_state, admissibility=
     ``||W - H||_F <= tol ||W||_F``: for
     ``"adaptive"`` admissibility, the smallest of the partitions
     :data:`PARTITIONS` (each with the bound verified)."""
+    e = scale_exponent(np.max(np.abs(W)) if W.size else 0.0)
+    if storage == "float32" and e:
+        raise ValueError(f"storage='float32' cannot keep entries of magnitude "
+                         f"{float(np.max(np.abs(W))):.1e} accurately; use 'auto' or 'float64'")
+    Ws = W if e == 0 else np.ldexp(np.asarray(W, np.float64), -e)
     with one_blas_thread():
-        row_tree, col_tree = build_cluster_trees(W.shape, cluster, leaf_size, A=W,
+        row_tree, col_tree = build_cluster_trees(W.shape, cluster, leaf_size, A=Ws,
                                                  random_state=random_state)
-        Wp = np.ascontiguousarray(W[row_tree.perm][:, col_tree.perm], dtype=np.float64)
+        Wp = np.ascontiguousarray(Ws[row_tree.perm][:, col_tree.perm], dtype=np.float64)
+        if e:      # float64 storage: scaled back, float32 could not hold the entries
+            storage = "float64"
         if admissibility == "weak":
             parts = [trees.weak_partition(row_tree.children, col_tree.children)]
         else:
@@ -241,7 +248,30 @@ def build_dense_h2(cls, W, tol, leaf_size, cluster, random_state, admissibility=
             H = _build_partition(cls, W, Wp, row_tree, col_tree, bt, bs, adm, tol, storage)
             if best is None or H.nbytes < best.nbytes:
                 best = H
-        return best
+        return rescale(best, e)
+
+
+# Inputs whose largest entry lies outside [2^-SCALE_LIMIT, 2^SCALE_LIMIT]
+# are built scaled by a power of two (exact), so that no squared norm or
+# SVD under- or overflows, and scaled back in float64 storage.
+SCALE_LIMIT = 100
+
+
+def scale_exponent(max_abs):
+    """0 for ordinary magnitudes, else ``e`` with ``max_abs 2^-e`` in ``[0.5, 1)``."""
+    if not np.isfinite(max_abs) or max_abs == 0:
+        return 0
+    e = int(np.frexp(max_abs)[1])
+    return e if abs(e) > SCALE_LIMIT else 0
+
+
+def rescale(H, e):
+    """``H`` built from ``W 2^-e`` made an approximation of ``W``: couplings
+    and near field times ``2^e`` (exact; the bases are orthonormal)."""
+    if e:
+        for key in ("c_data", "n_data"):
+            H._a[key] = np.ldexp(H._a[key].astype(np.float64), e)
+    return H
 
 
 def _build_partition(cls, W, Wp, row_tree, col_tree, bt, bs, adm, tol, storage):
@@ -681,6 +711,8 @@ def hmatrix_to_h2(cls, H, tol):
     r0, r1, c0, c1, rank, off = (np.asarray(getattr(F, k), np.int64) for k in (
         "row_start", "row_stop", "col_start", "col_stop", "rank", "offset"))
     data = np.asarray(F.data, np.float64)
+    top = _largest_exponent(data, rank, off, r0, r1, c0, c1)
+    e = top if top is not None and abs(top) > SCALE_LIMIT else 0
     with one_blas_thread():
         row_tree, row_node = range_tree(m, r0, r1, F.row_perm)
         col_tree, col_node = range_tree(n, c0, c1, F.col_perm)
@@ -694,6 +726,9 @@ def hmatrix_to_h2(cls, H, tol):
             k, mb, nb, o = rank[b], r1[b] - r0[b], c1[b] - c0[b], off[b]
             U[b] = data[o:o + k * mb].reshape(k, mb).T
             V[b] = data[o + k * mb:o + k * (mb + nb)].reshape(k, nb).T
+            if e and k:     # U V^T 2^-e with both factors of moderate size
+                ev = int(np.frexp(np.max(np.abs(V[b])))[1])
+                U[b], V[b] = np.ldexp(U[b], ev - e), np.ldexp(V[b], -ev)
             Ru = np.linalg.qr(U[b], mode="r") if k else np.zeros((0, 0))
             Rv = np.linalg.qr(V[b], mode="r") if k else np.zeros((0, 0))
             Uw[b], Vw[b] = U[b] @ Rv.T, V[b] @ Ru.T
@@ -703,8 +738,8 @@ def hmatrix_to_h2(cls, H, tol):
         row_leaves, col_leaves = _leaves_below(row_tree), _leaves_below(col_tree)
         nt, ns, D = [], [], []
         for b in dn.tolist():
-            blk = data[off[b]:off[b] + (r1[b] - r0[b]) * (c1[b] - c0[b])].reshape(
-                r1[b] - r0[b], c1[b] - c0[b])
+            blk = np.ldexp(data[off[b]:off[b] + (r1[b] - r0[b]) * (c1[b] - c0[b])].reshape(
+                r1[b] - r0[b], c1[b] - c0[b]), -e)
             for t in row_leaves[bt_all[b]]:
                 for u in col_leaves[bs_all[b]]:
                     nt.append(t), ns.append(u)
@@ -723,7 +758,7 @@ def hmatrix_to_h2(cls, H, tol):
         def near(i):
             return D[i]
 
-        dtype = np.float32 if F.dtype == np.float32 else np.float64
+        dtype = np.float32 if F.dtype == np.float32 and e == 0 else np.float64
 
         def attempt(tau, dtype):
             a = _assemble(row_far, col_far, coupling, near, row_tree, col_tree, bt, bs, nt, ns,
@@ -734,9 +769,30 @@ def hmatrix_to_h2(cls, H, tol):
             return G
 
         G = _fit_bases(attempt, row_far, col_far, row_tree, col_tree, tol, norm2, dtype, True)
-    G.conversion_error = G.error / np.sqrt(norm2) if norm2 > 0 else 0.0
-    G.error = float(H.error_bound + (G.error / H.norm if H.norm > 0 else G.conversion_error))
-    return G
+    G.conversion_error = float(G.error / np.sqrt(norm2)) if norm2 > 0 else 0.0
+    # ||A - G|| <= ||A - H|| + conv ||H||, ||H|| <= (1 + error_bound) ||A||
+    G.error = float(H.error_bound + G.conversion_error * (1.0 + H.error_bound))
+    return rescale(G, e)
+
+
+def _largest_exponent(data, rank, off, r0, r1, c0, c1):
+    """The binary exponent of an upper bound on the largest entry of an
+    H-matrix (a dense block's entries, ``k max|U| max|V|`` of a low-rank
+    block), computed without overflow; None for the zero matrix."""
+    best = None
+    for b in range(rank.size):
+        k, o, mb, nb = rank[b], off[b], r1[b] - r0[b], c1[b] - c0[b]
+        if k < 0:
+            mx = float(np.max(np.abs(data[o:o + mb * nb])))
+            exp = int(np.frexp(mx)[1]) if mx > 0 else None
+        else:
+            mu = float(np.max(np.abs(data[o:o + k * mb]))) if k else 0.0
+            mv = float(np.max(np.abs(data[o + k * mb:o + k * (mb + nb)]))) if k else 0.0
+            exp = (int(np.frexp(mu)[1] + np.frexp(mv)[1]) + int(np.ceil(np.log2(k)))
+                   if mu > 0 and mv > 0 else None)
+        if exp is not None and (best is None or exp > best):
+            best = exp
+    return best
 
 
 def _leaves_below(tree):
