@@ -13,7 +13,8 @@ from hmnumba._version import __version__
 from hmnumba.compressor import HMatrixCompressor
 from hmnumba.exceptions import CompressionWarning
 from hmnumba.h2matrix import H2Matrix
-from hmnumba.hmatrix import HMatrix, load
+from hmnumba.hmatrix import HMatrix
+from hmnumba.loading import load
 
 __all__ = ["CompressionWarning", "H2Matrix", "HMatrix", "HMatrixCompressor", "kernels", "load",
            "__version__"]

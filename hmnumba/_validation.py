@@ -376,3 +376,216 @@ def check_point_range(points, name="points"):
                          f"float64 (the points must span at least {MIN_EXTENT:g}): rescale "
                          f"the points (and the kernel's length scale)")
     return points
+
+
+# ---------------------------------------------------------------------------
+# H^2 arrays read from a file (hmnumba.io): every index a numba kernel reads
+# ---------------------------------------------------------------------------
+
+
+def _exclusive_cumsum(sizes):
+    out = np.zeros(sizes.size + 1, np.int64)
+    np.cumsum(sizes, out=out[1:])
+    return out
+
+
+def _check_pointer(ptr, length, total, name, where):
+    """``ptr`` of shape ``(length,)`` rising from 0 (to ``total`` if given)."""
+    if ptr.shape != (length,) or ptr[0] != 0 or np.any(np.diff(ptr) < 0) or (
+            total is not None and ptr[-1] != total):
+        end = "" if total is None else f" to {total}"
+        raise ValueError(f"{where}: {name} must have shape ({length},) and rise from 0{end}")
+
+
+def _check_in_range(idx, lo, hi, name, where):
+    if idx.size and (idx.min() < lo or idx.max() >= hi):
+        raise ValueError(f"{where}: {name} must lie in [{lo}, {hi})")
+
+
+def _check_finite(arrays, names, where):
+    for name in names:
+        if not np.all(np.isfinite(arrays[name])):
+            raise ValueError(f"{where}: {name} contains NaN or infinity")
+
+
+def check_h2_tree(a, prefix, n, where):
+    """A breadth-first cluster tree of ``n`` indices: ``{prefix}perm``,
+    ``children``, ``start``, ``stop``, ``level_ptr`` (int64). Every inner
+    node has two consecutive children after it that split its range, every
+    node but the root has exactly one parent, and ``level_ptr`` are the
+    node ranges of the levels. Returns the number of nodes."""
+    perm, ch = a[prefix + "perm"], a[prefix + "children"]
+    st, sp, lp = a[prefix + "start"], a[prefix + "stop"], a[prefix + "level_ptr"]
+    if perm.shape != (n,) or not np.array_equal(np.sort(perm), np.arange(n)):
+        raise ValueError(f"{where}: {prefix}perm must be a permutation of range({n})")
+    nn = st.size
+    if nn < 1 or st.shape != (nn,) or sp.shape != (nn,) or ch.shape != (nn, 2):
+        raise ValueError(f"{where}: {prefix}start, {prefix}stop must have shape (n_nodes,) "
+                         f"and {prefix}children (n_nodes, 2), n_nodes >= 1")
+    if st[0] != 0 or sp[0] != n or np.any(st >= sp) or st.min() < 0 or sp.max() > n:
+        raise ValueError(f"{where}: node ranges [{prefix}start, {prefix}stop) must be non-empty "
+                         f"and inside [0, {n}), the root covering all of it")
+    leaf = ch[:, 0] < 0
+    t = np.flatnonzero(~leaf)
+    c0, c1 = ch[t, 0], ch[t, 1]
+    if (np.any(ch[leaf] != -1) or np.any(c0 <= t) or np.any(c1 != c0 + 1)
+            or np.any(c1 >= nn)):
+        raise ValueError(f"{where}: {prefix}children must be -1 (leaf) or two consecutive "
+                         f"nodes after the parent, below {nn}")
+    if np.any(st[c0] != st[t]) or np.any(sp[c0] != st[c1]) or np.any(sp[c1] != sp[t]):
+        raise ValueError(f"{where}: the children of a node must split its range")
+    counts = np.bincount(ch[t].ravel(), minlength=nn)
+    if counts[0] != 0 or np.any(counts[1:] != 1):
+        raise ValueError(f"{where}: every node but the root must have exactly one parent")
+    depth = np.zeros(nn, np.int64)
+    for u, v in zip(t.tolist(), c0.tolist()):      # parents come first
+        depth[v] = depth[v + 1] = depth[u] + 1
+    if np.any(np.diff(depth) < 0) or not np.array_equal(
+            lp, np.searchsorted(depth, np.arange(depth.max() + 2))):
+        raise ValueError(f"{where}: nodes must be breadth-first and {prefix}level_ptr their "
+                         f"level ranges")
+    return nn
+
+
+def check_h2_kernel_arrays(a, where):
+    """The arrays of a symmetric kernel :class:`~hmnumba.H2Matrix` (int64
+    indices, as :func:`hmnumba.io.load` makes them; scalars ``n``, ``dim``
+    and ``mode`` already checked): tree, nested bases (pivots, transfer
+    sizes), coupling and near-field lists with exactly the offsets their
+    sizes give, point coordinates (on-the-fly). Raises ``ValueError``
+    naming ``where`` and the array."""
+    n, dim = a["n"], a["dim"]
+    nn = check_h2_tree(a, "", n, where)
+    vp, pp = a["vec_ptr"], a["piv_ptr"]
+    _check_pointer(vp, nn + 1, None, "vec_ptr", where)
+    _check_pointer(pp, nn + 1, a["piv"].size, "piv_ptr", where)
+    rank, m = np.diff(vp), np.diff(pp)
+    ch, size = a["children"], a["stop"] - a["start"]
+    inner = ch[:, 0] >= 0
+    operand = size.copy()
+    operand[inner] = rank[ch[inner, 0]] + rank[ch[inner, 1]]
+    if np.any(np.where(rank > 0, m != operand, m != 0)) or np.any(rank > m):
+        raise ValueError(f"{where}: piv_ptr must give each node of rank k > 0 its leaf size or "
+                         f"its children's ranks (>= k), and 0 to a node of rank 0")
+    seg = np.repeat(np.arange(nn), m)
+    local = np.arange(pp[-1]) - pp[:-1][seg]
+    piv = a["piv"]
+    if piv.size and (piv.min() < 0 or np.any(piv >= m[seg])
+                     or not np.array_equal(piv[np.lexsort((piv, seg))], local)):
+        raise ValueError(f"{where}: piv must hold a permutation of range(m) for each node")
+    if not np.array_equal(a["T_ptr"], _exclusive_cumsum(np.where(rank > 0, rank * (m - rank), 0))) \
+            or a["T"].size != a["T_ptr"][-1]:
+        raise ValueError(f"{where}: T_ptr must be the offsets of the k x (m - k) transfer "
+                         f"matrices and T hold them all")
+    for t, s, upper in (("cb_t", "cb_s", True), ("nb_t", "nb_s", False),
+                        ("lb_t", "lb_s", True)):
+        if t not in a:
+            continue
+        bt, bs = a[t], a[s]
+        if bt.shape != bs.shape or bt.ndim != 1:
+            raise ValueError(f"{where}: {t} and {s} must be 1-D of equal length")
+        _check_in_range(bt, 0, nn, t, where)
+        _check_in_range(bs, 0, nn, s, where)
+        if np.any(bt >= bs if upper else bt > bs):
+            raise ValueError(f"{where}: symmetric storage needs {t} {'<' if upper else '<='} {s}")
+    if np.any(inner[a["nb_t"]]) or np.any(inner[a["nb_s"]]):
+        raise ValueError(f"{where}: near-field blocks must pair two leaves")
+    floats = ["T"]
+    if a["mode"] == "stored":
+        for off, data, sizes in (
+                ("c_off", "B", rank[a["cb_t"]] * rank[a["cb_s"]]),
+                ("n_off", "D", size[a["nb_t"]] * size[a["nb_s"]])):
+            ends = _exclusive_cumsum(sizes)
+            if not np.array_equal(a[off], ends[:-1]) or a[data].size != ends[-1]:
+                raise ValueError(f"{where}: {off} must be the offsets of the blocks in {data} "
+                                 f"({ends[-1]} numbers)")
+        lr = a["l_rank"]
+        if lr.shape != a["lb_t"].shape or (lr.size and lr.min() < 0):
+            raise ValueError(f"{where}: l_rank must hold one rank >= 0 per low-rank coupling")
+        ends = _exclusive_cumsum(lr * (rank[a["lb_t"]] + rank[a["lb_s"]]))
+        if not np.array_equal(a["l_off"], ends[:-1]) or a["L"].size != ends[-1]:
+            raise ValueError(f"{where}: l_off must be the offsets of the factors in L "
+                             f"({ends[-1]} numbers)")
+        floats += ["B", "D", "L"]
+    else:
+        if a["xyz"].shape != (dim, n) or a["skel_xyz"].shape != (dim, vp[-1]):
+            raise ValueError(f"{where}: xyz must have shape ({dim}, {n}) and skel_xyz "
+                             f"({dim}, {vp[-1]})")
+        floats += ["xyz", "skel_xyz"]
+    _check_finite(a, floats, where)
+
+
+def _check_h2_lists(a, name, sizes, n_out, n_in, where):
+    """The CSR lists of one block kind of a general H^2 matrix, forward
+    (``{name}_ptr, _other, _off``) and transposed (``_tptr, _tother,
+    _toff``): the same blocks, each inside ``{name}_data`` without overlap.
+    ``sizes(t, s)`` gives the number of entries of block ``(t, s)``."""
+    data = a[name + "_data"]
+    n_blocks = a[name + "_other"].size
+    triples = []
+    for ptr, other, off, n_key, n_other in (("_ptr", "_other", "_off", n_out, n_in),
+                                            ("_tptr", "_tother", "_toff", n_in, n_out)):
+        p, o, f = a[name + ptr], a[name + other], a[name + off]
+        if o.shape != (n_blocks,) or f.shape != (n_blocks,):
+            raise ValueError(f"{where}: {name}{other} and {name}{off} must hold {n_blocks} blocks")
+        _check_pointer(p, n_key + 1, n_blocks, name + ptr, where)
+        _check_in_range(o, 0, n_other, name + other, where)
+        key = np.repeat(np.arange(n_key), np.diff(p))
+        triples.append((key, o, f) if ptr == "_ptr" else (o, key, f))
+    (t, s, off), (t2, s2, off2) = triples
+    o1, o2 = np.lexsort((s, t, off)), np.lexsort((s2, t2, off2))
+    if not (np.array_equal(t[o1], t2[o2]) and np.array_equal(s[o1], s2[o2])
+            and np.array_equal(off[o1], off2[o2])):
+        raise ValueError(f"{where}: {name}_ptr and {name}_tptr must list the same blocks")
+    size = sizes(t, s)[o1]
+    off = off[o1]
+    if n_blocks and (off[0] < 0 or off[-1] + size[-1] > data.size
+                     or np.any(off[:-1] + size[:-1] > off[1:])):
+        raise ValueError(f"{where}: the blocks of {name}_data must lie inside it "
+                         f"({data.size} numbers) without overlap")
+
+
+def check_h2_general_arrays(a, where):
+    """The arrays of a general H^2 matrix (:func:`hmnumba.h2dense`), int64
+    indices, ``shape`` already checked: both trees, the nested bases (each
+    node's matrix at exactly the offset its size gives), couplings and near
+    field. Raises ``ValueError`` naming ``where`` and the array."""
+    m, n = a["shape"]
+    nodes, ranks = {}, {}
+    for side, size in (("row", m), ("col", n)):
+        p = side + "_"
+        nn = check_h2_tree(a, p, size, where)
+        vp = a[p + "vp"]
+        _check_pointer(vp, nn + 1, None, p + "vp", where)
+        k = np.diff(vp)
+        ch = a[p + "children"]
+        inner = ch[:, 0] >= 0
+        rows = a[p + "stop"] - a[p + "start"]
+        rows[inner] = k[ch[inner, 0]] + k[ch[inner, 1]]
+        ends = _exclusive_cumsum(rows * k)
+        if not np.array_equal(a[p + "boff"], ends[:-1]) or a[p + "basis"].size != ends[-1]:
+            raise ValueError(f"{where}: {p}boff must be the offsets of the leaf bases and "
+                             f"transfer matrices in {p}basis ({ends[-1]} numbers)")
+        nodes[side], ranks[side] = nn, k
+    _check_h2_lists(a, "c", lambda t, s: ranks["row"][t] * ranks["col"][s],
+                    nodes["row"], nodes["col"], where)
+    rows = a["row_stop"] - a["row_start"]
+    cols = a["col_stop"] - a["col_start"]
+    _check_h2_lists(a, "n", lambda t, s: rows[t] * cols[s], nodes["row"], nodes["col"], where)
+    t = np.repeat(np.arange(nodes["row"]), np.diff(a["n_ptr"]))
+    if np.any(a["row_children"][t, 0] >= 0) or np.any(a["col_children"][a["n_other"], 0] >= 0):
+        raise ValueError(f"{where}: near-field blocks must pair two leaves (each leaf's rows "
+                         f"are written by one thread)")
+    _check_finite(a, ("row_basis", "col_basis", "c_data", "n_data"), where)
+
+
+def check_h2_compressor_options(backend, factor_dtype, outliers):
+    """Options of ``HMatrixCompressor(format="h2")``: CPU products, no
+    low-precision factors, no sparse outliers."""
+    if backend == "cuda":
+        raise ValueError("backend='cuda' is not available with format='h2' (the H^2 products "
+                         "run on the CPU); use backend='cpu' or 'auto'")
+    if factor_dtype is not None:
+        raise ValueError(f"factor_dtype must be None with format='h2', got {factor_dtype!r}")
+    if outliers is not None:
+        raise ValueError(f"outliers must be None with format='h2', got {outliers!r}")

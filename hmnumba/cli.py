@@ -24,9 +24,10 @@ Subcommands
     H-matrix file; for an ``.npz`` archive, one ``DIR/<name>.hmz`` per array.
     Array names that are not plain file names (a path separator, ``..``, an
     absolute path, a control character) are refused before anything is
-    written: files are written only inside ``DIR``.
+    written: files are written only inside ``DIR``. ``--format h2`` writes
+    H^2 matrices (nested bases, :meth:`hmnumba.H2Matrix.from_dense`) instead.
 ``info W.hmz`` (or a directory of them)
-    Blocks, ranks, bytes, compression ratio and error bound.
+    Blocks, ranks, bytes, compression ratio and error bound (H and H^2 files).
 ``apply W.hmz X.npy -o Y.npy``
     ``Y = X @ W_hat.T`` for samples ``X (n_samples, n_in)``, as
     :meth:`hmnumba.HMatrixCompressor.transform` does; ``--transpose`` gives
@@ -145,12 +146,18 @@ def _compress(args):
                 raise ValueError(f"{path}: array {name!r} would be written outside {out}")
     else:
         targets = {None: out}
+    if args.format == "h2" and (args.factor_dtype != "none" or args.outliers is not None):
+        raise ValueError("--format h2 stores full-precision bases: --factor-dtype and "
+                         "--outliers are not available with it")
     for name, W in arrays.items():
         label = f"{path}[{name}]" if name is not None else str(path)
         if np.asarray(W).dtype.kind in "iub":
             W = np.asarray(W, dtype=np.float64)
         if np.ndim(W) != 2:
             raise ValueError(f"{label}: expected a 2-D weight array, got shape {np.shape(W)}")
+        if args.format == "h2":
+            _compress_h2(W, args, label, targets[name])
+            continue
         H = HMatrix.from_dense(W, tol=args.tol, leaf_size=args.leaf_size, method=args.method,
                                cluster=args.cluster, random_state=args.seed,
                                structure=args.structure,
@@ -164,6 +171,18 @@ def _compress(args):
               f"{H.outliers.nnz if H.outliers is not None else 0} outliers, "
               f"{H.params['build_seconds']:.2f} s")
     return 0
+
+
+def _compress_h2(W, args, label, target):
+    from hmnumba import H2Matrix
+    started = time.perf_counter()
+    H = H2Matrix.from_dense(W, tol=args.tol, leaf_size=args.leaf_size, cluster=args.cluster,
+                            random_state=args.seed)
+    seconds = time.perf_counter() - started
+    H.save(target)
+    print(f"{label} {W.shape[0]}x{W.shape[1]} -> {target}: ratio {H.compression_ratio:.2f}, "
+          f"error {H.error:.2e} (exact), h2, {H._a['row_basis'].dtype.name} numbers, "
+          f"{seconds:.2f} s")
 
 
 def _outlier_count(text):
@@ -209,7 +228,7 @@ def _hmz_files(path):
 
 
 def _info(args):
-    from hmnumba.hmatrix import load
+    from hmnumba.loading import load
     for i, file in enumerate(_hmz_files(args.file)):
         H = load(file)
         print(("\n" if i else "") + f"{file}\n{H.summary()}")
@@ -219,7 +238,7 @@ def _info(args):
 def _apply(args):
     import numpy as np
 
-    from hmnumba.hmatrix import load
+    from hmnumba.loading import load
     from hmnumba.io import _save_npy
     H = load(args.file)
     X = _read_weights(Path(args.samples))
@@ -369,6 +388,9 @@ def build_parser():
                            "a count, or auto for the count that stores fewest bytes; with "
                            "--factor-dtype auto, the cheapest of every storage option "
                            "(default none)")
+    comp.add_argument("--format", choices=("h", "h2"), default="h",
+                      help="h: H-matrix; h2: H^2 matrix with nested row and column bases, "
+                           "the same bound (default h)")
     comp.set_defaults(func=_compress)
 
     info = sub.add_parser("info", help="describe an .hmz file (or a directory of them)",

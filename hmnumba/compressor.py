@@ -244,11 +244,21 @@ class HMatrixCompressor(BaseCompressor):
         ``"auto"`` picks the count that stores fewest bytes, 0 included.
         With ``factor_dtype="auto"`` too, the result is the cheapest of
         every storage option at ``tol`` (see :meth:`HMatrix.from_dense`).
+    format : {"h", "h2"}, default="h"
+        ``"h"``: an :class:`~hmnumba.HMatrix`; ``"h2"``: an H^2 matrix with
+        nested row and column bases (:meth:`H2Matrix.from_dense
+        <hmnumba.H2Matrix.from_dense>`, the same bound ``||W - H||_F <= tol
+        ||W||_F`` computed exactly), which shares one basis per cluster
+        across all of its blocks. ``"h2"`` uses ``tol``, ``leaf_size``,
+        ``admissibility``, ``cluster`` and ``random_state``; it runs on the
+        CPU (``backend="cuda"`` is refused) and needs ``factor_dtype`` and
+        ``outliers`` to be None; the other parameters are ignored.
 
     Attributes
     ----------
-    hmatrix_ : HMatrix
-        The compressed operator.
+    hmatrix_ : HMatrix or H2Matrix
+        The compressed operator (an :class:`~hmnumba.H2Matrix` for
+        ``format="h2"``; its ``save`` and :func:`hmnumba.load` keep it).
     n_features_in_ : int
         ``n_in``, the number of columns of ``W``.
     n_outputs_ : int
@@ -261,9 +271,11 @@ class HMatrixCompressor(BaseCompressor):
         The same quantity; equal to ``error_bound_`` because every block's error
         is computed exactly for dense input.
     block_errors_ : ndarray
-        Absolute Frobenius error of each block.
+        Absolute Frobenius error of each block (``format="h2"``: one entry,
+        the error of the whole matrix, since the H^2 bases are shared).
     ranks_ : ndarray
-        Rank of each block, ``-1`` for dense blocks.
+        Rank of each block, ``-1`` for dense blocks (``format="h2"``: the
+        rank of each row cluster basis).
     nbytes_ : int
         Stored bytes.
 
@@ -292,6 +304,15 @@ class HMatrixCompressor(BaseCompressor):
     >>> model = make_pipeline(FrozenEstimator(comp), Ridge()).fit(X, y)
     >>> model[0].estimator is comp, comp.n_outputs_
     (True, 256)
+
+    The H^2 format, with the same guarantee:
+
+    >>> comp2 = HMatrixCompressor(tol=1e-6, format="h2", random_state=0).fit(W)
+    >>> type(comp2.hmatrix_).__name__, bool(comp2.error_bound_ <= 1e-6)
+    ('GeneralH2Matrix', True)
+    >>> Z = comp2.transform(X)
+    >>> bool(np.linalg.norm(Z - X @ W.T) <= 1e-6 * np.linalg.norm(X) * np.linalg.norm(W))
+    True
     """
 
     _build_warns = True
@@ -301,7 +322,7 @@ class HMatrixCompressor(BaseCompressor):
                  max_rank: int | None = None, backend: str = "auto", n_jobs: int | None = None,
                  random_state: int | np.random.RandomState | None = None,
                  structure: str = "auto", factor_dtype: str | None = None,
-                 outliers: int | str | None = None) -> None:
+                 outliers: int | str | None = None, format: str = "h") -> None:
         self.tol = tol
         self.leaf_size = leaf_size
         self.admissibility = admissibility
@@ -315,14 +336,25 @@ class HMatrixCompressor(BaseCompressor):
         self.structure = structure
         self.factor_dtype = factor_dtype
         self.outliers = outliers
+        self.format = format
+
+    @property
+    def _build_warns(self):
+        # HMatrix.from_dense warns by itself; H2Matrix.from_dense does not.
+        return self.format != "h2"
 
     def _check_params(self):
         val.check_choice(self.admissibility, "admissibility", ("adaptive", "weak"))
         val.check_choice(self.cluster, "cluster", ("pca", "index"))
         val.check_choice(self.backend, "backend", ("auto", "cpu", "cuda"))
+        val.check_choice(self.format, "format", ("h", "h2"))
+        if self.format == "h2":
+            val.check_h2_compressor_options(self.backend, self.factor_dtype, self.outliers)
 
     def _compress(self, W):
         seed = val.check_random_state(self.random_state)
+        if self.format == "h2":
+            return self._compress_h2(W, seed)
         options = {}
         if self.n_jobs is not None:
             options["n_jobs"] = self.n_jobs
@@ -339,6 +371,16 @@ class HMatrixCompressor(BaseCompressor):
         self.ranks_ = H.ranks
         return H.nbytes
 
+    def _compress_h2(self, W, seed):
+        from hmnumba.h2matrix import H2Matrix
+        H = H2Matrix.from_dense(W, tol=self.tol, leaf_size=self.leaf_size, cluster=self.cluster,
+                                random_state=seed, admissibility=self.admissibility)
+        self.hmatrix_ = H
+        self.error_bound_ = float(H.error)
+        self.block_errors_ = np.array([H.error * _frobenius(W)])
+        self.ranks_ = H.ranks
+        return H.nbytes
+
     def _place(self, H):
         """Move ``H`` to the GPU when the backend asks for (or finds) one."""
         if self.backend == "cpu":
@@ -348,14 +390,21 @@ class HMatrixCompressor(BaseCompressor):
             H.to("cuda")
 
     def _relative_error(self, W, norm):
-        # Exact: each block's residual was computed from the dense block.
-        return float(self.hmatrix_.error_bound)
+        # Exact: each block's residual was computed from the dense block (H),
+        # the whole residual from the stored matrix (H^2).
+        return float(self.error_bound_)
 
     def _apply(self, X):
-        return self.hmatrix_.matmat(X.T).T
+        return self._h2_dtype(self.hmatrix_.matmat(X.T).T, X)
 
     def _apply_adjoint(self, Y):
-        return self.hmatrix_.rmatmat(Y.T).T
+        return self._h2_dtype(self.hmatrix_.rmatmat(Y.T).T, Y)
+
+    def _h2_dtype(self, out, X):
+        """H^2 products run in float64: float32 in and stored gives float32 out."""
+        if self.format == "h2":
+            out = out.astype(np.result_type(X.dtype, self.hmatrix_.dtype), copy=False)
+        return out
 
     def _reconstruct(self):
-        return self.hmatrix_.to_dense()
+        return self.hmatrix_.to_dense().astype(self.hmatrix_.dtype, copy=False)

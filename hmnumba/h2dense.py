@@ -32,6 +32,7 @@ from hmnumba.cluster import build_cluster_trees
 from hmnumba.h2build import FLOAT32_MIN_TOL, level_pointer
 from hmnumba.kernels import h2_general as kg
 from hmnumba.kernels import trees
+from hmnumba.storage import Packed
 
 # First try keeps this fraction of the budget for the bases; the rest covers
 # rounding to the storage dtype.
@@ -76,9 +77,19 @@ def _parents(children):
     return parent
 
 
-def _energies(Wp, tree, far):
-    return np.array([float(np.square(Wp[tree.start[t]:tree.stop[t], f]).sum()) if f.size else 0.0
-                     for t, f in enumerate(far)])
+def _dense_far(Wp, far):
+    """``far_rows(t, a, b)``: rows ``a:b`` of ``Wp`` in the far-field columns
+    ``far[t]`` of node ``t`` (None where there are none)."""
+    return lambda t, a, b: Wp[a:b][:, far[t]] if far[t].size else None
+
+
+def _energy(far_rows, tree):
+    """``sum_t ||W[t, F(t)]||_F^2`` over the nodes of ``tree``."""
+    total = 0.0
+    for t in range(tree.n_nodes):
+        M = far_rows(t, tree.start[t], tree.stop[t])
+        total += 0.0 if M is None else float(np.square(M).sum())
+    return total
 
 
 def _truncation(sv, allowed):
@@ -87,27 +98,28 @@ def _truncation(sv, allowed):
     return int(np.argmax(tail <= allowed))
 
 
-def _nested_bases(Wp, tree, far, tau):
-    """Orthonormal nested bases of the row clusters of ``Wp`` (cluster
-    order): explicit ``U_t`` (for the couplings) and the stored matrices
-    (leaf bases / stacked transfers)."""
+def _nested_bases(far_rows, tree, tau):
+    """Orthonormal nested bases of the row clusters of a matrix whose far
+    field ``far_rows(t, a, b)`` gives (rows ``a:b`` of node ``t``'s far-field
+    columns, or any matrix with the same Gram matrix; None: no far field):
+    explicit ``U_t`` (for the couplings) and the stored matrices (leaf bases
+    / stacked transfers)."""
     n_nodes = tree.n_nodes
     U = [None] * n_nodes
     stored = [None] * n_nodes
     lp = level_pointer(tree.level)
     for t in range(lp[-1] - 1, -1, -1):       # children before parents
         a, b = tree.start[t], tree.stop[t]
-        f = far[t]
         leaf = tree.children[t, 0] < 0
-        if f.size == 0:
+        if far_rows(t, a, a) is None:
             U[t] = np.zeros((b - a, 0))
             stored[t] = np.zeros((b - a if leaf else 0, 0))
             continue
         if leaf:
-            M = Wp[a:b][:, f]
+            M = far_rows(t, a, b)
         else:
             c0, c1 = tree.children[t]
-            M = np.vstack([U[c].T @ Wp[tree.start[c]:tree.stop[c]][:, f] for c in (c0, c1)])
+            M = np.vstack([U[c].T @ far_rows(t, tree.start[c], tree.stop[c]) for c in (c0, c1)])
         Q, sv, _ = np.linalg.svd(M, full_matrices=False)
         k = _truncation(sv, tau * float(np.square(M).sum()))
         R = np.ascontiguousarray(Q[:, :k])
@@ -147,12 +159,16 @@ def _tree_arrays(tree, U_stored, dtype):
                 level_ptr=level_pointer(tree.level), vp=vp, boff=boff, basis=basis)
 
 
-def _assemble(Wp, row_tree, col_tree, bt, bs, nt, ns, tau, dtype):
-    U, ru = _nested_bases(Wp, row_tree, _far_columns(row_tree, col_tree, bt, bs), tau)
-    V, cv = _nested_bases(Wp.T, col_tree, _far_columns(col_tree, row_tree, bs, bt), tau)
-    rs, rp, cs, cp = row_tree.start, row_tree.stop, col_tree.start, col_tree.stop
-    S = [U[t].T @ Wp[rs[t]:rp[t], cs[s]:cp[s]] @ V[s] for t, s in zip(bt, bs)]
-    D = [Wp[rs[t]:rp[t], cs[s]:cp[s]] for t, s in zip(nt, ns)]
+def _assemble(row_far, col_far, coupling, near, row_tree, col_tree, bt, bs, nt, ns, tau,
+              dtype):
+    """The arrays of a general H^2 matrix: nested bases of the far fields
+    ``row_far`` / ``col_far`` (see :func:`_nested_bases`), couplings
+    ``coupling(i, U_t, V_s)`` of the far-field blocks ``(bt, bs)`` and dense
+    blocks ``near(i)`` of ``(nt, ns)``."""
+    U, ru = _nested_bases(row_far, row_tree, tau)
+    V, cv = _nested_bases(col_far, col_tree, tau)
+    S = [coupling(i, U[t], V[s]) for i, (t, s) in enumerate(zip(bt, bs))]
+    D = [near(i) for i in range(len(nt))]
     a = {"row_" + k: v for k, v in _tree_arrays(row_tree, ru, dtype).items()}
     a.update({"col_" + k: v for k, v in _tree_arrays(col_tree, cv, dtype).items()})
     for name, t, s, mats in (("c", bt, bs, S), ("n", nt, ns, D)):
@@ -212,10 +228,17 @@ def build_dense_h2(cls, W, tol, leaf_size, cluster, random_state, admissibility=
     ``||W - H||_F <= tol ||W||_F``: for
     ``"adaptive"`` admissibility, the smallest of the partitions
     :data:`PARTITIONS` (each with the bound verified)."""
+    e = scale_exponent(np.max(np.abs(W)) if W.size else 0.0)
+    if storage == "float32" and e:
+        raise ValueError(f"storage='float32' cannot keep entries of magnitude "
+                         f"{float(np.max(np.abs(W))):.1e} accurately; use 'auto' or 'float64'")
+    Ws = W if e == 0 else np.ldexp(np.asarray(W, np.float64), -e)
     with one_blas_thread():
-        row_tree, col_tree = build_cluster_trees(W.shape, cluster, leaf_size, A=W,
+        row_tree, col_tree = build_cluster_trees(W.shape, cluster, leaf_size, A=Ws,
                                                  random_state=random_state)
-        Wp = np.ascontiguousarray(W[row_tree.perm][:, col_tree.perm], dtype=np.float64)
+        Wp = np.ascontiguousarray(Ws[row_tree.perm][:, col_tree.perm], dtype=np.float64)
+        if e:      # float64 storage: scaled back, float32 could not hold the entries
+            storage = "float64"
         if admissibility == "weak":
             parts = [trees.weak_partition(row_tree.children, col_tree.children)]
         else:
@@ -226,7 +249,30 @@ def build_dense_h2(cls, W, tol, leaf_size, cluster, random_state, admissibility=
             H = _build_partition(cls, W, Wp, row_tree, col_tree, bt, bs, adm, tol, storage)
             if best is None or H.nbytes < best.nbytes:
                 best = H
-        return best
+        return rescale(best, e)
+
+
+# Inputs whose largest entry lies outside [2^-SCALE_LIMIT, 2^SCALE_LIMIT]
+# are built scaled by a power of two (exact), so that no squared norm or
+# SVD under- or overflows, and scaled back in float64 storage.
+SCALE_LIMIT = 100
+
+
+def scale_exponent(max_abs):
+    """0 for ordinary magnitudes, else ``e`` with ``max_abs 2^-e`` in ``[0.5, 1)``."""
+    if not np.isfinite(max_abs) or max_abs == 0:
+        return 0
+    e = int(np.frexp(max_abs)[1])
+    return e if abs(e) > SCALE_LIMIT else 0
+
+
+def rescale(H, e):
+    """``H`` built from ``W 2^-e`` made an approximation of ``W``: couplings
+    and near field times ``2^e`` (exact; the bases are orthonormal)."""
+    if e:
+        for key in ("c_data", "n_data"):
+            H._a[key] = np.ldexp(H._a[key].astype(np.float64), e)
+    return H
 
 
 def _build_partition(cls, W, Wp, row_tree, col_tree, bt, bs, adm, tol, storage):
@@ -235,22 +281,46 @@ def _build_partition(cls, W, Wp, row_tree, col_tree, bt, bs, adm, tol, storage):
     nt, ns = bt[~adm], bs[~adm]
     bt, bs = bt[adm], bs[adm]
     norm2 = float(np.square(Wp).sum())
-    bound = tol * np.sqrt(norm2)
-    e_row = _energies(Wp, row_tree, _far_columns(row_tree, col_tree, bt, bs)).sum()
-    e_col = _energies(Wp.T, col_tree, _far_columns(col_tree, row_tree, bs, bt)).sum()
-    share = FIRST_BUDGET * 0.5 * tol * tol * norm2
-    tau = min(share / e_row if e_row > 0 else 1.0, share / e_col if e_col > 0 else 1.0)
+    rs, rp, cs, cp = row_tree.start, row_tree.stop, col_tree.start, col_tree.stop
+    row_far = _dense_far(Wp, _far_columns(row_tree, col_tree, bt, bs))
+    col_far = _dense_far(Wp.T, _far_columns(col_tree, row_tree, bs, bt))
+
+    def coupling(i, Ut, Vs):
+        return Ut.T @ Wp[rs[bt[i]]:rp[bt[i]], cs[bs[i]]:cp[bs[i]]] @ Vs
+
+    def near(i):
+        return Wp[rs[nt[i]]:rp[nt[i]], cs[ns[i]]:cp[ns[i]]]
+
     if storage == "auto":
         dtype = np.float32 if (W.dtype == np.float32 or tol >= FLOAT32_MIN_TOL) else np.float64
     else:
         dtype = np.dtype(storage).type
+
     def attempt(tau, dtype):
-        a = _assemble(Wp, row_tree, col_tree, bt, bs, nt, ns, tau, dtype)
+        a = _assemble(row_far, col_far, coupling, near, row_tree, col_tree, bt, bs, nt, ns, tau,
+                      dtype)
         a.update(shape=(m, n), tol=tol, dtype=np.dtype(W.dtype))
         H = cls(a)
         H.error = float(np.linalg.norm(H._to_dense_permuted() - Wp))
         return H
 
+    H = _fit_bases(attempt, row_far, col_far, row_tree, col_tree, tol, norm2, dtype,
+                   storage == "auto")
+    H.error = H.error / np.sqrt(norm2) if norm2 > 0 else 0.0
+    return H
+
+
+def _fit_bases(attempt, row_far, col_far, row_tree, col_tree, tol, norm2, dtype, fallback):
+    """The H^2 matrix ``attempt(tau, dtype)`` (its ``.error`` absolute) with
+    the largest truncation ``tau`` tried whose error is at most ``tol
+    sqrt(norm2)``: ``tau`` starts from the a priori split (each side's
+    discarded energy within half the budget), is tightened on a miss (and
+    the storage moved to float64 when ``fallback`` allows) and relaxed while
+    the error leaves room and storage drops."""
+    bound = tol * np.sqrt(norm2)
+    e_row, e_col = _energy(row_far, row_tree), _energy(col_far, col_tree)
+    share = FIRST_BUDGET * 0.5 * tol * tol * norm2
+    tau = min(share / e_row if e_row > 0 else 1.0, share / e_col if e_col > 0 else 1.0)
     for i in range(MAX_TRIES + 1):
         if i == MAX_TRIES:     # last resort: full ranks, float64
             tau, dtype = 0.0, np.float64
@@ -258,7 +328,7 @@ def _build_partition(cls, W, Wp, row_tree, col_tree, bt, bs, adm, tol, storage):
         if H.error <= bound:
             break
         tau *= 0.5 * min(1.0, (bound / H.error) ** 2)
-        if dtype == np.float32 and i >= 2 and storage == "auto":
+        if dtype == np.float32 and i >= 2 and fallback:
             dtype = np.float64
     # The a priori split is pessimistic (every level gets the same share):
     # relax tau while the exact error leaves room and storage drops.
@@ -272,7 +342,6 @@ def _build_partition(cls, W, Wp, row_tree, col_tree, bt, bs, adm, tol, storage):
         if H2.error > bound or H2.nbytes >= H.nbytes:
             break
         H, tau = H2, relaxed
-    H.error = H.error / np.sqrt(norm2) if norm2 > 0 else 0.0
     return H
 
 
@@ -430,58 +499,318 @@ class _GeneralH2Products:
                 U[t] = np.vstack((U[c0] @ R[:k0], U[c1] @ R[k0:]))
         return U
 
-    def to_hmatrix(self):
-        """The same matrix as an :class:`~hmnumba.HMatrix` (float64): each
-        coupling becomes the low-rank block ``(U_t S_b) V_s^T`` (or ``U_t (V_s
-        S_b^T)^T``, whichever rank is smaller), the near field stays dense.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from hmnumba import H2Matrix
-        >>> x = np.linspace(0, 1, 100)
-        >>> W = 1.0 / (1.0 + 20 * np.abs(x[:, None] - x[None, :] - 0.1))
-        >>> H2 = H2Matrix.from_dense(W, tol=1e-4, leaf_size=16, random_state=0)
-        >>> bool(np.allclose(H2.to_hmatrix().to_dense(), H2.to_dense()))
-        True
-        """
-        from hmnumba.hmatrix import HMatrix
+    def _hmatrix_storage(self):
+        """The storage value of :meth:`~hmnumba.H2Matrix.to_hmatrix` (float64):
+        each coupling becomes the low-rank block ``(U_t S_b) V_s^T`` (or ``U_t
+        (V_s S_b^T)^T``, whichever rank is smaller), the near field stays
+        dense. Exact up to float64 rounding."""
         a = self._a
         U, V = self._explicit_bases("row"), self._explicit_bases("col")
         rs, rp, cs, cp = a["row_start"], a["row_stop"], a["col_start"], a["col_stop"]
-        r0, r1, c0, c1, rank, parts = [], [], [], [], [], []
+        blocks = []
         for t in range(a["c_ptr"].size - 1):
             for q in range(a["c_ptr"][t], a["c_ptr"][t + 1]):
                 s, o = a["c_other"][q], a["c_off"][q]
                 kt, ks = U[t].shape[1], V[s].shape[1]
                 S = a["c_data"][o:o + kt * ks].reshape(kt, ks).astype(np.float64)
                 L, R = (U[t] @ S, V[s]) if ks <= kt else (U[t], V[s] @ S.T)
-                r0.append(rs[t]), r1.append(rp[t]), c0.append(cs[s]), c1.append(cp[s])
-                rank.append(L.shape[1])
-                parts += [L.T.ravel(), R.T.ravel()]
+                blocks.append((rs[t], rp[t], cs[s], cp[s], L, R))
             for q in range(a["n_ptr"][t], a["n_ptr"][t + 1]):
                 s, o = a["n_other"][q], a["n_off"][q]
                 m, n = rp[t] - rs[t], cp[s] - cs[s]
-                r0.append(rs[t]), r1.append(rp[t]), c0.append(cs[s]), c1.append(cp[s])
-                rank.append(-1)
-                parts.append(a["n_data"][o:o + m * n].astype(np.float64))
-        sizes = np.array([p.size for p in parts], np.int64)
-        rank = np.array(rank, np.int64)
-        # one offset per block: low-rank blocks own two consecutive parts
-        owners = np.repeat(np.arange(rank.size), np.where(rank >= 0, 2, 1))
-        starts = np.zeros(sizes.size + 1, np.int64)
-        np.cumsum(sizes, out=starts[1:])
-        offset = np.full(rank.size, -1, np.int64)
-        first = np.concatenate(([True], owners[1:] != owners[:-1]))
-        offset[owners[first]] = starts[:-1][first]
-        data = np.concatenate(parts) if parts else np.zeros(0)
-        H = HMatrix.from_arrays(self._shape, a["row_perm"], a["col_perm"], np.array(r0, np.int64),
-                    np.array(r1, np.int64), np.array(c0, np.int64), np.array(c1, np.int64),
-                    rank, offset, data, np.zeros(rank.size), np.zeros(rank.size), self.tol)
-        return H
+                D = a["n_data"][o:o + m * n].reshape(m, n).astype(np.float64)
+                blocks.append((rs[t], rp[t], cs[s], cp[s], D, None))
+        return pack_hmatrix(self._shape, a["row_perm"], a["col_perm"], blocks)
 
     def estimate_error(self, *args, **kwargs):
         """Not defined for weight arrays: :attr:`error` is the exact
         ``||W - H||_F / ||W||_F`` measured by the construction."""
         raise TypeError("estimate_error needs kernel points; an H2Matrix built from a dense "
                         "array carries its exact relative error in .error")
+
+
+def pack_hmatrix(shape, row_perm, col_perm, blocks, symmetric=False):
+    """The H-matrix storage value (float64, checked as a loaded file is) of
+    ``blocks``, each ``(r0, r1, c0, c1, L, R)`` in cluster order: the
+    low-rank block ``L R^T``, or the dense block ``L`` when ``R`` is None.
+    Block errors are 0 (the blocks are taken as they are)."""
+    order = sorted(range(len(blocks)), key=lambda b: (blocks[b][0], blocks[b][2]))
+    r0, r1, c0, c1, rank, offset, parts = [], [], [], [], [], [], []
+    pos = 0
+    for b in order:
+        a0, a1, b0, b1, L, R = blocks[b]
+        r0.append(a0), r1.append(a1), c0.append(b0), c1.append(b1)
+        offset.append(pos)
+        if R is None:
+            rank.append(-1)
+            parts.append(np.ravel(L))
+        else:
+            rank.append(L.shape[1])
+            parts += [L.T.ravel(), R.T.ravel()]
+        pos += parts[-1].size + (0 if R is None else parts[-2].size)
+    data = np.concatenate(parts) if parts else np.zeros(0)
+    as64 = lambda v: np.array(v, np.int64)     # noqa: E731
+    return Packed.from_arrays(tuple(int(v) for v in shape), np.asarray(row_perm, np.int64),
+                              np.asarray(col_perm, np.int64), as64(r0), as64(r1), as64(c0),
+                              as64(c1), as64(rank), as64(offset),
+                              np.ascontiguousarray(data, np.float64), np.zeros(len(order)),
+                              np.zeros(len(order)), symmetric=symmetric)
+
+
+# ---------------------------------------------------------------------------
+# HMatrix -> H^2 (blockwise, never dense)
+# ---------------------------------------------------------------------------
+
+
+class RangeTree:
+    """A breadth-first binary cluster tree over ``[0, size)`` (the fields
+    :func:`build_dense_h2` reads from a :class:`~hmnumba.cluster.ClusterTree`)."""
+
+    def __init__(self, perm, start, stop, children, level):
+        self.perm, self.start, self.stop = perm, start, stop
+        self.children, self.level = children, level
+        self.n_nodes = start.size
+
+
+def range_tree(size, lo, hi, perm):
+    """The binary tree whose nodes include every range ``[lo_i, hi_i)`` (the
+    block rows of an H-matrix, which nest like the cluster tree they came
+    from): a range with more than two maximal sub-ranges, or gaps between
+    them, gets gap leaves and balanced intermediate nodes.
+
+    Returns ``(tree, node)`` with ``node[(lo, hi)]`` the node of a range.
+    Raises ``ValueError`` if two ranges overlap without nesting.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba.h2dense import range_tree
+    >>> tree, node = range_tree(10, np.array([0, 5, 0, 2]), np.array([5, 10, 2, 5]),
+    ...                         np.arange(10))
+    >>> tree.start.tolist(), tree.stop.tolist(), node[(2, 5)]
+    ([0, 0, 5, 0, 2], [10, 5, 10, 2, 5], 4)
+    """
+    ranges = sorted(set(zip(np.asarray(lo).tolist(), np.asarray(hi).tolist())) | {(0, size)},
+                    key=lambda r: (r[0], -r[1]))
+    kids = {r: [] for r in ranges}
+    stack = []
+    for r in ranges:
+        while stack and stack[-1][1] <= r[0]:
+            stack.pop()
+        if stack:
+            if r[1] > stack[-1][1]:
+                raise ValueError(f"the block ranges {stack[-1]} and {r} overlap without nesting: "
+                                 f"they do not come from a cluster tree")
+            kids[stack[-1]].append(r)
+        stack.append(r)
+
+    def split(r):
+        items, pos = [], r[0]
+        for k in kids[r]:
+            if k[0] > pos:
+                items.append((pos, k[0]))
+            items.append(k)
+            pos = k[1]
+        if items and pos < r[1]:
+            items.append((pos, r[1]))
+        if len(items) <= 2:
+            return items
+        h = len(items) // 2
+        halves = []
+        for part in (items[:h], items[h:]):
+            new = (part[0][0], part[-1][1])
+            if len(part) > 1:
+                kids[new] = part
+            halves.append(new)
+        return halves
+
+    nodes, children, level = [(0, size)], [], [0]
+    i = 0
+    while i < len(nodes):          # breadth-first: children are consecutive
+        ch = split(nodes[i])
+        if ch:
+            children.append([len(nodes), len(nodes) + 1])
+            nodes += ch
+            level += [level[i] + 1] * 2
+            for c in ch:
+                kids.setdefault(c, [])
+        else:
+            children.append([-1, -1])
+        i += 1
+    node = {r: t for t, r in enumerate(nodes)}
+    arr = np.array(nodes, np.int64).reshape(-1, 2)
+    tree = RangeTree(np.asarray(perm, np.int64), arr[:, 0].copy(), arr[:, 1].copy(),
+                     np.array(children, np.int64).reshape(-1, 2), np.array(level, np.int64))
+    return tree, node
+
+
+def _ancestor_lists(tree, own):
+    """For each node, the items of ``own`` at the node and its ancestors."""
+    out = [None] * tree.n_nodes
+    parent = _parents(tree.children)
+    for t in range(tree.n_nodes):             # breadth-first: parents first
+        out[t] = (out[parent[t]] if parent[t] >= 0 else []) + own[t]
+    return out
+
+
+def _weighted_far(weights, first, tree, blocks_at):
+    """``far_rows`` (see :func:`_nested_bases`) from the low-rank blocks of
+    an H-matrix: block ``b = U V^T`` enters as ``U R^T`` (``V = Q R``), whose
+    Gram matrix is that of ``U V^T``; ``first[b]`` is its first row."""
+    own = [[] for _ in range(tree.n_nodes)]
+    for t, b in blocks_at:
+        own[t].append(b)
+    far = _ancestor_lists(tree, own)
+
+    def far_rows(t, a, b):
+        parts = [weights[q][a - first[q]:b - first[q]] for q in far[t]]
+        if not parts or sum(p.shape[1] for p in parts) == 0:
+            return None
+        return np.hstack(parts)
+    return far_rows
+
+
+def _norm_of_product(X, Y):
+    """``||X Y^T||_F`` from the triangular factors of ``X`` and ``Y``."""
+    if X.shape[1] == 0 or X.shape[0] == 0 or Y.shape[0] == 0:
+        return 0.0
+    return float(np.linalg.norm(np.linalg.qr(X, mode="r") @ np.linalg.qr(Y, mode="r").T))
+
+
+def hmatrix_to_h2(cls, H, tol):
+    """The H^2 matrix (``cls``, a :class:`~hmnumba.h2matrix.GeneralH2Matrix`)
+    of an :class:`~hmnumba.HMatrix`, blockwise (Börm's H -> H^2 conversion):
+    the cluster trees are the block rows and columns of ``H`` (completed to
+    binary trees), the basis of a row cluster spans the stacked factors
+    ``U_b R_b^T`` of the low-rank blocks of its own and its ancestors' block
+    rows (columns alike), computed with nested truncated SVDs as in
+    :func:`build_dense_h2`, and the couplings are ``(U_t^T U_b)(V_b^T V_s)``;
+    dense blocks stay dense. Nothing of size ``m x n`` is formed.
+
+    ``||H - H2||_F`` is computed exactly, block by block, from the stored
+    arrays (``||X Y^T||_F`` through QR factors) and kept at most ``tol
+    ||H||_F``; ``error`` of the result is ``H.error_bound + ||H - H2||_F /
+    ||A||_F`` (triangle inequality: a bound on ``||A - H2||_F / ||A||_F``)."""
+    if H.outliers is not None:
+        raise ValueError("to_h2 cannot convert an HMatrix with sparse outliers (A = S + H); "
+                         "build it without outliers=")
+    F = H.full_storage()
+    m, n = F.shape
+    r0, r1, c0, c1, rank, off = (np.asarray(getattr(F, k), np.int64) for k in (
+        "row_start", "row_stop", "col_start", "col_stop", "rank", "offset"))
+    data = np.asarray(F.data, np.float64)
+    top = _largest_exponent(data, rank, off, r0, r1, c0, c1)
+    e = top if top is not None and abs(top) > SCALE_LIMIT else 0
+    with one_blas_thread():
+        row_tree, row_node = range_tree(m, r0, r1, F.row_perm)
+        col_tree, col_node = range_tree(n, c0, c1, F.col_perm)
+        bt_all = np.array([row_node[r] for r in zip(r0.tolist(), r1.tolist())], np.int64)
+        bs_all = np.array([col_node[c] for c in zip(c0.tolist(), c1.tolist())], np.int64)
+        lr = np.flatnonzero(rank >= 0)
+        dn = np.flatnonzero(rank < 0)
+        U, V, Uw, Vw = {}, {}, {}, {}
+        norm2 = 0.0
+        for b in lr.tolist():
+            k, mb, nb, o = rank[b], r1[b] - r0[b], c1[b] - c0[b], off[b]
+            U[b] = data[o:o + k * mb].reshape(k, mb).T
+            V[b] = data[o + k * mb:o + k * (mb + nb)].reshape(k, nb).T
+            if e and k:     # U V^T 2^-e with both factors of moderate size
+                ev = int(np.frexp(np.max(np.abs(V[b])))[1])
+                U[b], V[b] = np.ldexp(U[b], ev - e), np.ldexp(V[b], -ev)
+            Ru = np.linalg.qr(U[b], mode="r") if k else np.zeros((0, 0))
+            Rv = np.linalg.qr(V[b], mode="r") if k else np.zeros((0, 0))
+            Uw[b], Vw[b] = U[b] @ Rv.T, V[b] @ Ru.T
+            norm2 += float(np.square(Ru @ Rv.T).sum()) if k else 0.0
+        # Dense blocks, split down to leaf pairs: the near-field product
+        # writes each leaf's rows from one iteration only (race-free).
+        row_leaves, col_leaves = _leaves_below(row_tree), _leaves_below(col_tree)
+        nt, ns, D = [], [], []
+        for b in dn.tolist():
+            blk = np.ldexp(data[off[b]:off[b] + (r1[b] - r0[b]) * (c1[b] - c0[b])].reshape(
+                r1[b] - r0[b], c1[b] - c0[b]), -e)
+            for t in row_leaves[bt_all[b]]:
+                for u in col_leaves[bs_all[b]]:
+                    nt.append(t), ns.append(u)
+                    D.append(blk[row_tree.start[t] - r0[b]:row_tree.stop[t] - r0[b],
+                                 col_tree.start[u] - c0[b]:col_tree.stop[u] - c0[b]])
+        nt, ns = np.array(nt, np.int64), np.array(ns, np.int64)
+        norm2 += sum(float(np.square(d).sum()) for d in D)
+        row_far = _weighted_far(Uw, r0, row_tree, zip(bt_all[lr].tolist(), lr.tolist()))
+        col_far = _weighted_far(Vw, c0, col_tree, zip(bs_all[lr].tolist(), lr.tolist()))
+        bt, bs = bt_all[lr], bs_all[lr]
+
+        def coupling(i, Ut, Vs):
+            b = lr[i]
+            return (Ut.T @ U[b]) @ (V[b].T @ Vs)
+
+        def near(i):
+            return D[i]
+
+        dtype = np.float32 if F.dtype == np.float32 and e == 0 else np.float64
+
+        def attempt(tau, dtype):
+            a = _assemble(row_far, col_far, coupling, near, row_tree, col_tree, bt, bs, nt, ns,
+                          tau, dtype)
+            a.update(shape=(m, n), tol=tol, dtype=np.dtype(F.dtype))
+            G = cls(a)
+            G.error = _conversion_error(G, U, V, D, lr, bt, bs, nt, ns)
+            return G
+
+        G = _fit_bases(attempt, row_far, col_far, row_tree, col_tree, tol, norm2, dtype, True)
+    G.conversion_error = float(G.error / np.sqrt(norm2)) if norm2 > 0 else 0.0
+    # ||A - G|| <= ||A - H|| + conv ||H||, ||H|| <= (1 + error_bound) ||A||
+    G.error = float(H.error_bound + G.conversion_error * (1.0 + H.error_bound))
+    return rescale(G, e)
+
+
+def _largest_exponent(data, rank, off, r0, r1, c0, c1):
+    """The binary exponent of an upper bound on the largest entry of an
+    H-matrix (a dense block's entries, ``k max|U| max|V|`` of a low-rank
+    block), computed without overflow; None for the zero matrix."""
+    best = None
+    for b in range(rank.size):
+        k, o, mb, nb = rank[b], off[b], r1[b] - r0[b], c1[b] - c0[b]
+        if k < 0:
+            mx = float(np.max(np.abs(data[o:o + mb * nb])))
+            exp = int(np.frexp(mx)[1]) if mx > 0 else None
+        else:
+            mu = float(np.max(np.abs(data[o:o + k * mb]))) if k else 0.0
+            mv = float(np.max(np.abs(data[o + k * mb:o + k * (mb + nb)]))) if k else 0.0
+            exp = (int(np.frexp(mu)[1] + np.frexp(mv)[1]) + int(np.ceil(np.log2(k)))
+                   if mu > 0 and mv > 0 else None)
+        if exp is not None and (best is None or exp > best):
+            best = exp
+    return best
+
+
+def _leaves_below(tree):
+    """For each node, the leaves below it (itself for a leaf), left to right."""
+    out = [None] * tree.n_nodes
+    for t in range(tree.n_nodes - 1, -1, -1):     # children first
+        c0, c1 = tree.children[t]
+        out[t] = [t] if c0 < 0 else out[c0] + out[c1]
+    return out
+
+
+def _conversion_error(G, U, V, D, lr, bt, bs, nt, ns):
+    """``||H - G||_F``, block by block, from ``G``'s stored arrays."""
+    a = G._a
+    Ub, Vb = G._explicit_bases("row"), G._explicit_bases("col")
+    lr_of = {(t, s): b for t, s, b in zip(bt.tolist(), bs.tolist(), lr.tolist())}
+    dn_of = {(t, s): i for i, (t, s) in enumerate(zip(nt.tolist(), ns.tolist()))}
+    err2 = 0.0
+    for t in range(a["c_ptr"].size - 1):
+        for q in range(a["c_ptr"][t], a["c_ptr"][t + 1]):
+            s, o = int(a["c_other"][q]), a["c_off"][q]
+            b = lr_of[(t, s)]
+            kt, ks = Ub[t].shape[1], Vb[s].shape[1]
+            S = a["c_data"][o:o + kt * ks].reshape(kt, ks).astype(np.float64)
+            X = np.hstack((U[b], Ub[t] @ S))
+            Y = np.hstack((V[b], -Vb[s]))
+            err2 += _norm_of_product(X, Y) ** 2
+        for q in range(a["n_ptr"][t], a["n_ptr"][t + 1]):
+            s, o = int(a["n_other"][q]), a["n_off"][q]
+            d = D[dn_of[(t, s)]]
+            stored = a["n_data"][o:o + d.size].reshape(d.shape).astype(np.float64)
+            err2 += float(np.square(d - stored).sum())
+    return float(np.sqrt(err2))

@@ -11,6 +11,8 @@ Two modes: ``"stored"`` keeps the couplings and the near field (each
 symmetric pair once), ``"on-the-fly"`` keeps only the bases and the points
 and recomputes both in every product (H2Pack's JIT mode).
 """
+import os
+
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
@@ -19,8 +21,9 @@ from hmnumba._validation import (check_choice, check_operand, check_points, chec
                                  check_positive_int, check_tol)
 from hmnumba.h2dense import _GeneralH2Products, build_dense_h2
 from hmnumba.kernels import h2_products as kp
+from hmnumba.kernels.codes import H2_MODES
 
-MODES = ("stored", "on-the-fly")
+MODES = H2_MODES
 _METADATA = ("perm", "level_ptr", "children", "start", "stop", "piv_ptr", "piv", "T_ptr",
              "vec_ptr", "cb_t", "cb_s", "nb_t", "nb_s", "lb_t", "lb_s", "l_off", "l_rank", "L")
 
@@ -195,6 +198,43 @@ class H2Matrix:
         return build_dense_h2(GeneralH2Matrix, W, tol, leaf_size, cluster, random_state,
                               admissibility, storage)
 
+    @classmethod
+    def from_hmatrix(cls, H, tol=1e-3):
+        """Convert an :class:`~hmnumba.HMatrix` (as :meth:`HMatrix.to_h2
+        <hmnumba.HMatrix.to_h2>`), never forming the dense matrix.
+
+        Parameters
+        ----------
+        H : HMatrix
+            Without sparse outliers; a symmetric one is converted with its
+            mirrored blocks.
+        tol : float, default=1e-3
+            ``||H - H2||_F <= tol ||H||_F``, computed exactly block by block.
+
+        Returns
+        -------
+        GeneralH2Matrix
+            ``.error`` bounds ``||A - H2||_F / ||A||_F`` (``H.error_bound``
+            plus the conversion's error relative to ``||A||_F``);
+            ``.conversion_error`` is ``||H - H2||_F / ||H||_F``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hmnumba import H2Matrix, HMatrix
+        >>> from hmnumba.kernels import laplace
+        >>> X = np.random.default_rng(0).random((500, 3))
+        >>> H = HMatrix.from_kernel(laplace, X, tol=1e-6)
+        >>> H2 = H2Matrix.from_hmatrix(H, tol=1e-6)
+        >>> bool(H2.conversion_error <= 1e-6), H2.shape
+        (True, (500, 500))
+        """
+        from hmnumba.h2dense import hmatrix_to_h2
+        from hmnumba.hmatrix import HMatrix
+        if not isinstance(H, HMatrix):
+            raise TypeError(f"H must be an HMatrix, got {type(H).__name__}")
+        return hmatrix_to_h2(GeneralH2Matrix, H, check_tol(tol, "tol"))
+
     # ------------------------------------------------------------------
     @property
     def shape(self):
@@ -365,6 +405,172 @@ class H2Matrix:
         """The full ``(n, n)`` matrix (for small ``n``: ``H @ I``)."""
         return self.matmat(np.eye(self._n))
 
+    def _explicit_bases(self):
+        """``U_t`` (cluster order, float64) of every node: ``x_t -> U_t^T x_t``
+        is the upward pass's ``x_t[skel] + T x_t[rest]``."""
+        a = self._a
+        ch, st, sp, vp, pp, piv = (a[k] for k in ("children", "start", "stop", "vec_ptr",
+                                                 "piv_ptr", "piv"))
+        U = [None] * ch.shape[0]
+        for t in range(ch.shape[0] - 1, -1, -1):         # children first
+            k, m = vp[t + 1] - vp[t], pp[t + 1] - pp[t]
+            E = np.zeros((m, k))
+            if k:
+                p = piv[pp[t]:pp[t + 1]]
+                E[p[:k], np.arange(k)] = 1.0
+                T = a["T"][a["T_ptr"][t]:a["T_ptr"][t + 1]].reshape(k, m - k)
+                E[p[k:]] = T.T.astype(np.float64)
+            if ch[t, 0] < 0:
+                U[t] = E if k else np.zeros((sp[t] - st[t], 0))
+            elif k == 0:
+                U[t] = np.zeros((sp[t] - st[t], 0))
+            else:
+                c0, c1 = ch[t]
+                k0 = vp[c0 + 1] - vp[c0]
+                U[t] = np.vstack((U[c0] @ E[:k0], U[c1] @ E[k0:]))
+        return U
+
+    def to_hmatrix(self):
+        """The same matrix as an :class:`~hmnumba.HMatrix` (float64; symmetric
+        storage for a kernel matrix).
+
+        Each coupling ``U_t B U_s^T`` becomes the low-rank block ``(U_t B)
+        U_s^T`` (or ``U_t (U_s B^T)^T``, the smaller rank; a coupling stored as
+        factors keeps its rank), the near field stays dense, and each block
+        of the upper triangle also stands for its mirror, as in the H^2
+        matrix. The conversion is exact up to float64 rounding: the HMatrix
+        has the error of this matrix (:meth:`estimate_error`), and its
+        ``block_errors`` are 0 (they count only what the conversion adds).
+        An on-the-fly matrix forms its couplings and near field once.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hmnumba import H2Matrix
+        >>> from hmnumba.kernels import laplace
+        >>> X = np.random.default_rng(0).random((400, 3))
+        >>> H2 = H2Matrix.from_kernel(laplace, X, tol=1e-6)
+        >>> H = H2.to_hmatrix()
+        >>> H.symmetric, bool(np.allclose(H.to_dense(), H2.to_dense(), rtol=0, atol=1e-12))
+        (True, True)
+
+        An H^2 matrix of a weight array (:meth:`from_dense`) becomes a
+        general HMatrix the same way, with separate row and column bases:
+
+        >>> x = np.linspace(0, 1, 100)
+        >>> W = 1.0 / (1.0 + 20 * np.abs(x[:, None] - x[None, :] - 0.1))
+        >>> G = H2Matrix.from_dense(W, tol=1e-4, leaf_size=16, random_state=0)
+        >>> bool(np.allclose(G.to_hmatrix().to_dense(), G.to_dense()))
+        True
+        """
+        from hmnumba.hmatrix import HMatrix
+        return HMatrix(self._hmatrix_storage(), self.tol)
+
+    def _hmatrix_storage(self):
+        """The symmetric storage value of :meth:`to_hmatrix` (kernel matrices)."""
+        from hmnumba.h2dense import pack_hmatrix
+        a = self._a
+        U = self._explicit_bases()
+        st, sp = a["start"], a["stop"]
+        blocks = []
+
+        def add(t, s, L, R):
+            if st[t] > st[s]:          # store the upper one of the mirrored pair
+                t, s, L, R = s, t, (L.T if R is None else R), (None if R is None else L)
+            blocks.append((st[t], sp[t], st[s], sp[s], L, R))
+
+        for q, (t, s) in enumerate(zip(a["cb_t"], a["cb_s"])):
+            B = self._entries("c", q, U[t].shape[1], U[s].shape[1])
+            add(t, s, *((U[t] @ B, U[s]) if U[s].shape[1] <= U[t].shape[1]
+                        else (U[t], U[s] @ B.T)))
+        for q, (t, s) in enumerate(zip(a["lb_t"], a["lb_s"])):
+            o, k = a["l_off"][q], a["l_rank"][q]
+            mt, ms = U[t].shape[1], U[s].shape[1]
+            Lf = a["L"][o:o + k * mt].reshape(k, mt).T.astype(np.float64)
+            Rf = a["L"][o + k * mt:o + k * (mt + ms)].reshape(k, ms).T.astype(np.float64)
+            add(t, s, U[t] @ Lf, U[s] @ Rf)
+        for q, (t, s) in enumerate(zip(a["nb_t"], a["nb_s"])):
+            add(t, s, self._entries("n", q, sp[t] - st[t], sp[s] - st[s]), None)
+        return pack_hmatrix(self.shape, a["perm"], a["perm"], blocks, symmetric=True)
+
+    def _entries(self, kind, q, m, n):
+        """Block ``q`` of the couplings (``kind="c"``) or near field (``"n"``)
+        as an ``(m, n)`` float64 array: stored, or evaluated from the points."""
+        a = self._a
+        if self.mode == "stored":
+            data, off = (a["B"], a["c_off"]) if kind == "c" else (a["D"], a["n_off"])
+            return data[off[q]:off[q] + m * n].reshape(m, n).astype(np.float64)
+        t, s = (a["cb_t"][q], a["cb_s"][q]) if kind == "c" else (a["nb_t"][q], a["nb_s"][q])
+        if kind == "c":
+            vp = a["vec_ptr"]
+            X, Y = a["skel_xyz"][:, vp[t]:vp[t + 1]], a["skel_xyz"][:, vp[s]:vp[s + 1]]
+        else:
+            X = a["xyz"][:, a["start"][t]:a["stop"][t]]
+            Y = a["xyz"][:, a["start"][s]:a["stop"][s]]
+        return _kernel_of(a)(np.ascontiguousarray(X.T), np.ascontiguousarray(Y.T))
+
+    def _file_fields(self):
+        """``(kind, mode, meta, arrays)`` that :func:`hmnumba.io.save_h2` writes."""
+        from hmnumba.kernel_functions import KernelFunction
+        a = self._a
+        names = {v: k for k, v in KernelFunction._codes.items()}
+        meta = {"n": int(a["n"]), "dim": int(a["dim"]), "kernel": names[int(a["code"])],
+                "length_scale": float(a["length_scale"]), "mode": self.mode,
+                "tol": float(self.tol)}
+        return "kernel", self.mode, meta, a
+
+    @classmethod
+    def load(cls, path):
+        """Read an H^2 matrix written by :meth:`save` (as :func:`hmnumba.load`
+        does, which also opens H-matrix files).
+
+        Raises
+        ------
+        ValueError
+            The file is damaged, or holds an HMatrix (read that with
+            :func:`hmnumba.load` or :meth:`HMatrix.load`).
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from hmnumba import H2Matrix
+        >>> from hmnumba.kernels import laplace
+        >>> H = H2Matrix.from_kernel(laplace, np.random.default_rng(0).random((300, 3)))
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     H.save(os.path.join(tmp, "k.hmz"))
+        ...     G = H2Matrix.load(os.path.join(tmp, "k.hmz"))
+        >>> bool(np.array_equal(G @ np.ones(300), H @ np.ones(300)))
+        True
+        """
+        from hmnumba.io import read
+        storage, meta = read(path)
+        if meta.get("format") != "h2":
+            raise ValueError(f"{os.fspath(path)!r} holds an HMatrix, not an H^2 matrix; read it "
+                             f"with hmnumba.load (or HMatrix.load)")
+        return from_file(storage, meta)
+
+    def save(self, path):
+        """Write the matrix to ``path`` (``.hmz``) atomically; :func:`hmnumba.load`
+        reads it back as the same kind of :class:`H2Matrix`, products equal
+        bit for bit. See :func:`hmnumba.io.save_h2`.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from hmnumba import H2Matrix, load
+        >>> W = np.add.outer(np.arange(50.0), np.arange(40.0)) ** 0.5
+        >>> H = H2Matrix.from_dense(W, tol=1e-4, leaf_size=8)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     H.save(os.path.join(tmp, "w.hmz"))
+        ...     H2 = load(os.path.join(tmp, "w.hmz"))
+        >>> bool(np.array_equal(H2.to_dense(), H.to_dense())), bool(H2.error == H.error)
+        (True, True)
+        """
+        from hmnumba.io import save_h2
+        save_h2(self, path)
+
     def estimate_error(self, points, n_rows=100, random_state=0):
         """Relative error of ``H @ x`` on ``n_rows`` random rows against the
         exact kernel sums over ``points`` (the points it was built from),
@@ -408,6 +614,13 @@ class GeneralH2Matrix(_GeneralH2Products, H2Matrix):
     >>> isinstance(H, H2Matrix), H.rmatvec(np.ones(120)).shape
     (True, (80,))
     """
+
+    def _file_fields(self):
+        """``(kind, mode, meta, arrays)`` that :func:`hmnumba.io.save_h2` writes."""
+        meta = {"shape": [int(v) for v in self.shape], "tol": float(self.tol),
+                "dtype": np.dtype(self.dtype).name,
+                "error": None if self.error is None else float(self.error)}
+        return "general", None, meta, self._a
 
 
 def _kernel_of(a):
@@ -458,3 +671,13 @@ def _gather_csr(n_out, key0, slot0, key1, slot1):
     ptr = np.zeros(n_out + 1, np.int64)
     np.cumsum(np.bincount(keys, minlength=n_out), out=ptr[1:])
     return ptr, slots[order]
+
+
+def from_file(arrays, meta):
+    """The H^2 matrix of the checked arrays and meta that
+    :func:`hmnumba.io.read` returns for an H^2 file."""
+    if meta["kind"] == "kernel":
+        return H2Matrix(arrays)
+    H = GeneralH2Matrix(arrays)
+    H.error = meta["error"]
+    return H

@@ -932,6 +932,9 @@ class HMatrix:
         """
         from hmnumba.io import read
         storage, meta = read(path)
+        if meta.get("format") == "h2":
+            raise ValueError(f"{os.fspath(path)!r} holds an H^2 matrix, not an HMatrix; read it "
+                             f"with hmnumba.load (or H2Matrix.load)")
         return cls(storage, **meta)
 
     def plot(self, ax: Any = None, cmap: Any = "viridis", annotate: bool | None = None) -> Any:
@@ -1132,6 +1135,39 @@ class HMatrix:
         den = np.sum(exact ** 2)
         return float(np.sqrt(num / den)) if den > 0 else float(np.sqrt(num))
 
+    def to_h2(self, tol: float | None = None) -> Any:
+        """The matrix in the H^2 format (nested bases), block by block.
+
+        The cluster trees are this matrix's block rows and columns; a
+        cluster's basis spans the factors of the low-rank blocks in its own
+        and its ancestors' block rows (Börm's H -> H^2 conversion, nothing of
+        size ``m x n`` is formed). ``||H - H2||_F <= tol ||H||_F`` is checked
+        exactly block by block; ``H2.error`` is ``error_bound`` plus that
+        conversion error relative to ``||A||_F``, a bound on ``||A -
+        H2||_F / ||A||_F``. See :func:`hmnumba.h2dense.hmatrix_to_h2`.
+
+        Parameters
+        ----------
+        tol : float or None
+            Relative tolerance of the conversion; None: :attr:`tol`.
+
+        Returns
+        -------
+        GeneralH2Matrix
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hmnumba import HMatrix
+        >>> x = np.linspace(0, 1, 256)
+        >>> H = HMatrix.from_dense(np.exp(-np.abs(x[:, None] - x[None, :])), tol=1e-6)
+        >>> H2 = H.to_h2()
+        >>> bool(np.linalg.norm(H2.to_dense() - H.to_dense()) <= 1e-6 * np.linalg.norm(H.to_dense()))
+        True
+        """
+        from hmnumba.h2matrix import H2Matrix
+        return H2Matrix.from_hmatrix(self, tol=self.tol if tol is None else tol)
+
 
 def _forward(name):
     return property(lambda self: getattr(self.storage, name),
@@ -1145,41 +1181,6 @@ for _name in PACKED_ARRAYS + ("shape", "error_exp", "encoding", "outliers", "t_o
     setattr(HMatrix, _name, _forward(_name))
 del _name
 
-
-def load(path: str | os.PathLike) -> HMatrix:
-    """Read an H-matrix written by :meth:`HMatrix.save` (or
-    :func:`hmnumba.io.save`): :func:`hmnumba.io.read` validates the file and
-    gives its storage value, which :meth:`HMatrix.load` wraps.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-
-    Returns
-    -------
-    HMatrix
-        With the saved ``tol``, ``norm`` and ``params`` (not the kernel of a
-        :meth:`~HMatrix.from_kernel` matrix: ``estimate_error`` then needs ``A``).
-
-    Raises
-    ------
-    FileNotFoundError, ValueError
-        As :func:`hmnumba.io.read`: a missing, truncated, corrupted or
-        inconsistent file.
-
-    Examples
-    --------
-    >>> import os, tempfile
-    >>> import numpy as np
-    >>> from hmnumba import HMatrix, load
-    >>> H = HMatrix.from_dense(np.add.outer(np.arange(50.0), np.arange(40.0)), tol=1e-8)
-    >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     H.save(os.path.join(tmp, "a.hmz"))
-    ...     G = load(os.path.join(tmp, "a.hmz"))
-    >>> type(G).__name__, G.shape, bool(np.array_equal(G.to_dense(), H.to_dense()))
-    ('HMatrix', (50, 40), True)
-    """
-    return HMatrix.load(path)
 
 
 def _state_from_loose_arrays(state):

@@ -472,13 +472,16 @@ def read(path: str | os.PathLike) -> tuple[Packed, dict]:
 
     Returns
     -------
-    storage : hmnumba.storage.Packed
+    storage : hmnumba.storage.Packed or dict
         The packed arrays (a :class:`~hmnumba.storage.SymmetricPacked` for
         symmetric storage), with the low-precision codes and the sparse
-        part when the file has them.
+        part when the file has them; for a file written by :func:`save_h2`,
+        the checked dict of H^2 arrays that :class:`~hmnumba.H2Matrix` wraps.
     meta : dict
         ``tol``, ``norm`` and ``params`` as saved: ``HMatrix(storage,
-        **meta)`` is the saved matrix. The kernel of a
+        **meta)`` is the saved matrix. For an H^2 file, ``format="h2"`` and
+        ``kind`` (``"kernel"`` or ``"general"``) instead, and
+        :func:`hmnumba.load` gives the H2Matrix. The kernel of a
         :meth:`~hmnumba.HMatrix.from_kernel` matrix is not stored, so its
         ``estimate_error`` then needs the matrix ``A``.
 
@@ -528,6 +531,8 @@ def read(path: str | os.PathLike) -> tuple[Packed, dict]:
             raise ValueError(f"{where}: file truncated while reading the payload")
     if hashlib.sha256(payload).hexdigest() != header["payload_sha256"]:
         raise ValueError(f"{where}: payload checksum mismatch (the file is corrupted)")
+    if _is_h2_header(header):
+        return _load_h2(header, payload, where)
     arrays = {}
     for name, _, _ in _array_table(header):
         spec = header["arrays"][name]
@@ -650,7 +655,7 @@ def _read_header(f, size, where):
                             parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ValueError(f"{where}: header is not valid JSON ({exc})") from None
-    _check_header(header, size, hlen, where)
+    (_check_h2_header if _is_h2_header(header) else _check_header)(header, size, hlen, where)
     pad_start = _PREAMBLE.size + hlen
     padding = f.read(header["payload_offset"] - pad_start)
     if padding.strip(b"\x00"):
@@ -783,3 +788,259 @@ def _check_header(h, size, hlen, where):
             + (" (truncated)" if size < start + pos else " (trailing bytes)"))
 
 
+
+
+# ---------------------------------------------------------------------------
+# H^2 matrices (hmnumba.H2Matrix)
+# ---------------------------------------------------------------------------
+#
+# The same preamble, header checksum, payload checksum, 64-byte alignment and
+# atomic write as an H-matrix file; the header's ``format`` is
+# ``"hmnumba-h2matrix"`` (a reader that predates H^2 refuses it with the
+# message about the format), ``kind`` says which H^2 matrix it holds:
+#
+# ``"kernel"``   a symmetric kernel matrix (H2Matrix.from_kernel); ``meta``:
+#                ``n``, ``dim``, ``kernel`` (built-in name), ``length_scale``,
+#                ``mode`` ("stored" or "on-the-fly"), ``tol``;
+# ``"general"``  a general matrix (H2Matrix.from_dense); ``meta``: ``shape``,
+#                ``tol``, ``dtype`` (of the input), ``error`` (the exact
+#                relative error, or null).
+#
+# ``arrays`` maps each name of _H2_ARRAYS[kind] (in that order) to its
+# ``dtype``, ``shape`` (1-D or 2-D) and ``offset``; integer arrays are
+# ``<i4`` where the values fit, else ``<i8``, and widen to int64 on load.
+# Array meanings: hmnumba.h2build (kernel) and hmnumba.h2dense (general).
+# Everything a numba kernel indexes with is checked on load by
+# hmnumba._validation.check_h2_kernel_arrays / check_h2_general_arrays.
+
+H2_FORMAT_NAME = "hmnumba-h2matrix"
+_H2_HEADER_KEYS = {"format", "format_version", "writer", "kind", "meta", "payload_offset",
+                   "payload_nbytes", "payload_sha256", "arrays"}
+_H2_TREE = ("perm", "level_ptr", "children", "start", "stop")
+_H2_KERNEL = _H2_TREE + ("piv_ptr", "piv", "T_ptr", "T", "vec_ptr", "cb_t", "cb_s", "nb_t",
+                         "nb_s")
+_H2_ARRAYS = {
+    ("kernel", "stored"): _H2_KERNEL + ("c_off", "B", "n_off", "D", "lb_t", "lb_s", "l_off",
+                                        "l_rank", "L"),
+    ("kernel", "on-the-fly"): _H2_KERNEL + ("xyz", "skel_xyz"),
+    ("general", None): tuple(side + "_" + k for side in ("row", "col")
+                             for k in _H2_TREE + ("vp", "boff", "basis"))
+    + tuple(b + k for b in ("c", "n")
+            for k in ("_ptr", "_other", "_off", "_tptr", "_tother", "_toff", "_data")),
+}
+# float arrays: storage dtype (float32 or float64); coordinates are float64
+_H2_STORAGE = {"T", "B", "D", "L", "row_basis", "col_basis", "c_data", "n_data"}
+_H2_COORDS = {"xyz", "skel_xyz"}
+_H2_2D = {"children", "row_children", "col_children", "xyz", "skel_xyz"}
+
+
+def _h2_table(kind, mode):
+    return _H2_ARRAYS[(kind, mode if kind == "kernel" else None)]
+
+
+def save_h2(H, path: str | os.PathLike) -> None:
+    """Write an :class:`~hmnumba.H2Matrix` to ``path`` atomically.
+
+    Both kinds are written (a kernel matrix in either mode, and a general
+    matrix of :meth:`~hmnumba.H2Matrix.from_dense`); :func:`load` returns
+    the same kind, whose products equal the saved matrix's bit for bit. The
+    file layout is the H-matrix one (preamble, checksummed JSON header,
+    checksummed payload) with ``format`` ``"hmnumba-h2matrix"``. The points
+    of an on-the-fly matrix are part of it; the kernel is stored by name.
+
+    Parameters
+    ----------
+    H : H2Matrix
+    path : str or os.PathLike
+        Target file (``.hmz`` by convention); its directory must exist.
+
+    Raises
+    ------
+    TypeError
+        ``H`` is not an H2Matrix.
+    ValueError
+        ``H``'s arrays are inconsistent (a file :func:`load` would refuse is
+        never written).
+    OSError
+        The file cannot be written; ``path`` is then unchanged.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from hmnumba import H2Matrix, load
+    >>> from hmnumba.kernels import laplace
+    >>> X = np.random.default_rng(0).random((300, 3))
+    >>> H = H2Matrix.from_kernel(laplace, X, tol=1e-6)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     H.save(os.path.join(tmp, "k.hmz"))
+    ...     H2 = load(os.path.join(tmp, "k.hmz"))
+    >>> type(H2).__name__, bool(np.array_equal(H2 @ np.ones(300), H @ np.ones(300)))
+    ('H2Matrix', True)
+    """
+    fields = getattr(H, "_file_fields", None)
+    if fields is None:
+        raise TypeError(f"H must be an H2Matrix, got {type(H).__name__}")
+    path = _check_path(path)
+    kind, mode, meta, a = fields()
+    arrays = {}
+    for name in _h2_table(kind, mode):
+        v = np.asarray(a[name])
+        if v.dtype.kind in "iu":
+            v = v.astype(_INT32 if v.size == 0 or (v.min() >= -2**31 and v.max() < 2**31)
+                         else _INT)
+        else:
+            v = v.astype(v.dtype.newbyteorder("<"))
+        arrays[name] = np.ascontiguousarray(v)
+    _check_h2_arrays(kind, meta, _h2_native(arrays), "the H2Matrix to save")
+    header, layout, payload_nbytes = _layout(arrays)
+    for name, v in arrays.items():
+        header["arrays"][name]["shape"] = [int(s) for s in v.shape]
+    digest = hashlib.sha256()
+    for chunk in _payload_chunks(arrays, layout, payload_nbytes):
+        digest.update(chunk)
+    from hmnumba._version import __version__
+    header.update(format=H2_FORMAT_NAME, format_version=FORMAT_VERSION, kind=kind, meta=meta,
+                  writer=f"hmnumba {__version__}", payload_nbytes=payload_nbytes,
+                  payload_sha256=digest.hexdigest(), payload_offset=0)
+    while True:   # payload_offset depends on the header length (see save)
+        text = json.dumps(header, sort_keys=True, allow_nan=False).encode("utf-8")
+        start = _align(_PREAMBLE.size + len(text))
+        if start == header["payload_offset"]:
+            break
+        header["payload_offset"] = start
+    preamble = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0, len(text), hashlib.sha256(text).digest())
+    _atomic_write(path, [preamble, text, bytes(start - _PREAMBLE.size - len(text)),
+                         *_payload_chunks(arrays, layout, payload_nbytes)])
+
+
+def _is_h2_header(header):
+    return isinstance(header, dict) and header.get("format") == H2_FORMAT_NAME
+
+
+def _h2_native(arrays):
+    """Native byte order, C-contiguous, integer arrays as int64 (the kernels' type)."""
+    return {k: np.require(v, np.int64 if v.dtype.kind in "iu" else v.dtype.newbyteorder("="),
+                          ["C", "A"]) for k, v in arrays.items()}
+
+
+def _check_h2_meta(kind, meta, bad):
+    from hmnumba.kernels.codes import H2_MODES, KERNEL_CODES
+    if not isinstance(meta, dict):
+        bad("meta must be a JSON object")
+    keys = ({"n", "dim", "kernel", "length_scale", "mode", "tol"} if kind == "kernel"
+            else {"shape", "tol", "dtype", "error"})
+    if set(meta) != keys:
+        bad(f"meta must have exactly the fields {sorted(keys)}, got {_short(sorted(meta))}")
+    tol = meta["tol"]
+    if not _is_number(tol) or not (_finite(tol) and 0.0 < tol < 1.0):
+        bad(f"tol must be a number in (0, 1), got {_short(tol)}")
+    if kind == "kernel":
+        if not _is_int(meta["n"]) or not 1 <= meta["n"] <= MAX_DIM:
+            bad(f"n must be an integer in [1, 2**30], got {_short(meta['n'])}")
+        if not _is_int(meta["dim"]) or not 1 <= meta["dim"] <= 64:
+            bad(f"dim must be an integer in [1, 64], got {_short(meta['dim'])}")
+        if not isinstance(meta["kernel"], str) or meta["kernel"] not in KERNEL_CODES:
+            bad(f"kernel must be one of {sorted(KERNEL_CODES)}, got {_short(meta['kernel'])}")
+        ls = meta["length_scale"]
+        if not _is_number(ls) or not (_finite(ls) and ls > 0):
+            bad(f"length_scale must be a finite number > 0, got {_short(ls)}")
+        if meta["mode"] not in H2_MODES:
+            bad(f"mode must be one of {list(H2_MODES)}, got {_short(meta['mode'])}")
+    else:
+        shape = meta["shape"]
+        if (not isinstance(shape, list) or len(shape) != 2 or not all(map(_is_int, shape))
+                or not all(1 <= s <= MAX_DIM for s in shape)):
+            bad(f"shape must be [m, n] with 1 <= m, n <= 2**30, got {_short(shape)}")
+        if meta["dtype"] not in _DATA_DTYPES:
+            bad(f"dtype must be 'float32' or 'float64', got {_short(meta['dtype'])}")
+        err = meta["error"]
+        if err is not None and (not _is_number(err) or not (_finite(err) and err >= 0)):
+            bad(f"error must be null or a finite number >= 0, got {_short(err)}")
+
+
+def _check_h2_header(h, size, hlen, where):
+    """Schema, types and ranges of an H^2 header, and the exact array layout."""
+    def bad(msg):
+        raise ValueError(f"{where}: {msg}")
+
+    missing, extra = _H2_HEADER_KEYS - h.keys(), h.keys() - _H2_HEADER_KEYS
+    if missing or extra:
+        bad(f"header fields wrong: missing {sorted(missing)}, unexpected {sorted(extra)}")
+    if not _is_int(h["format_version"]) or h["format_version"] != FORMAT_VERSION:
+        bad(f"header format_version {_short(h['format_version'])} disagrees with the preamble "
+            f"({FORMAT_VERSION})")
+    if not isinstance(h["writer"], str):
+        bad("header writer must be a string")
+    if h["kind"] not in ("kernel", "general"):
+        bad(f"kind must be 'kernel' or 'general', got {_short(h['kind'])}")
+    _check_h2_meta(h["kind"], h["meta"], bad)
+    digest = h["payload_sha256"]
+    if (not isinstance(digest, str) or len(digest) != 64
+            or any(c not in "0123456789abcdef" for c in digest)):
+        bad("payload_sha256 must be 64 lowercase hex digits")
+    table = _h2_table(h["kind"], h["meta"].get("mode"))
+    specs = h["arrays"]
+    if not isinstance(specs, dict) or set(specs) != set(table):
+        bad(f"arrays must name exactly {sorted(table)}, got "
+            f"{_short(sorted(specs) if isinstance(specs, dict) else specs)}")
+    pos = 0
+    for name in table:
+        spec = specs[name]
+        if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "offset"}:
+            bad(f"array {name}: entry must have exactly dtype, shape, offset; got {_short(spec)}")
+        allowed = (("<f4", "<f8") if name in _H2_STORAGE else ("<f8",) if name in _H2_COORDS
+                   else (_INT32, _INT))
+        if spec["dtype"] not in allowed:
+            bad(f"array {name}: dtype {_short(spec['dtype'])}, expected "
+                + " or ".join(map(repr, allowed)))
+        s = spec["shape"]
+        ndim = 2 if name in _H2_2D else 1
+        if (not isinstance(s, list) or len(s) != ndim or not all(map(_is_int, s))
+                or not all(0 <= v <= 2**40 for v in s)):
+            bad(f"array {name}: shape must be a list of {ndim} lengths, got {_short(s)}")
+        pos = _align(pos)
+        if not _is_int(spec["offset"]) or spec["offset"] != pos:
+            bad(f"array {name}: offset {_short(spec['offset'])}, expected {pos}")
+        pos += math.prod(s) * np.dtype(spec["dtype"]).itemsize
+    if not _is_int(h["payload_nbytes"]) or h["payload_nbytes"] != pos:
+        bad(f"payload_nbytes {_short(h['payload_nbytes'])} does not match the arrays ({pos} bytes)")
+    start = _align(_PREAMBLE.size + hlen)
+    if not _is_int(h["payload_offset"]) or h["payload_offset"] != start:
+        bad(f"payload_offset {_short(h['payload_offset'])}, expected {start}")
+    if start + pos != size:
+        bad(f"file has {size} bytes but the header describes {start + pos}"
+            + (" (truncated)" if size < start + pos else " (trailing bytes)"))
+
+
+def _check_h2_arrays(kind, meta, arrays, where):
+    """Structural checks (hmnumba._validation) of native int64/float arrays."""
+    from hmnumba._validation import check_h2_general_arrays, check_h2_kernel_arrays
+    if kind == "kernel":
+        check_h2_kernel_arrays(dict(arrays, n=meta["n"], dim=meta["dim"], mode=meta["mode"]),
+                               where)
+    else:
+        check_h2_general_arrays(dict(arrays, shape=meta["shape"]), where)
+
+
+def _load_h2(header, payload, where):
+    """The H^2 arrays and meta of a checked header and payload (checksum
+    verified): what :func:`read` returns for an H^2 file."""
+    arrays = {}
+    for name in _h2_table(header["kind"], header["meta"].get("mode")):
+        spec = header["arrays"][name]
+        dt = np.dtype(spec["dtype"])
+        raw = payload[spec["offset"]:spec["offset"] + math.prod(spec["shape"]) * dt.itemsize]
+        arrays[name] = raw.view(dt).reshape(spec["shape"])
+    arrays = _h2_native(arrays)
+    kind, meta = header["kind"], header["meta"]
+    _check_h2_arrays(kind, meta, arrays, where)
+    if kind == "kernel":
+        from hmnumba.kernels.codes import KERNEL_CODES
+        arrays.update(n=meta["n"], dim=meta["dim"], code=KERNEL_CODES[meta["kernel"]],
+                      length_scale=float(meta["length_scale"]), mode=meta["mode"],
+                      tol=float(meta["tol"]))
+        return arrays, dict(format="h2", kind=kind)
+    arrays.update(shape=tuple(meta["shape"]), tol=float(meta["tol"]),
+                  dtype=np.dtype(meta["dtype"]))
+    return arrays, dict(format="h2", kind=kind, error=meta["error"])

@@ -24,6 +24,7 @@ from hmnumba.baselines import PruningCompressor, QuantizationCompressor, SVDComp
 ALL_COMPRESSORS = [
     HMatrixCompressor(backend="cpu"),
     HMatrixCompressor(backend="cpu", tol=1e-6, leaf_size=4, cluster="index", method="svd"),
+    HMatrixCompressor(backend="cpu", format="h2"),
     SVDCompressor(),
     SVDCompressor(rank=2),
     PruningCompressor(),

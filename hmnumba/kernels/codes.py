@@ -36,3 +36,6 @@ METHOD_RSVD = 2
 
 # Restricted fastmath: no "nnan"/"ninf", so NaN checks stay meaningful.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+#: The storage modes of a kernel H^2 matrix (``H2Matrix.from_kernel(mode=)``).
+H2_MODES = ("stored", "on-the-fly")
