@@ -14,7 +14,7 @@ from hmnumba.experiments.report import _public
 
 TINY = study.StudyConfig(
     networks=[dict(family="pinn", problem="heat1d", width=16, depth=3, adam_epochs=20,
-                   lbfgs_epochs=20, n_collocation=32, n_boundary=12),
+                   lbfgs_epochs=20, n_collocation=32, n_boundary=12, finetune=True),
               dict(family="operator", problem="helmholtz1d", n=48),
               dict(family="operator", problem="poisson2d", n=36),
               dict(family="operator", problem="advdiff1d", n=24, hidden=16, epochs=30,
@@ -107,17 +107,23 @@ def test_operator_mlp_trains_from_glorot_and_its_adjoints_are_the_gradient():
     assert [W.shape for W in net.weights] == [(16, 24), (24, 16)]
     # training from the Glorot start lowers the test error a lot
     assert net.dense_task_error < 0.5 * start.dense_task_error
-    # the loss's gradient at each weight is G S^T (central differences)
+    _assert_adjoints_are_the_gradient(net, eps=1e-5, rtol=1e-4, atol=1e-10)
+
+
+def _assert_adjoints_are_the_gradient(net, eps, rtol, atol, seed=1):
+    """The training loss's gradient at each weight is ``G S^T`` (central
+    differences along a random direction); returns the adjoints."""
     weights = [W.astype(np.float64) for W in net.weights]
     value, adj = net.train_loss(weights)
-    rng = np.random.default_rng(1)
+    assert len(adj) == len(weights) and value > 0
+    rng = np.random.default_rng(seed)
     for i, (S, G) in enumerate(adj):
         D = rng.standard_normal(weights[i].shape)
-        eps = 1e-5
         plus = [W + eps * D if j == i else W for j, W in enumerate(weights)]
         minus = [W - eps * D if j == i else W for j, W in enumerate(weights)]
         fd = (net.train_loss(plus)[0] - net.train_loss(minus)[0]) / (2 * eps)
-        assert np.isclose(fd, np.sum(D * (G @ S.T)), rtol=1e-4, atol=1e-10)
+        assert np.isclose(fd, np.sum(D * (G @ S.T)), rtol=rtol, atol=atol), i
+    return adj
 
 
 def test_fd_matrices_match_their_continuous_operators():
@@ -261,6 +267,34 @@ def test_finetuning_never_worsens_the_training_loss_and_keeps_the_format():
             assert np.count_nonzero(tuned) <= comp.weights_.nnz
         if type(comp).__name__ == "Float16Compressor":       # still float16 numbers
             np.testing.assert_array_equal(tuned, tuned.astype(np.float16).astype(np.float64))
+
+
+@pytest.fixture(scope="module")
+def small_pinn():
+    return families.pinn_network("poisson2d", 16, 3, 0, 20, 20, 32, 12)
+
+
+def test_pinn_train_loss_adjoints_are_the_gradient(small_pinn):
+    # the PINN loss goes through u, its gradient and its Laplacian: the
+    # adjoints of every derivative channel, side by side, give dL/dW = G S^T
+    adj = _assert_adjoints_are_the_gradient(small_pinn, eps=1e-6, rtol=1e-5, atol=1e-9, seed=2)
+    for S, G in adj:    # residual (4 channels x 32 points) and boundary (12) passes
+        assert S.shape == G.shape == (16, 4 * 32 + 12)
+
+
+def test_pinn_finetuning_lowers_the_training_loss_of_every_method(small_pinn):
+    from hmnumba.experiments.finetune import finetune
+    net = small_pinn
+    for name in ("hmatrix-tree", "svd", "pruning", "int4", "float16"):
+        method = study.METHODS[name]
+        comps = [method.make(W, method.param(0.5, W.shape), 0, leaf_size=8)
+                 for W in net.weights]
+        before = net.train_loss([c.reconstruct().astype(np.float64) for c in comps])[0]
+        tuned = finetune(comps, net.train_loss, epochs=8)
+        after = net.train_loss(tuned)[0]
+        assert after <= before, name
+        if name in ("svd", "pruning", "hmatrix-tree"):     # exact gradients: it moves
+            assert after < before, name
 
 
 def test_svd_from_the_cached_factorisation_equals_a_fresh_fit():
