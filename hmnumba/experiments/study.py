@@ -145,7 +145,9 @@ METHODS = {
 
 @dataclass
 class StudyConfig:
-    """Sizes of the study; :meth:`quick` and :meth:`full` profiles."""
+    """Sizes of the study; :meth:`tiny`, :meth:`quick` and :meth:`full`
+    profiles. ``n_jobs`` processes study the (network, seed) pairs
+    (:func:`study_networks`), with the results of a serial run."""
 
     networks: list
     seeds: tuple = (0, 1, 2)
@@ -155,6 +157,7 @@ class StudyConfig:
     timing_repeats: int = 7
     finetune_epochs: int = 10
     finetune_steps: int = 3
+    n_jobs: int = 1
 
     @classmethod
     def quick(cls):
@@ -171,6 +174,29 @@ class StudyConfig:
                  n_train=512, finetune=True),
             dict(family="digits", hidden=256, max_iter=60, finetune=True),
             dict(family="control", n=256)])
+
+    @classmethod
+    def tiny(cls):
+        """Every family and code path (fine-tuning included) on toy sizes with
+        two seeds, in seconds: for tests and smoke runs, not for conclusions.
+
+        >>> cfg = StudyConfig.tiny()
+        >>> sorted({spec["family"] for spec in cfg.networks}), cfg.seeds
+        (['control', 'digits', 'operator', 'pinn'], (0, 1))
+        """
+        return cls(networks=[
+            dict(family="pinn", problem="heat1d", width=16, depth=3, adam_epochs=20,
+                 lbfgs_epochs=20, n_collocation=32, n_boundary=12, finetune=True),
+            dict(family="pinn", problem="poisson2d", width=16, depth=3, adam_epochs=10,
+                 lbfgs_epochs=10, n_collocation=32, n_boundary=12, init_rank=4),
+            dict(family="operator", problem="helmholtz1d", n=48),
+            dict(family="operator", problem="poisson2d", n=36),
+            dict(family="operator", problem="advdiff1d", n=24, hidden=16, epochs=30,
+                 n_train=64, finetune=True),
+            dict(family="digits", hidden=24, max_iter=15, finetune=True),
+            dict(family="control", n=24)],
+            seeds=(0, 1), bisection_steps=2, leaf_size=8, timing_repeats=2,
+            finetune_epochs=3, finetune_steps=2)
 
     @classmethod
     def full(cls):
@@ -492,24 +518,69 @@ def family_outcome(family_summary):
     return combine([True] * wins + [False] * (cells - wins)), wins, cells
 
 
+def _study_one(spec, seed, cfg):
+    """Build the network of ``spec`` for ``seed`` and study it (one task of
+    :func:`study_networks`, on one numba and BLAS thread)."""
+    import warnings
+
+    from hmnumba._threads import limit_threads
+    from hmnumba.exceptions import CompressionWarning
+    spec = dict(spec)
+    tune = spec.pop("finetune", False)
+    with limit_threads(1, 1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", CompressionWarning)
+        t = time.perf_counter()
+        res = study_network(build(spec, seed), cfg, finetune=tune)
+        res["seconds"] = time.perf_counter() - t
+    return res
+
+
+def study_networks(cfg, base_seed=0, progress=None):
+    """:func:`study_network` of every network of ``cfg`` for every seed
+    (``seed + base_seed``), in ``cfg.n_jobs`` processes (joblib).
+
+    Every task builds its network from its own seed on one thread, so the
+    results are those of a serial run (the timings aside, which measure the
+    machine); they come back in spec-then-seed order. ``progress(message)``
+    is called as each network's seeds are done.
+
+    Examples
+    --------
+    >>> from hmnumba.experiments.study import StudyConfig, study_networks
+    >>> cfg = StudyConfig(networks=[dict(family="control", n=16)], seeds=(0,),
+    ...                   bisection_steps=1, timing_repeats=2)
+    >>> [r["name"] for r in study_networks(cfg)]
+    ['gaussian n16']
+    """
+    tasks = [(spec, seed + base_seed) for spec in cfg.networks for seed in cfg.seeds]
+    if cfg.n_jobs == 1:
+        results = (_study_one(spec, seed, cfg) for spec, seed in tasks)
+    else:
+        from joblib import Parallel, delayed
+        results = Parallel(n_jobs=cfg.n_jobs, return_as="generator")(
+            delayed(_study_one)(spec, seed, cfg) for spec, seed in tasks)
+    out = []
+    for res in results:
+        out.append(res)
+        if progress is not None and len(out) % len(cfg.seeds) == 0:
+            progress(f"  {res['name']}: {len(cfg.seeds)} seeds")
+    return out
+
+
 def run(ctx):
     """Build every network of the profile for every seed and study it."""
-    cfg = StudyConfig.quick() if ctx.config.profile == "quick" else StudyConfig.full()
-    networks, seconds = [], {}
-    for spec in cfg.networks:
-        spec = dict(spec)
-        tune = spec.pop("finetune", False)
-        for seed in cfg.seeds:
-            t = time.perf_counter()
-            net = build(spec, seed + ctx.config.seed)
-            res = study_network(net, cfg, finetune=tune)
-            res["seconds"] = time.perf_counter() - t
-            seconds[net.family] = seconds.get(net.family, 0.0) + res["seconds"]
-            networks.append(res)
-        ctx.progress(f"  {net.name}: {len(cfg.seeds)} seeds")
-    return dict(config=dict(seeds=list(cfg.seeds), bisection_steps=cfg.bisection_steps,
+    from hmnumba import _validation as val
+    profile = val.check_choice(ctx.config.study or ctx.config.profile, "study",
+                               ("tiny", "quick", "full"))
+    cfg = getattr(StudyConfig, profile)()
+    networks = study_networks(cfg, ctx.config.seed, progress=ctx.progress)
+    seconds = {}
+    for res in networks:
+        seconds[res["family"]] = seconds.get(res["family"], 0.0) + res["seconds"]
+    return dict(config=dict(profile=profile, seeds=list(cfg.seeds),
+                            bisection_steps=cfg.bisection_steps,
                             finetune_epochs=cfg.finetune_epochs,
-                            finetune_steps=cfg.finetune_steps,
+                            finetune_steps=cfg.finetune_steps, n_jobs=cfg.n_jobs,
                             weight_levels=list(cfg.weight_levels), leaf_size=cfg.leaf_size,
                             timing_repeats=cfg.timing_repeats, networks=cfg.networks),
                 methods={k: m.label for k, m in METHODS.items()},
