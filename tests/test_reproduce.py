@@ -152,6 +152,9 @@ def test_quick_study_profile_covers_every_family_with_three_seeds():
     full = study.StudyConfig.full()
     assert {s["family"] for s in full.networks} == set(families.FAMILIES)
     assert len(full.seeds) >= 3
+    widths = {s["width"] for s in full.networks if s["family"] == "pinn"}
+    assert min(widths) == 64 and max(widths) == 1024
+    assert any(s["family"] == "pinn" and s.get("finetune") for s in full.networks)
 
 
 def test_pinn_is_really_trained(quick_run):

@@ -219,14 +219,20 @@ class StudyConfig:
         ops += [dict(family="operator", problem="poisson1d", n=2048),
                 dict(family="operator", problem="poisson1d", n=256, hidden=256, epochs=1000,
                      n_train=1024, finetune=True)]
+        # widths 64 to 1024 on Poisson 2-D; the 1024-wide one trains on fewer
+        # points and steps and is not fine-tuned (one loss-and-gradient
+        # evaluation takes about a second on one thread)
+        widths = [dict(pinn, problem="poisson2d", width=64),
+                  dict(pinn, problem="poisson2d", width=1024, adam_epochs=100,
+                       lbfgs_epochs=200, n_collocation=256, n_boundary=64)]
         return cls(networks=[
-            dict(pinn, problem="poisson2d"), dict(pinn, problem="helmholtz2d"),
+            dict(pinn, problem="poisson2d", finetune=True), dict(pinn, problem="helmholtz2d"),
             dict(pinn, problem="heat1d"), dict(pinn, problem="poisson2d", init_rank=8),
-            *ops, dict(family="digits", hidden=256, max_iter=200, finetune=True),
+            *widths, *ops, dict(family="digits", hidden=256, max_iter=200, finetune=True),
             dict(family="digits", hidden=1024, max_iter=200, finetune=True),
             dict(family="control", n=1024)],
             bisection_steps=7, leaf_size=32, timing_repeats=15, finetune_epochs=15,
-            finetune_steps=5)
+            finetune_steps=5, n_jobs=2)
 
 
 def task_levels(family, dense):
