@@ -201,15 +201,20 @@ class StudyConfig:
     @classmethod
     def full(cls):
         """The full profile. Measured per seed, CPU time on one thread
-        (``families.build`` then :func:`study_network`, one network at a time):
-        PINN width 256 47 s, operator n=1024 with fine-tuning 166 s (at 30
-        epochs; 15 here), operator n=2048 293 s, digits MLP 1024 97 s,
-        control n=1024 16 s; so about 64 CPU minutes for the study's 3 seeds
-        (the ten other results' full profile not included). The
-        one-hidden-layer operator (256 points, 256 units) trains in 19 s per
-        seed; its study, not measured at these settings, scales from the
-        quick profile's 128-unit network (24 s per seed) to an estimated
-        2-4 minutes per seed."""
+        (``families.build`` then :func:`study_network`, one network at a
+        time, on the shared 2-core machine): PINN width 256 113 s (65 s of it
+        training; 202 s with fine-tuning, 89 s of it fine-tuning), PINN width
+        1024 on Poisson 2-D 503 s (231 s training, 272 s study; not
+        fine-tuned), operator n=1024 with fine-tuning 166 s (at 30 epochs; 15
+        here), operator n=2048 293 s, digits MLP 1024 97 s, control n=1024
+        16 s. The one-hidden-layer operator (256 points, 256 units) trains in
+        19 s per seed; its study, not measured at these settings, scales from
+        the quick profile's 128-unit network (24 s per seed) to an estimated
+        2-4 minutes per seed; the width-64 PINN, not measured at these
+        settings, about 20 s. So about 108 CPU minutes for the study's 3
+        seeds, run in 2 processes (``n_jobs=2``): about 55-60 minutes of wall
+        time on 2 idle cores (estimated; the ten other results' full profile
+        not included)."""
         pinn = dict(family="pinn", width=256, depth=3, adam_epochs=200, lbfgs_epochs=400,
                     n_collocation=512, n_boundary=128)
         ops = [dict(family="operator", problem=p, n=1024, finetune=True)
