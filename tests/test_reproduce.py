@@ -2,7 +2,14 @@
 (the paper's six figures, the NTK check, the three theorem checks and the
 compression study), with finite numbers, the H-matrix error bound, and
 verdicts decided from the numbers (every branch of every verdict:
-tests/test_verdicts.py)."""
+tests/test_verdicts.py, tests/test_study.py).
+
+The run is done once, in-process, with the compression study at its tiny
+sizes (``StudyConfig.tiny``: every family and code path, fine-tuning
+included, two seeds) and the speed experiment at widths 128 and 256; the
+quick profile's own study sizes are checked without running them. The
+console script runs once, on one experiment, without matplotlib."""
+import dataclasses
 import json
 import math
 import os
@@ -10,10 +17,11 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from hmnumba.cli import main
-from hmnumba.experiments import REGISTRY
+from hmnumba.experiments import REGISTRY, families, study
 from hmnumba.experiments._verdict import OUTCOMES
 
 pytest.importorskip("matplotlib")
@@ -31,11 +39,20 @@ def console_script():
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
+    from hmnumba.experiments import _context, reproduce
     out = tmp_path_factory.mktemp("reproduce") / "out"
-    proc = subprocess.run([console_script(), "reproduce", "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, json.loads((out / "results.json").read_text()), proc.stdout
+    quick = _context.Config.quick
+
+    def quick_with_tiny_study(cls, problem=None, seed=0):
+        # two timing widths instead of three: what is checked is the same
+        return dataclasses.replace(quick(problem, seed), study="tiny",
+                                   speed_widths=[128, 256], speed_repeats=3)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_context.Config, "quick", classmethod(quick_with_tiny_study))
+        reproduce(out, quick=True, progress=False,
+                  command=f"hmnumba reproduce --quick --out {out}")
+    return out, json.loads((out / "results.json").read_text()), None
 
 
 def finite(x):
@@ -59,30 +76,85 @@ def test_report_json_and_every_figure_exist(quick_run):
         assert data["results"][module.NAME]["verdict"]["sentence"] in report
 
 
-def test_study_covers_every_family_with_three_seeds(quick_run):
+def test_study_covers_every_family(quick_run):
     out, data, _ = quick_run
     from hmnumba.experiments.families import FAMILIES, FAMILY_TITLES
-    study = data["results"]["study"]
-    assert set(study["summary"]) == set(FAMILIES)
-    for nets in study["summary"].values():
+    study_result = data["results"]["study"]
+    assert study_result["config"]["profile"] == "tiny"
+    assert set(study_result["summary"]) == set(FAMILIES)
+    for nets in study_result["summary"].values():
         for entry in nets.values():
-            assert len(entry["seeds"]) == 3
+            assert len(entry["seeds"]) == len(study.StudyConfig.tiny().seeds)
     report = (out / "report.md").read_text()
     for title in FAMILY_TITLES.values():
         assert title in report
     assert "float16 cast" in report and "full-rank Glorot" in report
-    assert any("rank-8 start" in name for name in study["summary"]["pinn"])
+    assert "after fine-tuning" in report
+    assert any("rank-4 start" in name for name in study_result["summary"]["pinn"])
+    assert any("glorot" in name for name in study_result["summary"]["pinn"])
     # family b has linear and one-hidden-layer operator networks
-    assert any("mlp" in name for name in study["summary"]["operator"])
-    assert any("mlp" not in name for name in study["summary"]["operator"])
+    assert any("mlp" in name for name in study_result["summary"]["operator"])
+    assert any("mlp" not in name for name in study_result["summary"]["operator"])
     # the low-precision H-matrix option is judged like every other method
     assert "H-matrix (auto, low-precision factors, outliers)" in report
-    for nets in study["summary"].values():
+    for nets in study_result["summary"].values():
         for entry in nets.values():
             assert all("hmatrix-lowp" in level for level in entry["ratios"]["task"])
-    for res in study["networks"]:
-        for m in res["methods"].values():
-            assert all(finite(r["task_error"]) and r["ratio"] > 0 for r in m["curve"])
+    # the stored summary is the median and spread of the stored networks
+    assert study.summarise(study_result["networks"]) == study_result["summary"]
+    entry = study_result["summary"]["operator"]["helmholtz1d n48"]
+    runs = [r for r in study_result["networks"] if r["name"] == "helmholtz1d n48"]
+    for j in range(3):
+        for method in study.METHODS:
+            vals = [study._ratio(r["methods"][method]["best"]["task"][j]) for r in runs]
+            assert entry["ratios"]["task"][j][method] == [float(np.median(vals)), min(vals),
+                                                          max(vals)]
+
+
+def test_every_study_network_runs_and_every_method_reports(quick_run):
+    networks = quick_run[1]["results"]["study"]["networks"]
+    assert {r["family"] for r in networks} == set(families.FAMILIES)
+    assert {r["family"] for r in networks if r["finetuned"]} == {"pinn", "operator", "digits"}
+    for res in networks:
+        assert set(res["methods"]) == set(study.METHODS)
+        assert finite(res["dense_task_error"])
+        for name, m in res["methods"].items():
+            assert m["curve"], name
+            for row in m["curve"]:
+                assert row["nbytes"] > 0 and finite(row["ratio"])
+                assert finite(row["weight_error"]) and finite(row["task_error"])
+            assert ("task_ft" in m["best"]) == res["finetuned"]
+            for metric, key in (("weight", "weight_error"), ("task", "task_error"),
+                                ("task_ft", "task_error_ft")):
+                targets = res["levels"]["weight" if metric == "weight" else "task"]
+                for best, target in zip(m["best"].get(metric, []), targets):
+                    assert best is None or best[key] <= target
+        for t in res["timing"].values():
+            assert t["low"] <= t["speedup"] <= t["high"]
+            assert t["faster"] == (t["low"] > 1.0)
+        assert res["spectra"]["global_rank"] >= 1
+
+
+def test_quick_study_profile_covers_every_family_with_three_seeds():
+    """What the quick run's study holds, without running it."""
+    cfg = study.StudyConfig.quick()
+    assert len(cfg.seeds) == 3
+    specs = cfg.networks
+    assert {s["family"] for s in specs} == set(families.FAMILIES)
+    pinns = [s for s in specs if s["family"] == "pinn"]
+    assert {s["problem"] for s in pinns} == set(families.PINN_PROBLEMS)
+    assert any(s.get("init_rank") is None for s in pinns)          # full-rank Glorot start
+    assert any(s.get("init_rank") == 8 for s in pinns)             # the labelled variant
+    ops = [s for s in specs if s["family"] == "operator"]
+    assert {s["problem"] for s in ops} == set(families.OPERATORS)
+    assert any(s.get("hidden") for s in ops) and any(not s.get("hidden") for s in ops)
+    assert {s["family"] for s in specs if s.get("finetune")} == {"pinn", "operator", "digits"}
+    full = study.StudyConfig.full()
+    assert {s["family"] for s in full.networks} == set(families.FAMILIES)
+    assert len(full.seeds) >= 3
+    widths = {s["width"] for s in full.networks if s["family"] == "pinn"}
+    assert min(widths) == 64 and max(widths) == 1024
+    assert any(s["family"] == "pinn" and s.get("finetune") for s in full.networks)
 
 
 def test_pinn_is_really_trained(quick_run):
@@ -173,15 +245,24 @@ def test_figures_required_without_matplotlib_is_a_clear_error(monkeypatch, tmp_p
 
 
 @pytest.mark.slow
-def test_without_matplotlib_the_report_is_written_without_figures(monkeypatch, tmp_path,
-                                                                 capsys):
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
+def test_console_script_without_matplotlib_writes_the_report_without_figures(tmp_path):
+    # matplotlib hidden from the console script by a package that fails to import
+    fake = tmp_path / "fake" / "matplotlib"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('matplotlib hidden by the test')\n")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(fake.parent),
+                                                      env.get("PYTHONPATH")]))
     out = tmp_path / "out"
-    assert main(["reproduce", "--quick", "--only", "heatmaps", "--out", str(out)]) == 0
-    assert "no figures" in capsys.readouterr().out
+    proc = subprocess.run([console_script(), "reproduce", "--quick", "--only", "heatmaps",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "no figures" in proc.stdout
     assert not list(out.glob("*.png"))
     report = (out / "report.md").read_text()
     assert "No figure: matplotlib is not installed" in report
+    assert "hmnumba reproduce --quick --only heatmaps --out" in report
     assert json.loads((out / "results.json").read_text())["results"]["heatmaps"]["figure"] \
         is None
 

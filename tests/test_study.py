@@ -1,95 +1,15 @@
-"""The compression study (hmnumba.experiments.study): every family builds and
-runs on tiny sizes, the bisection finds the cheapest setting at a target, the
-bookkeeping (median and spread over seeds, winners) is right, and every
-verdict branch is reachable from synthetic numbers."""
-import json
+"""The compression study (hmnumba.experiments.study): the families' networks
+and their training losses, the bisection finds the cheapest setting at a
+target, winners, fine-tuning, and every verdict branch is reachable from
+synthetic numbers. That every family runs through the whole study (and the
+median and spread over seeds) is checked on the tiny profile's run in
+tests/test_reproduce.py."""
 import math
 
 import numpy as np
 import pytest
 
 from hmnumba.experiments import families, study
-from hmnumba.experiments._verdict import OUTCOMES
-from hmnumba.experiments.report import _public
-
-TINY = study.StudyConfig(
-    networks=[dict(family="pinn", problem="heat1d", width=16, depth=3, adam_epochs=20,
-                   lbfgs_epochs=20, n_collocation=32, n_boundary=12),
-              dict(family="operator", problem="helmholtz1d", n=48),
-              dict(family="operator", problem="poisson2d", n=36),
-              dict(family="operator", problem="advdiff1d", n=24, hidden=16, epochs=30,
-                   n_train=64, finetune=True),
-              dict(family="digits", hidden=24, max_iter=15, finetune=True),
-              dict(family="control", n=24)],
-    seeds=(0, 1), bisection_steps=2, leaf_size=8, timing_repeats=2, finetune_epochs=3)
-
-
-def finite(x):
-    return isinstance(x, (int, float)) and math.isfinite(x)
-
-
-@pytest.fixture(scope="module")
-def tiny_results():
-    import warnings
-
-    from hmnumba.exceptions import CompressionWarning
-    out = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CompressionWarning)
-        for spec in TINY.networks:
-            spec = dict(spec)
-            tune = spec.pop("finetune", False)
-            for seed in TINY.seeds:
-                out.append(study.study_network(families.build(spec, seed), TINY, finetune=tune))
-    return out
-
-
-@pytest.mark.slow
-def test_every_family_runs_and_every_method_reports(tiny_results):
-    assert {r["family"] for r in tiny_results} == set(families.FAMILIES)
-    for res in tiny_results:
-        assert set(res["methods"]) == set(study.METHODS)
-        assert finite(res["dense_task_error"])
-        for name, m in res["methods"].items():
-            assert m["curve"], name
-            for row in m["curve"]:
-                assert row["nbytes"] > 0 and finite(row["ratio"])
-                assert finite(row["weight_error"]) and finite(row["task_error"])
-            assert ("task_ft" in m["best"]) == res["finetuned"]
-            for metric, key in (("weight", "weight_error"), ("task", "task_error"),
-                                ("task_ft", "task_error_ft")):
-                targets = res["levels"]["weight" if metric == "weight" else "task"]
-                for best, target in zip(m["best"].get(metric, []), targets):
-                    assert best is None or best[key] <= target
-        for t in res["timing"].values():
-            assert t["low"] <= t["speedup"] <= t["high"]
-            assert t["faster"] == (t["low"] > 1.0)
-    # the operator family's grid order is hidden, the control is unstructured
-    assert all(r["spectra"]["global_rank"] >= 1 for r in tiny_results)
-
-
-@pytest.mark.slow
-def test_summary_is_json_ready_and_reports_median_and_spread(tiny_results):
-    summary = study.summarise(tiny_results)
-    assert set(summary) == set(families.FAMILIES)
-    json.dumps(_public(summary))
-    entry = summary["operator"]["helmholtz1d n48"]
-    runs = [r for r in tiny_results if r["name"] == "helmholtz1d n48"]
-    assert entry["seeds"] == [0, 1]
-    for j in range(3):
-        for method in study.METHODS:
-            med, lo, hi = entry["ratios"]["task"][j][method]
-            vals = [study._ratio(r["methods"][method]["best"]["task"][j]) for r in runs]
-            assert (med, lo, hi) == (float(np.median(vals)), min(vals), max(vals))
-    result = dict(summary=summary, networks=tiny_results,
-                  methods={k: m.label for k, m in study.METHODS.items()},
-                  config=dict(weight_levels=list(TINY.weight_levels), finetune_epochs=3))
-    text = "\n".join(study.table(result))
-    for title in families.FAMILY_TITLES.values():
-        assert title in text
-    assert "float16 cast" in text and "full-rank Glorot" in text
-    assert "after fine-tuning" in text and "digits MLP 24x24" in text
-    assert study.verdict(result)["outcome"] in OUTCOMES
 
 
 def test_operator_network_recovers_the_solution_operator():
@@ -107,17 +27,23 @@ def test_operator_mlp_trains_from_glorot_and_its_adjoints_are_the_gradient():
     assert [W.shape for W in net.weights] == [(16, 24), (24, 16)]
     # training from the Glorot start lowers the test error a lot
     assert net.dense_task_error < 0.5 * start.dense_task_error
-    # the loss's gradient at each weight is G S^T (central differences)
+    _assert_adjoints_are_the_gradient(net, eps=1e-5, rtol=1e-4, atol=1e-10)
+
+
+def _assert_adjoints_are_the_gradient(net, eps, rtol, atol, seed=1):
+    """The training loss's gradient at each weight is ``G S^T`` (central
+    differences along a random direction); returns the adjoints."""
     weights = [W.astype(np.float64) for W in net.weights]
     value, adj = net.train_loss(weights)
-    rng = np.random.default_rng(1)
+    assert len(adj) == len(weights) and value > 0
+    rng = np.random.default_rng(seed)
     for i, (S, G) in enumerate(adj):
         D = rng.standard_normal(weights[i].shape)
-        eps = 1e-5
         plus = [W + eps * D if j == i else W for j, W in enumerate(weights)]
         minus = [W - eps * D if j == i else W for j, W in enumerate(weights)]
         fd = (net.train_loss(plus)[0] - net.train_loss(minus)[0]) / (2 * eps)
-        assert np.isclose(fd, np.sum(D * (G @ S.T)), rtol=1e-4, atol=1e-10)
+        assert np.isclose(fd, np.sum(D * (G @ S.T)), rtol=rtol, atol=atol), i
+    return adj
 
 
 def test_fd_matrices_match_their_continuous_operators():
@@ -261,6 +187,55 @@ def test_finetuning_never_worsens_the_training_loss_and_keeps_the_format():
             assert np.count_nonzero(tuned) <= comp.weights_.nnz
         if type(comp).__name__ == "Float16Compressor":       # still float16 numbers
             np.testing.assert_array_equal(tuned, tuned.astype(np.float16).astype(np.float64))
+
+
+@pytest.fixture(scope="module")
+def small_pinn():
+    return families.pinn_network("poisson2d", 16, 3, 0, 20, 20, 32, 12)
+
+
+def test_pinn_train_loss_adjoints_are_the_gradient(small_pinn):
+    # the PINN loss goes through u, its gradient and its Laplacian: the
+    # adjoints of every derivative channel, side by side, give dL/dW = G S^T
+    adj = _assert_adjoints_are_the_gradient(small_pinn, eps=1e-6, rtol=1e-5, atol=1e-9, seed=2)
+    for S, G in adj:    # residual (4 channels x 32 points) and boundary (12) passes
+        assert S.shape == G.shape == (16, 4 * 32 + 12)
+
+
+def test_pinn_finetuning_lowers_the_training_loss_of_every_method(small_pinn):
+    from hmnumba.experiments.finetune import finetune
+    net = small_pinn
+    for name in ("hmatrix-tree", "svd", "pruning", "int4", "float16"):
+        method = study.METHODS[name]
+        comps = [method.make(W, method.param(0.5, W.shape), 0, leaf_size=8)
+                 for W in net.weights]
+        before = net.train_loss([c.reconstruct().astype(np.float64) for c in comps])[0]
+        tuned = finetune(comps, net.train_loss, epochs=8)
+        after = net.train_loss(tuned)[0]
+        assert after <= before, name
+        if name in ("svd", "pruning", "hmatrix-tree"):     # exact gradients: it moves
+            assert after < before, name
+
+
+@pytest.mark.slow
+def test_parallel_study_gives_the_serial_results():
+    import dataclasses
+    cfg = study.StudyConfig(
+        networks=[dict(family="control", n=24),
+                  dict(family="operator", problem="poisson1d", n=24, finetune=True)],
+        seeds=(0, 1), bisection_steps=2, leaf_size=8, timing_repeats=2,
+        finetune_epochs=2, finetune_steps=1)
+    seen = []
+    serial = study.study_networks(cfg, base_seed=3, progress=seen.append)
+    parallel = study.study_networks(dataclasses.replace(cfg, n_jobs=2), base_seed=3)
+    assert [r["seed"] for r in serial] == [3, 4, 3, 4] and len(seen) == 2
+
+    def numbers(results):     # everything but the timings, which measure the machine
+        return [{k: v for k, v in r.items() if k not in ("timing", "seconds")}
+                for r in results]
+
+    assert numbers(parallel) == numbers(serial)
+    assert all(r["finetuned"] for r in serial[2:])
 
 
 def test_svd_from_the_cached_factorisation_equals_a_fresh_fit():

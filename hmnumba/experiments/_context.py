@@ -89,6 +89,9 @@ class Config:
         iterations before each.
     threads : int
         numba and BLAS threads during the run.
+    study : {None, "tiny", "quick", "full"}
+        The compression study's sizes (:class:`hmnumba.experiments.study.StudyConfig`):
+        None follows ``profile``; ``"tiny"`` (toy sizes, seconds) is for tests.
     """
 
     profile: str = "quick"
@@ -126,6 +129,7 @@ class Config:
     refinement_steps: int = 3
     refinement_epochs: int = 25
     threads: int = 1
+    study: str = None
 
     @classmethod
     def quick(cls, problem=None, seed=0):

@@ -8,10 +8,14 @@ those, for the same number of Adam epochs on the network's training loss:
   :func:`hmnumba.pinn._kernels.data_grad`, block by block);
 - SVD: the two factors;
 - pruning: the surviving entries (the sparsity pattern stays);
-- int8 / int4: the per-row scales (the integer codes stay);
+- int8 / int4: the per-row scales (the integer codes stay: exact gradients,
+  no straight-through estimate through the rounding);
 - float16: the weights, rounded to float16 again at the end.
 
-The stored bytes do not change. The result with the lowest training loss
+The loss is the network's own training loss (a PINN's residual plus
+boundary terms included, through every derivative channel: see
+:func:`hmnumba.experiments.families.pinn_network`). The stored bytes do not
+change. The result with the lowest training loss
 seen (the compressed start included) is kept, so fine-tuning never makes
 the training loss worse.
 """

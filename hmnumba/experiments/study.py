@@ -12,12 +12,14 @@ report can say why a method wins. The timings interleave the dense product
 and every method's ``transform`` in each repeat; a method is "faster" only
 when the bootstrap interval of its median speed-up excludes 1.
 
-For the operator and digits families each method is also bisected on the
-task error after fine-tuning what it stores, the same Adam epochs for every
-method (:mod:`hmnumba.experiments.finetune`). The operator family has
-linear networks and a one-hidden-layer tanh network trained from a Glorot
-start (both of its weights compressed at one parameter). Not done:
-fine-tuning of the PINNs (their weights are judged as compressed).
+For the networks marked ``finetune`` (PINNs, operators and digits) each
+method is also bisected on the task error after fine-tuning what it stores,
+the same Adam epochs for every method, on the network's own training loss
+(:mod:`hmnumba.experiments.finetune`; for a PINN the residual-plus-boundary
+loss on its training samples, through the derivative channels). The
+operator family has linear networks and a one-hidden-layer tanh network
+trained from a Glorot start (both of its weights compressed at one
+parameter).
 """
 import math
 import time
@@ -143,7 +145,9 @@ METHODS = {
 
 @dataclass
 class StudyConfig:
-    """Sizes of the study; :meth:`quick` and :meth:`full` profiles."""
+    """Sizes of the study; :meth:`tiny`, :meth:`quick` and :meth:`full`
+    profiles. ``n_jobs`` processes study the (network, seed) pairs
+    (:func:`study_networks`), with the results of a serial run."""
 
     networks: list
     seeds: tuple = (0, 1, 2)
@@ -153,13 +157,14 @@ class StudyConfig:
     timing_repeats: int = 7
     finetune_epochs: int = 10
     finetune_steps: int = 3
+    n_jobs: int = 1
 
     @classmethod
     def quick(cls):
-        pinn = dict(family="pinn", width=64, depth=3, adam_epochs=150, lbfgs_epochs=300,
+        pinn = dict(family="pinn", width=64, depth=3, adam_epochs=150, lbfgs_epochs=500,
                     n_collocation=256, n_boundary=64)
         return cls(networks=[
-            dict(pinn, problem="poisson2d"), dict(pinn, problem="helmholtz2d"),
+            dict(pinn, problem="poisson2d", finetune=True), dict(pinn, problem="helmholtz2d"),
             dict(pinn, problem="heat1d"), dict(pinn, problem="poisson2d", init_rank=8),
             dict(family="operator", problem="poisson1d", n=256, finetune=True),
             dict(family="operator", problem="poisson2d", n=256),
@@ -171,17 +176,45 @@ class StudyConfig:
             dict(family="control", n=256)])
 
     @classmethod
+    def tiny(cls):
+        """Every family and code path (fine-tuning included) on toy sizes with
+        two seeds, in seconds: for tests and smoke runs, not for conclusions.
+
+        >>> cfg = StudyConfig.tiny()
+        >>> sorted({spec["family"] for spec in cfg.networks}), cfg.seeds
+        (['control', 'digits', 'operator', 'pinn'], (0, 1))
+        """
+        return cls(networks=[
+            dict(family="pinn", problem="heat1d", width=16, depth=3, adam_epochs=20,
+                 lbfgs_epochs=20, n_collocation=32, n_boundary=12, finetune=True),
+            dict(family="pinn", problem="poisson2d", width=16, depth=3, adam_epochs=10,
+                 lbfgs_epochs=10, n_collocation=32, n_boundary=12, init_rank=4),
+            dict(family="operator", problem="helmholtz1d", n=48),
+            dict(family="operator", problem="poisson2d", n=36),
+            dict(family="operator", problem="advdiff1d", n=24, hidden=16, epochs=30,
+                 n_train=64, finetune=True),
+            dict(family="digits", hidden=24, max_iter=15, finetune=True),
+            dict(family="control", n=24)],
+            seeds=(0, 1), bisection_steps=2, leaf_size=8, timing_repeats=2,
+            finetune_epochs=3, finetune_steps=2)
+
+    @classmethod
     def full(cls):
         """The full profile. Measured per seed, CPU time on one thread
-        (``families.build`` then :func:`study_network`, one network at a time):
-        PINN width 256 47 s, operator n=1024 with fine-tuning 166 s (at 30
-        epochs; 15 here), operator n=2048 293 s, digits MLP 1024 97 s,
-        control n=1024 16 s; so about 64 CPU minutes for the study's 3 seeds
-        (the ten other results' full profile not included). The
-        one-hidden-layer operator (256 points, 256 units) trains in 19 s per
-        seed; its study, not measured at these settings, scales from the
-        quick profile's 128-unit network (24 s per seed) to an estimated
-        2-4 minutes per seed."""
+        (``families.build`` then :func:`study_network`, one network at a
+        time, on the shared 2-core machine): PINN width 256 113 s (65 s of it
+        training; 202 s with fine-tuning, 89 s of it fine-tuning), PINN width
+        1024 on Poisson 2-D 503 s (231 s training, 272 s study; not
+        fine-tuned), operator n=1024 with fine-tuning 166 s (at 30 epochs; 15
+        here), operator n=2048 293 s, digits MLP 1024 97 s, control n=1024
+        16 s. The one-hidden-layer operator (256 points, 256 units) trains in
+        19 s per seed; its study, not measured at these settings, scales from
+        the quick profile's 128-unit network (24 s per seed) to an estimated
+        2-4 minutes per seed; the width-64 PINN, not measured at these
+        settings, about 20 s. So about 108 CPU minutes for the study's 3
+        seeds, run in 2 processes (``n_jobs=2``): about 55-60 minutes of wall
+        time on 2 idle cores (estimated; the ten other results' full profile
+        not included)."""
         pinn = dict(family="pinn", width=256, depth=3, adam_epochs=200, lbfgs_epochs=400,
                     n_collocation=512, n_boundary=128)
         ops = [dict(family="operator", problem=p, n=1024, finetune=True)
@@ -191,14 +224,20 @@ class StudyConfig:
         ops += [dict(family="operator", problem="poisson1d", n=2048),
                 dict(family="operator", problem="poisson1d", n=256, hidden=256, epochs=1000,
                      n_train=1024, finetune=True)]
+        # widths 64 to 1024 on Poisson 2-D; the 1024-wide one trains on fewer
+        # points and steps and is not fine-tuned (one loss-and-gradient
+        # evaluation takes about a second on one thread)
+        widths = [dict(pinn, problem="poisson2d", width=64),
+                  dict(pinn, problem="poisson2d", width=1024, adam_epochs=100,
+                       lbfgs_epochs=200, n_collocation=256, n_boundary=64)]
         return cls(networks=[
-            dict(pinn, problem="poisson2d"), dict(pinn, problem="helmholtz2d"),
+            dict(pinn, problem="poisson2d", finetune=True), dict(pinn, problem="helmholtz2d"),
             dict(pinn, problem="heat1d"), dict(pinn, problem="poisson2d", init_rank=8),
-            *ops, dict(family="digits", hidden=256, max_iter=200, finetune=True),
+            *widths, *ops, dict(family="digits", hidden=256, max_iter=200, finetune=True),
             dict(family="digits", hidden=1024, max_iter=200, finetune=True),
             dict(family="control", n=1024)],
             bisection_steps=7, leaf_size=32, timing_repeats=15, finetune_epochs=15,
-            finetune_steps=5)
+            finetune_steps=5, n_jobs=2)
 
 
 def task_levels(family, dense):
@@ -490,24 +529,69 @@ def family_outcome(family_summary):
     return combine([True] * wins + [False] * (cells - wins)), wins, cells
 
 
+def _study_one(spec, seed, cfg):
+    """Build the network of ``spec`` for ``seed`` and study it (one task of
+    :func:`study_networks`, on one numba and BLAS thread)."""
+    import warnings
+
+    from hmnumba._threads import limit_threads
+    from hmnumba.exceptions import CompressionWarning
+    spec = dict(spec)
+    tune = spec.pop("finetune", False)
+    with limit_threads(1, 1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", CompressionWarning)
+        t = time.perf_counter()
+        res = study_network(build(spec, seed), cfg, finetune=tune)
+        res["seconds"] = time.perf_counter() - t
+    return res
+
+
+def study_networks(cfg, base_seed=0, progress=None):
+    """:func:`study_network` of every network of ``cfg`` for every seed
+    (``seed + base_seed``), in ``cfg.n_jobs`` processes (joblib).
+
+    Every task builds its network from its own seed on one thread, so the
+    results are those of a serial run (the timings aside, which measure the
+    machine); they come back in spec-then-seed order. ``progress(message)``
+    is called as each network's seeds are done.
+
+    Examples
+    --------
+    >>> from hmnumba.experiments.study import StudyConfig, study_networks
+    >>> cfg = StudyConfig(networks=[dict(family="control", n=16)], seeds=(0,),
+    ...                   bisection_steps=1, timing_repeats=2)
+    >>> [r["name"] for r in study_networks(cfg)]
+    ['gaussian n16']
+    """
+    tasks = [(spec, seed + base_seed) for spec in cfg.networks for seed in cfg.seeds]
+    if cfg.n_jobs == 1:
+        results = (_study_one(spec, seed, cfg) for spec, seed in tasks)
+    else:
+        from joblib import Parallel, delayed
+        results = Parallel(n_jobs=cfg.n_jobs, return_as="generator")(
+            delayed(_study_one)(spec, seed, cfg) for spec, seed in tasks)
+    out = []
+    for res in results:
+        out.append(res)
+        if progress is not None and len(out) % len(cfg.seeds) == 0:
+            progress(f"  {res['name']}: {len(cfg.seeds)} seeds")
+    return out
+
+
 def run(ctx):
     """Build every network of the profile for every seed and study it."""
-    cfg = StudyConfig.quick() if ctx.config.profile == "quick" else StudyConfig.full()
-    networks, seconds = [], {}
-    for spec in cfg.networks:
-        spec = dict(spec)
-        tune = spec.pop("finetune", False)
-        for seed in cfg.seeds:
-            t = time.perf_counter()
-            net = build(spec, seed + ctx.config.seed)
-            res = study_network(net, cfg, finetune=tune)
-            res["seconds"] = time.perf_counter() - t
-            seconds[net.family] = seconds.get(net.family, 0.0) + res["seconds"]
-            networks.append(res)
-        ctx.progress(f"  {net.name}: {len(cfg.seeds)} seeds")
-    return dict(config=dict(seeds=list(cfg.seeds), bisection_steps=cfg.bisection_steps,
+    from hmnumba import _validation as val
+    profile = val.check_choice(ctx.config.study or ctx.config.profile, "study",
+                               ("tiny", "quick", "full"))
+    cfg = getattr(StudyConfig, profile)()
+    networks = study_networks(cfg, ctx.config.seed, progress=ctx.progress)
+    seconds = {}
+    for res in networks:
+        seconds[res["family"]] = seconds.get(res["family"], 0.0) + res["seconds"]
+    return dict(config=dict(profile=profile, seeds=list(cfg.seeds),
+                            bisection_steps=cfg.bisection_steps,
                             finetune_epochs=cfg.finetune_epochs,
-                            finetune_steps=cfg.finetune_steps,
+                            finetune_steps=cfg.finetune_steps, n_jobs=cfg.n_jobs,
                             weight_levels=list(cfg.weight_levels), leaf_size=cfg.leaf_size,
                             timing_repeats=cfg.timing_repeats, networks=cfg.networks),
                 methods={k: m.label for k, m in METHODS.items()},
