@@ -122,7 +122,7 @@ def cache_is_warm():
     """
     try:
         from hmnumba.kernels import compress
-        return bool(os.path.exists(compress._compress_blocks._cache._cache_file._index_path))
+        return bool(os.path.exists(compress._compress_slabs._cache._cache_file._index_path))
     except Exception:   # numba internals moved: say nothing is cached
         return False
 
