@@ -181,7 +181,7 @@ def announce(out=None):
     """
     if cache_is_warm():
         return False
-    print(f"compiling numba kernels (first run only, about {COLD_SECONDS // 60} minutes on "
-          "2 cores; cached afterwards, or run `hmnumba warmup` ahead of time)",
+    print(f"compiling numba kernels (first run only, about {COLD_SECONDS} s on 2 cores; "
+          "cached afterwards, or run `hmnumba warmup` ahead of time)",
           file=sys.stderr if out is None else out, flush=True)
     return True
