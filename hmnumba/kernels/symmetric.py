@@ -197,114 +197,102 @@ def symmetric_hmatvec(data, r0, r1, c0, c1, rank, offset, slab_ptr, x):
     ahead = PREFETCH_BYTES // data.itemsize
     ybuf = np.empty((n_slabs, N))
     for s in prange(n_slabs):
-        # One call per slab: a small parallel body keeps numba's parallel
-        # lowering, most of this kernel's first compilation, cheap.
-        _symmetric_slab(data, r0, r1, c0, c1, rank, offset, slab_ptr[s], slab_ptr[s + 1], x,
-                        ybuf[s], ahead)
+        y = ybuf[s]
+        for i in range(N):
+            y[i] = 0.0
+        first = slab_ptr[s]
+        last = slab_ptr[s + 1]
+        kmax = 0
+        for b in range(first, last):
+            kmax = max(kmax, rank[b])
+        t1 = np.empty(kmax)
+        t2 = np.empty(kmax)
+        # Prefetch cursor: block pb, index pq into data, pn numbers of pb left.
+        pb = first
+        pq = offset[first] if first < last else 0
+        pn = _stored_size(r0, r1, c0, c1, rank, first) if first < last else 0
+        pb, pq, pn = _prefetch_more(data, r0, r1, c0, c1, rank, offset, last,
+                                    pb, pq, pn, ahead)
+        for b in range(first, last):
+            k = rank[b]
+            if k == 0:
+                continue
+            m = r1[b] - r0[b]
+            n = c1[b] - c0[b]
+            upper = r1[b] <= c0[b]
+            off = offset[b]
+            xr = x[r0[b]:r1[b]]
+            yr = y[r0[b]:r1[b]]
+            xc = x[c0[b]:c1[b]]
+            yc = y[c0[b]:c1[b]]
+            if k < 0:
+                # Dense, row by row: y_r += D x_c and (upper) y_c += D^T x_r.
+                D = data[off:off + m * n]
+                for i in range(m):
+                    pb, pq, pn = _prefetch_more(data, r0, r1, c0, c1, rank, offset, last,
+                                                pb, pq, pn, n)
+                    row = i * n
+                    acc = 0.0
+                    if upper:
+                        xi = xr[i]
+                        for j in range(n):
+                            d = D[row + j]
+                            acc += d * xc[j]
+                            yc[j] += d * xi
+                    else:
+                        for j in range(n):
+                            acc += D[row + j] * xc[j]
+                    yr[i] += acc
+                continue
+            # Low rank, the factors swept in memory order: U^T (t2 = U^T x_r),
+            # then V^T (t1 = V^T x_c and y_c += V t2), then U^T again, from
+            # cache (y_r += U t1).
+            Ut = data[off:off + k * m]
+            Vt = data[off + k * m:off + k * (m + n)]
+            if upper:
+                for l in range(k):
+                    pb, pq, pn = _prefetch_more(data, r0, r1, c0, c1, rank, offset, last,
+                                                pb, pq, pn, m)
+                    row = l * m
+                    acc = 0.0
+                    for i in range(m):
+                        acc += Ut[row + i] * xr[i]
+                    t2[l] = acc
+                for l in range(k):
+                    pb, pq, pn = _prefetch_more(data, r0, r1, c0, c1, rank, offset, last,
+                                                pb, pq, pn, n)
+                    row = l * n
+                    a = t2[l]
+                    acc = 0.0
+                    for j in range(n):
+                        v = Vt[row + j]
+                        acc += v * xc[j]
+                        yc[j] += v * a
+                    t1[l] = acc
+            else:
+                pb, pq, pn = _prefetch_more(data, r0, r1, c0, c1, rank, offset, last,
+                                            pb, pq, pn, k * m)
+                for l in range(k):
+                    pb, pq, pn = _prefetch_more(data, r0, r1, c0, c1, rank, offset, last,
+                                                pb, pq, pn, n)
+                    row = l * n
+                    acc = 0.0
+                    for j in range(n):
+                        acc += Vt[row + j] * xc[j]
+                    t1[l] = acc
+            for l in range(k):
+                row = l * m
+                a = t1[l]
+                for i in range(m):
+                    yr[i] += Ut[row + i] * a
     out = np.empty(N)
     n_chunks = (N + REDUCE_CHUNK - 1) // REDUCE_CHUNK
     for c in prange(n_chunks):
-        _sum_rows(ybuf, c * REDUCE_CHUNK, min(N, (c + 1) * REDUCE_CHUNK), out)
-    return out
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def _symmetric_slab(data, r0, r1, c0, c1, rank, offset, first, last, x, y, ahead):
-    """Blocks ``first:last`` of :func:`symmetric_hmatvec` added into ``y``
-    (the slab's own row of the buffer), prefetching ``ahead`` numbers ahead."""
-    N = x.shape[0]
-    for i in range(N):
-        y[i] = 0.0
-    kmax = 0
-    for b in range(first, last):
-        kmax = max(kmax, rank[b])
-    t1 = np.empty(kmax)
-    t2 = np.empty(kmax)
-    # Prefetch cursor: block pb, index pq into data, pn numbers of pb left.
-    pb = first
-    pq = offset[first] if first < last else 0
-    pn = _stored_size(r0, r1, c0, c1, rank, first) if first < last else 0
-    pb, pq, pn = _prefetch_more(data, r0, r1, c0, c1, rank, offset, last,
-                                pb, pq, pn, ahead)
-    for b in range(first, last):
-        k = rank[b]
-        if k == 0:
-            continue
-        m = r1[b] - r0[b]
-        n = c1[b] - c0[b]
-        upper = r1[b] <= c0[b]
-        off = offset[b]
-        xr = x[r0[b]:r1[b]]
-        yr = y[r0[b]:r1[b]]
-        xc = x[c0[b]:c1[b]]
-        yc = y[c0[b]:c1[b]]
-        if k < 0:
-            # Dense, row by row: y_r += D x_c and (upper) y_c += D^T x_r.
-            D = data[off:off + m * n]
-            for i in range(m):
-                pb, pq, pn = _prefetch_more(data, r0, r1, c0, c1, rank, offset, last,
-                                            pb, pq, pn, n)
-                row = i * n
-                acc = 0.0
-                if upper:
-                    xi = xr[i]
-                    for j in range(n):
-                        d = D[row + j]
-                        acc += d * xc[j]
-                        yc[j] += d * xi
-                else:
-                    for j in range(n):
-                        acc += D[row + j] * xc[j]
-                yr[i] += acc
-            continue
-        # Low rank, the factors swept in memory order: U^T (t2 = U^T x_r),
-        # then V^T (t1 = V^T x_c and y_c += V t2), then U^T again, from
-        # cache (y_r += U t1).
-        Ut = data[off:off + k * m]
-        Vt = data[off + k * m:off + k * (m + n)]
-        if upper:
-            for l in range(k):
-                pb, pq, pn = _prefetch_more(data, r0, r1, c0, c1, rank, offset, last,
-                                            pb, pq, pn, m)
-                row = l * m
-                acc = 0.0
-                for i in range(m):
-                    acc += Ut[row + i] * xr[i]
-                t2[l] = acc
-            for l in range(k):
-                pb, pq, pn = _prefetch_more(data, r0, r1, c0, c1, rank, offset, last,
-                                            pb, pq, pn, n)
-                row = l * n
-                a = t2[l]
-                acc = 0.0
-                for j in range(n):
-                    v = Vt[row + j]
-                    acc += v * xc[j]
-                    yc[j] += v * a
-                t1[l] = acc
-        else:
-            pb, pq, pn = _prefetch_more(data, r0, r1, c0, c1, rank, offset, last,
-                                        pb, pq, pn, k * m)
-            for l in range(k):
-                pb, pq, pn = _prefetch_more(data, r0, r1, c0, c1, rank, offset, last,
-                                            pb, pq, pn, n)
-                row = l * n
-                acc = 0.0
-                for j in range(n):
-                    acc += Vt[row + j] * xc[j]
-                t1[l] = acc
-        for l in range(k):
-            row = l * m
-            a = t1[l]
-            for i in range(m):
-                yr[i] += Ut[row + i] * a
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def _sum_rows(ybuf, lo, hi, out):
-    """``out[lo:hi]`` = the sum of the rows of ``ybuf`` there, in row order."""
-    for i in range(lo, hi):
-        out[i] = 0.0
-    for s in range(ybuf.shape[0]):
+        lo = c * REDUCE_CHUNK
+        hi = min(N, lo + REDUCE_CHUNK)
         for i in range(lo, hi):
-            out[i] += ybuf[s, i]
+            out[i] = 0.0
+        for s in range(n_slabs):
+            for i in range(lo, hi):
+                out[i] += ybuf[s, i]
+    return out
