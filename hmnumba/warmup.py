@@ -122,7 +122,7 @@ def cache_is_warm():
     """
     try:
         from hmnumba.kernels import compress
-        return bool(os.path.exists(compress._compress_blocks._cache._cache_file._index_path))
+        return bool(os.path.exists(compress._compress_slabs._cache._cache_file._index_path))
     except Exception:   # numba internals moved: say nothing is cached
         return False
 
@@ -181,7 +181,7 @@ def announce(out=None):
     """
     if cache_is_warm():
         return False
-    print(f"compiling numba kernels (first run only, about {COLD_SECONDS // 60} minutes on "
-          "2 cores; cached afterwards, or run `hmnumba warmup` ahead of time)",
+    print(f"compiling numba kernels (first run only, about {COLD_SECONDS} s on 2 cores; "
+          "cached afterwards, or run `hmnumba warmup` ahead of time)",
           file=sys.stderr if out is None else out, flush=True)
     return True

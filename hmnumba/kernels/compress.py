@@ -9,6 +9,9 @@ of the device build (the ACA ran on the GPU, :mod:`hmnumba.kernels.compress_cuda
 and shares the tail :func:`_finish_aca` with the CPU path. ``hmnumba.construct``
 owns the loop over rounds.
 """
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -56,7 +59,14 @@ def _stored_factors(store, off, m, n, r):
 EXACT_SVD_MAX_ITEMS = 512 * 512
 
 
-@njit(cache=True)
+# inline="always" here and on _finish_aca: numba inlines their code where
+# they are called instead of compiling each on its own. Every cached
+# function is optimised by LLVM together with all the code it calls, so each
+# level of the chain _compress_slabs <- compress_one_block <- _finish_aca
+# <- recompress optimised the whole low-rank code once more (~3 CPU s a
+# level per entry source, `python asv_benchmarks/run_coldstart.py
+# --profile`). No fast-math on either, as on their callers: the same code.
+@njit(cache=True, inline="always")
 def compress_one_block(src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kcap, kmax_final,
                        rsvd_seed, b, scratch, off, ws_u, ws_v, ws_block):
     """Approximate one candidate block; see :func:`compress_blocks`.
@@ -155,57 +165,65 @@ def compress_blocks(src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kcap, 
     ``method == METHOD_RSVD`` and None otherwise, so numba prunes the
     randomized SVD branch (and never compiles it) for ACA and SVD builds.
     Block ``b`` of a randomized build gets the seed ``seed + b``.
+
+    Threads, not ``prange``: ``numba.get_num_threads()`` Python threads each
+    run the ``nogil`` kernel :func:`_compress_slabs` on every
+    ``n_threads``-th slab. A slab's result does not depend on which thread
+    computes it, so the bits are the same for any thread count. (A
+    ``prange`` over the slabs cost most of a first build's compilation: the
+    parallel lowering compiles, links and optimises the whole chain of
+    low-rank kernels once more, ~35 CPU s per entry source on this 2-core
+    machine, ``python asv_benchmarks/run_coldstart.py --profile``.)
     """
     rsvd_seed = seed if method == METHOD_RSVD else None
-    _compress_blocks(src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kcap, kmax_final,
-                     rsvd_seed, store, slab_start, out_off, status, rank, err2, norm2)
-
-
-@njit(cache=True, parallel=True)
-def _compress_blocks(src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kcap, kmax_final,
-                     rsvd_seed, store, slab_start, out_off, status, rank, err2, norm2):
-    """The parallel loop of :func:`compress_blocks`: one slab per iteration.
-
-    The body is one call of the plain :func:`_compress_slab`, so numba's
-    parallel lowering (the costly part of compiling a ``prange``) stays small.
-    """
     n_slabs = slab_start.shape[0] - 1
-    for c in prange(n_slabs):
-        _compress_slab(c, n_slabs, src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kcap,
-                       kmax_final, rsvd_seed, store, slab_start, out_off, status, rank, err2,
-                       norm2)
+    n_threads = max(min(numba.get_num_threads(), n_slabs), 1)
+    args = (src, bool(exact), r0, r1, c0, c1, float(rel_tol), abs_tol, int(method), kcap,
+            kmax_final, rsvd_seed, store, slab_start, out_off, status, rank, err2, norm2)
+    if n_threads == 1:
+        _compress_slabs(0, 1, *args)
+        return
+    with ThreadPoolExecutor(n_threads) as pool:
+        for done in [pool.submit(_compress_slabs, t, n_threads, *args)
+                     for t in range(n_threads)]:
+            done.result()   # re-raises a worker's exception
 
 
-@njit(cache=True)
-def _compress_slab(c, n_slabs, src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kcap,
-                   kmax_final, rsvd_seed, store, slab_start, out_off, status, rank, err2, norm2):
-    """Slab ``c`` of :func:`compress_blocks`: blocks ``c, c + n_slabs, ...``."""
+@njit(cache=True, nogil=True)
+def _compress_slabs(first, step, src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kcap,
+                    kmax_final, rsvd_seed, store, slab_start, out_off, status, rank, err2,
+                    norm2):
+    """Slabs ``first, first + step, ...`` of :func:`compress_blocks` (one
+    thread's share; the GIL is released). Slab ``c`` holds the blocks
+    ``c, c + n_slabs, ...`` and allocates its work arrays once."""
+    n_slabs = slab_start.shape[0] - 1
     n_blocks = r0.shape[0]
-    size_u = 1
-    size_v = 1
-    size_b = 1
-    for b in range(c, n_blocks, n_slabs):
-        m = r1[b] - r0[b]
-        n = c1[b] - c0[b]
-        size_u = max(size_u, (kcap[b] + 1) * m)
-        size_v = max(size_v, (kcap[b] + 1) * n)
-        if exact:
-            size_b = max(size_b, m * n)
-    ws_u = np.empty(size_u)
-    ws_v = np.empty(size_v)
-    ws_block = np.empty(size_b)
-    pos = slab_start[c]
-    for b in range(c, n_blocks, n_slabs):
-        s, k, e2, n2 = compress_one_block(src, exact, r0[b], r1[b], c0[b], c1[b], rel_tol,
-                                          abs_tol[b], method, kcap[b], kmax_final[b],
-                                          rsvd_seed, b, store, pos, ws_u, ws_v, ws_block)
-        status[b] = s
-        rank[b] = k
-        err2[b] = e2
-        norm2[b] = n2
-        out_off[b] = pos
-        if s == STATUS_ACCEPTED:
-            pos += k * ((r1[b] - r0[b]) + (c1[b] - c0[b]))
+    for c in range(first, n_slabs, step):
+        size_u = 1
+        size_v = 1
+        size_b = 1
+        for b in range(c, n_blocks, n_slabs):
+            m = r1[b] - r0[b]
+            n = c1[b] - c0[b]
+            size_u = max(size_u, (kcap[b] + 1) * m)
+            size_v = max(size_v, (kcap[b] + 1) * n)
+            if exact:
+                size_b = max(size_b, m * n)
+        ws_u = np.empty(size_u)
+        ws_v = np.empty(size_v)
+        ws_block = np.empty(size_b)
+        pos = slab_start[c]
+        for b in range(c, n_blocks, n_slabs):
+            s, k, e2, n2 = compress_one_block(src, exact, r0[b], r1[b], c0[b], c1[b], rel_tol,
+                                              abs_tol[b], method, kcap[b], kmax_final[b],
+                                              rsvd_seed, b, store, pos, ws_u, ws_v, ws_block)
+            status[b] = s
+            rank[b] = k
+            err2[b] = e2
+            norm2[b] = n2
+            out_off[b] = pos
+            if s == STATUS_ACCEPTED:
+                pos += k * ((r1[b] - r0[b]) + (c1[b] - c0[b]))
 
 
 @njit(cache=True, parallel=True)
@@ -218,7 +236,7 @@ def gather_factors(scratch, scratch_off, sizes, out, out_off):
             out[oo + q] = scratch[so + q]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _finish_aca(U, V, k, est2, last, conv, tau, kcap, kmax_final, store, off):
     """After an ACA of ``k`` steps: recompress to the budget left (``tau -
     last``) and store the factors at ``store[off:]``.

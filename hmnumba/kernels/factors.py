@@ -129,8 +129,11 @@ def aca_partial(src, r0, r1, c0, c1, rel_tol, abs_tol, kmax, U, V):
     col = np.empty(m)
     norm2 = 0.0
     last = 0.0
-    k = 0
-    i = 0
+    # np.int64, not a literal 0: numba's type inference resolves the calls
+    # below while ``k`` and ``i`` are still the literal 0, and compiled
+    # _residual_row and _residual_col once more for each such signature.
+    k = np.int64(0)
+    i = np.int64(0)
     state = np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(r0 * 1000003 + c0 * 7919 + m * 31 + n)
     n_rows_used = 0
     zero_rows = 0

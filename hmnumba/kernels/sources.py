@@ -241,15 +241,22 @@ def fill_dense_blocks(src, r0, r1, c0, c1, offset, data):
     """Write dense blocks (row-major) into ``data``; returns their ``||A_b||^2``."""
     norm2 = np.empty(r0.shape[0])
     for b in prange(r0.shape[0]):
-        m = r1[b] - r0[b]
-        n = c1[b] - c0[b]
-        buf = np.empty(n)
-        acc = 0.0
-        for i in range(m):
-            fetch_row(src, r0[b] + i, c0[b], c1[b], buf)
-            o = offset[b] + i * n
-            for j in range(n):
-                data[o + j] = buf[j]
-                acc += buf[j] * buf[j]
-        norm2[b] = acc
+        # One call per block: a small parallel body keeps numba's parallel
+        # lowering (most of this kernel's first compilation) cheap.
+        norm2[b] = _fill_dense_block(src, r0[b], r1[b], c0[b], c1[b], offset[b], data)
     return norm2
+
+
+@njit(cache=True)
+def _fill_dense_block(src, r0, r1, c0, c1, off, data):
+    """One block of :func:`fill_dense_blocks`; returns its ``||A_b||^2``."""
+    n = c1 - c0
+    buf = np.empty(n)
+    acc = 0.0
+    for i in range(r1 - r0):
+        fetch_row(src, r0 + i, c0, c1, buf)
+        o = off + i * n
+        for j in range(n):
+            data[o + j] = buf[j]
+            acc += buf[j] * buf[j]
+    return acc

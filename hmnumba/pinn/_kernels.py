@@ -27,22 +27,37 @@ def data_grad(data, r0, r1, c0, c1, rank, offset, Sp, Gp):  # pragma: no cover -
     """
     grad = np.zeros_like(data)
     for b in prange(rank.shape[0]):
-        k = rank[b]
-        m = r1[b] - r0[b]
-        n = c1[b] - c0[b]
-        off = offset[b]
-        Sb = Sp[c0[b]:c1[b]]
-        Gb = Gp[r0[b]:r1[b]]
-        if k < 0:
-            grad[off:off + m * n] = np.dot(Gb, Sb.T).ravel()
-        elif k > 0:
-            UT = data[off:off + k * m].reshape((k, m))
-            VT = data[off + k * m:off + k * (m + n)].reshape((k, n))
-            P = np.dot(VT, Sb)
-            Q = np.dot(UT, Gb)
-            grad[off:off + k * m] = np.dot(P, Gb.T).ravel()
-            grad[off + k * m:off + k * (m + n)] = np.dot(Q, Sb.T).ravel()
+        # One call per block: a small parallel body keeps numba's parallel
+        # lowering (most of a first compilation) cheap.
+        _block_grad(data, r0[b], r1[b], c0[b], c1[b], rank[b], offset[b], Sp, Gp, grad)
     return grad
+
+
+@njit(cache=True)
+def _block_grad(data, r0, r1, c0, c1, k, off, Sp, Gp, grad):  # pragma: no cover - jit
+    """Block ``[r0, r1) x [c0, c1)`` (rank ``k``, at ``data[off:]``) of
+    :func:`data_grad`, written into its own slice of ``grad``."""
+    m = r1 - r0
+    n = c1 - c0
+    Sb = Sp[c0:c1]
+    Gb = Gp[r0:r1]
+    if k < 0:
+        _put(grad, off, np.dot(Gb, Sb.T))
+    elif k > 0:
+        UT = data[off:off + k * m].reshape((k, m))
+        VT = data[off + k * m:off + k * (m + n)].reshape((k, n))
+        _put(grad, off, np.dot(np.dot(VT, Sb), Gb.T))
+        _put(grad, off + k * m, np.dot(np.dot(UT, Gb), Sb.T))
+
+
+@njit(cache=True)
+def _put(out, off, M):  # pragma: no cover - jit
+    """``out[off:off + M.size] = M.ravel()`` as a loop (a slice assignment
+    compiles its shape-mismatch message, see :mod:`hmnumba.kernels.factors`)."""
+    rows, cols = M.shape
+    for i in range(rows):
+        for j in range(cols):
+            out[off + i * cols + j] = M[i, j]
 
 
 @njit(cache=True, parallel=True)
@@ -161,58 +176,74 @@ def activation_forward(Z, s, cz, lap_weights, order, act):  # pragma: no cover -
     the first three derivatives of the activation for the reverse pass.
     """
     w, C, N = Z.shape
-    d = lap_weights.shape[0]
     A = np.empty_like(Z)
     D = np.empty((3, w, N))
     for o in prange(w):
-        for n in range(N):
-            t = s[o, n]
-            if act == ACT_TANH:
-                d1 = 1.0 - t * t
-                d2 = -2.0 * t * d1
-                d3 = d1 * (6.0 * t * t - 2.0)
-            else:
-                d1 = cz[o, n]
-                d2 = -t
-                d3 = -d1
-            A[o, 0, n] = t
-            D[0, o, n] = d1
-            D[1, o, n] = d2
-            D[2, o, n] = d3
-            if order >= 1:
-                q = 0.0
-                for j in range(d):
-                    zj = Z[o, 1 + j, n]
-                    A[o, 1 + j, n] = d1 * zj
-                    q += lap_weights[j] * zj * zj
-                if order >= 2:
-                    A[o, d + 1, n] = d1 * Z[o, d + 1, n] + d2 * q
+        # np.int64: the parallel loop's index may be typed uint64 in one
+        # compilation pass and int64 in another (two specialisations)
+        _forward_row(Z, s, cz, lap_weights, order, act, np.int64(o), A, D)
     return A, D
+
+
+@njit(cache=True)
+def _forward_row(Z, s, cz, lap_weights, order, act, o, A, D):  # pragma: no cover - jit
+    """Row ``o`` (one output unit) of :func:`activation_forward`."""
+    N = Z.shape[2]
+    d = lap_weights.shape[0]
+    for n in range(N):
+        t = s[o, n]
+        if act == ACT_TANH:
+            d1 = 1.0 - t * t
+            d2 = -2.0 * t * d1
+            d3 = d1 * (6.0 * t * t - 2.0)
+        else:
+            d1 = cz[o, n]
+            d2 = -t
+            d3 = -d1
+        A[o, 0, n] = t
+        D[0, o, n] = d1
+        D[1, o, n] = d2
+        D[2, o, n] = d3
+        if order >= 1:
+            q = 0.0
+            for j in range(d):
+                zj = Z[o, 1 + j, n]
+                A[o, 1 + j, n] = d1 * zj
+                q += lap_weights[j] * zj * zj
+            if order >= 2:
+                A[o, d + 1, n] = d1 * Z[o, d + 1, n] + d2 * q
 
 
 @njit(cache=True, parallel=True)
 def activation_backward(Sbar, Z, D, lap_weights, order):  # pragma: no cover - jit
     """Adjoints of the pre-activation channels from those of the activation
     channels (see :mod:`hmnumba.pinn.network` for the formulas)."""
-    w, C, N = Z.shape
-    d = lap_weights.shape[0]
+    w = Z.shape[0]
     G = np.empty_like(Sbar)
     for o in prange(w):
-        for n in range(N):
-            d1 = D[0, o, n]
-            d2 = D[1, o, n]
-            g0 = d1 * Sbar[o, 0, n]
-            if order >= 1:
-                lbar = Sbar[o, d + 1, n] if order >= 2 else 0.0
-                q = 0.0
-                for j in range(d):
-                    zj = Z[o, 1 + j, n]
-                    aj = Sbar[o, 1 + j, n]
-                    g0 += d2 * zj * aj
-                    G[o, 1 + j, n] = d1 * aj + 2.0 * lap_weights[j] * d2 * zj * lbar
-                    q += lap_weights[j] * zj * zj
-                if order >= 2:
-                    G[o, d + 1, n] = d1 * lbar
-                    g0 += (D[2, o, n] * q + d2 * Z[o, d + 1, n]) * lbar
-            G[o, 0, n] = g0
+        _backward_row(Sbar, Z, D, lap_weights, order, np.int64(o), G)
     return G
+
+
+@njit(cache=True)
+def _backward_row(Sbar, Z, D, lap_weights, order, o, G):  # pragma: no cover - jit
+    """Row ``o`` of :func:`activation_backward`."""
+    N = Z.shape[2]
+    d = lap_weights.shape[0]
+    for n in range(N):
+        d1 = D[0, o, n]
+        d2 = D[1, o, n]
+        g0 = d1 * Sbar[o, 0, n]
+        if order >= 1:
+            lbar = Sbar[o, d + 1, n] if order >= 2 else 0.0
+            q = 0.0
+            for j in range(d):
+                zj = Z[o, 1 + j, n]
+                aj = Sbar[o, 1 + j, n]
+                g0 += d2 * zj * aj
+                G[o, 1 + j, n] = d1 * aj + 2.0 * lap_weights[j] * d2 * zj * lbar
+                q += lap_weights[j] * zj * zj
+            if order >= 2:
+                G[o, d + 1, n] = d1 * lbar
+                g0 += (D[2, o, n] * q + d2 * Z[o, d + 1, n]) * lbar
+        G[o, 0, n] = g0
