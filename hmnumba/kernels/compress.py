@@ -59,14 +59,11 @@ def _stored_factors(store, off, m, n, r):
 EXACT_SVD_MAX_ITEMS = 512 * 512
 
 
-# inline="always" here and on _finish_aca: numba inlines their code where
-# they are called instead of compiling each on its own. Every cached
-# function is optimised by LLVM together with all the code it calls, so each
-# level of the chain _compress_slabs <- compress_one_block <- _finish_aca
-# <- recompress optimised the whole low-rank code once more (~3 CPU s a
-# level per entry source, `python asv_benchmarks/run_coldstart.py
-# --profile`). No fast-math on either, as on their callers: the same code.
-@njit(cache=True, inline="always")
+# Not inline="always" (though inlining compress_one_block and _finish_aca
+# into _compress_slabs saves ~8 CPU s of a first build's compilation per
+# entry source): the inlined chain built kernel matrices 10-45 % slower warm
+# (A/B against the separate functions, alternating processes, 2 threads).
+@njit(cache=True)
 def compress_one_block(src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kcap, kmax_final,
                        rsvd_seed, b, scratch, off, ws_u, ws_v, ws_block):
     """Approximate one candidate block; see :func:`compress_blocks`.
@@ -166,9 +163,9 @@ def compress_blocks(src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kcap, 
     randomized SVD branch (and never compiles it) for ACA and SVD builds.
     Block ``b`` of a randomized build gets the seed ``seed + b``.
 
-    Threads, not ``prange``: ``numba.get_num_threads()`` Python threads each
-    run the ``nogil`` kernel :func:`_compress_slabs` on every
-    ``n_threads``-th slab. A slab's result does not depend on which thread
+    Threads, not ``prange``: ``numba.get_num_threads()`` Python threads take
+    the slabs one at a time, each running the ``nogil`` kernel
+    :func:`_compress_slabs` on it. A slab's result does not depend on which thread
     computes it, so the bits are the same for any thread count. (A
     ``prange`` over the slabs cost most of a first build's compilation: the
     parallel lowering compiles, links and optimises the whole chain of
@@ -183,9 +180,11 @@ def compress_blocks(src, exact, r0, r1, c0, c1, rel_tol, abs_tol, method, kcap, 
     if n_threads == 1:
         _compress_slabs(0, 1, *args)
         return
+    # one task per slab, taken by whichever thread is free: a thread that the
+    # OS deschedules does not hold back a fixed share of the slabs
     with ThreadPoolExecutor(n_threads) as pool:
-        for done in [pool.submit(_compress_slabs, t, n_threads, *args)
-                     for t in range(n_threads)]:
+        for done in [pool.submit(_compress_slabs, c, n_slabs, *args)
+                     for c in range(n_slabs)]:
             done.result()   # re-raises a worker's exception
 
 
@@ -236,7 +235,7 @@ def gather_factors(scratch, scratch_off, sizes, out, out_off):
             out[oo + q] = scratch[so + q]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _finish_aca(U, V, k, est2, last, conv, tau, kcap, kmax_final, store, off):
     """After an ACA of ``k`` steps: recompress to the budget left (``tau -
     last``) and store the factors at ``store[off:]``.
