@@ -261,16 +261,9 @@ def save(H: Any, path: str | os.PathLike) -> None:
         arrays["outlier_values"] = np.ascontiguousarray(S.values, data_le)
         _check_outliers(m, n, arrays, "the HMatrix to save")
     header, layout, payload_nbytes = _layout(arrays)
-    digest = hashlib.sha256()
-    for chunk in _payload_chunks(arrays, layout, payload_nbytes):
-        digest.update(chunk)
-    from hmnumba._version import __version__
-    header.update(format=FORMAT_NAME, format_version=FORMAT_VERSION,
-                  writer=f"hmnumba {__version__}", dtype=dtype.name, shape=[m, n],
+    header.update(format=FORMAT_NAME, dtype=dtype.name, shape=[m, n],
                   n_blocks=int(arrays["rank"].size), tol=float(H.tol), norm=float(H.norm),
-                  symmetric=symmetric,
-                  params=_jsonable(H.params), payload_nbytes=payload_nbytes,
-                  payload_sha256=digest.hexdigest())
+                  symmetric=symmetric, params=_jsonable(H.params))
     if storage.error_exp:
         header["error_exp"] = int(storage.error_exp)
     if enc is not None:
@@ -279,6 +272,19 @@ def save(H: Any, path: str | os.PathLike) -> None:
             header["factor_exp"] = int(enc.scale_exp)
     if S is not None:
         header["outliers"] = S.nnz
+    _write(path, header, arrays, layout, payload_nbytes)
+
+
+def _write(path, header, arrays, layout, payload_nbytes):
+    """Complete ``header`` (format version, writer, payload size and
+    checksum, payload offset) and write the file atomically: preamble,
+    header, padding, payload."""
+    digest = hashlib.sha256()
+    for chunk in _payload_chunks(arrays, layout, payload_nbytes):
+        digest.update(chunk)
+    from hmnumba._version import __version__
+    header.update(format_version=FORMAT_VERSION, writer=f"hmnumba {__version__}",
+                  payload_nbytes=payload_nbytes, payload_sha256=digest.hexdigest())
     # payload_offset depends on the header length, which depends on it:
     # iterate to the fixed point (at most a couple of rounds).
     header["payload_offset"] = 0
@@ -896,22 +902,8 @@ def save_h2(H, path: str | os.PathLike) -> None:
     header, layout, payload_nbytes = _layout(arrays)
     for name, v in arrays.items():
         header["arrays"][name]["shape"] = [int(s) for s in v.shape]
-    digest = hashlib.sha256()
-    for chunk in _payload_chunks(arrays, layout, payload_nbytes):
-        digest.update(chunk)
-    from hmnumba._version import __version__
-    header.update(format=H2_FORMAT_NAME, format_version=FORMAT_VERSION, kind=kind, meta=meta,
-                  writer=f"hmnumba {__version__}", payload_nbytes=payload_nbytes,
-                  payload_sha256=digest.hexdigest(), payload_offset=0)
-    while True:   # payload_offset depends on the header length (see save)
-        text = json.dumps(header, sort_keys=True, allow_nan=False).encode("utf-8")
-        start = _align(_PREAMBLE.size + len(text))
-        if start == header["payload_offset"]:
-            break
-        header["payload_offset"] = start
-    preamble = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0, len(text), hashlib.sha256(text).digest())
-    _atomic_write(path, [preamble, text, bytes(start - _PREAMBLE.size - len(text)),
-                         *_payload_chunks(arrays, layout, payload_nbytes)])
+    header.update(format=H2_FORMAT_NAME, kind=kind, meta=meta)
+    _write(path, header, arrays, layout, payload_nbytes)
 
 
 def _is_h2_header(header):
