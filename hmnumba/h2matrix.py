@@ -11,7 +11,8 @@ Two modes: ``"stored"`` keeps the couplings and the near field (each
 symmetric pair once), ``"on-the-fly"`` keeps only the bases and the points
 and recomputes both in every product (H2Pack's JIT mode).
 """
-import os
+
+import threading
 
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
@@ -26,6 +27,11 @@ from hmnumba.kernels.codes import H2_MODES
 MODES = H2_MODES
 _METADATA = ("perm", "level_ptr", "children", "start", "stop", "piv_ptr", "piv", "T_ptr",
              "vec_ptr", "cb_t", "cb_s", "nb_t", "nb_s", "lb_t", "lb_s", "l_off", "l_rank", "L")
+
+
+# Products with at most this many columns keep their work arrays (see
+# H2Matrix._init_work); wider ones allocate theirs each time.
+WORK_MAX_COLUMNS = 16
 
 
 class H2Matrix:
@@ -82,6 +88,40 @@ class H2Matrix:
         self._n_do0 = np.ones(a["nb_t"].size, np.bool_)
         self._n_do1 = mirror
         self._top, self._sub_ptr, self._sub_nodes = _subtrees(a["children"], a["level_ptr"])
+        self._init_work()
+
+    def _init_work(self):
+        # Work arrays of a product, kept between calls: a fresh np.empty of
+        # this size is fresh pages from the OS, and touching them first costs
+        # more than the product's arithmetic on a VM. One set per column
+        # count up to WORK_MAX_COLUMNS; a product that finds its set taken
+        # (another thread's product) allocates its own.
+        self._work_lock = threading.Lock()
+        self._work = {}
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_work_lock", None)    # a lock does not pickle; the work
+        state.pop("_work", None)         # arrays are made again on demand
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._init_work()
+
+    def _take_work(self, r):
+        with self._work_lock:
+            w = self._work.pop(r, None)
+        if w is None:
+            vp = self._a["vec_ptr"]
+            w = (np.empty((vp[-1], r)), np.empty((vp[-1], r)), np.empty((self._c_ntmp, r)),
+                 np.empty((self._n_ntmp, r)))
+        return w
+
+    def _give_work(self, r, w):
+        if r <= WORK_MAX_COLUMNS:
+            with self._work_lock:
+                self._work.setdefault(r, w)
 
     # ------------------------------------------------------------------
     @classmethod
@@ -298,7 +338,8 @@ class H2Matrix:
         r = xp.shape[1]
         vp = a["vec_ptr"]
         lo, hi = vp[:-1], vp[1:]
-        xh = np.empty((vp[-1], r))
+        work = self._take_work(r)
+        xh, yh, tmp, tmp_n = work
         tree = (self._top, self._sub_ptr, self._sub_nodes, a["children"], a["start"],
                 a["piv_ptr"], a["piv"], a["T_ptr"], a["T"], vp)
         kp.upward(*tree, xp, xh)
@@ -310,7 +351,6 @@ class H2Matrix:
             c_src = (code, ls, a["skel_xyz"], a["skel_xyz"], single)
             n_src = (code, ls, a["xyz"], a["xyz"], single)
             c_off = n_off = a["cb_t"]       # unused by the on-the-fly entries
-        tmp = np.empty((self._c_ntmp, r))
         self._blocks(c_src, c_off, a["cb_t"], a["cb_s"], self._c_do, self._c_do, lo, hi, xh, tmp,
                      self._c_tmp0, self._c_tmp1)
         if a["lb_t"].size:
@@ -318,16 +358,16 @@ class H2Matrix:
             lowrank(a["L"], a["l_off"], a["l_rank"], a["lb_t"], a["lb_s"], self._c_do, self._c_do,
                     lo, hi, lo, hi, xh.reshape(-1) if r == 1 else xh,
                     tmp.reshape(-1) if r == 1 else tmp, self._l_tmp0, self._l_tmp1)
-        yh = np.empty_like(xh)
         kp.gather_slots(lo, hi, self._c_ptr, self._c_slot, tmp, yh)
-        tmp = np.empty((self._n_ntmp, r))
         st, sp = a["start"], a["stop"]
+        tmp = tmp_n
         self._blocks(n_src, n_off, a["nb_t"], a["nb_s"], self._n_do0, self._n_do1, st, sp, xp, tmp,
                      self._n_tmp0, self._n_tmp1)
         yp = np.empty_like(xp)
         lv = self._leaves
         kp.gather_slots(st[lv], sp[lv], self._n_ptr, self._n_slot, tmp, yp)
         kp.downward(*tree, yh, yp)
+        self._give_work(r, work)
         return yp
 
     @staticmethod
@@ -511,10 +551,8 @@ class H2Matrix:
 
     def _file_fields(self):
         """``(kind, mode, meta, arrays)`` that :func:`hmnumba.io.save_h2` writes."""
-        from hmnumba.kernel_functions import KernelFunction
         a = self._a
-        names = {v: k for k, v in KernelFunction._codes.items()}
-        meta = {"n": int(a["n"]), "dim": int(a["dim"]), "kernel": names[int(a["code"])],
+        meta = {"n": int(a["n"]), "dim": int(a["dim"]), "kernel": _kernel_of(a).name,
                 "length_scale": float(a["length_scale"]), "mode": self.mode,
                 "tol": float(self.tol)}
         return "kernel", self.mode, meta, a
@@ -544,11 +582,7 @@ class H2Matrix:
         True
         """
         from hmnumba.io import read
-        storage, meta = read(path)
-        if meta.get("format") != "h2":
-            raise ValueError(f"{os.fspath(path)!r} holds an HMatrix, not an H^2 matrix; read it "
-                             f"with hmnumba.load (or HMatrix.load)")
-        return from_file(storage, meta)
+        return from_file(*read(path, expect="h2"))
 
     def save(self, path):
         """Write the matrix to ``path`` (``.hmz``) atomically; :func:`hmnumba.load`
@@ -625,8 +659,7 @@ class GeneralH2Matrix(_GeneralH2Products, H2Matrix):
 
 def _kernel_of(a):
     from hmnumba.kernel_functions import KernelFunction
-    name = {v: k for k, v in KernelFunction._codes.items()}[a["code"]]
-    return KernelFunction(name, a["length_scale"])
+    return KernelFunction.from_code(a["code"], a["length_scale"])
 
 
 def _subtrees(children, level_ptr, min_subtrees=32):

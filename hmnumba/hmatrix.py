@@ -931,10 +931,7 @@ class HMatrix:
         True
         """
         from hmnumba.io import read
-        storage, meta = read(path)
-        if meta.get("format") == "h2":
-            raise ValueError(f"{os.fspath(path)!r} holds an H^2 matrix, not an HMatrix; read it "
-                             f"with hmnumba.load (or H2Matrix.load)")
+        storage, meta = read(path, expect="h")
         return cls(storage, **meta)
 
     def plot(self, ax: Any = None, cmap: Any = "viridis", annotate: bool | None = None) -> Any:

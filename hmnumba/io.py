@@ -461,7 +461,7 @@ def _fsync_directory(directory):
 # ---------------------------------------------------------------------------
 
 
-def read(path: str | os.PathLike) -> tuple[Packed, dict]:
+def read(path: str | os.PathLike, expect: str | None = None) -> tuple[Packed, dict]:
     """Read the storage value of an H-matrix written by :func:`save` (or
     :meth:`HMatrix.save`); :func:`hmnumba.load` wraps it in an
     :class:`~hmnumba.HMatrix`.
@@ -475,6 +475,11 @@ def read(path: str | os.PathLike) -> tuple[Packed, dict]:
     Parameters
     ----------
     path : str or os.PathLike
+    expect : {None, "h", "h2"}, default=None
+        The kind of matrix the caller can wrap (``HMatrix.load`` asks for
+        ``"h"``, ``H2Matrix.load`` for ``"h2"``): a file of the other kind is
+        refused, before its payload is read, with a message that names
+        :func:`hmnumba.load`. None reads either kind.
 
     Returns
     -------
@@ -526,11 +531,19 @@ def read(path: str | os.PathLike) -> tuple[Packed, dict]:
     >>> storage.shape, storage.dtype, meta["tol"]
     ((128, 96), dtype('float32'), 0.0001)
     """
+    if expect not in (None, "h", "h2"):
+        raise ValueError(f"expect must be None, 'h' or 'h2', got {expect!r}")
     path = _check_path(path)
     where = f"cannot load {path!r}"
     with _open_regular(path, where) as f:
         size = os.fstat(f.fileno()).st_size
         header = _read_header(f, size, where)
+        if expect is not None and _is_h2_header(header) != (expect == "h2"):
+            held, wanted, other = (("an H^2 matrix", "an HMatrix", "H2Matrix.load")
+                                   if expect == "h" else
+                                   ("an HMatrix", "an H^2 matrix", "HMatrix.load"))
+            raise ValueError(f"{path!r} holds {held}, not {wanted}; read it with "
+                             f"hmnumba.load (or {other})")
         payload = np.empty(header["payload_nbytes"], np.uint8)
         f.seek(header["payload_offset"])
         if f.readinto(memoryview(payload)) != payload.size:

@@ -78,6 +78,23 @@ class KernelFunction:
         self.code = self._codes[name]
         self.length_scale = length_scale
 
+    @classmethod
+    def from_code(cls, code, length_scale=1.0):
+        """The kernel whose integer code (``kernels.codes``) is ``code``, as
+        stored in files and in the numba sources.
+
+        Examples
+        --------
+        >>> from hmnumba.kernels import gaussian
+        >>> from hmnumba.kernel_functions import KernelFunction
+        >>> KernelFunction.from_code(gaussian.code, 2.0).name
+        'gaussian'
+        """
+        for name, value in cls._codes.items():
+            if value == int(code):
+                return cls(name, length_scale)
+        raise ValueError(f"code must be one of {sorted(cls._codes.values())}, got {code!r}")
+
     def with_length_scale(self, length_scale):
         """Return the same kernel with another length scale."""
         return KernelFunction(self.name, length_scale)

@@ -108,6 +108,25 @@ def test_same_bits_for_any_thread_count(mode):
         np.testing.assert_array_equal(a, b)
 
 
+def test_reused_work_arrays_give_the_same_bits_in_threads_and_after_pickling(cube_h2):
+    # Products keep their work arrays between calls; concurrent products
+    # (one takes the kept set, the other allocates its own) and a pickled
+    # copy (which drops them) must give the bits of the first product.
+    import pickle
+    from concurrent.futures import ThreadPoolExecutor
+    rng = np.random.default_rng(8)
+    xs = [rng.standard_normal(1500) for _ in range(4)]
+    first = [cube_h2 @ x for x in xs]
+    with ThreadPoolExecutor(4) as pool:
+        again = list(pool.map(cube_h2.matvec, xs * 3))
+    for k, y in enumerate(again):
+        np.testing.assert_array_equal(y, first[k % 4])
+    copy = pickle.loads(pickle.dumps(cube_h2))
+    np.testing.assert_array_equal(copy @ xs[0], first[0])
+    Xr = rng.standard_normal((1500, 3))
+    np.testing.assert_array_equal(cube_h2 @ Xr, copy @ Xr)
+
+
 def test_nbytes_counts_every_array(cube_h2):
     arrays = cube_h2._arrays()
     assert cube_h2.nbytes == sum(a.nbytes for a in arrays)
