@@ -27,7 +27,12 @@ a round's candidates differs, and it is a *chunk strategy* with one method,
 in order: ``_LocalChunks`` (numba threads here), ``_JoblibChunks``
 (``n_jobs``: joblib or Dask workers) and ``_DeviceChunks`` (``backend="cuda"``:
 batched ACA on the GPU, :class:`hmnumba.kernels.compress_cuda.DeviceACA`).
-The final packing of the result is :func:`_pack`.
+Every pair the loop tries is a node of one attempt tree
+(:class:`_AttemptTree`, finished as the flat arrays of :class:`_Attempts`);
+look-ahead's choice (:func:`_choose_cheaper`) and the coarsening
+(:func:`_coarsen`) are passes over it whose per-attempt loops run in numba
+(:mod:`hmnumba.kernels.trees`). The final packing of the result is
+:func:`_pack`.
 
 Error budget
 ------------
