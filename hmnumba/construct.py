@@ -27,7 +27,12 @@ a round's candidates differs, and it is a *chunk strategy* with one method,
 in order: ``_LocalChunks`` (numba threads here), ``_JoblibChunks``
 (``n_jobs``: joblib or Dask workers) and ``_DeviceChunks`` (``backend="cuda"``:
 batched ACA on the GPU, :class:`hmnumba.kernels.compress_cuda.DeviceACA`).
-The final packing of the result is :func:`_pack`.
+Every pair the loop tries is a node of one attempt tree
+(:class:`_AttemptTree`, finished as the flat arrays of :class:`_Attempts`);
+look-ahead's choice (:func:`_choose_cheaper`) and the coarsening
+(:func:`_coarsen`) are passes over it whose per-attempt loops run in numba
+(:mod:`hmnumba.kernels.trees`). The final packing of the result is
+:func:`_pack`.
 
 Error budget
 ------------
@@ -70,7 +75,7 @@ import numpy as np
 
 from hmnumba._threads import one_blas_thread
 from hmnumba.blocks import initial_partition, split_pairs, stored_numbers
-from hmnumba.kernels import codes, compress, factors, sources
+from hmnumba.kernels import codes, compress, factors, sources, trees
 from hmnumba.storage import Packed, SymmetricPacked
 
 # One INFO line per round of the build: the progress of a long build
@@ -172,180 +177,239 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
         the seconds the build took.
     """
     t_start = time.perf_counter()
-    m_total = row_tree.size
-    n_total = col_tree.size
     code = METHODS[method]
     if symmetric and row_tree is not col_tree:
         raise ValueError("a symmetric build needs one cluster tree for rows and columns")
-    full = None
-    if initial is None or budget != "block":   # the weighted budgets share out all of it
-        full = initial_partition(row_tree, col_tree, admissibility, eta)
-        if symmetric:
-            full = _upper_partition(row_tree, full)
-    if initial is None:
-        initial = full
-    elif symmetric:
-        initial = _upper_partition(row_tree, initial)
-    t_node, s_node, cand = initial
-    # Squared absolute allowance of each current candidate (weighted splits).
-    cur_share = None
+    (t_node, s_node, cand), full = _first_partition(row_tree, col_tree, admissibility, eta,
+                                                    budget, initial, symmetric)
+    tree = _AttemptTree(row_tree, col_tree, symmetric, t_node[~cand], s_node[~cand])
+    rows, cols = t_node[cand], s_node[cand]
+    share = None   # squared absolute allowance of each candidate (weighted splits)
     if budget != "block":
-        cur_share = initial_shares(budget, tol, norm_estimate, row_tree, col_tree, full,
-                                   t_node[cand], s_node[cand], symmetric)
-
-    # Every attempted pair is a node of the "attempt tree" (for coarsening).
-    att_row = [t_node[cand]]
-    att_col = [s_node[cand]]
-    att_parent = [np.full(int(cand.sum()), -1, np.int64)]
-    n_att = int(cand.sum())
-    dense_row = [t_node[~cand]]
-    dense_col = [s_node[~cand]]
-    dense_parent = [np.full(int((~cand).sum()), -1, np.int64)]
-
-    cur_id = np.arange(n_att, dtype=np.int64)
-    cur_row = t_node[cand]
-    cur_col = s_node[cand]
-    cur_room = None
+        share = initial_shares(budget, tol, norm_estimate, row_tree, col_tree, full, rows, cols,
+                               symmetric)
+    cur = _Candidates(tree.add(rows, cols, np.full(rows.size, -1, np.int64)), rows, cols,
+                      np.full(rows.size, INITIAL_RANK_ROOM, np.int64), share)
     # Memory: on a VM the first touch of a fresh page, not the arithmetic,
     # dominates the cost of writing gigabytes (0.4-2.5 GB/s measured here).
     # So candidates are compressed chunk by chunk into one reused scratch,
     # and each chunk's accepted factors are appended densely to ``out``,
     # which becomes ``data``: the stored numbers are written to fresh memory
     # exactly once.
-    dense_known = int(np.sum((row_tree.stop - row_tree.start)[t_node[~cand]]
-                             * (col_tree.stop - col_tree.start)[s_node[~cand]]))
+    dense_known = tree.dense_items()
     out = None
-    accepted = []   # per chunk: (ids, rank, err2, norm2, offsets in data)
-    refined_ids = []
-    tentative_ids = []   # accepted, and their children tried as well
-    lookahead = admissibility != "strong"
     n_rounds = 0
     pool = _chunk_strategy(backend, n_jobs)(src, exact, dtype, n_jobs)
     with one_blas_thread(), pool:
-        while cur_id.size:
+        while cur.id.size:
             n_rounds += 1
-            r0 = row_tree.start[cur_row]
-            r1 = row_tree.stop[cur_row]
-            c0 = col_tree.start[cur_col]
-            c1 = col_tree.stop[cur_col]
-            mb = r1 - r0
-            nb = c1 - c0
-            # k (m + n) < m n saves storage; ACCEPT_FRACTION asks for more
-            # (see its comment).
-            kmax_final = (mb * nb - 1) // (mb + nb)
-            big = (mb * nb > BIG_BLOCK) & (admissibility != "strong")
-            kmax_final[big] = np.maximum(kmax_final[big] * ACCEPT_FRACTION, 1).astype(np.int64)
-            if max_rank is not None:
-                kmax_final = np.minimum(kmax_final, max_rank)
-            if symmetric:
-                # A diagonal block is refined, never low rank: U V^T of a
-                # symmetric block is not symmetric, and a symmetric H-matrix
-                # must equal its transpose exactly (products use A^T = A).
-                kmax_final[cur_row == cur_col] = 0
-            if exact:
-                # Dense input is at most m*n numbers: room for the largest
-                # useful rank costs only address space and avoids retries.
-                room = kmax_final
+            r0, r1 = row_tree.start[cur.row], row_tree.stop[cur.row]
+            c0, c1 = col_tree.start[cur.col], col_tree.stop[cur.col]
+            mb, nb = r1 - r0, c1 - c0
+            kmax_final = _rank_limit(mb, nb, admissibility, max_rank,
+                                     (cur.row == cur.col) if symmetric else None)
+            # Dense input is at most m*n numbers: room for the largest useful
+            # rank costs only address space and avoids retries.
+            room = kmax_final if exact else np.minimum(kmax_final, cur.room)
+            if budget == "block":
+                rel_tol, abs_tol = tol, np.zeros(cur.id.size)
             else:
-                room = np.minimum(kmax_final,
-                                  INITIAL_RANK_ROOM if cur_room is None else cur_room)
-            if budget != "block":
-                rel_tol = 0.0
-                abs_tol = np.sqrt(cur_share)
-            else:
-                rel_tol = tol
-                abs_tol = np.zeros(cur_id.size)
-            abs_tol = np.ascontiguousarray(abs_tol, dtype=np.float64)
-            n_cand = cur_id.size
-            status = np.empty(n_cand, np.int64)
-            rank = np.empty(n_cand, np.int64)
-            err2 = np.empty(n_cand)
-            norm2 = np.empty(n_cand)
-            out_off = np.empty(n_cand, np.int64)
+                rel_tol, abs_tol = 0.0, np.sqrt(cur.share)
             need = room * (mb + nb)
             if out is None:
                 out = _Output(dtype, int(need.sum()) + dense_known)
-            blocks = (r0, r1, c0, c1, abs_tol, room, kmax_final)
-            # Chunks come back in order, so ``data`` is laid out the same way
-            # with or without n_jobs.
-            for lo, hi, (st, rk, e2, n2, off, buf) in pool.map(blocks, need, rel_tol, code, seed):
-                sl = slice(lo, hi)
-                status[sl], rank[sl], err2[sl], norm2[sl], out_off[sl] = st, rk, e2, n2, off
-                ok = np.flatnonzero(st == codes.STATUS_ACCEPTED) + lo
-                dest = out.append(buf, out_off[ok], rank[ok] * (mb[ok] + nb[ok]))
-                accepted.append((cur_id[ok], rank[ok], err2[ok], norm2[ok], dest))
+            blocks = (r0, r1, c0, c1, np.ascontiguousarray(abs_tol, dtype=np.float64), room,
+                      kmax_final)
+            status, rank = _compress_round(pool, tree, out, cur.id, blocks, need, rel_tol, code,
+                                           seed)
             retry = status == codes.STATUS_RETRY
             refine = status == codes.STATUS_REFINE
+            # Look-ahead (see LOOKAHEAD_RATIO): a poorly compressed block's
+            # children are tried too.
+            tentative = ((status == codes.STATUS_ACCEPTED) & (admissibility != "strong")
+                         & ((row_tree.children[cur.row, 0] >= 0)
+                            | (col_tree.children[cur.col, 0] >= 0))
+                         & (LOOKAHEAD_RATIO * rank * (mb + nb) > mb * nb))
             if logger.isEnabledFor(logging.INFO):
                 logger.info("build round %d: %d candidates, %d accepted, %d refined, %d retried "
-                            "with more rank room (%.2f s so far)", n_rounds, n_cand,
+                            "with more rank room (%.2f s so far)", n_rounds, cur.id.size,
                             int(np.count_nonzero(status == codes.STATUS_ACCEPTED)),
                             int(refine.sum()), int(retry.sum()), time.perf_counter() - t_start)
-            refined_ids.append(cur_id[refine])
-            expand = refine.copy()
-            if lookahead:
-                splittable = ((row_tree.children[cur_row, 0] >= 0)
-                              | (col_tree.children[cur_col, 0] >= 0))
-                tentative = ((status == codes.STATUS_ACCEPTED) & splittable
-                             & (LOOKAHEAD_RATIO * rank * (mb + nb) > mb * nb))
-                tentative_ids.append(cur_id[tentative])
-                expand |= tentative
-            ch_r, ch_c, ch_p, lf_r, lf_c, lf_p = split_pairs(row_tree, col_tree, cur_row[expand],
-                                                             cur_col[expand])
-            if symmetric:  # a diagonal block's children below the diagonal are mirrors
-                keep = upper_pairs(row_tree, ch_r, ch_c)
-                ch_r, ch_c, ch_p = ch_r[keep], ch_c[keep], ch_p[keep]
-                keep = upper_pairs(row_tree, lf_r, lf_c)
-                lf_r, lf_c, lf_p = lf_r[keep], lf_c[keep], lf_p[keep]
-            parent_ids = cur_id[expand]
-            dense_row.append(lf_r)
-            dense_col.append(lf_c)
-            dense_parent.append(parent_ids[lf_p])
-            new_ids = np.arange(n_att, n_att + ch_r.size, dtype=np.int64)
-            n_att += ch_r.size
-            att_row.append(ch_r)
-            att_col.append(ch_c)
-            att_parent.append(parent_ids[ch_p])
-            new_room = np.maximum(2 * room[retry], rank[retry])
-            cur_id = np.concatenate([cur_id[retry], new_ids])
-            cur_row = np.concatenate([cur_row[retry], ch_r])
-            cur_col = np.concatenate([cur_col[retry], ch_c])
-            cur_room = np.concatenate([new_room, np.full(ch_r.size, INITIAL_RANK_ROOM)])
-            if cur_share is not None:
-                cur_share = np.concatenate([
-                    cur_share[retry],
-                    child_shares(budget, cur_share[expand], ch_p, _sizes(row_tree, ch_r),
+            expand = refine | tentative
+            ch_id, ch_r, ch_c, ch_p = tree.expand(cur.id[expand], cur.row[expand],
+                                                  cur.col[expand], cur.id[refine],
+                                                  cur.id[tentative])
+            if share is not None:
+                share = np.concatenate([
+                    cur.share[retry],
+                    child_shares(budget, cur.share[expand], ch_p, _sizes(row_tree, ch_r),
                                  _sizes(col_tree, ch_c),
                                  _multiplicity(ch_r, ch_c) if symmetric else None)])
-
-        att_row = np.concatenate(att_row)
-        att_col = np.concatenate(att_col)
-        att_parent = np.concatenate(att_parent)
-        if not accepted:  # no candidates at all (e.g. a weak partition of one leaf)
-            accepted.append((np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0),
-                             np.zeros(0), np.zeros(0, np.int64)))
-        if out is None:
+            cur = _Candidates(np.concatenate([cur.id[retry], ch_id]),
+                              np.concatenate([cur.row[retry], ch_r]),
+                              np.concatenate([cur.col[retry], ch_c]),
+                              np.concatenate([np.maximum(2 * room[retry], rank[retry]),
+                                              np.full(ch_r.size, INITIAL_RANK_ROOM)]),
+                              share)
+        if out is None:   # no candidates at all (e.g. a weak partition of one leaf)
             out = _Output(dtype, dense_known)
-        refined_ids = np.concatenate(refined_ids + [np.zeros(0, np.int64)])
-        dense_row = np.concatenate(dense_row)
-        dense_col = np.concatenate(dense_col)
-        dense_parent = np.concatenate(dense_parent)
-        tentative_ids = np.concatenate(tentative_ids + [np.zeros(0, np.int64)])
-        if tentative_ids.size:
-            sizes = (row_tree.stop - row_tree.start, col_tree.stop - col_tree.start)
-            accepted, refined_ids, keep_dense, out = _choose_cheaper(
-                att_row, att_col, att_parent, accepted, refined_ids, tentative_ids,
-                dense_row, dense_col, dense_parent, sizes, out)
-            dense_row, dense_col = dense_row[keep_dense], dense_col[keep_dense]
-            dense_parent = dense_parent[keep_dense]
-        dense_row, dense_col = _coarsen(att_row, att_col, att_parent, refined_ids,
-                                        dense_row, dense_col, dense_parent)
-        arrays = _pack(src, row_tree, col_tree, out, accepted, att_row, att_col, dense_row,
-                       dense_col)
+        att = tree.finish()
+        if att.tentative.size:
+            att, out = _choose_cheaper(att, row_tree, col_tree, out)
+        arrays = _pack(src, row_tree, col_tree, out, _coarsen(att))
     kind = SymmetricPacked if symmetric else Packed
-    storage = kind._trusted(shape=(m_total, n_total), row_perm=row_tree.perm,
+    storage = kind._trusted(shape=(row_tree.size, col_tree.size), row_perm=row_tree.perm,
                             col_perm=col_tree.perm, **arrays)
     return Built(storage, n_rounds, time.perf_counter() - t_start)
+
+
+def _first_partition(row_tree, col_tree, admissibility, eta, budget, initial, symmetric):
+    """The first round's pairs ``(row_node, col_node, candidate)``: ``initial``,
+    or the whole initial partition (its upper triangle when ``symmetric``);
+    and that whole partition where the weighted budgets need it to share out
+    the error (None otherwise)."""
+    full = None
+    if initial is None or budget != "block":
+        full = initial_partition(row_tree, col_tree, admissibility, eta)
+        if symmetric:
+            full = _upper_partition(row_tree, full)
+    if initial is None:
+        return full, full
+    return (_upper_partition(row_tree, initial) if symmetric else initial), full
+
+
+def _rank_limit(mb, nb, admissibility, max_rank, diagonal=None):
+    """The largest rank at which each candidate ``mb x nb`` is accepted."""
+    # k (m + n) < m n saves storage; ACCEPT_FRACTION asks for more of big
+    # blocks (see its comment).
+    kmax = (mb * nb - 1) // (mb + nb)
+    big = (mb * nb > BIG_BLOCK) & (admissibility != "strong")
+    kmax[big] = np.maximum(kmax[big] * ACCEPT_FRACTION, 1).astype(np.int64)
+    if max_rank is not None:
+        kmax = np.minimum(kmax, max_rank)
+    if diagonal is not None:
+        # A diagonal block is refined, never low rank: U V^T of a symmetric
+        # block is not symmetric, and a symmetric H-matrix must equal its
+        # transpose exactly (products use A^T = A).
+        kmax[diagonal] = 0
+    return kmax
+
+
+def _compress_round(pool, tree, out, ids, blocks, need, rel_tol, code, seed):
+    """Compress one round's candidates (attempts ``ids``) chunk by chunk with
+    ``pool``: each chunk's accepted factors are appended to ``out`` and
+    recorded in ``tree``. Returns the candidates' status and rank."""
+    r0, r1, c0, c1 = blocks[:4]
+    status = np.empty(ids.size, np.int64)
+    rank = np.empty(ids.size, np.int64)
+    # Chunks come back in order, so ``data`` is laid out the same way with or
+    # without n_jobs.
+    for lo, hi, (st, rk, err2, norm2, off, buf) in pool.map(blocks, need, rel_tol, code, seed):
+        status[lo:hi], rank[lo:hi] = st, rk
+        ok = np.flatnonzero(st == codes.STATUS_ACCEPTED)
+        a = ok + lo
+        dest = out.append(buf, off[ok], rank[a] * ((r1 - r0)[a] + (c1 - c0)[a]))
+        tree.accept(ids[a], rank[a], err2[ok], norm2[ok], dest)
+    return status, rank
+
+
+class _Candidates(NamedTuple):
+    """The candidate blocks of one round: their attempt ids, cluster pairs,
+    rank room, and (weighted budgets) squared error allowances."""
+
+    id: np.ndarray
+    row: np.ndarray
+    col: np.ndarray
+    room: np.ndarray
+    share: np.ndarray | None
+
+
+class _Attempts(NamedTuple):
+    """The attempt tree of a finished build as flat arrays (:class:`_AttemptTree`)."""
+
+    row: np.ndarray            # cluster pair of each attempt
+    col: np.ndarray
+    parent: np.ndarray         # the attempt it was split off, -1 in the first round
+    dense_row: np.ndarray      # dense leaves: pairs of leaf clusters
+    dense_col: np.ndarray
+    dense_parent: np.ndarray
+    refined: np.ndarray        # attempts split into their children
+    tentative: np.ndarray      # attempts accepted and split as well (look-ahead)
+    accepted: np.ndarray       # accepted attempts, in the order of their factors in data
+    rank: np.ndarray           # per accepted attempt: its rank, err^2, ||A_b||^2 and
+    err2: np.ndarray           # the offset of its factors in data
+    norm2: np.ndarray
+    offset: np.ndarray
+
+
+class _AttemptTree:
+    """The attempt tree of a build, recorded as it grows round by round.
+
+    Every candidate pair tried is an *attempt*, numbered in the order tried,
+    so an attempt's children come after it (the passes of
+    :mod:`hmnumba.kernels.trees` rely on it). A pair of leaf clusters split
+    off is a *dense leaf* below its attempt; those of the first partition
+    hang below -1. Each round records the attempts it refined, those it
+    accepted tentatively (look-ahead), and chunk by chunk those it accepted,
+    with their rank, errors and offsets in ``data``; :meth:`finish` returns
+    it all as one :class:`_Attempts`, for :func:`_choose_cheaper`,
+    :func:`_coarsen` and :func:`_pack`.
+    """
+
+    def __init__(self, row_tree, col_tree, symmetric, dense_rows, dense_cols):
+        self.row_tree, self.col_tree, self.symmetric = row_tree, col_tree, symmetric
+        self.n = 0
+        self._attempts, self._dense, self._split, self._accepted = [], [], [], []
+        self._dense.append((dense_rows, dense_cols, np.full(dense_rows.size, -1, np.int64)))
+
+    def add(self, rows, cols, parent):
+        """Record new attempts (pairs ``rows, cols`` split off the attempts
+        ``parent``); returns their ids."""
+        ids = np.arange(self.n, self.n + rows.size, dtype=np.int64)
+        self.n += rows.size
+        self._attempts.append((rows, cols, parent))
+        return ids
+
+    def accept(self, ids, rank, err2, norm2, offset):
+        """Record accepted attempts, their factors at ``offset`` in ``data``."""
+        self._accepted.append((ids, rank, err2, norm2, offset))
+
+    def dense_items(self):
+        """Numbers stored by the dense leaves recorded so far."""
+        rows, cols, _ = (np.concatenate(a) for a in zip(*self._dense))
+        return int(np.sum(_sizes(self.row_tree, rows) * _sizes(self.col_tree, cols)))
+
+    def expand(self, ids, rows, cols, refined, tentative):
+        """Split the attempts ``ids`` (pairs ``rows, cols``; among them the
+        ``refined`` and ``tentative`` ones) into their children: pairs of
+        leaf clusters become dense leaves, the others new attempts.
+
+        Returns ``(new ids, child rows, child cols, index in ids of each
+        child's parent)``.
+        """
+        self._split.append((refined, tentative))
+        ch_r, ch_c, ch_p, lf_r, lf_c, lf_p = split_pairs(self.row_tree, self.col_tree, rows, cols)
+        if self.symmetric:  # a diagonal block's children below the diagonal are mirrors
+            keep = upper_pairs(self.row_tree, ch_r, ch_c)
+            ch_r, ch_c, ch_p = ch_r[keep], ch_c[keep], ch_p[keep]
+            keep = upper_pairs(self.row_tree, lf_r, lf_c)
+            lf_r, lf_c, lf_p = lf_r[keep], lf_c[keep], lf_p[keep]
+        self._dense.append((lf_r, lf_c, ids[lf_p]))
+        return self.add(ch_r, ch_c, ids[ch_p]), ch_r, ch_c, ch_p
+
+    def finish(self):
+        """Everything recorded, concatenated: an :class:`_Attempts`."""
+        i8, f8 = np.int64, np.float64
+        return _Attempts(*_concat_fields(self._attempts, (i8, i8, i8)),
+                         *_concat_fields(self._dense, (i8, i8, i8)),
+                         *_concat_fields(self._split, (i8, i8)),
+                         *_concat_fields(self._accepted, (i8, i8, f8, f8, i8)))
+
+
+def _concat_fields(records, dtypes):
+    """Field by field, the concatenation of a list of tuples of arrays."""
+    return [np.concatenate([r[i] for r in records] + [np.zeros(0, t)])
+            for i, t in enumerate(dtypes)]
 
 
 def upper_pairs(tree, rows, cols):
@@ -553,8 +617,7 @@ def _compress_task(is_tuple, exact, dtype, blocks, rel_tol, code, seed, *parts):
     return status, rank, err2, norm2, off, packed
 
 
-def _choose_cheaper(att_row, att_col, att_parent, accepted, refined_ids, tentative_ids,
-                    dense_row, dense_col, dense_parent, sizes, out):
+def _choose_cheaper(att, row_tree, col_tree, out):
     """Keep, for every tentatively accepted block, the cheaper of its own
     factors and the best representation of its children's subtree.
 
@@ -564,91 +627,58 @@ def _choose_cheaper(att_row, att_col, att_parent, accepted, refined_ids, tentati
     is unchanged. Attempts below a discarded subtree are dropped, and the
     kept factors are copied into a fresh ``data`` buffer without the gaps.
 
-    Returns ``(accepted, refined_ids, keep_dense, out)`` filtered, where
-    ``refined_ids`` now also lists the tentative blocks replaced by their
-    children (so :func:`_coarsen` may merge them if all those became dense).
+    Returns ``(att, out)`` filtered, where ``att.refined`` now also lists the
+    tentative blocks replaced by their children (so :func:`_coarsen` may
+    merge them if all those became dense).
     """
-    n_att = att_row.size
-    m_size, n_size = sizes
-    att_m = m_size[att_row].astype(np.float64)
-    att_n = n_size[att_col].astype(np.float64)
+    n_att = att.row.size
+    m_size = _sizes(row_tree, att.row).astype(np.float64)
+    n_size = _sizes(col_tree, att.col).astype(np.float64)
     own = np.full(n_att, np.inf)
-    for ids, rank, _, _, _ in accepted:
-        own[ids] = rank * (att_m[ids] + att_n[ids])
-    expanded = np.zeros(n_att, bool)
-    expanded[refined_ids] = True
-    expanded[tentative_ids] = True
-    dense_cost = m_size[dense_row].astype(np.float64) * n_size[dense_col]
-    sub = np.bincount(dense_parent[dense_parent >= 0], weights=dense_cost[dense_parent >= 0],
-                      minlength=n_att).astype(np.float64)
-    best = own.copy()
-    # Children have larger ids than their parents: one pass from the back.
-    for a in range(n_att - 1, -1, -1):
-        if expanded[a]:
-            best[a] = min(own[a], sub[a])
-        p = att_parent[a]
-        if p >= 0:
-            sub[p] += best[a]
-    use_own = ~expanded | (own <= sub)          # ties: fewer blocks
-    dropped = np.zeros(n_att, bool)             # lies below a block that keeps its own
-    for a in range(n_att):
-        p = att_parent[a]
-        if p >= 0 and (dropped[p] or (expanded[p] and use_own[p])):
-            dropped[a] = True
-    keep_att = ~dropped & use_own
-    p = dense_parent
-    keep_dense = (p < 0) | ~(dropped[np.maximum(p, 0)] | use_own[np.maximum(p, 0)])
-    replaced = np.zeros(n_att, bool)
-    replaced[tentative_ids] = True
-    replaced &= ~dropped & ~use_own
-    refined = np.zeros(n_att, bool)
-    refined[refined_ids] = True
-    refined_ids = np.flatnonzero((refined & ~dropped) | replaced)
-
-    kept = []
-    for ids, rank, err2, norm2, dest in accepted:
-        k = keep_att[ids]
-        kept.append((ids[k], rank[k], err2[k], norm2[k], dest[k],
-                     rank[k] * (m_size[att_row[ids[k]]] + n_size[att_col[ids[k]]])))
-    if all(entry[0].size == len(a[0]) for entry, a in zip(kept, accepted)):
-        return accepted, refined_ids, keep_dense, out
-    lr_items = sum(int(entry[5].sum()) for entry in kept)
-    fresh = _Output(out.buf.dtype, lr_items + int(dense_cost[keep_dense].sum()))
-    result = []
-    for ids, rank, err2, norm2, dest, items in kept:
-        new_dest = fresh.append(out.buf, dest, items)
-        result.append((ids, rank, err2, norm2, new_dest))
-    return result, refined_ids, keep_dense, fresh
+    own[att.accepted] = att.rank * (m_size[att.accepted] + n_size[att.accepted])
+    expanded = _mask(n_att, att.refined) | _mask(n_att, att.tentative)
+    dense_cost = (_sizes(row_tree, att.dense_row).astype(np.float64)
+                  * _sizes(col_tree, att.dense_col))
+    use_own = trees.cheaper_representation(att.parent, own, expanded, att.dense_parent,
+                                           dense_cost)
+    dropped = trees.below_marked(att.parent, expanded & use_own)
+    p = np.maximum(att.dense_parent, 0)
+    keep_dense = (att.dense_parent < 0) | ~(dropped[p] | use_own[p])
+    replaced = _mask(n_att, att.tentative) & ~dropped & ~use_own
+    refined = np.flatnonzero((_mask(n_att, att.refined) & ~dropped) | replaced)
+    keep = ~dropped[att.accepted] & use_own[att.accepted]
+    att = att._replace(dense_row=att.dense_row[keep_dense], dense_col=att.dense_col[keep_dense],
+                       dense_parent=att.dense_parent[keep_dense], refined=refined)
+    if keep.all():
+        return att, out
+    ids, rank = att.accepted[keep], att.rank[keep]
+    items = rank * (_sizes(row_tree, att.row[ids]) + _sizes(col_tree, att.col[ids]))
+    fresh = _Output(out.buf.dtype, int(items.sum()) + int(dense_cost[keep_dense].sum()))
+    att = att._replace(accepted=ids, rank=rank, err2=att.err2[keep], norm2=att.norm2[keep],
+                       offset=fresh.append(out.buf, att.offset[keep], items))
+    return att, fresh
 
 
-def _coarsen(att_row, att_col, att_parent, refined_ids, dense_row, dense_col, dense_parent):
-    """Store a refined block as one dense block when all its descendants are dense."""
-    n_att = att_row.size
-    if refined_ids.size == 0:
-        return dense_row, dense_col
-    is_dense_att = np.zeros(n_att, bool)      # attempts that ended up (coarsened) dense
-    n_children = np.bincount(att_parent[att_parent >= 0], minlength=n_att)
-    n_children += np.bincount(dense_parent[dense_parent >= 0], minlength=n_att)
-    dense_children = np.bincount(dense_parent[dense_parent >= 0], minlength=n_att)
-    # Children have larger ids than their parents: one pass from the back.
-    refined = np.zeros(n_att, bool)
-    refined[refined_ids] = True
-    for a in range(n_att - 1, -1, -1):
-        if refined[a] and n_children[a] > 0 and dense_children[a] == n_children[a]:
-            is_dense_att[a] = True
-            p = att_parent[a]
-            if p >= 0:
-                dense_children[p] += 1
-    # Keep a dense block unless an ancestor became dense.
-    covered = np.zeros(n_att, bool)   # attempt lies under a coarsened dense attempt
-    for a in range(n_att):
-        p = att_parent[a]
-        if p >= 0 and (covered[p] or is_dense_att[p]):
-            covered[a] = True
-    keep = np.array([p < 0 or not (covered[p] or is_dense_att[p]) for p in dense_parent], bool)
-    top = np.flatnonzero(is_dense_att & ~covered)
-    return (np.concatenate([dense_row[keep], att_row[top]]),
-            np.concatenate([dense_col[keep], att_col[top]]))
+def _coarsen(att):
+    """Store a refined block as one dense block when all its descendants are
+    dense: the attempt tree with those blocks as dense leaves instead."""
+    if att.refined.size == 0:
+        return att
+    is_dense = trees.dense_subtrees(att.parent, _mask(att.row.size, att.refined),
+                                    att.dense_parent)
+    covered = trees.below_marked(att.parent, is_dense)   # under a coarsened block
+    p = np.maximum(att.dense_parent, 0)
+    keep = (att.dense_parent < 0) | ~(covered[p] | is_dense[p])
+    top = np.flatnonzero(is_dense & ~covered)
+    return att._replace(dense_row=np.concatenate([att.dense_row[keep], att.row[top]]),
+                        dense_col=np.concatenate([att.dense_col[keep], att.col[top]]),
+                        dense_parent=np.concatenate([att.dense_parent[keep], att.parent[top]]))
+
+
+def _mask(n, ids):
+    mask = np.zeros(n, bool)
+    mask[ids] = True
+    return mask
 
 
 def _virtual_empty(n_items, dtype):
@@ -721,25 +751,25 @@ def _chunks(need, limit):
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def _pack(src, row_tree, col_tree, out, accepted, att_row, att_col, dense_row, dense_col):
+def _pack(src, row_tree, col_tree, out, att):
     """Append the dense blocks to ``data``, fill them, and sort the block
     arrays by (row start, column start)."""
-    ids = np.concatenate([a[0] for a in accepted])
-    n_lr = ids.size
-    rows = np.concatenate([att_row[ids], dense_row])
-    cols = np.concatenate([att_col[ids], dense_col])
-    rank = np.concatenate([a[1] for a in accepted] + [np.full(dense_row.size, -1, np.int64)])
+    n_lr = att.accepted.size
+    n_dense = att.dense_row.size
+    rows = np.concatenate([att.row[att.accepted], att.dense_row])
+    cols = np.concatenate([att.col[att.accepted], att.dense_col])
+    rank = np.concatenate([att.rank, np.full(n_dense, -1, np.int64)])
     r0 = row_tree.start[rows]
     r1 = row_tree.stop[rows]
     c0 = col_tree.start[cols]
     c1 = col_tree.stop[cols]
     dense_off = out.reserve((r1[n_lr:] - r0[n_lr:]) * (c1[n_lr:] - c0[n_lr:]))
-    offset = np.concatenate([a[4] for a in accepted] + [dense_off])
+    offset = np.concatenate([att.offset, dense_off])
     dense_norm2 = sources.fill_dense_blocks(src, r0[n_lr:], r1[n_lr:], c0[n_lr:], c1[n_lr:],
-                                        dense_off, out.buf)
+                                            dense_off, out.buf)
     data = out.data()
-    err2 = np.concatenate([a[2] for a in accepted] + [np.zeros(dense_row.size)])
-    norm2 = np.concatenate([a[3] for a in accepted] + [dense_norm2])
+    err2 = np.concatenate([att.err2, np.zeros(n_dense)])
+    norm2 = np.concatenate([att.norm2, dense_norm2])
     order = np.lexsort((c0, r0))
     return dict(row_start=r0[order], row_stop=r1[order], col_start=c0[order],
                 col_stop=c1[order], rank=rank[order], offset=offset[order], data=data,

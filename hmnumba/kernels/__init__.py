@@ -20,7 +20,8 @@ along the call chain (DESIGN section 1):
 ``compress``
     a round of candidate blocks in parallel (and the host half of the device ACA)
 ``trees``
-    geometric cluster tree, strong and weak partitions
+    geometric cluster tree, strong and weak partitions, the passes over the
+    build's attempt tree
 ``products``
     matvec/matmat/rmatvec over the packed arrays, to_dense
 ``symmetric``

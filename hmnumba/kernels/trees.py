@@ -4,7 +4,11 @@
   level, into a permutation and flat node arrays (``hmnumba.cluster`` owns
   the other clusterings and the Python side);
 * :func:`strong_partition`, :func:`weak_partition`: the classical block
-  partitions on two such trees (``hmnumba.blocks`` owns the choice).
+  partitions on two such trees (``hmnumba.blocks`` owns the choice);
+* :func:`cheaper_representation`, :func:`dense_subtrees`,
+  :func:`below_marked`: the passes over the attempt tree of the adaptive
+  build (look-ahead's cheaper choice and coarsening; ``hmnumba.construct``
+  owns the bookkeeping).
 
 This file calls no compiled code of another file, so numba's per-file cache
 check is enough here. The CUDA twin of the tree build is
@@ -12,8 +16,6 @@ check is enough here. The CUDA twin of the tree build is
 """
 import numpy as np
 from numba import njit
-
-
 
 
 @njit(cache=True)
@@ -190,3 +192,79 @@ def weak_partition(row_children, col_children):
             adm.append(False)
     return np.array(bt, np.int64), np.array(bs, np.int64), np.array(adm, np.bool_)
 
+
+
+# ---------------------------------------------------------------------------
+# Attempt tree of the adaptive build
+# ---------------------------------------------------------------------------
+# Every candidate pair the build tries is an attempt, numbered in the order
+# tried, so an attempt's children come after it (``parent[a] < a``, -1 for
+# the first partition); pairs of leaf clusters split off an attempt are
+# dense leaves below it. One pass from the back visits every child before
+# its parent, one from the front every parent before its children.
+
+
+@njit(cache=True)
+def cheaper_representation(parent, own, expanded, dense_parent, dense_cost):
+    """Whether each attempt keeps its own representation, bottom-up.
+
+    ``own[a]`` is the storage of attempt ``a``'s own factors (``inf`` when
+    it was not accepted); an ``expanded`` attempt also has children (dense
+    leaves of cost ``dense_cost`` below ``dense_parent``, and attempts),
+    whose subtree stores the sum of their best representations. Returns
+    ``use_own``: True where ``a`` was not expanded, or where its own factors
+    store no more than its children's subtree (ties: fewer blocks).
+    """
+    n = parent.size
+    sub = np.zeros(n)
+    for i in range(dense_parent.size):
+        if dense_parent[i] >= 0:
+            sub[dense_parent[i]] += dense_cost[i]
+    use_own = np.empty(n, np.bool_)
+    for a in range(n - 1, -1, -1):
+        best = own[a]
+        use_own[a] = True
+        if expanded[a]:
+            use_own[a] = own[a] <= sub[a]
+            best = min(own[a], sub[a])
+        if parent[a] >= 0:
+            sub[parent[a]] += best
+    return use_own
+
+
+@njit(cache=True)
+def dense_subtrees(parent, refined, dense_parent):
+    """Refined attempts all of whose children end up dense, bottom-up.
+
+    A refined attempt with children, each a dense leaf or (recursively)
+    such an attempt, can be stored as one dense block. Returns the mask.
+    """
+    n = parent.size
+    n_children = np.zeros(n, np.int64)
+    n_dense = np.zeros(n, np.int64)
+    for a in range(n):
+        if parent[a] >= 0:
+            n_children[parent[a]] += 1
+    for i in range(dense_parent.size):
+        if dense_parent[i] >= 0:
+            n_children[dense_parent[i]] += 1
+            n_dense[dense_parent[i]] += 1
+    is_dense = np.zeros(n, np.bool_)
+    for a in range(n - 1, -1, -1):
+        if refined[a] and n_children[a] > 0 and n_dense[a] == n_children[a]:
+            is_dense[a] = True
+            if parent[a] >= 0:
+                n_dense[parent[a]] += 1
+    return is_dense
+
+
+@njit(cache=True)
+def below_marked(parent, mark):
+    """Mask of the attempts that have a ``mark``-ed proper ancestor, top-down."""
+    n = parent.size
+    below = np.zeros(n, np.bool_)
+    for a in range(n):
+        p = parent[a]
+        if p >= 0 and (below[p] or mark[p]):
+            below[a] = True
+    return below
