@@ -25,9 +25,9 @@ import numpy as np
 from hmnumba._threads import one_blas_thread
 from hmnumba.cluster import ClusterTree
 from hmnumba.kernels import codes, compress, trees
-from hmnumba.kernels.sources import builtin_source
 from hmnumba.kernels.codes import LAPLACE
 from hmnumba.kernels import h2_build
+from hmnumba.kernels.sources import builtin_source
 
 # Proxy directions per sphere in 3-D (Fibonacci lattice): the far field seen
 # from the proxy sphere needs more directions the more digits are asked for;
