@@ -137,7 +137,8 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
     Parameters
     ----------
     src : ndarray or tuple
-        Entry source in cluster order (see :mod:`hmnumba.kernels.sources`).
+        Entry source in cluster order (see :mod:`hmnumba.kernels.sources`);
+        an ndarray is read as :func:`~hmnumba.kernels.sources.dense_source`.
     exact : bool
         True for dense sources: block norms and errors are computed exactly.
     row_tree, col_tree : ClusterTree
@@ -177,6 +178,8 @@ def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", 
         the seconds the build took.
     """
     t_start = time.perf_counter()
+    if isinstance(src, np.ndarray):
+        src = sources.dense_source(src)
     code = METHODS[method]
     if symmetric and row_tree is not col_tree:
         raise ValueError("a symmetric build needs one cluster tree for rows and columns")
@@ -590,7 +593,7 @@ class _DeviceChunks(contextlib.nullcontext):
     def __init__(self, src, exact, dtype, n_jobs=None):
         from hmnumba.kernels.compress_cuda import DeviceACA
         super().__init__()
-        if exact or not (isinstance(src, tuple) and len(src) == 4):
+        if exact or sources.source_kind(src) != "builtin":
             raise ValueError("the device build takes built-in kernel sources only")
         self.aca = DeviceACA(src)
 

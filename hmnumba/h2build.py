@@ -27,6 +27,7 @@ from hmnumba.cluster import ClusterTree
 from hmnumba.kernels import codes, compress, trees
 from hmnumba.kernels.codes import LAPLACE
 from hmnumba.kernels import h2_build
+from hmnumba.kernels.sources import builtin_source
 
 # Proxy directions per sphere in 3-D (Fibonacci lattice): the far field seen
 # from the proxy sphere needs more directions the more digits are asked for;
@@ -251,7 +252,7 @@ def compress_couplings(code, length_scale, skel_xyz, vec_ptr, bt, bs, rel_tol, d
     rank = np.zeros(cand.size, np.int64)
     err2 = np.zeros(cand.size)
     norm2 = np.zeros(cand.size)
-    src = (np.int64(code), np.float64(length_scale), skel_xyz, skel_xyz)
+    src = builtin_source(code, length_scale, skel_xyz.T, skel_xyz.T)   # no copy: C by coordinate
     compress.compress_blocks(src, False, r0, r1, c0, c1, float(rel_tol), np.zeros(cand.size),
                         codes.METHOD_ACA, kcap, kcap, 0, store, slab_start, out_off, status, rank,
                         err2, norm2)

@@ -391,9 +391,9 @@ class HMatrix:
             """The tree built at ``build_tol`` (and the global candidates)."""
             bopts = dict(opts, tol=build_tol)
             storage, n_rounds, seconds = build(
-                Ap, True, row_tree, col_tree, A.dtype, build_tol, opts["admissibility"],
-                opts["eta"], method, opts["max_rank"], opts["budget"], norm_estimate=norm_s,
-                seed=seed, n_jobs=n_jobs, symmetric=symmetric)
+                sources.dense_source(Ap), True, row_tree, col_tree, A.dtype, build_tol,
+                opts["admissibility"], opts["eta"], method, opts["max_rank"], opts["budget"],
+                norm_estimate=norm_s, seed=seed, n_jobs=n_jobs, symmetric=symmetric)
             n_replaced = 0
             if auto:
                 t_start = time.perf_counter()

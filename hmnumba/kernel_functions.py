@@ -20,7 +20,7 @@ from numba import njit
 from hmnumba._validation import check_kernel, check_points
 from hmnumba.kernels.codes import KERNEL_CODES
 from hmnumba.kernels.sources import assemble_dense as _assemble_dense_numba
-from hmnumba.kernels.sources import assemble_dense_builtin
+from hmnumba.kernels.sources import builtin_source
 
 __all__ = ["KernelFunction", "UserKernel", "as_kernel", "assemble_dense", "laplace",
            "gaussian", "exponential", "matern32"]
@@ -105,12 +105,12 @@ class KernelFunction:
         Y = X if Y is None else check_points(Y, "Y")
         if X.shape[1] != Y.shape[1]:
             raise ValueError(f"X and Y must have the same dimension, got {X.shape[1]} and {Y.shape[1]}")
-        return assemble_dense_builtin(self.code, self.length_scale, X, Y)
+        return _assemble_dense_numba(self.source(X, Y), X.shape[0], Y.shape[0],
+                                     np.empty((X.shape[0], Y.shape[0])))
 
     def source(self, X, Y):
         """The entry source the numba kernels read (see ``kernels.sources``)."""
-        return (np.int64(self.code), np.float64(self.length_scale),
-                np.ascontiguousarray(X.T), np.ascontiguousarray(Y.T))
+        return builtin_source(self.code, self.length_scale, X, Y)
 
     def __repr__(self):
         if self.name == "laplace":

@@ -21,6 +21,7 @@ from hmnumba import _validation as val
 from hmnumba._threads import one_blas_thread
 from hmnumba.kernel_functions import as_kernel
 from hmnumba.kernels import factors
+from hmnumba.kernels.sources import dense_source
 
 
 def aca(A=None, tol=1e-6, max_rank=None, kernel=None, points=None, col_points=None):
@@ -60,8 +61,8 @@ def aca(A=None, tol=1e-6, max_rank=None, kernel=None, points=None, col_points=No
     if A is not None:
         if kernel is not None:
             raise ValueError("give either A or kernel with points, not both")
-        src = np.asarray(val.check_matrix(A, "A"), dtype=np.float64)
-        m, n = src.shape
+        src = dense_source(np.asarray(val.check_matrix(A, "A"), dtype=np.float64))
+        m, n = src[2].shape
     else:
         if kernel is None or points is None:
             raise ValueError("aca needs A, or kernel and points")

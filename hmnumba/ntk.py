@@ -48,6 +48,7 @@ from scipy.sparse.linalg import LinearOperator, eigsh
 from hmnumba import _validation as val
 from hmnumba.hmatrix import HMatrix
 from hmnumba.kernel_functions import UserKernel
+from hmnumba.kernels.sources import gram_source
 from hmnumba.pinn.layers import DenseLayer
 from hmnumba.pinn.network import PINN
 
@@ -391,9 +392,9 @@ class GramKernel(UserKernel):
             _permute_rows(self.features, idx)
         FX = self.features
         if Y is X:
-            return (FX, FX)
+            return gram_source(FX, FX)
         idy = self._order(Y)
-        return (FX, FX if idy is None else FX[idy])
+        return gram_source(FX, FX if idy is None else FX[idy])
 
     def __repr__(self):
         return f"GramKernel({self.points.shape[0]} points, {self.features.shape[1]} features)"

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from hmnumba import HMatrix
+from hmnumba.kernel_functions import as_kernel
 from hmnumba.kernels import (KernelFunction, assemble_dense, exponential, gaussian, laplace,
-                             matern32)
+                             matern32, sources)
 from reference import (KERNEL_NAMES, dense_kernel_matrix, dense_kernel_matrix_vectorized,
                        relative_error)
 
@@ -226,3 +227,74 @@ def test_estimate_error_of_a_dense_build_needs_the_matrix():
     assert H.estimate_error(A, random_state=0) <= 1e-5
     with pytest.raises(ValueError, match="A"):
         H.estimate_error()
+
+
+# ------------------------------------------------------------ entry sources
+@numba.njit
+def _reads(src, r0, r1, c0, c1):
+    """A[r0:r1, c0:c1] read three ways: by rows, by columns and as a block."""
+    by_row = np.empty((r1 - r0, c1 - c0))
+    by_col = np.empty((r1 - r0, c1 - c0))
+    block = np.empty((r1 - r0, c1 - c0))
+    row = np.empty(c1 - c0)
+    col = np.empty(r1 - r0)
+    for i in range(r1 - r0):
+        sources.fetch_row(src, r0 + i, c0, c1, row)
+        by_row[i] = row
+    for j in range(c1 - c0):
+        sources.fetch_col(src, c0 + j, r0, r1, col)
+        by_col[:, j] = col
+    sources.fetch_block(src, r0, r1, c0, c1, block)
+    return by_row, by_col, block
+
+
+def _entry_sources():
+    """(name, source, dense reference) for every kind of entry source."""
+    rng = np.random.default_rng(3)
+    X, Y = rng.random((9, 3)), rng.random((7, 3)) + 0.5
+    FX, FY = rng.standard_normal((9, 4)), rng.standard_normal((7, 4))
+    A = rng.standard_normal((9, 7))
+    return [("dense", sources.dense_source(A), A),
+            ("laplace", laplace.source(X, Y), dense_kernel_matrix("laplace", X, Y)),
+            ("matern32", matern32.with_length_scale(0.7).source(X, Y),
+             dense_kernel_matrix("matern32", X, Y, 0.7)),
+            ("gram", sources.gram_source(FX, FY), FX @ FY.T),
+            ("dense float32", sources.dense_source(A.astype(np.float32)),
+             A.astype(np.float32).astype(np.float64)),
+            ("user", as_kernel(truncated_gaussian).source(X, Y),
+             truncated_gaussian_reference(X, Y))]
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_every_entry_source_reads_rows_columns_and_blocks_of_its_matrix(case):
+    name, src, ref = _entry_sources()[case]
+    for got in _reads(src, 2, 8, 1, 6):
+        np.testing.assert_allclose(got, ref[2:8, 1:6], rtol=1e-12, atol=1e-13, err_msg=name)
+
+
+def test_dense_kernel_and_gram_sources_are_one_numba_type():
+    """The tag, not the tuple's shape, tells them apart: one compiled build
+    chain serves all three (float32 dense keeps its float32 entries)."""
+    by_name = {name: src for name, src, _ in _entry_sources()}
+    kinds = {name: sources.source_kind(src) for name, src in by_name.items()}
+    assert kinds == {"dense": "dense", "laplace": "builtin", "matern32": "builtin",
+                     "gram": "gram", "dense float32": "dense", "user": "user"}
+    tagged = {numba.typeof(by_name[n]) for n in ("dense", "laplace", "matern32", "gram")}
+    assert len(tagged) == 1
+    assert by_name["dense float32"][2].dtype == np.float32
+    assert numba.typeof(by_name["dense float32"]) not in tagged
+    assert isinstance(numba.typeof(by_name["user"][0]), numba.types.Dispatcher)
+
+
+def test_dense_and_kernel_builds_share_one_compiled_compression():
+    from hmnumba.kernels import compress
+
+    rng = np.random.default_rng(0)
+    HMatrix.from_dense(rng.standard_normal((64, 4)) @ rng.standard_normal((4, 64)), tol=1e-6,
+                       leaf_size=16)
+    HMatrix.from_kernel(laplace, rng.random((300, 3)), tol=1e-6)
+    float64_sources = {sig[2] for sig in compress._compress_slabs.signatures
+                       if isinstance(sig[2], numba.types.BaseTuple)
+                       and isinstance(sig[2][0], numba.types.Integer)
+                       and sig[2][2].dtype == numba.types.float64}
+    assert len(float64_sources) == 1

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hmnumba.kernels import factors
+from hmnumba.kernels.sources import dense_source
 from reference import best_rank_k_error, singular_values, smallest_rank_within
 
 # The kernels' factor layout: ``(Ut (r, m), Vt (r, n))`` (current) or
@@ -55,7 +56,7 @@ def run_aca(A, kmax=40, rel_tol=1e-12, abs_tol=0.0):
     m, n = A.shape
     U = np.zeros((kmax, m))
     V = np.zeros((kmax, n))
-    k, norm2, last, conv = factors.aca_partial(A, 0, m, 0, n, rel_tol, abs_tol, kmax, U, V)
+    k, norm2, last, conv = factors.aca_partial(dense_source(A), 0, m, 0, n, rel_tol, abs_tol, kmax, U, V)
     return k, norm2, last, conv, U[:k], V[:k]
 
 
@@ -129,7 +130,7 @@ def test_aca_on_a_sub_block_reads_only_that_block():
     B[:, :30] = -1e6
     m, n, kmax = 50, 50, 20
     U, V = np.zeros((kmax, m)), np.zeros((kmax, n))
-    k, _, _, conv = factors.aca_partial(B, 20, 70, 30, 80, 1e-12, 0.0, kmax, U, V)
+    k, _, _, conv = factors.aca_partial(dense_source(B), 20, 70, 30, 80, 1e-12, 0.0, kmax, U, V)
     assert conv
     assert np.linalg.norm(A[20:70, 30:80] - U[:k].T @ V[:k]) <= 1e-11 * np.linalg.norm(A)
 

@@ -249,16 +249,16 @@ def test_gram_kernel_matches_points_in_any_order_and_refuses_others():
     F0 = F.copy()
     kern = GramKernel(x, F)
     perm = rng.permutation(30)
-    FX, FY = kern.source(x[perm], x[perm][::-1])
+    _, _, FX, FY = kern.source(x[perm], x[perm][::-1])
     np.testing.assert_array_equal(FX, F0[perm])
     np.testing.assert_array_equal(FY, F0[perm][::-1])
     np.testing.assert_array_equal(F, F0)               # copy=True: the caller's F is kept
-    FX, FY = kern.source(x, x)                        # back to the original order
+    _, _, FX, FY = kern.source(x, x)                      # back to the original order
     assert FY is FX
     np.testing.assert_array_equal(FX, F0)
     # copy=False reorders the given rows in place (cycle following, one spare row).
     owned = GramKernel(x, F, copy=False)
-    FX, _ = owned.source(x[perm], x[perm])
+    FX = owned.source(x[perm], x[perm])[2]
     assert FX is F
     np.testing.assert_array_equal(F, F0[perm])
     with pytest.raises(ValueError, match="only the points"):

@@ -5,7 +5,9 @@ Python side agree on (a compiled function freezes them, which is why the
 cache guard of :mod:`hmnumba.kernels` hashes this file with the others).
 
 * built-in kernel codes (:data:`LAPLACE` ...), dispatched on by
-  :func:`hmnumba.kernels.sources.kernel_of_distance2` and its CUDA twin;
+  :func:`hmnumba.kernels.sources.kernel_of_distance2` and its CUDA twin,
+  and the two other kinds of entry source (:data:`DENSE`, :data:`GRAM`):
+  the first element of a source tuple (:mod:`hmnumba.kernels.sources`);
 * block status codes of a compression round (:data:`STATUS_ACCEPTED`,
   :data:`STATUS_REFINE`, :data:`STATUS_RETRY`);
 * low-rank method codes (:data:`METHOD_ACA`, :data:`METHOD_SVD`,
@@ -23,6 +25,11 @@ MATERN32 = 3
 KERNEL_CODES = {"laplace": LAPLACE, "gaussian": GAUSSIAN, "exponential": EXPONENTIAL,
                 "matern32": MATERN32}
 SQRT3 = np.sqrt(3.0)
+
+# Entry sources that are not built-in kernels (negative, so no kernel code
+# added above can collide): a dense matrix and a Gram matrix of features.
+DENSE = -1
+GRAM = -2
 
 # What a compression round says about each candidate block.
 STATUS_ACCEPTED = 0   # factors stored, error within the block's budget

@@ -2,19 +2,35 @@
 
 The low-rank code (:mod:`hmnumba.kernels.factors`) and the batched
 compression (:mod:`hmnumba.kernels.compress`) read entries through
-:func:`fetch_row`, :func:`fetch_col` and :func:`fetch_block`, which numba
-resolves at compile time from the *type* of the ``src`` argument:
+:func:`fetch_row`, :func:`fetch_col` and :func:`fetch_block`. A source is
+one of two numba types, told apart by the type of its first element:
 
-* a 2-D array: a dense matrix (already permuted to cluster order);
-* ``(code, length_scale, XT, YT)``: a built-in kernel (integer ``code`` of
-  :mod:`hmnumba.kernels.codes`) on points stored by coordinate, ``XT (dim, m)``
-  and ``YT (dim, n)`` (cached on disk like every other kernel here);
-* ``(kernel, X, Y)``: a user ``@njit`` kernel ``kernel(x, y) -> float``
-  (compiled once per process and kernel);
-* ``(FX, FY)``: a Gram matrix ``A[i, j] = FX[i] . FY[j]`` of feature rows
-  ``FX (m, p)``, ``FY (n, p)`` (the empirical NTK, ``hmnumba.ntk``; cached
-  on disk like the built-in kernels, whereas a user kernel recompiles the
-  whole build in every process).
+* a *tagged source* ``(kind, length_scale, A, B)`` (``int64``, ``float64``,
+  two C-contiguous 2-D arrays), whose integer ``kind`` the reads branch on
+  at run time, once per row or column (outside the loops over entries, which
+  stay vectorisable):
+
+  - ``(codes.DENSE, 0.0, A, empty)``: a dense matrix ``A`` (already permuted
+    to cluster order; ``B`` is an empty ``(0, 0)`` array), made by
+    :func:`dense_source`;
+  - ``(code, length_scale, XT, YT)``: a built-in kernel (``code`` of
+    :mod:`hmnumba.kernels.codes`, ``LAPLACE`` ...) on points stored by
+    coordinate, ``XT (dim, m)`` and ``YT (dim, n)``, made by
+    :func:`builtin_source`;
+  - ``(codes.GRAM, 0.0, FX, FY)``: a Gram matrix ``A[i, j] = FX[i] . FY[j]``
+    of feature rows ``FX (m, p)``, ``FY (n, p)`` (the empirical NTK,
+    ``hmnumba.ntk``), made by :func:`gram_source`.
+
+  With float64 arrays these are one numba type, so a process that builds
+  from a kernel, from a dense array and from an NTK compiles the whole
+  compression chain once (each specialisation of that chain costs about
+  15 CPU s of compilation), and all of it is cached on disk. A float32
+  dense matrix keeps its float32 entries (its own specialisation, as
+  before, where only the dense reads are compiled: the other kinds are
+  float64 by construction).
+* ``(kernel, X, Y)``, ``kernel`` a numba dispatcher: a user ``@njit`` kernel
+  ``kernel(x, y) -> float`` on the point rows ``X (m, dim)``, ``Y (n, dim)``
+  (compiled once per process and kernel: a specialisation per kernel).
 
 Also here: the whole-source reads (dense assembly, row sampling for norm
 estimates, dense leaf blocks, the search for a non-finite entry).
@@ -27,7 +43,77 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from hmnumba.kernels.codes import EXPONENTIAL, FASTMATH, GAUSSIAN, LAPLACE, SQRT3
+from hmnumba.kernels.codes import DENSE, EXPONENTIAL, FASTMATH, GAUSSIAN, GRAM, LAPLACE, SQRT3
+
+
+def dense_source(A):
+    """The entry source of a dense matrix ``A`` (2-D, float32 or float64).
+
+    ``A`` is used as it is when C-contiguous (else copied); ``source[2]`` is
+    the matrix.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba.kernels.sources import assemble_dense, dense_source, source_kind
+    >>> A = np.arange(6.0).reshape(2, 3)
+    >>> src = dense_source(A)
+    >>> src[2] is A, source_kind(src)
+    (True, 'dense')
+    >>> assemble_dense(src, 2, 3, np.empty((2, 3)))
+    array([[0., 1., 2.],
+           [3., 4., 5.]])
+    """
+    A = np.ascontiguousarray(A)
+    return (np.int64(DENSE), np.float64(0.0), A, np.empty((0, 0), A.dtype))
+
+
+def builtin_source(code, length_scale, X, Y):
+    """The entry source of built-in kernel ``code`` on the point rows ``X
+    (m, dim)`` and ``Y (n, dim)`` (stored by coordinate, ``X.T`` and ``Y.T``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba.kernels.codes import LAPLACE
+    >>> from hmnumba.kernels.sources import assemble_dense, builtin_source
+    >>> X = np.array([[0.0, 0.0], [0.0, 2.0]])
+    >>> assemble_dense(builtin_source(LAPLACE, 1.0, X, X), 2, 2, np.empty((2, 2)))
+    array([[0. , 0.5],
+           [0.5, 0. ]])
+    """
+    XT = np.ascontiguousarray(X.T, dtype=np.float64)
+    YT = XT if Y is X else np.ascontiguousarray(Y.T, dtype=np.float64)
+    return (np.int64(code), np.float64(length_scale), XT, YT)
+
+
+def gram_source(FX, FY):
+    """The entry source of the Gram matrix ``FX @ FY.T`` of the feature rows
+    ``FX (m, p)`` and ``FY (n, p)`` (used as they are when C-contiguous
+    float64, else copied).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmnumba.kernels.sources import assemble_dense, gram_source
+    >>> F = np.array([[1.0, 2.0], [3.0, 4.0]])
+    >>> assemble_dense(gram_source(F, F), 2, 2, np.empty((2, 2)))
+    array([[ 5., 11.],
+           [11., 25.]])
+    """
+    FX = np.ascontiguousarray(FX, dtype=np.float64)
+    FY = FX if FY is FX else np.ascontiguousarray(FY, dtype=np.float64)
+    return (np.int64(GRAM), np.float64(0.0), FX, FY)
+
+
+def source_kind(src):
+    """``"dense"``, ``"builtin"``, ``"gram"`` or ``"user"``: what an entry
+    source (one of the constructors' values, or a user kernel's ``(kernel,
+    X, Y)``) reads."""
+    head = src[0]
+    if isinstance(head, (int, np.integer)):
+        return {DENSE: "dense", GRAM: "gram"}.get(int(head), "builtin")
+    return "user"
 
 
 @njit(cache=True, inline="always", fastmath=FASTMATH)
@@ -46,8 +132,6 @@ def kernel_of_distance2(code, length_scale, r2):
     return (1.0 + s) * np.exp(-s)
 
 
-
-
 def fetch_row(src, i, c0, c1, out):  # pragma: no cover - replaced by overload
     """out[:c1 - c0] = A[i, c0:c1]"""
 
@@ -61,15 +145,18 @@ def fetch_block(src, r0, r1, c0, c1, out):  # pragma: no cover - replaced by ove
 
 
 def _source_kind(src):
-    if isinstance(src, types.Array):
+    """The numba type's kind: ``"tagged"`` (float64 tagged source, branched
+    on at run time), ``"dense"`` (a tagged source of other arrays: a float32
+    dense matrix), ``"user"`` (first element a dispatcher), else None."""
+    if not isinstance(src, types.BaseTuple) or len(src) == 0:
+        return None
+    head = src[0]
+    if isinstance(head, types.Integer):
+        if all(isinstance(a, types.Array) and a.dtype == types.float64 for a in src[2:]):
+            return "tagged"
         return "dense"
-    if isinstance(src, types.BaseTuple) and len(src) == 4 and isinstance(src[0], types.Integer):
-        return "builtin"
-    if isinstance(src, types.BaseTuple) and len(src) == 3:
+    if isinstance(head, (types.Dispatcher, types.FunctionType)):
         return "user"
-    if (isinstance(src, types.BaseTuple) and len(src) == 2
-            and all(isinstance(a, types.Array) and a.ndim == 2 for a in src)):
-        return "gram"
     return None
 
 
@@ -81,29 +168,86 @@ def _row_dot(X, i, Y, j):
     return s
 
 
+# The per-kind loops (one row or column of entries). Plain functions that
+# numba compiles into each caller (not inline="always": LLVM inlines them,
+# without numba's costlier inlining at the IR level).
+@njit(cache=True, fastmath=FASTMATH)
+def _dense_row(A, i, c0, c1, out):
+    for j in range(c1 - c0):
+        out[j] = A[i, c0 + j]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _dense_col(A, j, r0, r1, out):
+    for i in range(r1 - r0):
+        out[i] = A[r0 + i, j]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _dense_block(A, r0, r1, c0, c1, out):
+    for i in range(r1 - r0):
+        for j in range(c1 - c0):
+            out[i, j] = A[r0 + i, c0 + j]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _kernel_row(code, ls, XT, YT, i, c0, c1, out):
+    n = c1 - c0
+    for j in range(n):
+        out[j] = 0.0
+    # Points are stored by coordinate (dim, n): each pass is a contiguous,
+    # vectorisable loop over the columns.
+    for k in range(XT.shape[0]):
+        xk = XT[k, i]
+        for j in range(n):
+            t = xk - YT[k, c0 + j]
+            out[j] += t * t
+    for j in range(n):
+        out[j] = kernel_of_distance2(code, ls, out[j])
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _kernel_col(code, ls, XT, YT, j, r0, r1, out):
+    m = r1 - r0
+    for i in range(m):
+        out[i] = 0.0
+    for k in range(XT.shape[0]):
+        yk = YT[k, j]
+        for i in range(m):
+            t = XT[k, r0 + i] - yk
+            out[i] += t * t
+    for i in range(m):
+        out[i] = kernel_of_distance2(code, ls, out[i])
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _gram_row(FX, i, FY, c0, c1, out):
+    for j in range(c1 - c0):
+        out[j] = _row_dot(FX, i, FY, c0 + j)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _gram_col(FX, j, FY, r0, r1, out):
+    for i in range(r1 - r0):
+        out[i] = _row_dot(FX, r0 + i, FY, j)
+
+
 @overload(fetch_row, jit_options={"fastmath": FASTMATH})
 def _fetch_row(src, i, c0, c1, out):
     kind = _source_kind(src)
+    if kind == "tagged":
+        def impl(src, i, c0, c1, out):
+            code, ls, A, B = src
+            if code == DENSE:
+                _dense_row(A, i, c0, c1, out)
+            elif code == GRAM:
+                _gram_row(A, i, B, c0, c1, out)
+            else:
+                _kernel_row(code, ls, A, B, i, c0, c1, out)
+        return impl
     if kind == "dense":
         def impl(src, i, c0, c1, out):
-            for j in range(c1 - c0):
-                out[j] = src[i, c0 + j]
-        return impl
-    if kind == "builtin":
-        def impl(src, i, c0, c1, out):
-            code, ls, XT, YT = src
-            n = c1 - c0
-            for j in range(n):
-                out[j] = 0.0
-            # Points are stored by coordinate (dim, n): each pass is a
-            # contiguous, vectorisable loop over the columns.
-            for k in range(XT.shape[0]):
-                xk = XT[k, i]
-                for j in range(n):
-                    t = xk - YT[k, c0 + j]
-                    out[j] += t * t
-            for j in range(n):
-                out[j] = kernel_of_distance2(code, ls, out[j])
+            _dense_row(src[2], i, c0, c1, out)
         return impl
     if kind == "user":
         def impl(src, i, c0, c1, out):
@@ -112,35 +256,24 @@ def _fetch_row(src, i, c0, c1, out):
             for j in range(c1 - c0):
                 out[j] = kern(x, Y[c0 + j])
         return impl
-    if kind == "gram":
-        def impl(src, i, c0, c1, out):
-            FX, FY = src
-            for j in range(c1 - c0):
-                out[j] = _row_dot(FX, i, FY, c0 + j)
-        return impl
 
 
 @overload(fetch_col, jit_options={"fastmath": FASTMATH})
 def _fetch_col(src, j, r0, r1, out):
     kind = _source_kind(src)
+    if kind == "tagged":
+        def impl(src, j, r0, r1, out):
+            code, ls, A, B = src
+            if code == DENSE:
+                _dense_col(A, j, r0, r1, out)
+            elif code == GRAM:
+                _gram_col(A, j, B, r0, r1, out)
+            else:
+                _kernel_col(code, ls, A, B, j, r0, r1, out)
+        return impl
     if kind == "dense":
         def impl(src, j, r0, r1, out):
-            for i in range(r1 - r0):
-                out[i] = src[r0 + i, j]
-        return impl
-    if kind == "builtin":
-        def impl(src, j, r0, r1, out):
-            code, ls, XT, YT = src
-            m = r1 - r0
-            for i in range(m):
-                out[i] = 0.0
-            for k in range(XT.shape[0]):
-                yk = YT[k, j]
-                for i in range(m):
-                    t = XT[k, r0 + i] - yk
-                    out[i] += t * t
-            for i in range(m):
-                out[i] = kernel_of_distance2(code, ls, out[i])
+            _dense_col(src[2], j, r0, r1, out)
         return impl
     if kind == "user":
         def impl(src, j, r0, r1, out):
@@ -149,27 +282,22 @@ def _fetch_col(src, j, r0, r1, out):
             for i in range(r1 - r0):
                 out[i] = kern(X[r0 + i], y)
         return impl
-    if kind == "gram":
-        def impl(src, j, r0, r1, out):
-            FX, FY = src
-            for i in range(r1 - r0):
-                out[i] = _row_dot(FX, r0 + i, FY, j)
-        return impl
 
 
 @overload(fetch_block, jit_options={"fastmath": FASTMATH})
 def _fetch_block(src, r0, r1, c0, c1, out):
     kind = _source_kind(src)
+    if kind == "tagged":
+        def impl(src, r0, r1, c0, c1, out):
+            if src[0] == DENSE:
+                _dense_block(src[2], r0, r1, c0, c1, out)
+            else:
+                for i in range(r1 - r0):
+                    fetch_row(src, r0 + i, c0, c1, out[i])
+        return impl
     if kind == "dense":
         def impl(src, r0, r1, c0, c1, out):
-            for i in range(r1 - r0):
-                for j in range(c1 - c0):
-                    out[i, j] = src[r0 + i, c0 + j]
-        return impl
-    if kind == "builtin" or kind == "gram":
-        def impl(src, r0, r1, c0, c1, out):
-            for i in range(r1 - r0):
-                fetch_row(src, r0 + i, c0, c1, out[i])
+            _dense_block(src[2], r0, r1, c0, c1, out)
         return impl
     if kind == "user":
         def impl(src, r0, r1, c0, c1, out):
@@ -187,14 +315,6 @@ def assemble_dense(src, m, n, out):
     for i in prange(m):
         fetch_row(src, i, 0, n, out[i])
     return out
-
-
-@njit(cache=True)
-def assemble_dense_builtin(code, length_scale, X, Y):
-    """Dense kernel matrix of a built-in kernel (the numba reference assembly)."""
-    out = np.empty((X.shape[0], Y.shape[0]))
-    src = (code, length_scale, np.ascontiguousarray(X.T), np.ascontiguousarray(Y.T))
-    return assemble_dense(src, X.shape[0], Y.shape[0], out)
 
 
 @njit(cache=True, parallel=True)
