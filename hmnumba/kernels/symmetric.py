@@ -135,103 +135,6 @@ def _prefetch_more(data, r0, r1, c0, c1, rank, offset, last, b, pos, left, count
 # ---------------------------------------------------------------------------
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def _sweep_slab(data, r0, r1, c0, c1, rank, offset, first, last, x, y):
-    """One slab of :func:`symmetric_hmatvec`: ``y = sum_b A_b x`` over
-    blocks ``first..last-1`` and the mirrors of the strictly upper ones,
-    with the software prefetch along the slab's stream.
-
-    ``y`` (length ``N``) is overwritten. Serial: the slabs run in parallel
-    in the caller, each on its own ``y``.
-    """
-    for i in range(y.shape[0]):
-        y[i] = 0.0
-    if first >= last:
-        return
-    ahead = PREFETCH_BYTES // data.itemsize
-    kmax = 0
-    for b in range(first, last):
-        kmax = max(kmax, rank[b])
-    t1 = np.empty(kmax)
-    t2 = np.empty(kmax)
-    # Prefetch cursor: block pb, index pq into data, pn numbers of pb left.
-    pb, pq, pn = _prefetch_more(data, r0, r1, c0, c1, rank, offset, last,
-                                first, offset[first],
-                                _stored_size(r0, r1, c0, c1, rank, first), ahead)
-    for b in range(first, last):
-        k = rank[b]
-        if k == 0:
-            continue
-        m = r1[b] - r0[b]
-        n = c1[b] - c0[b]
-        upper = r1[b] <= c0[b]
-        off = offset[b]
-        xr = x[r0[b]:r1[b]]
-        yr = y[r0[b]:r1[b]]
-        xc = x[c0[b]:c1[b]]
-        yc = y[c0[b]:c1[b]]
-        if k < 0:
-            # Dense, row by row: y_r += D x_c and (upper) y_c += D^T x_r.
-            D = data[off:off + m * n]
-            for i in range(m):
-                pb, pq, pn = _prefetch_more(data, r0, r1, c0, c1, rank, offset, last,
-                                            pb, pq, pn, n)
-                row = i * n
-                acc = 0.0
-                if upper:
-                    xi = xr[i]
-                    for j in range(n):
-                        d = D[row + j]
-                        acc += d * xc[j]
-                        yc[j] += d * xi
-                else:
-                    for j in range(n):
-                        acc += D[row + j] * xc[j]
-                yr[i] += acc
-            continue
-        # Low rank, the factors swept in memory order: U^T (t2 = U^T x_r),
-        # then V^T (t1 = V^T x_c and y_c += V t2), then U^T again, from
-        # cache (y_r += U t1).
-        Ut = data[off:off + k * m]
-        Vt = data[off + k * m:off + k * (m + n)]
-        if upper:
-            for l in range(k):
-                pb, pq, pn = _prefetch_more(data, r0, r1, c0, c1, rank, offset, last,
-                                            pb, pq, pn, m)
-                row = l * m
-                acc = 0.0
-                for i in range(m):
-                    acc += Ut[row + i] * xr[i]
-                t2[l] = acc
-            for l in range(k):
-                pb, pq, pn = _prefetch_more(data, r0, r1, c0, c1, rank, offset, last,
-                                            pb, pq, pn, n)
-                row = l * n
-                a = t2[l]
-                acc = 0.0
-                for j in range(n):
-                    v = Vt[row + j]
-                    acc += v * xc[j]
-                    yc[j] += v * a
-                t1[l] = acc
-        else:
-            pb, pq, pn = _prefetch_more(data, r0, r1, c0, c1, rank, offset, last,
-                                        pb, pq, pn, k * m)
-            for l in range(k):
-                pb, pq, pn = _prefetch_more(data, r0, r1, c0, c1, rank, offset, last,
-                                            pb, pq, pn, n)
-                row = l * n
-                acc = 0.0
-                for j in range(n):
-                    acc += Vt[row + j] * xc[j]
-                t1[l] = acc
-        for l in range(k):
-            row = l * m
-            a = t1[l]
-            for i in range(m):
-                yr[i] += Ut[row + i] * a
-
-
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
 def symmetric_hmatvec(data, r0, r1, c0, c1, rank, offset, slab_ptr, x):
     """``y = A x`` for an H-matrix ``A = A^T`` stored in symmetric form.
@@ -291,12 +194,97 @@ def symmetric_hmatvec(data, r0, r1, c0, c1, rank, offset, slab_ptr, x):
     """
     N = x.shape[0]
     n_slabs = slab_ptr.shape[0] - 1
+    ahead = PREFETCH_BYTES // data.itemsize
     ybuf = np.empty((n_slabs, N))
     for s in prange(n_slabs):
-        # One call per slab: a small parallel body keeps numba's parallel
-        # lowering cheap (the sweep inlined here cost ~9 CPU s to compile).
-        _sweep_slab(data, r0, r1, c0, c1, rank, offset, slab_ptr[s], slab_ptr[s + 1],
-                    x, ybuf[s])
+        y = ybuf[s]
+        for i in range(N):
+            y[i] = 0.0
+        first = slab_ptr[s]
+        last = slab_ptr[s + 1]
+        kmax = 0
+        for b in range(first, last):
+            kmax = max(kmax, rank[b])
+        t1 = np.empty(kmax)
+        t2 = np.empty(kmax)
+        # Prefetch cursor: block pb, index pq into data, pn numbers of pb left.
+        pb = first
+        pq = offset[first] if first < last else 0
+        pn = _stored_size(r0, r1, c0, c1, rank, first) if first < last else 0
+        pb, pq, pn = _prefetch_more(data, r0, r1, c0, c1, rank, offset, last,
+                                    pb, pq, pn, ahead)
+        for b in range(first, last):
+            k = rank[b]
+            if k == 0:
+                continue
+            m = r1[b] - r0[b]
+            n = c1[b] - c0[b]
+            upper = r1[b] <= c0[b]
+            off = offset[b]
+            xr = x[r0[b]:r1[b]]
+            yr = y[r0[b]:r1[b]]
+            xc = x[c0[b]:c1[b]]
+            yc = y[c0[b]:c1[b]]
+            if k < 0:
+                # Dense, row by row: y_r += D x_c and (upper) y_c += D^T x_r.
+                D = data[off:off + m * n]
+                for i in range(m):
+                    pb, pq, pn = _prefetch_more(data, r0, r1, c0, c1, rank, offset, last,
+                                                pb, pq, pn, n)
+                    row = i * n
+                    acc = 0.0
+                    if upper:
+                        xi = xr[i]
+                        for j in range(n):
+                            d = D[row + j]
+                            acc += d * xc[j]
+                            yc[j] += d * xi
+                    else:
+                        for j in range(n):
+                            acc += D[row + j] * xc[j]
+                    yr[i] += acc
+                continue
+            # Low rank, the factors swept in memory order: U^T (t2 = U^T x_r),
+            # then V^T (t1 = V^T x_c and y_c += V t2), then U^T again, from
+            # cache (y_r += U t1).
+            Ut = data[off:off + k * m]
+            Vt = data[off + k * m:off + k * (m + n)]
+            if upper:
+                for l in range(k):
+                    pb, pq, pn = _prefetch_more(data, r0, r1, c0, c1, rank, offset, last,
+                                                pb, pq, pn, m)
+                    row = l * m
+                    acc = 0.0
+                    for i in range(m):
+                        acc += Ut[row + i] * xr[i]
+                    t2[l] = acc
+                for l in range(k):
+                    pb, pq, pn = _prefetch_more(data, r0, r1, c0, c1, rank, offset, last,
+                                                pb, pq, pn, n)
+                    row = l * n
+                    a = t2[l]
+                    acc = 0.0
+                    for j in range(n):
+                        v = Vt[row + j]
+                        acc += v * xc[j]
+                        yc[j] += v * a
+                    t1[l] = acc
+            else:
+                pb, pq, pn = _prefetch_more(data, r0, r1, c0, c1, rank, offset, last,
+                                            pb, pq, pn, k * m)
+                for l in range(k):
+                    pb, pq, pn = _prefetch_more(data, r0, r1, c0, c1, rank, offset, last,
+                                                pb, pq, pn, n)
+                    row = l * n
+                    acc = 0.0
+                    for j in range(n):
+                        acc += Vt[row + j] * xc[j]
+                    t1[l] = acc
+            for l in range(k):
+                row = l * m
+                a = t1[l]
+                for i in range(m):
+                    yr[i] += Ut[row + i] * a
     out = np.empty(N)
     n_chunks = (N + REDUCE_CHUNK - 1) // REDUCE_CHUNK
     for c in prange(n_chunks):
@@ -308,4 +296,3 @@ def symmetric_hmatvec(data, r0, r1, c0, c1, rank, offset, slab_ptr, x):
             for i in range(lo, hi):
                 out[i] += ybuf[s, i]
     return out
-
