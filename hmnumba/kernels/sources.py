@@ -207,20 +207,6 @@ def _kernel_row(code, ls, XT, YT, i, c0, c1, out):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _kernel_col(code, ls, XT, YT, j, r0, r1, out):
-    m = r1 - r0
-    for i in range(m):
-        out[i] = 0.0
-    for k in range(XT.shape[0]):
-        yk = YT[k, j]
-        for i in range(m):
-            t = XT[k, r0 + i] - yk
-            out[i] += t * t
-    for i in range(m):
-        out[i] = kernel_of_distance2(code, ls, out[i])
-
-
-@njit(cache=True, fastmath=FASTMATH)
 def _gram_row(FX, i, FY, c0, c1, out):
     for j in range(c1 - c0):
         out[j] = _row_dot(FX, i, FY, c0 + j)
@@ -269,7 +255,9 @@ def _fetch_col(src, j, r0, r1, out):
             elif code == GRAM:
                 _gram_col(A, j, B, r0, r1, out)
             else:
-                _kernel_col(code, ls, A, B, j, r0, r1, out)
+                # column j of K(X, Y) is row j of K(Y, X): the same squared
+                # differences, so the same bits
+                _kernel_row(code, ls, B, A, j, r0, r1, out)
         return impl
     if kind == "dense":
         def impl(src, j, r0, r1, out):
