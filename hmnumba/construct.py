@@ -548,8 +548,7 @@ class _JoblibChunks:
     """
 
     def __init__(self, src, exact, dtype, n_jobs):
-        self.is_tuple = isinstance(src, tuple)
-        self.parts = src if self.is_tuple else (src,)
+        self.parts = src   # every entry source is a tuple (kernels/sources.py)
         self.exact, self.dtype, self.n_jobs = exact, dtype, n_jobs
         self._stack = contextlib.ExitStack()
 
@@ -579,7 +578,7 @@ class _JoblibChunks:
         # so joblib's dask backend sends it with the task instead of
         # scattering every small slice).
         tasks = (joblib.delayed(_compress_task)(
-            self.is_tuple, self.exact, self.dtype, tuple(a[lo:hi] for a in blocks), rel_tol,
+            self.exact, self.dtype, tuple(a[lo:hi] for a in blocks), rel_tol,
             code, seed + lo, *self.parts) for lo, hi in chunks)
         for (lo, hi), res in zip(chunks, self.parallel(tasks)):
             yield lo, hi, res
@@ -603,10 +602,10 @@ class _DeviceChunks(contextlib.nullcontext):
             yield lo, hi, self.aca.compress(tuple(a[lo:hi] for a in blocks), rel_tol)
 
 
-def _compress_task(is_tuple, exact, dtype, blocks, rel_tol, code, seed, *parts):
+def _compress_task(exact, dtype, blocks, rel_tol, code, seed, *parts):
     """One joblib task: compress a chunk and return the accepted factors
     packed densely (the result of :func:`compress_candidates`)."""
-    src = tuple(parts) if is_tuple else parts[0]
+    src = tuple(parts)
     r0, r1, c0, c1 = blocks[:4]
     with one_blas_thread():
         status, rank, err2, norm2, off, scratch = compress_candidates(

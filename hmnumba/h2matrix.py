@@ -239,17 +239,25 @@ class H2Matrix:
                               admissibility, storage)
 
     @classmethod
-    def from_hmatrix(cls, H, tol=1e-3):
-        """Convert an :class:`~hmnumba.HMatrix` (as :meth:`HMatrix.to_h2
-        <hmnumba.HMatrix.to_h2>`), never forming the dense matrix.
+    def from_hmatrix(cls, H, tol=None):
+        """Convert an :class:`~hmnumba.HMatrix` block by block, never forming
+        the dense matrix.
+
+        The cluster trees are the H-matrix's block rows and columns; a
+        cluster's basis spans the factors of the low-rank blocks in its own
+        and its ancestors' block rows (Börm's H -> H^2 conversion). See
+        :func:`hmnumba.h2dense.hmatrix_to_h2`. (The conversion lives here,
+        not on ``HMatrix``: the H^2 layer sits above the H layer and
+        ``hmatrix`` never imports ``h2matrix``.)
 
         Parameters
         ----------
         H : HMatrix
             Without sparse outliers; a symmetric one is converted with its
             mirrored blocks.
-        tol : float, default=1e-3
-            ``||H - H2||_F <= tol ||H||_F``, computed exactly block by block.
+        tol : float or None, default=None
+            ``||H - H2||_F <= tol ||H||_F``, computed exactly block by block;
+            None: ``H.tol``.
 
         Returns
         -------
@@ -273,7 +281,7 @@ class H2Matrix:
         from hmnumba.hmatrix import HMatrix
         if not isinstance(H, HMatrix):
             raise TypeError(f"H must be an HMatrix, got {type(H).__name__}")
-        return hmatrix_to_h2(GeneralH2Matrix, H, check_tol(tol, "tol"))
+        return hmatrix_to_h2(GeneralH2Matrix, H, check_tol(H.tol if tol is None else tol, "tol"))
 
     # ------------------------------------------------------------------
     @property

@@ -1132,39 +1132,6 @@ class HMatrix:
         den = np.sum(exact ** 2)
         return float(np.sqrt(num / den)) if den > 0 else float(np.sqrt(num))
 
-    def to_h2(self, tol: float | None = None) -> Any:
-        """The matrix in the H^2 format (nested bases), block by block.
-
-        The cluster trees are this matrix's block rows and columns; a
-        cluster's basis spans the factors of the low-rank blocks in its own
-        and its ancestors' block rows (Börm's H -> H^2 conversion, nothing of
-        size ``m x n`` is formed). ``||H - H2||_F <= tol ||H||_F`` is checked
-        exactly block by block; ``H2.error`` is ``error_bound`` plus that
-        conversion error relative to ``||A||_F``, a bound on ``||A -
-        H2||_F / ||A||_F``. See :func:`hmnumba.h2dense.hmatrix_to_h2`.
-
-        Parameters
-        ----------
-        tol : float or None
-            Relative tolerance of the conversion; None: :attr:`tol`.
-
-        Returns
-        -------
-        GeneralH2Matrix
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from hmnumba import HMatrix
-        >>> x = np.linspace(0, 1, 256)
-        >>> H = HMatrix.from_dense(np.exp(-np.abs(x[:, None] - x[None, :])), tol=1e-6)
-        >>> H2 = H.to_h2()
-        >>> bool(np.linalg.norm(H2.to_dense() - H.to_dense()) <= 1e-6 * np.linalg.norm(H.to_dense()))
-        True
-        """
-        from hmnumba.h2matrix import H2Matrix
-        return H2Matrix.from_hmatrix(self, tol=self.tol if tol is None else tol)
-
 
 def _forward(name):
     return property(lambda self: getattr(self.storage, name),

@@ -4,7 +4,7 @@
   ``H.error`` is the exact achieved value, over hard matrices (Gaussian,
   low rank plus noise, ill-conditioned, rank-deficient, zero; tiny, tall,
   wide; float32; entries near underflow and overflow);
-* ``HMatrix.to_h2``: ``conversion_error`` is the exact ``||H - H2||_F /
+* ``H2Matrix.from_hmatrix``: ``conversion_error`` is the exact ``||H - H2||_F /
   ||H||_F`` and at most ``tol``, ``error`` bounds ``||A - H2||_F / ||A||_F``;
 * the same bits for any thread count (builds and products);
 * ``rmatvec`` / ``rmatmat`` are the transpose of ``matvec`` / ``matmat``.
@@ -80,7 +80,7 @@ def test_from_dense_guarantee_near_underflow_and_overflow(scale, kind):
 @pytest.mark.slow
 @given(kind=kinds, shape=shapes, tol=tols, seed=seeds, float32=st.booleans(),
        symmetric=st.booleans())
-def test_to_h2_conversion_error_is_exact_and_bounded(kind, shape, tol, seed, float32,
+def test_from_hmatrix_conversion_error_is_exact_and_bounded(kind, shape, tol, seed, float32,
                                                      symmetric):
     A = MATRIX_KINDS[kind](*shape, seed)
     if symmetric:
@@ -89,7 +89,7 @@ def test_to_h2_conversion_error_is_exact_and_bounded(kind, shape, tol, seed, flo
     if float32:
         A = A.astype(np.float32)
     H = HMatrix.from_dense(A, tol=tol, symmetric=symmetric, random_state=seed % 1000)
-    G = H.to_h2()
+    G = H2Matrix.from_hmatrix(H)
     Hd = H.to_dense(dtype=np.float64)
     conv, hnorm = _measured(G.to_dense(), Hd)
     rel = conv / hnorm if hnorm > 0 else conv
@@ -100,10 +100,10 @@ def test_to_h2_conversion_error_is_exact_and_bounded(kind, shape, tol, seed, flo
 
 
 @pytest.mark.parametrize("scale", [1e-300, 1e300])
-def test_to_h2_near_underflow_and_overflow(scale):
+def test_from_hmatrix_near_underflow_and_overflow(scale):
     A = MATRIX_KINDS["low_rank_plus_noise"](100, 80, 5) * scale
     H = HMatrix.from_dense(A, tol=1e-6)
-    G = H.to_h2()
+    G = H2Matrix.from_hmatrix(H)
     err, norm = _measured(G.to_dense(), A)
     assert G.conversion_error <= 1e-6 and err <= G.error * norm * (1 + 1e-9)
 
@@ -134,8 +134,8 @@ BUILDS = {
     "from dense": lambda: H2Matrix.from_dense(
         MATRIX_KINDS["low_rank_plus_noise"](300, 260, 2), tol=1e-6, leaf_size=16,
         random_state=0),
-    "from an HMatrix": lambda: HMatrix.from_dense(
-        MATRIX_KINDS["ill_conditioned"](160, 200, 4), tol=1e-6, leaf_size=16).to_h2(),
+    "from an HMatrix": lambda: H2Matrix.from_hmatrix(HMatrix.from_dense(
+        MATRIX_KINDS["ill_conditioned"](160, 200, 4), tol=1e-6, leaf_size=16)),
 }
 
 

@@ -1,4 +1,4 @@
-"""Conversions between H and H^2: HMatrix.to_h2 (blockwise, with the exact
+"""Conversions between H and H^2: H2Matrix.from_hmatrix (blockwise, with the exact
 conversion error kept within tol) and H2Matrix.to_hmatrix for kernel and
 general H^2 matrices (exact up to rounding)."""
 import numpy as np
@@ -27,10 +27,10 @@ def kernel_h():
 
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-8), (np.float64, 1e-3),
                                         (np.float32, 1e-4)])
-def test_to_h2_keeps_the_conversion_error_within_tol(dtype, tol):
+def test_from_hmatrix_keeps_the_conversion_error_within_tol(dtype, tol):
     A = _smooth(300, 200, dtype)
     H = HMatrix.from_dense(A, tol=tol)
-    G = H.to_h2()
+    G = H2Matrix.from_hmatrix(H)
     assert isinstance(G, GeneralH2Matrix) and G.shape == A.shape and G.dtype == H.dtype
     Hd = H.to_dense().astype(np.float64)
     measured = _relerr(G.to_dense(), Hd)
@@ -41,48 +41,48 @@ def test_to_h2_keeps_the_conversion_error_within_tol(dtype, tol):
     assert G.error <= H.error_bound + tol * 1.001
 
 
-def test_to_h2_of_a_symmetric_kernel_matrix_and_looser_tol(kernel_h):
+def test_from_hmatrix_of_a_symmetric_kernel_matrix_and_looser_tol(kernel_h):
     X, H = kernel_h
     assert H.symmetric
-    G = H.to_h2(tol=1e-4)
+    G = H2Matrix.from_hmatrix(H, tol=1e-4)
     assert _relerr(G.to_dense(), H.to_dense()) <= 1e-4
     x = np.random.default_rng(1).standard_normal(700)
     assert np.allclose(G.rmatvec(x), G.to_dense().T @ x)
 
 
-def test_to_h2_never_forms_the_dense_matrix(monkeypatch):
+def test_from_hmatrix_never_forms_the_dense_matrix(monkeypatch):
     H = HMatrix.from_dense(_smooth(200, 160), tol=1e-6)
     for name in ("to_dense", "matmat", "matvec", "rmatvec", "_apply"):
         monkeypatch.setattr(HMatrix, name, lambda *a, **k: pytest.fail("densified"))
-    G = H.to_h2()
+    G = H2Matrix.from_hmatrix(H)
     assert G.conversion_error <= 1e-6
 
 
-def test_to_h2_of_tiny_and_one_block_matrices():
+def test_from_hmatrix_of_tiny_and_one_block_matrices():
     for A in (np.array([[2.0]]), np.ones((1, 7)), np.ones((9, 1)),
               np.outer(np.arange(1.0, 41), np.arange(1.0, 31))):
         H = HMatrix.from_dense(A, tol=1e-6)
-        G = H.to_h2()
+        G = H2Matrix.from_hmatrix(H)
         assert np.allclose(G.to_dense(), A, rtol=1e-6, atol=0)
 
 
-def test_to_h2_refuses_outliers_and_bad_tol():
+def test_from_hmatrix_refuses_outliers_and_bad_tol():
     rng = np.random.default_rng(0)
     A = _smooth(64, 64)
     A[3, 5] += 50.0
     H = HMatrix.from_dense(A, tol=1e-3, outliers=1)
     if H.outliers is not None:
         with pytest.raises(ValueError, match="outliers"):
-            H.to_h2()
+            H2Matrix.from_hmatrix(H)
     H = HMatrix.from_dense(rng.standard_normal((20, 20)), tol=1e-3)
     with pytest.raises(ValueError, match="tol"):
-        H.to_h2(tol=2.0)
+        H2Matrix.from_hmatrix(H, tol=2.0)
     with pytest.raises(TypeError, match="H must be an HMatrix"):
         H2Matrix.from_hmatrix(np.eye(3))
 
 
 def test_converted_matrix_saves_and_loads(tmp_path):
-    G = HMatrix.from_dense(_smooth(120, 90), tol=1e-5).to_h2()
+    G = H2Matrix.from_hmatrix(HMatrix.from_dense(_smooth(120, 90), tol=1e-5))
     G.save(tmp_path / "g.hmz")
     L = load(tmp_path / "g.hmz")
     assert np.array_equal(L.to_dense(), G.to_dense()) and L.error == G.error
@@ -118,8 +118,8 @@ def test_kernel_h2_with_low_rank_couplings_to_hmatrix():
     assert np.allclose(H.to_dense(), H2.to_dense(), rtol=0, atol=1e-10)
 
 
-def test_kernel_h2_to_hmatrix_to_h2_round_trip():
+def test_kernel_h2_to_hmatrix_and_back_round_trip():
     X = np.random.default_rng(3).random((400, 2))
     H2 = H2Matrix.from_kernel(gaussian.with_length_scale(0.3), X, tol=1e-6)
-    G = H2.to_hmatrix().to_h2(tol=1e-6)
+    G = H2Matrix.from_hmatrix(H2.to_hmatrix(), tol=1e-6)
     assert _relerr(G.to_dense(), H2.to_dense()) <= 1e-6

@@ -19,7 +19,7 @@ from numba import njit, prange
 # No "reassoc" / "contract" here: with them, numba's cold compile of the
 # float64 matvec (one right-hand side) gave other bits than the same kernel
 # loaded from its cache (tests/test_h2_cold_warm.py, an H-matrix converted by
-# to_h2), as the PINN kernels did; the sums run in the written order.
+# H2Matrix.from_hmatrix), as the PINN kernels did; the sums run in the written order.
 FASTMATH = {"nsz", "arcp", "afn"}
 
 

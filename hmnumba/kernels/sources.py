@@ -212,12 +212,6 @@ def _gram_row(FX, i, FY, c0, c1, out):
         out[j] = _row_dot(FX, i, FY, c0 + j)
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def _gram_col(FX, j, FY, r0, r1, out):
-    for i in range(r1 - r0):
-        out[i] = _row_dot(FX, r0 + i, FY, j)
-
-
 @overload(fetch_row, jit_options={"fastmath": FASTMATH})
 def _fetch_row(src, i, c0, c1, out):
     kind = _source_kind(src)
@@ -253,7 +247,9 @@ def _fetch_col(src, j, r0, r1, out):
             if code == DENSE:
                 _dense_col(A, j, r0, r1, out)
             elif code == GRAM:
-                _gram_col(A, j, B, r0, r1, out)
+                # column j of F_X F_Y^T is row j of F_Y F_X^T: each term is
+                # the same product, summed in the same order (same bits)
+                _gram_row(B, j, A, r0, r1, out)
             else:
                 # column j of K(X, Y) is row j of K(Y, X): the same squared
                 # differences, so the same bits
