@@ -44,9 +44,10 @@ from hmnumba.exceptions import CompressionWarning
 GROUPS = ("build", "kernels", "products", "pinn")
 
 # The first compilation of every group on 2 cores with an empty cache,
-# rounded up (175 s measured by `python asv_benchmarks/run_coldstart.py
-# --only warmup`): what the demo and the CLI announce before the wait.
-COLD_SECONDS = 180
+# rounded up (123 s measured by `python asv_benchmarks/run_coldstart.py
+# --only warmup` on 2026-12-06): what the demo and the CLI announce before
+# the wait.
+COLD_SECONDS = 130
 
 
 def _build():
