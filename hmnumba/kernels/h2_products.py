@@ -317,9 +317,12 @@ def lowrank_vec(data, off, rank, bt, bs, do0, do1, rlo, rhi, clo, chi, x, tmp, t
                 # both sides per factor column, while it is in L1
                 uq = Ub[q * m:(q + 1) * m]
                 vq = Vb[q * n:(q + 1) * n]
-                if do0[b]:
+                if do0[b] and do1[b]:
+                    # three sweeps, not four: u_q . x_t rides on t0's update
+                    _axpy(vq, t1, _dot_axpy(uq, xt, t0, _dot(vq, xs)))
+                elif do0[b]:
                     _axpy(uq, t0, _dot(vq, xs))
-                if do1[b]:
+                elif do1[b]:
                     _axpy(vq, t1, _dot(uq, xt))
     return tmp
 
