@@ -311,7 +311,7 @@ def _compress_round(pool, tree, out, ids, blocks, need, rel_tol, code, seed):
         status[lo:hi], rank[lo:hi] = st, rk
         ok = np.flatnonzero(st == codes.STATUS_ACCEPTED)
         a = ok + lo
-        dest = out.append(buf, off[ok], rank[a] * ((r1 - r0)[a] + (c1 - c0)[a]))
+        dest = out.append(buf, off[ok], rank[a] * ((r1[a] - r0[a]) + (c1[a] - c0[a])))
         tree.accept(ids[a], rank[a], err2[ok], norm2[ok], dest)
     return status, rank
 
@@ -638,7 +638,8 @@ def _choose_cheaper(att, row_tree, col_tree, out):
     n_size = _sizes(col_tree, att.col).astype(np.float64)
     own = np.full(n_att, np.inf)
     own[att.accepted] = att.rank * (m_size[att.accepted] + n_size[att.accepted])
-    expanded = _mask(n_att, att.refined) | _mask(n_att, att.tentative)
+    is_refined, is_tentative = _mask(n_att, att.refined), _mask(n_att, att.tentative)
+    expanded = is_refined | is_tentative
     dense_cost = (_sizes(row_tree, att.dense_row).astype(np.float64)
                   * _sizes(col_tree, att.dense_col))
     use_own = trees.cheaper_representation(att.parent, own, expanded, att.dense_parent,
@@ -646,15 +647,15 @@ def _choose_cheaper(att, row_tree, col_tree, out):
     dropped = trees.below_marked(att.parent, expanded & use_own)
     p = np.maximum(att.dense_parent, 0)
     keep_dense = (att.dense_parent < 0) | ~(dropped[p] | use_own[p])
-    replaced = _mask(n_att, att.tentative) & ~dropped & ~use_own
-    refined = np.flatnonzero((_mask(n_att, att.refined) & ~dropped) | replaced)
+    replaced = is_tentative & ~dropped & ~use_own
+    refined = np.flatnonzero((is_refined & ~dropped) | replaced)
     keep = ~dropped[att.accepted] & use_own[att.accepted]
     att = att._replace(dense_row=att.dense_row[keep_dense], dense_col=att.dense_col[keep_dense],
                        dense_parent=att.dense_parent[keep_dense], refined=refined)
     if keep.all():
         return att, out
     ids, rank = att.accepted[keep], att.rank[keep]
-    items = rank * (_sizes(row_tree, att.row[ids]) + _sizes(col_tree, att.col[ids]))
+    items = own[ids].astype(np.int64)   # rank (m + n), exact in float64
     fresh = _Output(out.buf.dtype, int(items.sum()) + int(dense_cost[keep_dense].sum()))
     att = att._replace(accepted=ids, rank=rank, err2=att.err2[keep], norm2=att.norm2[keep],
                        offset=fresh.append(out.buf, att.offset[keep], items))

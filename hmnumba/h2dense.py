@@ -692,8 +692,8 @@ def hmatrix_to_h2(cls, H, tol):
     ||H||_F``; ``error`` of the result is ``H.error_bound + ||H - H2||_F /
     ||A||_F`` (triangle inequality: a bound on ``||A - H2||_F / ||A||_F``)."""
     if H.outliers is not None:
-        raise ValueError("H2Matrix.from_hmatrix cannot convert an HMatrix with sparse outliers (A = S + H); "
-                         "build it without outliers=")
+        raise ValueError("H2Matrix.from_hmatrix cannot convert an HMatrix with sparse outliers "
+                         "(A = S + H); build it without outliers=")
     F = H.full_storage()
     m, n = F.shape
     r0, r1, c0, c1, rank, off = (np.asarray(getattr(F, k), np.int64) for k in (
