@@ -381,8 +381,9 @@ class H2Matrix:
     @staticmethod
     def _blocks(src, off, bt, bs, do0, do1, lo, hi, x, tmp, tmp0, tmp1):
         if x.shape[1] == 1:
-            kp.blocks_vec(src, off, bt, bs, do0, do1, lo, hi, lo, hi, lo, lo, x.reshape(-1),
-                          tmp.reshape(-1), tmp0, tmp1)
+            vec = kp.kernel_blocks_vec if isinstance(src, tuple) else kp.blocks_vec
+            vec(src, off, bt, bs, do0, do1, lo, hi, lo, hi, lo, lo, x.reshape(-1),
+                tmp.reshape(-1), tmp0, tmp1)
         else:
             kp.blocks_mat(src, off, bt, bs, do0, do1, lo, hi, lo, hi, lo, lo, x, tmp, tmp0, tmp1)
 
