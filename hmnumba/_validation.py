@@ -133,18 +133,6 @@ def check_kernel(kernel, name="kernel"):
                     f"got {type(kernel).__name__}")
 
 
-def check_builtin_kernel(kernel, name="kernel"):
-    """A built-in :class:`KernelFunction` (formats that dispatch on its code)."""
-    from hmnumba.kernels.codes import KERNEL_CODES   # integer codes only: no cycle
-    if not (callable(getattr(kernel, "source", None))
-            and isinstance(getattr(kernel, "name", None), str)
-            and KERNEL_CODES.get(kernel.name) == getattr(kernel, "code", None)):
-        raise TypeError(f"{name} must be a built-in kernel (hmnumba.kernels.laplace, gaussian, "
-                        f"exponential, matern32) for the H^2 format, got "
-                        f"{getattr(kernel, '__name__', type(kernel).__name__)!r}")
-    return kernel
-
-
 def check_random_state(random_state, name="random_state"):
     """An int seed in [0, 2**32) derived from ``random_state`` (None -> 0)."""
     if random_state is None:

@@ -131,14 +131,22 @@ class H2Matrix:
 
         Parameters
         ----------
-        kernel : KernelFunction
+        kernel : KernelFunction or numba ``@njit`` function ``k(x, y) -> float``
             A built-in kernel (``hmnumba.kernels.laplace``, ``gaussian``,
-            ``exponential``, ``matern32``).
+            ``exponential``, ``matern32``) gets proxy-point bases (below). A
+            user kernel has no proxy surface that is known to represent its
+            far field, so it is compressed algebraically instead: an
+            :class:`~hmnumba.HMatrix` at ``tol / 2`` (partial ACA, any
+            kernel) converted by :meth:`from_hmatrix` at ``tol / 2``; the
+            result is a :class:`GeneralH2Matrix` whose ``.error`` bounds
+            ``||K - H2||_F / ||K||_F`` (the H-matrix's ACA estimate plus the
+            exact conversion error). Only ``mode="stored"``.
         points : array-like of shape (n, dim)
         tol : float, default=1e-6
-            Relative tolerance of the interpolative decompositions that choose
-            each cluster's skeleton from its proxy matrix (as H2Pack's
-            ``QR_REL_NRM``); :meth:`estimate_error` measures the result.
+            Built-in kernels: relative tolerance of the interpolative
+            decompositions that choose each cluster's skeleton from its proxy
+            matrix (as H2Pack's ``QR_REL_NRM``); :meth:`estimate_error`
+            measures the result. User kernels: the Frobenius bound above.
         leaf_size : int, default=32
         eta : float, default=2.0
             Strong admissibility ``min(diam t, diam s) <= eta dist(t, s)``.
@@ -151,13 +159,16 @@ class H2Matrix:
         Returns
         -------
         H2Matrix
+            (a :class:`GeneralH2Matrix` for a user kernel)
 
         Raises
         ------
         TypeError
-            ``kernel`` is not a built-in kernel.
+            ``kernel`` is neither a built-in kernel nor a numba ``@njit``
+            function of two float64 vectors.
         ValueError
-            Invalid points, tolerance, sizes or choices.
+            Invalid points, tolerance, sizes or choices; ``mode="on-the-fly"``
+            with a user kernel.
 
         Examples
         --------
@@ -168,17 +179,36 @@ class H2Matrix:
         >>> H = H2Matrix.from_kernel(gaussian.with_length_scale(0.3), X, mode="on-the-fly")
         >>> H.shape, H.mode
         ((300, 300), 'on-the-fly')
+
+        A user kernel (compressed through an H-matrix):
+
+        >>> import numba
+        >>> @numba.njit
+        ... def inverse_multiquadric(x, y):
+        ...     return 1.0 / np.sqrt(0.01 + ((x - y) ** 2).sum())
+        >>> G = H2Matrix.from_kernel(inverse_multiquadric, X, tol=1e-6)
+        >>> bool(G.error <= 1e-6), type(G).__name__
+        (True, 'GeneralH2Matrix')
         """
-        from hmnumba._validation import check_builtin_kernel
         from hmnumba.h2build import build_kernel_h2
-        kernel = check_builtin_kernel(kernel, "kernel")
+        from hmnumba.kernel_functions import KernelFunction, as_kernel
+        kern = as_kernel(kernel, "kernel")
         points = check_points(points, "points")
         tol = check_tol(tol, "tol")
         leaf_size = check_positive_int(leaf_size, "leaf_size")
         eta = check_positive_float(eta, "eta")
         check_choice(admissibility, "admissibility", ("strong",))
         mode = check_choice(mode, "mode", MODES)
-        return cls(build_kernel_h2(kernel, points, tol, leaf_size, eta, mode))
+        if isinstance(kern, KernelFunction):
+            return cls(build_kernel_h2(kern, points, tol, leaf_size, eta, mode))
+        if mode != "stored":
+            raise ValueError(f"mode={mode!r} needs a built-in kernel (the products recompute "
+                             f"its entries); a user kernel is stored: use mode='stored'")
+        from hmnumba.hmatrix import HMatrix
+        H = HMatrix.from_kernel(kern, points, tol=tol / 2, leaf_size=leaf_size, eta=eta)
+        # ||H||_F <= (1 + tol / 2) ||K||_F, so this conversion error relative
+        # to ||H||_F stays within tol / 2 relative to ||K||_F
+        return cls.from_hmatrix(H, tol=tol / (2 + tol))
 
     @classmethod
     def from_dense(cls, W, tol=1e-3, leaf_size=32, cluster="pca", random_state=None,

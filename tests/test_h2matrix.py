@@ -169,6 +169,31 @@ def test_estimate_error_agrees_with_dense(cube, cube_h2):
     assert est <= 1e-6
 
 
+@numba.njit
+def _inverse_multiquadric(x, y):
+    return 1.0 / np.sqrt(0.04 + ((x - y) ** 2).sum())
+
+
+@numba.njit
+def _shifted(x, y):          # not symmetric: k(x, y) != k(y, x)
+    return np.exp(-((x - y + 0.1) ** 2).sum())
+
+
+@pytest.mark.parametrize("kernel", [_inverse_multiquadric, _shifted])
+@pytest.mark.parametrize("tol", [1e-3, 1e-7])
+def test_user_kernels_are_compressed_through_an_hmatrix_within_tol(kernel, tol):
+    from hmnumba.h2matrix import GeneralH2Matrix
+    X = _points(800, 3, seed=11)
+    K = np.array([[kernel(a, b) for b in X] for a in X])
+    H = H2Matrix.from_kernel(kernel, X, tol=tol, leaf_size=24)
+    assert isinstance(H, GeneralH2Matrix)
+    err = _relerr(H.to_dense(), K)
+    assert err <= H.error <= tol
+    x = np.random.default_rng(11).standard_normal(800)
+    np.testing.assert_allclose(H.rmatvec(x), H.to_dense().T @ x, rtol=1e-10,
+                               atol=1e-10 * np.abs(K).sum())
+
+
 def test_tiny_and_degenerate_point_sets():
     for X in (_points(5, 3), np.zeros((40, 2)), np.repeat(_points(30, 3), 3, axis=0)):
         K = gaussian(X)
@@ -179,7 +204,9 @@ def test_tiny_and_degenerate_point_sets():
 def test_invalid_inputs_are_rejected_by_name():
     X = _points(50, 3)
     with pytest.raises(TypeError, match="kernel"):
-        H2Matrix.from_kernel(numba.njit(lambda x, y: 1.0), X)
+        H2Matrix.from_kernel(lambda x, y: 1.0, X)            # not compiled by numba
+    with pytest.raises(ValueError, match="mode"):
+        H2Matrix.from_kernel(numba.njit(lambda x, y: 1.0), X, mode="on-the-fly")
     with pytest.raises(ValueError, match="admissibility"):
         H2Matrix.from_kernel(laplace, X, admissibility="weak")
     with pytest.raises(ValueError, match="mode"):
