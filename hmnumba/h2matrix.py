@@ -415,7 +415,8 @@ class H2Matrix:
             vec(src, off, bt, bs, do0, do1, lo, hi, lo, hi, lo, lo, x.reshape(-1),
                 tmp.reshape(-1), tmp0, tmp1)
         else:
-            kp.blocks_mat(src, off, bt, bs, do0, do1, lo, hi, lo, hi, lo, lo, x, tmp, tmp0, tmp1)
+            mat = kp.kernel_blocks_mat if isinstance(src, tuple) else kp.blocks_mat
+            mat(src, off, bt, bs, do0, do1, lo, hi, lo, hi, lo, lo, x, tmp, tmp0, tmp1)
 
     def matmat(self, X):
         """``H @ X`` for ``X`` of shape ``(n, k)``.

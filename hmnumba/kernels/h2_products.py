@@ -390,6 +390,101 @@ def kernel_blocks_vec(src, off, bt, bs, do0, do1, rlo, rhi, clo, chi, rpt, cpt, 
     return tmp
 
 
+@njit(cache=True, inline="always", fastmath=FASTMATH)
+def _kernel_row(code, length_scale, single, XR, pi, cols, w, buf):
+    """``buf[:w] = K(pi, cols[:, :w])``, the branches outside the column
+    loops (each one vectorizes; the zero distance is a select, not a branch)."""
+    d = cols.shape[0]
+    if d == 3:
+        x0, x1, x2 = XR[0, pi], XR[1, pi], XR[2, pi]
+        if code == LAPLACE and single:
+            for j in range(w):
+                t0 = x0 - cols[0, j]
+                t1 = x1 - cols[1, j]
+                t2 = x2 - cols[2, j]
+                r2 = np.float32(t0 * t0 + t1 * t1 + t2 * t2)
+                v = np.float32(1.0) / np.sqrt(r2)
+                buf[j] = v if r2 > 0.0 else np.float32(0.0)
+        elif code == LAPLACE:
+            for j in range(w):
+                t0 = x0 - cols[0, j]
+                t1 = x1 - cols[1, j]
+                t2 = x2 - cols[2, j]
+                r2 = t0 * t0 + t1 * t1 + t2 * t2
+                v = 1.0 / np.sqrt(r2)
+                buf[j] = v if r2 > 0.0 else 0.0
+        else:
+            for j in range(w):
+                t0 = x0 - cols[0, j]
+                t1 = x1 - cols[1, j]
+                t2 = x2 - cols[2, j]
+                buf[j] = kernel_of_distance2(code, length_scale, t0 * t0 + t1 * t1 + t2 * t2)
+        return buf[:w]
+    for j in range(w):
+        r2 = 0.0
+        for a in range(d):
+            t = XR[a, pi] - cols[a, j]
+            r2 += t * t
+        buf[j] = kernel_of_distance2(code, length_scale, r2)
+    return buf[:w]
+
+
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
+def kernel_blocks_mat(src, off, bt, bs, do0, do1, rlo, rhi, clo, chi, rpt, cpt, x, tmp, tmp0,
+                      tmp1):
+    """:func:`kernel_blocks_vec` for ``x`` and ``tmp`` of shape ``(*, r)``:
+    each row is evaluated once over the padded columns, then applied to the
+    ``r`` columns from transposed, padded copies of the operand and of the
+    ``B^T x_t`` sums (loops over ``w`` contiguous numbers)."""
+    code, length_scale, XR, XC, single = src
+    d = XC.shape[0]
+    r = x.shape[1]
+    n_blocks = bt.shape[0]
+    width = _padded(_widest(clo, chi))
+    for u in prange(SLABS):
+        cols = np.empty((d, width))
+        xsT = np.empty((r, width))
+        ysT = np.empty((r, width))
+        buf = np.empty(width)
+        for b in range(u, n_blocks, SLABS):
+            t, s = bt[b], bs[b]
+            m, n = rhi[t] - rlo[t], chi[s] - clo[s]
+            t0 = tmp[tmp0[b]:tmp0[b] + m]
+            if n == 0:
+                if do0[b]:
+                    t0[:, :] = 0.0
+                continue
+            w = _padded(n)
+            ps = cpt[s]
+            for a in range(d):
+                for j in range(n):
+                    cols[a, j] = XC[a, ps + j]
+                for j in range(n, w):
+                    cols[a, j] = XC[a, ps + n - 1]
+            xs = x[clo[s]:chi[s]]
+            for q in range(r):
+                for j in range(n):
+                    xsT[q, j] = xs[j, q]
+                xsT[q, n:w] = 0.0
+                ysT[q, :w] = 0.0
+            xt = x[rlo[t]:rhi[t]]
+            for i in range(m):
+                row = _kernel_row(code, length_scale, single, XR, rpt[t] + i, cols, w, buf)
+                for q in range(r):
+                    if do1[b]:
+                        acc = _dot_axpy(row, xsT[q, :w], ysT[q, :w], xt[i, q])
+                    else:
+                        acc = _dot(row, xsT[q, :w])
+                    if do0[b]:
+                        t0[i, q] = acc
+            if do1[b]:
+                t1 = tmp[tmp1[b]:tmp1[b] + n]
+                for j in range(n):
+                    for q in range(r):
+                        t1[j, q] = ysT[q, j]
+    return tmp
+
+
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
 def blocks_mat(src, off, bt, bs, do0, do1, rlo, rhi, clo, chi, rpt, cpt, x, tmp, tmp0, tmp1):
     """:func:`blocks_vec` for ``x`` and ``tmp`` of shape ``(*, r)``."""
