@@ -217,6 +217,13 @@ def build_bases(tree, xyz_perm, code, length_scale, tol, rmin, harmonic):
     return rank, piv_ptr, piv.astype(np.int64), T_ptr, T, skel.astype(np.int64)
 
 
+# Coupling compression runs in chunks whose factor room is at most this many
+# float64 numbers (128 MB), so one scratch is reused: fresh pages are the
+# dominant cost of a build on a VM (40k cube: a 530 MB scratch touched once
+# cost 1.6-2.7 s; see compress_couplings).
+COUPLING_CHUNK_ROOM = 16 * 2 ** 20
+
+
 def compress_couplings(code, length_scale, skel_xyz, vec_ptr, bt, bs, rel_tol, dtype):
     """Couplings ``K(skel_t, skel_s)`` that are cheaper as factors ``U V^T``.
 
@@ -224,8 +231,17 @@ def compress_couplings(code, length_scale, skel_xyz, vec_ptr, bt, bs, rel_tol, d
     :func:`~hmnumba.kernels.compress.compress_blocks`) at ``rel_tol`` relative to
     each coupling, capped at the largest rank that stores fewer numbers than
     the dense ``k_t x k_s`` coupling. Well-separated pairs of large clusters
-    need far lower ranks than their bases: on the 40k cube problem about half
-    of the couplings are stored as factors.
+    need far lower ranks than their bases: on the 40k cube problem a third of
+    the couplings (all of those between clusters of more than ~40 skeleton
+    points) are stored as factors, at about half their dense size.
+
+    Memory: the candidates are compressed in chunks of at most
+    ``COUPLING_CHUNK_ROOM`` numbers of factor room into one reused float64
+    scratch, and each chunk's accepted factors are copied (as ``dtype``) into
+    an output reserved for the worst case, whose untouched tail costs no
+    memory and is cut off in place at the end (``ndarray.resize``: a
+    ``realloc`` that shrinks without copying). Each block is compressed on its
+    own, so the chunking does not change a bit of the result.
 
     Returns ``(lowrank, rank, offset, data)``: a mask over the couplings and,
     for the low-rank ones, their ranks, offsets and factors (``U`` then ``V``,
@@ -238,33 +254,50 @@ def compress_couplings(code, length_scale, skel_xyz, vec_ptr, bt, bs, rel_tol, d
     lowrank = np.zeros(bt.size, bool)
     if cand.size == 0:
         return lowrank, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype)
-    r0, r1 = vec_ptr[bt[cand]], vec_ptr[bt[cand] + 1]
-    c0, c1 = vec_ptr[bs[cand]], vec_ptr[bs[cand] + 1]
     kcap = kmax[cand].astype(np.int64)
     room = kcap * (m[cand] + n[cand])
-    n_slabs = 64
-    slab_start = np.zeros(n_slabs + 1, np.int64)
-    np.cumsum(np.bincount(np.arange(cand.size) % n_slabs, weights=room,
-                          minlength=n_slabs).astype(np.int64), out=slab_start[1:])
-    store = np.empty(slab_start[-1])     # reserved; only the factors written are touched
-    out_off = np.zeros(cand.size, np.int64)
-    status = np.zeros(cand.size, np.int64)
-    rank = np.zeros(cand.size, np.int64)
-    err2 = np.zeros(cand.size)
-    norm2 = np.zeros(cand.size)
+    # chunk boundaries: consecutive candidates whose room fits the scratch
+    # (a single bigger candidate gets a chunk of its own)
+    bounds, totals = [0], [0]
+    for i, v in enumerate(room.tolist()):
+        if totals[-1] + v > COUPLING_CHUNK_ROOM and i > bounds[-1]:
+            bounds.append(i)
+            totals.append(0)
+        totals[-1] += v
+    bounds.append(cand.size)
+    store = np.empty(max(totals))
+    data = np.empty(int(room.sum()), dtype)        # reserved; only what is written is touched
+    used = 0
+    ranks, offsets = [], []
     src = builtin_source(code, length_scale, skel_xyz.T, skel_xyz.T)   # no copy: C by coordinate
-    compress.compress_blocks(src, False, r0, r1, c0, c1, float(rel_tol), np.zeros(cand.size),
-                        codes.METHOD_ACA, kcap, kcap, 0, store, slab_start, out_off, status, rank,
-                        err2, norm2)
-    ok = status == codes.STATUS_ACCEPTED
-    lowrank[cand[ok]] = True
-    rank = rank[ok]
-    sizes = rank * (m[cand[ok]] + n[cand[ok]])
-    offset = np.zeros(sizes.size + 1, np.int64)
-    np.cumsum(sizes, out=offset[1:])
-    data = np.empty(offset[-1], dtype)
-    compress.gather_factors(store, out_off[ok], sizes, data, offset[:-1])
-    return lowrank, rank, offset[:-1].copy(), data
+    n_slabs = 64
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        c = cand[lo:hi]
+        r0, r1 = vec_ptr[bt[c]], vec_ptr[bt[c] + 1]
+        c0, c1 = vec_ptr[bs[c]], vec_ptr[bs[c] + 1]
+        slab_start = np.zeros(n_slabs + 1, np.int64)
+        np.cumsum(np.bincount(np.arange(c.size) % n_slabs, weights=room[lo:hi],
+                              minlength=n_slabs).astype(np.int64), out=slab_start[1:])
+        out_off = np.zeros(c.size, np.int64)
+        status = np.zeros(c.size, np.int64)
+        rank = np.zeros(c.size, np.int64)
+        err2 = np.zeros(c.size)
+        norm2 = np.zeros(c.size)
+        compress.compress_blocks(src, False, r0, r1, c0, c1, float(rel_tol), np.zeros(c.size),
+                                 codes.METHOD_ACA, kcap[lo:hi], kcap[lo:hi], 0, store, slab_start,
+                                 out_off, status, rank, err2, norm2)
+        ok = status == codes.STATUS_ACCEPTED
+        lowrank[c[ok]] = True
+        sizes = rank[ok] * (r1[ok] - r0[ok] + c1[ok] - c0[ok])
+        offset = np.zeros(sizes.size + 1, np.int64)
+        np.cumsum(sizes, out=offset[1:])
+        offset += used
+        compress.gather_factors(store, out_off[ok], sizes, data, offset[:-1])
+        used = int(offset[-1])
+        ranks.append(rank[ok])
+        offsets.append(offset[:-1])
+    data.resize(used, refcheck=False)
+    return lowrank, np.concatenate(ranks), np.concatenate(offsets), data
 
 
 def build_kernel_h2(kernel, points, tol, leaf_size, eta, mode):

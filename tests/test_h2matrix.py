@@ -249,6 +249,21 @@ def test_low_rank_couplings_store_fewer_numbers_than_dense_ones():
     assert H.estimate_error(X, 100) <= 1e-6
 
 
+def test_coupling_compression_in_chunks_gives_the_same_bits(monkeypatch):
+    # compress_couplings reuses one scratch over chunks of candidates; a
+    # chunk of any size (down to one candidate each) must not change a bit
+    from hmnumba import h2build
+    X = _points(3000, 3, seed=12)
+    ref = H2Matrix.from_kernel(laplace, X, tol=1e-6)
+    assert ref._a["lb_t"].size > 1
+    for room in (1, 5000):
+        monkeypatch.setattr(h2build, "COUPLING_CHUNK_ROOM", room)
+        H = H2Matrix.from_kernel(laplace, X, tol=1e-6)
+        for key in ("lb_t", "lb_s", "l_off", "l_rank", "L", "cb_t", "B"):
+            np.testing.assert_array_equal(H._a[key], ref._a[key])
+        assert H._a["L"].base is None or H._a["L"].base.nbytes == H._a["L"].nbytes
+
+
 @pytest.mark.parametrize("tol", [1e-3, 1e-6])
 def test_interpolative_decompositions_meet_their_frobenius_tolerance(tol):
     from hmnumba.kernels.h2_build import (gram_interpolative_decomposition,
