@@ -567,12 +567,9 @@ def check_h2_general_arrays(a, where):
     _check_finite(a, ("row_basis", "col_basis", "c_data", "n_data"), where)
 
 
-def check_h2_compressor_options(backend, factor_dtype, outliers):
-    """Options of ``HMatrixCompressor(format="h2")``: CPU products, no
-    low-precision factors, no sparse outliers."""
-    if backend == "cuda":
-        raise ValueError("backend='cuda' is not available with format='h2' (the H^2 products "
-                         "run on the CPU); use backend='cpu' or 'auto'")
+def check_h2_compressor_options(factor_dtype, outliers):
+    """Options of ``HMatrixCompressor(format="h2")``: no low-precision
+    factors, no sparse outliers."""
     if factor_dtype is not None:
         raise ValueError(f"factor_dtype must be None with format='h2', got {factor_dtype!r}")
     if outliers is not None:

@@ -250,9 +250,10 @@ class HMatrixCompressor(BaseCompressor):
         <hmnumba.H2Matrix.from_dense>`, the same bound ``||W - H||_F <= tol
         ||W||_F`` computed exactly), which shares one basis per cluster
         across all of its blocks. ``"h2"`` uses ``tol``, ``leaf_size``,
-        ``admissibility``, ``cluster`` and ``random_state``; it runs on the
-        CPU (``backend="cuda"`` is refused) and needs ``factor_dtype`` and
-        ``outliers`` to be None; the other parameters are ignored.
+        ``admissibility``, ``cluster``, ``random_state`` and ``backend`` (the
+        build runs on the CPU, the products where ``backend`` says:
+        :meth:`H2Matrix.to <hmnumba.H2Matrix.to>`); it needs ``factor_dtype``
+        and ``outliers`` to be None; the other parameters are ignored.
 
     Attributes
     ----------
@@ -349,7 +350,7 @@ class HMatrixCompressor(BaseCompressor):
         val.check_choice(self.backend, "backend", ("auto", "cpu", "cuda"))
         val.check_choice(self.format, "format", ("h", "h2"))
         if self.format == "h2":
-            val.check_h2_compressor_options(self.backend, self.factor_dtype, self.outliers)
+            val.check_h2_compressor_options(self.factor_dtype, self.outliers)
 
     def _compress(self, W):
         seed = val.check_random_state(self.random_state)
@@ -375,6 +376,7 @@ class HMatrixCompressor(BaseCompressor):
         from hmnumba.h2matrix import H2Matrix
         H = H2Matrix.from_dense(W, tol=self.tol, leaf_size=self.leaf_size, cluster=self.cluster,
                                 random_state=seed, admissibility=self.admissibility)
+        self._place(H)
         self.hmatrix_ = H
         self.error_bound_ = float(H.error)
         self.block_errors_ = np.array([H.error * _frobenius(W)])

@@ -363,6 +363,7 @@ class _GeneralH2Products:
         self.mode = "stored"
         self.error = None
         self._shape = tuple(int(v) for v in self._a["shape"])
+        self._device_arrays = None    # after H2Matrix.to("cuda")
 
     @property
     def shape(self):
@@ -412,6 +413,9 @@ class _GeneralH2Products:
 
     def _apply_permuted(self, xp, trans):
         """``H xp`` (or ``H^T xp``) in cluster order, ``xp`` of shape ``(n, r)``."""
+        if self._device_arrays is not None:
+            from hmnumba.kernels import h2_products_cuda
+            return h2_products_cuda.apply(self._device_arrays, xp, trans)
         a = self._a
         ins, outs = ("row", "col") if trans else ("col", "row")
         r = xp.shape[1]

@@ -18,8 +18,8 @@ import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
 from hmnumba._threads import serial_if_unsafe
-from hmnumba._validation import (check_choice, check_operand, check_points, check_positive_float,
-                                 check_positive_int, check_tol)
+from hmnumba._validation import (check_choice, check_device, check_operand, check_points,
+                                 check_positive_float, check_positive_int, check_tol)
 from hmnumba.h2dense import _GeneralH2Products, build_dense_h2
 from hmnumba.kernels import h2_products as kp
 from hmnumba.kernels.codes import H2_MODES
@@ -89,6 +89,7 @@ class H2Matrix:
         self._n_do1 = mirror
         self._top, self._sub_ptr, self._sub_nodes = _subtrees(a["children"], a["level_ptr"])
         self._init_work()
+        self._device_arrays = None    # the product's arrays on the GPU, after to("cuda")
 
     def _init_work(self):
         # Work arrays of a product, kept between calls: a fresh np.empty of
@@ -103,9 +104,11 @@ class H2Matrix:
         state = self.__dict__.copy()
         state.pop("_work_lock", None)    # a lock does not pickle; the work
         state.pop("_work", None)         # arrays are made again on demand
+        state["_device_arrays"] = None   # device arrays do not pickle: back on the CPU
         return state
 
     def __setstate__(self, state):
+        state.setdefault("_device_arrays", None)      # pickled before H2Matrix.to existed
         self.__dict__.update(state)
         self._init_work()
 
@@ -372,6 +375,9 @@ class H2Matrix:
     # ------------------------------------------------------------------
     def _apply(self, xp):
         """``K xp`` in cluster order, ``xp`` of shape ``(n, r)``."""
+        if self._device_arrays is not None:
+            from hmnumba.kernels import h2_products_cuda
+            return h2_products_cuda.apply(self._device_arrays, xp)
         a = self._a
         r = xp.shape[1]
         vp = a["vec_ptr"]
@@ -462,6 +468,64 @@ class H2Matrix:
         if x.ndim == 1:
             return self.matvec(x)
         return self.matmat(x)
+
+    def to(self, device):
+        """Move the products to ``device`` (in place) and return this matrix.
+
+        ``to("cuda")`` copies the arrays a product reads (bases, couplings,
+        near field or, on the fly, the points, and the two-phase schedule) to
+        the GPU once and keeps them there: afterwards :meth:`matvec`,
+        :meth:`matmat`, :meth:`rmatvec`, :meth:`rmatmat` and ``@`` run the
+        CUDA kernels of :mod:`hmnumba.kernels.h2_products_cuda` and return
+        numpy arrays, equal to the CPU products up to rounding and the same
+        bits on every run. ``to("cpu")`` releases the device copy; the host
+        arrays are kept throughout. A pickled copy comes back on the CPU.
+
+        Parameters
+        ----------
+        device : {"cpu", "cuda"}
+
+        Returns
+        -------
+        H2Matrix
+            ``self``.
+
+        Raises
+        ------
+        ValueError
+            Unknown device, or ``"cuda"`` without a GPU (numba's CUDA
+            simulator, ``NUMBA_ENABLE_CUDASIM=1``, counts as one).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hmnumba import H2Matrix
+        >>> from hmnumba.backend import gpu_available, simulator_enabled
+        >>> from hmnumba.kernels import laplace
+        >>> X = np.random.default_rng(0).random((100, 2))
+        >>> H = H2Matrix.from_kernel(laplace, X, tol=1e-8, leaf_size=32)
+        >>> y = H @ np.ones(100)
+        >>> device = "cuda" if gpu_available() or simulator_enabled() else "cpu"
+        >>> H.to(device).device == device
+        True
+        >>> bool(np.allclose(H @ np.ones(100), y, rtol=1e-12, atol=0))
+        True
+        >>> H.to("cpu").device
+        'cpu'
+        """
+        if check_device(device) == "cpu":
+            self._device_arrays = None
+        elif self._device_arrays is None:
+            from hmnumba.backend import resolve_backend
+            from hmnumba.kernels import h2_products_cuda
+            resolve_backend("cuda", "device")
+            self._device_arrays = h2_products_cuda.to_device(self)
+        return self
+
+    @property
+    def device(self):
+        """Where products run: ``"cpu"`` or ``"cuda"`` (see :meth:`to`)."""
+        return "cpu" if self._device_arrays is None else "cuda"
 
     def aslinearoperator(self):
         """The matrix as a :class:`scipy.sparse.linalg.LinearOperator`.

@@ -30,7 +30,8 @@ along the call chain (DESIGN section 1):
     the block errors of low-precision factors; the H^2 build and products
 ``*_cuda``
     the ``@cuda.jit`` twins (``trees_cuda``, ``compress_cuda``,
-    ``products_cuda``; ``common_cuda`` holds their host helpers)
+    ``products_cuda``, ``h2_products_cuda``; ``common_cuda`` holds their
+    host helpers)
 
 Calls run one way: ``codes`` <- ``sources`` <- ``factors`` <- ``compress``.
 

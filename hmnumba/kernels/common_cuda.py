@@ -3,9 +3,10 @@ device-array test and the grid arithmetic.
 
 The CUDA files mirror the CPU ones job by job (DESIGN section 5):
 :mod:`~hmnumba.kernels.trees_cuda` (geometric cluster tree),
-:mod:`~hmnumba.kernels.compress_cuda` (batched ACA of built-in kernel blocks)
-and :mod:`~hmnumba.kernels.products_cuda` (the two-phase products); their
-host wrappers own the grid arithmetic and the transfers. Nothing here checks
+:mod:`~hmnumba.kernels.compress_cuda` (batched ACA of built-in kernel blocks),
+:mod:`~hmnumba.kernels.products_cuda` (the two-phase products) and
+:mod:`~hmnumba.kernels.h2_products_cuda` (the H^2 products); their host
+wrappers own the grid arithmetic and the transfers. Nothing here checks
 its inputs. Device code is compiled per process (numba does not cache CUDA
 kernels on disk), so calls across these files cannot read a stale cache.
 

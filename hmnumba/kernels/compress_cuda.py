@@ -77,7 +77,10 @@ def kernel_of_distance2(code, length_scale, r2):  # pragma: no cover - CUDA devi
 
 
 @cuda.jit(device=True)
-def _entry(code, ls, XT, YT, i, j):  # pragma: no cover - CUDA device code
+def kernel_entry(code, ls, XT, YT, i, j):  # pragma: no cover - CUDA device code
+    """Entry ``(i, j)`` of built-in kernel ``code`` between the points stored
+    by coordinate, ``XT[:, i]`` and ``YT[:, j]`` (also read by
+    :mod:`hmnumba.kernels.h2_products_cuda`)."""
     r2 = 0.0
     for k in range(XT.shape[0]):
         t = XT[k, i] - YT[k, j]
@@ -94,7 +97,7 @@ def _residual(code, ls, XT, YT, r0, c0, m, n, idx, along_row, k, U, uo, V, vo, o
     for q in range(tid, length, THREADS_PER_BLOCK):
         i = idx if along_row else q
         j = q if along_row else idx
-        a = _entry(code, ls, XT, YT, r0 + i, c0 + j)
+        a = kernel_entry(code, ls, XT, YT, r0 + i, c0 + j)
         for l in range(k):
             a -= U[uo + l * m + i] * V[vo + l * n + j]
         out[oo + q] = a
