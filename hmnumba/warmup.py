@@ -23,12 +23,15 @@ Groups (each one small call per dtype that the library supports):
     float64 and float32.
 ``pinn``
     a PINN loss and its exact gradient through a dense and an H-matrix layer.
+``h2``
+    :class:`~hmnumba.H2Matrix`: ``from_kernel`` stored and on the fly,
+    ``from_dense`` in float64 and float32, and their products.
 
 Examples
 --------
 >>> from hmnumba.warmup import GROUPS, cache_is_warm
 >>> GROUPS
-('build', 'kernels', 'products', 'pinn')
+('build', 'kernels', 'products', 'pinn', 'h2')
 >>> isinstance(cache_is_warm(), bool)
 True
 """
@@ -41,13 +44,14 @@ import numpy as np
 
 from hmnumba.exceptions import CompressionWarning
 
-GROUPS = ("build", "kernels", "products", "pinn")
+GROUPS = ("build", "kernels", "products", "pinn", "h2")
 
-# The first compilation of every group on 2 cores with an empty cache,
-# rounded up (123 s measured by `python asv_benchmarks/run_coldstart.py
-# --only warmup` on 2026-12-06): what the demo and the CLI announce before
+# The first compilation of each group on 2 cores with an empty cache, the
+# groups run in this order (later groups reuse what earlier ones compiled),
+# rounded up: `NUMBA_CACHE_DIR=<empty> hmnumba warmup` on 2026-12-06 printed
+# 79.5, 0.8, 41.2, 4.3 and 34.6 s. What the demo and the CLI announce before
 # the wait.
-COLD_SECONDS = 130
+COLD_SECONDS = {"build": 80, "kernels": 1, "products": 42, "pinn": 5, "h2": 35}
 
 
 def _build():
@@ -105,7 +109,24 @@ def _pinn():
     net.loss(problem, x_r, x_b, g_b)
 
 
-_RUN = {"build": _build, "kernels": _kernels, "products": _products, "pinn": _pinn}
+def _h2():
+    from hmnumba import H2Matrix
+    from hmnumba.kernels import laplace
+    rng = np.random.default_rng(3)
+    X = rng.random((600, 3))
+    for mode in ("stored", "on-the-fly"):
+        H = H2Matrix.from_kernel(laplace, X, tol=1e-6, leaf_size=16, mode=mode)
+        H @ np.ones(600)
+        H @ np.ones((600, 3))
+    x = np.sort(rng.random(200))
+    A = 1.0 / (1.0 + 10.0 * np.abs(x[:, None] - x[None, :]))
+    for storage in ("float64", "float32"):
+        G = H2Matrix.from_dense(A, tol=1e-4, leaf_size=16, storage=storage)
+        G @ np.ones(200)
+        G.rmatvec(np.ones(200))
+
+
+_RUN = {"build": _build, "kernels": _kernels, "products": _products, "pinn": _pinn, "h2": _h2}
 
 
 def cache_is_warm():
@@ -168,9 +189,10 @@ def warmup(groups=None, out=None):
     return seconds
 
 
-def announce(out=None):
+def announce(out=None, groups=None):
     """Print, before a wait, that numba compiles on first use (only when the
-    cache looks cold); returns whether it printed.
+    cache looks cold); returns whether it printed. The time announced is
+    that of ``groups`` (None: all of :data:`GROUPS`).
 
     Examples
     --------
@@ -182,7 +204,8 @@ def announce(out=None):
     """
     if cache_is_warm():
         return False
-    print(f"compiling numba kernels (first run only, about {COLD_SECONDS} s on 2 cores; "
+    seconds = sum(COLD_SECONDS[g] for g in (GROUPS if groups is None else groups))
+    print(f"compiling numba kernels (first run only, about {seconds} s on 2 cores; "
           "cached afterwards, or run `hmnumba warmup` ahead of time)",
           file=sys.stderr if out is None else out, flush=True)
     return True

@@ -28,6 +28,11 @@ def test_announce_speaks_only_when_the_cache_looks_cold(monkeypatch):
     monkeypatch.setattr(wu, "cache_is_warm", lambda: False)
     assert wu.announce(out) is True
     assert out.getvalue().startswith("compiling numba kernels (first run only")
+    assert f"about {sum(wu.COLD_SECONDS.values())} s" in out.getvalue()
+    out = io.StringIO()
+    assert wu.announce(out, ["h2"]) is True
+    assert f"about {wu.COLD_SECONDS['h2']} s" in out.getvalue()
+    assert set(wu.COLD_SECONDS) == set(wu.GROUPS)
 
 
 def test_cli_warmup(capsys):
