@@ -393,7 +393,11 @@ def kernel_blocks_vec(src, off, bt, bs, do0, do1, rlo, rhi, clo, chi, rpt, cpt, 
 @njit(cache=True, inline="always", fastmath=FASTMATH)
 def _kernel_row(code, length_scale, single, XR, pi, cols, w, buf):
     """``buf[:w] = K(pi, cols[:, :w])``, the branches outside the column
-    loops (each one vectorizes; the zero distance is a select, not a branch)."""
+    loops (each one vectorizes; the zero distance is a select, not a branch).
+
+    The matvec does not use it: :func:`_kernel_row_dot_axpy` applies each
+    entry as it is evaluated, 25 % faster than this row plus a
+    :func:`_dot_axpy` sweep (40k cube couplings: 48 against 64 ms)."""
     d = cols.shape[0]
     if d == 3:
         x0, x1, x2 = XR[0, pi], XR[1, pi], XR[2, pi]
