@@ -235,7 +235,7 @@ def compress_couplings(code, length_scale, skel_xyz, vec_ptr, bt, bs, rel_tol, d
     the couplings (all of those between clusters of more than ~40 skeleton
     points) are stored as factors, at about half their dense size.
 
-    Memory: the candidates are compressed in chunks of at most
+    Memory: the candidates are compressed in chunks of about
     ``COUPLING_CHUNK_ROOM`` numbers of factor room into one reused float64
     scratch, and each chunk's accepted factors are copied (as ``dtype``) into
     an output reserved for the worst case, whose untouched tail costs no
@@ -256,16 +256,14 @@ def compress_couplings(code, length_scale, skel_xyz, vec_ptr, bt, bs, rel_tol, d
         return lowrank, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype)
     kcap = kmax[cand].astype(np.int64)
     room = kcap * (m[cand] + n[cand])
-    # chunk boundaries: consecutive candidates whose room fits the scratch
-    # (a single bigger candidate gets a chunk of its own)
-    bounds, totals = [0], [0]
-    for i, v in enumerate(room.tolist()):
-        if totals[-1] + v > COUPLING_CHUNK_ROOM and i > bounds[-1]:
-            bounds.append(i)
-            totals.append(0)
-        totals[-1] += v
-    bounds.append(cand.size)
-    store = np.empty(max(totals))
+    # chunks of consecutive candidates: a candidate joins the chunk in which
+    # its room starts, so a chunk holds at most COUPLING_CHUNK_ROOM plus one
+    # candidate's room
+    first = np.cumsum(room) - room
+    chunk = first // COUPLING_CHUNK_ROOM
+    bounds = np.flatnonzero(np.diff(chunk, prepend=-1, append=chunk[-1] + 1)).tolist()
+    totals = np.add.reduceat(room, bounds[:-1])
+    store = np.empty(int(totals.max()))
     data = np.empty(int(room.sum()), dtype)        # reserved; only what is written is touched
     used = 0
     ranks, offsets = [], []
