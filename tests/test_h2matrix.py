@@ -57,14 +57,17 @@ def test_other_kernels_and_dimensions_meet_tol(kernel, dim):
 
 
 @pytest.mark.parametrize("kernel, dim", [(gaussian.with_length_scale(0.3), 2),
+                                         (gaussian.with_length_scale(0.01), 2),
                                          (matern32.with_length_scale(0.4), 3),
-                                         (laplace, 3), (laplace, 2)])
+                                         (laplace, 3), (laplace, 2), (laplace, 1)])
 @pytest.mark.parametrize("tol", [1e-6, 1e-9])
 def test_on_the_fly_matvec_matches_its_matmat(kernel, dim, tol):
-    # The matvec evaluates rows over padded columns (kernel_blocks_vec), the
-    # matmat row by row (blocks_mat): the two must agree to rounding, with
-    # duplicated points (zero distances in the near field) and clusters of
-    # every size (float32 1/r at 1e-6, float64 at 1e-9).
+    # The matvec applies each entry as it is evaluated (kernel_blocks_vec),
+    # the matmat evaluates whole rows (kernel_blocks_mat), both over padded
+    # columns: the two must agree to rounding, with duplicated points (zero
+    # distances in the near field), clusters of every size, float32 1/r
+    # (1e-6) and float64 (1e-9), and rank-0 bases (the narrow Gaussian's far
+    # field vanishes).
     X = _points(700, dim, seed=9)
     X[350:370] = X[:20]
     H = H2Matrix.from_kernel(kernel, X, tol=tol, leaf_size=20, mode="on-the-fly")
