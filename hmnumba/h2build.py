@@ -27,6 +27,7 @@ from hmnumba.cluster import ClusterTree
 from hmnumba.kernels import codes, compress, trees
 from hmnumba.kernels.codes import LAPLACE
 from hmnumba.kernels import h2_build
+from hmnumba.kernels.h2_products import SLABS
 from hmnumba.kernels.sources import builtin_source
 
 # Proxy directions per sphere in 3-D (Fibonacci lattice): the far field seen
@@ -298,6 +299,25 @@ def compress_couplings(code, length_scale, skel_xyz, vec_ptr, bt, bs, rel_tol, d
     return lowrank, np.concatenate(ranks), np.concatenate(offsets), data
 
 
+def slab_order(n_blocks):
+    """The order in which the builder lists ``n_blocks`` blocks: the
+    partition's blocks ``u, u + SLABS, u + 2 SLABS, ...`` for ``u = 0, 1,
+    ...``, so that each slab of the products (a contiguous range, see
+    :data:`hmnumba.kernels.h2_products.SLABS`) holds a balanced mix of block
+    sizes and reads its stored entries contiguously.
+
+    Examples
+    --------
+    >>> from hmnumba.h2build import slab_order
+    >>> from hmnumba.kernels.h2_products import SLABS
+    >>> order = slab_order(2 * SLABS + 1)
+    >>> order[:3].tolist(), order[3:5].tolist()
+    ([0, 256, 512], [1, 257])
+    """
+    i = np.arange(n_blocks, dtype=np.int64)
+    return np.lexsort((i // SLABS, i % SLABS))
+
+
 def build_kernel_h2(kernel, points, tol, leaf_size, eta, mode):
     """The arrays of a symmetric kernel H^2 matrix (validated inputs)."""
     # LAPACK runs inside numba's parallel loops (QR, eigh): one BLAS thread.
@@ -321,9 +341,11 @@ def _build_kernel_h2(kernel, points, tol, leaf_size, eta, mode):
     T = T.astype(dtype)
     vec_ptr = np.zeros(tree.n_nodes + 1, np.int64)
     np.cumsum(rank, out=vec_ptr[1:])
-    upper = adm & (bt < bs)
+    upper = np.flatnonzero(adm & (bt < bs))
+    upper = upper[slab_order(upper.size)]
     cb_t, cb_s = bt[upper], bs[upper]
-    near = ~adm & (bt <= bs)
+    near = np.flatnonzero(~adm & (bt <= bs))
+    near = near[slab_order(near.size)]
     nb_t, nb_s = bt[near], bs[near]
     xyzT = np.ascontiguousarray(xyz_perm.T)
     out = dict(n=n, dim=dim, code=code, length_scale=length_scale, mode=mode, tol=tol,
