@@ -298,6 +298,20 @@ def _padded(n):
     return (n + PAD_COLUMNS - 1) // PAD_COLUMNS * PAD_COLUMNS
 
 
+@njit(cache=True, inline="always")
+def _pad_columns(XC, first, n, cols):
+    """Copy the points ``XC[:, first:first + n]`` into ``cols`` and pad them to
+    ``w = _padded(n)`` columns with copies of the last one (finite entries,
+    applied to a zero operand); returns ``w``."""
+    w = _padded(n)
+    for a in range(XC.shape[0]):
+        for j in range(n):
+            cols[a, j] = XC[a, first + j]
+        for j in range(n, w):
+            cols[a, j] = XC[a, first + n - 1]
+    return w
+
+
 @njit(cache=True, inline="always", fastmath=FASTMATH)
 def _kernel_row_dot_axpy(code, length_scale, single, XR, pi, cols, w, xs, ys, alpha, both):
     """``K(pi, cols[:, :w]) . xs`` and, if ``both``, ``ys += alpha K(pi, cols)``
@@ -382,13 +396,7 @@ def kernel_blocks_vec(src, off, bt, bs, do0, do1, rlo, rhi, clo, chi, rpt, cpt, 
                 if do0[b]:
                     t0[:] = 0.0
                 continue
-            w = _padded(n)
-            ps = cpt[s]
-            for a in range(d):
-                for j in range(n):
-                    cols[a, j] = XC[a, ps + j]
-                for j in range(n, w):
-                    cols[a, j] = XC[a, ps + n - 1]
+            w = _pad_columns(XC, cpt[s], n, cols)
             xs[:n] = x[clo[s]:chi[s]]
             xs[n:w] = 0.0
             ys[:w] = 0.0
@@ -471,13 +479,7 @@ def kernel_blocks_mat(src, off, bt, bs, do0, do1, rlo, rhi, clo, chi, rpt, cpt, 
                 if do0[b]:
                     t0[:, :] = 0.0
                 continue
-            w = _padded(n)
-            ps = cpt[s]
-            for a in range(d):
-                for j in range(n):
-                    cols[a, j] = XC[a, ps + j]
-                for j in range(n, w):
-                    cols[a, j] = XC[a, ps + n - 1]
+            w = _pad_columns(XC, cpt[s], n, cols)
             xs = x[clo[s]:chi[s]]
             for q in range(r):
                 for j in range(n):
