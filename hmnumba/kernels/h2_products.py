@@ -17,18 +17,15 @@ the same bits for any number of threads:
 * downward: from the root, each node scatters its coefficients into its
   children's (or, at a leaf, into the output).
 
-Blocks read their entries a row at a time through :func:`block_row`,
-resolved at compile time from the type of ``src``: a 1-D array (stored
-entries, row-major at the block's offset; float64 or float32) or
-``(code, length_scale, XR, XC, single)`` (a built-in kernel on the
-coordinates ``XR (d, *)``, ``XC (d, *)``, evaluated in float32 where
-``single`` allows: the on-the-fly mode). A matvec with an on-the-fly
-``src`` runs :func:`kernel_blocks_vec` instead, which evaluates and applies
-each entry in one sweep over padded columns.
+Stored blocks (:func:`blocks_vec`, :func:`blocks_mat`) read their entries
+row-major at the block's offset (float64 or float32). On-the-fly blocks
+(:func:`kernel_blocks_vec`, :func:`kernel_blocks_mat`) evaluate a built-in
+kernel ``(code, length_scale, XR, XC, single)`` on the coordinates ``XR (d,
+*)``, ``XC (d, *)`` over padded columns, in float32 where ``single``
+allows.
 """
 import numpy as np
-from numba import njit, prange, types
-from numba.extending import overload
+from numba import njit, prange
 
 from hmnumba.kernels.codes import FASTMATH, LAPLACE
 from hmnumba.kernels.sources import kernel_of_distance2
@@ -41,9 +38,9 @@ from hmnumba.kernels.sources import kernel_of_distance2
 # subtree), so the builder lists the blocks in slab order
 # (h2build.slab_order): slab u then holds the partition's blocks u, u +
 # SLABS, u + 2 SLABS, ..., a balanced mix, and is stored contiguously.
-# 40k cube, against round-robin slabs over the partition's order: dense
-# couplings 8.2 -> 6.3 ms, near field 6.1 -> 4.9 ms, factored couplings
-# 17.1 -> 15.9 ms (/tmp/lr_layout.py, copied to /work/notes).
+# 40k cube, each product kernel timed alone against round-robin slabs over
+# the partition's order (same bits): dense couplings 8.2 -> 6.3 ms, near
+# field 6.1 -> 4.9 ms, factored couplings 17.1 -> 15.9 ms.
 SLABS = 256
 
 
@@ -51,59 +48,6 @@ SLABS = 256
 def slab_range(u, n_blocks):
     """The blocks of slab ``u``: ``range(first, stop)``."""
     return range(u * n_blocks // SLABS, (u + 1) * n_blocks // SLABS)
-
-
-def block_row(src, o, n, i, pi, pj, buf):  # pragma: no cover - replaced by overload
-    """Row ``i`` of a block with ``n`` columns: a view of the stored entries at
-    offset ``o``, or the kernel between point ``pi`` and points ``pj:pj + n``
-    written into ``buf``."""
-
-
-@overload(block_row, jit_options={"fastmath": FASTMATH})
-def _block_row(src, o, n, i, pi, pj, buf):
-    if isinstance(src, types.Array):
-        def stored(src, o, n, i, pi, pj, buf):
-            return src[o + i * n:o + (i + 1) * n]
-        return stored
-
-    def on_the_fly(src, o, n, i, pi, pj, buf):
-        code, length_scale, XR, XC, single = src
-        d = XR.shape[0]
-        if d == 3 and code == LAPLACE and single:
-            # 1/r in float32 (twice the SIMD lanes) from r^2 in float64: a
-            # relative error of 2^-24 per entry, as the float32 storage of the
-            # stored mode at the same tolerance.
-            x0, x1, x2 = XR[0, pi], XR[1, pi], XR[2, pi]
-            for j in range(n):
-                t0 = x0 - XC[0, pj + j]
-                t1 = x1 - XC[1, pj + j]
-                t2 = x2 - XC[2, pj + j]
-                r2 = np.float32(t0 * t0 + t1 * t1 + t2 * t2)
-                buf[j] = np.float32(1.0) / np.sqrt(r2) if r2 > 0.0 else np.float32(0.0)
-        elif d == 3 and code == LAPLACE:      # the cube problem: a branch-free loop
-            x0, x1, x2 = XR[0, pi], XR[1, pi], XR[2, pi]
-            for j in range(n):
-                t0 = x0 - XC[0, pj + j]
-                t1 = x1 - XC[1, pj + j]
-                t2 = x2 - XC[2, pj + j]
-                r2 = t0 * t0 + t1 * t1 + t2 * t2
-                buf[j] = 1.0 / np.sqrt(r2) if r2 > 0.0 else 0.0
-        elif d == 3:      # written out so the j loop vectorizes
-            x0, x1, x2 = XR[0, pi], XR[1, pi], XR[2, pi]
-            for j in range(n):
-                t0 = x0 - XC[0, pj + j]
-                t1 = x1 - XC[1, pj + j]
-                t2 = x2 - XC[2, pj + j]
-                buf[j] = kernel_of_distance2(code, length_scale, t0 * t0 + t1 * t1 + t2 * t2)
-        else:
-            for j in range(n):
-                r2 = 0.0
-                for a in range(d):
-                    t = XR[a, pi] - XC[a, pj + j]
-                    r2 += t * t
-                buf[j] = kernel_of_distance2(code, length_scale, r2)
-        return buf[:n]
-    return on_the_fly
 
 
 @njit(cache=True, inline="always")
@@ -260,36 +204,36 @@ def blocks_vec(src, off, bt, bs, do0, do1, rlo, rhi, clo, chi, rpt, cpt, x, tmp,
     ``do0[b]``, ``tmp[tmp1[b]:] = B_b^T x[rows]`` where ``do1[b]``.
 
     Block ``b`` couples node ``bt[b]`` (rows ``rlo:rhi`` of the vector space)
-    with ``bs[b]`` (``clo:chi``); ``rpt``/``cpt`` give the first point of a
-    node in the coordinates of an on-the-fly ``src``. Rows are read once
-    and, for a symmetric pair, applied twice.
+    with ``bs[b]`` (``clo:chi``); its entries are stored row-major at
+    ``src[off[b]:]``. ``rpt``/``cpt`` are unused (the signature of
+    :func:`kernel_blocks_vec`). Rows are read once and, for a symmetric pair,
+    applied twice.
     """
     n_blocks = bt.shape[0]
-    nmax = _widest(clo, chi)
     for u in prange(SLABS):
-        buf = np.empty(nmax)
         for b in slab_range(u, n_blocks):
             m, n, xs, xt, t0, t1 = _block_views(b, bt, bs, rlo, rhi, clo, chi, x, tmp, tmp0, tmp1)
-            o, pt, ps = off[b], rpt[bt[b]], cpt[bs[b]]
+            o = off[b]
             if do1[b]:
                 t1[:] = 0.0
                 for i in range(m):
-                    row = block_row(src, o, n, i, pt + i, ps, buf)
+                    row = src[o + i * n:o + (i + 1) * n]
                     if do0[b]:
                         t0[i] = _dot_axpy(row, xs, t1, xt[i])
                     else:
                         _dot_axpy(row, xs, t1, xt[i])
             else:
                 for i in range(m):
-                    t0[i] = _dot(block_row(src, o, n, i, pt + i, ps, buf), xs)
+                    t0[i] = _dot(src[o + i * n:o + (i + 1) * n], xs)
     return tmp
 
 
 # On-the-fly rows are evaluated over a multiple of this many columns: a
 # vector loop of ~40 columns spends most of its time in the scalar remainder
 # (a square root and a division per entry), so the columns of a block are
-# padded with copies of its last point against a zero operand. 40k cube
-# couplings: 185 -> 48 ms (/work/notes/otf_bench.py).
+# padded with copies of its last point against a zero operand. 40k cube:
+# couplings timed alone 185 -> 48 ms; `run.sh 40000` variant hmnumba_h2_otf
+# 204 -> 64 ms (docs/benchmarks.md).
 PAD_COLUMNS = 8
 
 
@@ -315,8 +259,12 @@ def _pad_columns(XC, first, n, cols):
 @njit(cache=True, inline="always", fastmath=FASTMATH)
 def _kernel_row_dot_axpy(code, length_scale, single, XR, pi, cols, w, xs, ys, alpha, both):
     """``K(pi, cols[:, :w]) . xs`` and, if ``both``, ``ys += alpha K(pi, cols)``
-    in one sweep (the entry is never stored); the branches sit outside the
-    column loops so each one vectorizes."""
+    in one sweep (the entry is never stored).
+
+    The branches sit outside the column loops and each one writes its
+    formula out (as :func:`_kernel_row` does): one loop calling a shared
+    per-entry function with the branches inside did not vectorize (40k cube
+    on-the-fly matvec 61 -> 288 ms, measured 2026-12-06)."""
     d = cols.shape[0]
     acc = 0.0
     if d == 3:
@@ -509,18 +457,16 @@ def blocks_mat(src, off, bt, bs, do0, do1, rlo, rhi, clo, chi, rpt, cpt, x, tmp,
     """:func:`blocks_vec` for ``x`` and ``tmp`` of shape ``(*, r)``."""
     r = x.shape[1]
     n_blocks = bt.shape[0]
-    nmax = _widest(clo, chi)
     for u in prange(SLABS):
-        buf = np.empty(nmax)
         for b in slab_range(u, n_blocks):
             m, n, xs, xt, t0, t1 = _block_views(b, bt, bs, rlo, rhi, clo, chi, x, tmp, tmp0, tmp1)
-            o, pt, ps = off[b], rpt[bt[b]], cpt[bs[b]]
+            o = off[b]
             if do0[b]:
                 t0[:, :] = 0.0
             if do1[b]:
                 t1[:, :] = 0.0
             for i in range(m):
-                row = block_row(src, o, n, i, pt + i, ps, buf)
+                row = src[o + i * n:o + (i + 1) * n]
                 for j in range(n):
                     v = row[j]
                     if do0[b]:
