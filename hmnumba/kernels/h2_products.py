@@ -366,7 +366,8 @@ def _kernel_row(code, length_scale, single, XR, pi, cols, w, buf):
 
     The matvec does not use it: :func:`_kernel_row_dot_axpy` applies each
     entry as it is evaluated, 25 % faster than this row plus a
-    :func:`_dot_axpy` sweep (40k cube couplings: 48 against 64 ms)."""
+    :func:`_dot_axpy` sweep (40k cube, the couplings' product timed alone with
+    `H2Matrix._a` arrays, 2026-12-06: 48 against 64 ms)."""
     d = cols.shape[0]
     if d == 3:
         x0, x1, x2 = XR[0, pi], XR[1, pi], XR[2, pi]
