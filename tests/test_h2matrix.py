@@ -256,12 +256,18 @@ def test_coupling_compression_in_chunks_gives_the_same_bits(monkeypatch):
     # compress_couplings reuses one scratch over chunks of candidates; a
     # chunk of any size (down to one candidate each) must not change a bit
     from hmnumba import h2build
+    from hmnumba.kernels import compress
     X = _points(3000, 3, seed=12)
     ref = H2Matrix.from_kernel(laplace, X, tol=1e-6)
     assert ref._a["lb_t"].size > 1
+    calls = []
+    run = compress.compress_blocks
+    monkeypatch.setattr(compress, "compress_blocks", lambda *a: calls.append(1) or run(*a))
     for room in (1, 5000):
         monkeypatch.setattr(h2build, "COUPLING_CHUNK_ROOM", room)
+        calls.clear()
         H = H2Matrix.from_kernel(laplace, X, tol=1e-6)
+        assert len(calls) > 1          # the candidates really ran in several chunks
         for key in ("lb_t", "lb_s", "l_off", "l_rank", "L", "cb_t", "B"):
             np.testing.assert_array_equal(H._a[key], ref._a[key])
         assert H._a["L"].base is None or H._a["L"].base.nbytes == H._a["L"].nbytes
