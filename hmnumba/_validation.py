@@ -533,6 +533,25 @@ def _check_h2_lists(a, name, sizes, n_out, n_in, where):
                          f"({data.size} numbers) without overlap")
 
 
+def _check_h2_bases(a, p, size, where):
+    """The cluster tree ``{p}...`` of ``size`` indices and its nested bases
+    (each node's matrix at exactly the offset its size gives). Returns
+    ``(n_nodes, ranks)``."""
+    nn = check_h2_tree(a, p, size, where)
+    vp = a[p + "vp"]
+    _check_pointer(vp, nn + 1, None, p + "vp", where)
+    k = np.diff(vp)
+    ch = a[p + "children"]
+    inner = ch[:, 0] >= 0
+    rows = a[p + "stop"] - a[p + "start"]
+    rows[inner] = k[ch[inner, 0]] + k[ch[inner, 1]]
+    ends = _exclusive_cumsum(rows * k)
+    if not np.array_equal(a[p + "boff"], ends[:-1]) or a[p + "basis"].size != ends[-1]:
+        raise ValueError(f"{where}: {p}boff must be the offsets of the leaf bases and "
+                         f"transfer matrices in {p}basis ({ends[-1]} numbers)")
+    return nn, k
+
+
 def check_h2_general_arrays(a, where):
     """The arrays of a general H^2 matrix (:func:`hmnumba.h2dense`), int64
     indices, ``shape`` already checked: both trees, the nested bases (each
@@ -541,20 +560,7 @@ def check_h2_general_arrays(a, where):
     m, n = a["shape"]
     nodes, ranks = {}, {}
     for side, size in (("row", m), ("col", n)):
-        p = side + "_"
-        nn = check_h2_tree(a, p, size, where)
-        vp = a[p + "vp"]
-        _check_pointer(vp, nn + 1, None, p + "vp", where)
-        k = np.diff(vp)
-        ch = a[p + "children"]
-        inner = ch[:, 0] >= 0
-        rows = a[p + "stop"] - a[p + "start"]
-        rows[inner] = k[ch[inner, 0]] + k[ch[inner, 1]]
-        ends = _exclusive_cumsum(rows * k)
-        if not np.array_equal(a[p + "boff"], ends[:-1]) or a[p + "basis"].size != ends[-1]:
-            raise ValueError(f"{where}: {p}boff must be the offsets of the leaf bases and "
-                             f"transfer matrices in {p}basis ({ends[-1]} numbers)")
-        nodes[side], ranks[side] = nn, k
+        nodes[side], ranks[side] = _check_h2_bases(a, side + "_", size, where)
     _check_h2_lists(a, "c", lambda t, s: ranks["row"][t] * ranks["col"][s],
                     nodes["row"], nodes["col"], where)
     rows = a["row_stop"] - a["row_start"]
@@ -565,6 +571,94 @@ def check_h2_general_arrays(a, where):
         raise ValueError(f"{where}: near-field blocks must pair two leaves (each leaf's rows "
                          f"are written by one thread)")
     _check_finite(a, ("row_basis", "col_basis", "c_data", "n_data"), where)
+
+
+def _check_h2_flip_lists(a, name, sizes, n_nodes, where):
+    """The CSR list of one block kind of a symmetric H^2 matrix
+    (``{name}_ptr, _other, _off, _flip``, keyed by output node): every
+    flipped entry ``(s, t, off)`` mirrors exactly one unflipped entry ``(t,
+    s, off)`` with ``t != s``, every unflipped entry has ``start[t] <=
+    start[s]``, and the unflipped blocks lie inside ``{name}_data`` without
+    overlap (a flipped entry reads its mirror's numbers). ``sizes(t, s)``
+    gives the number of entries of block ``(t, s)``. Returns the keys of
+    the entries."""
+    data = a[name + "_data"]
+    p, o, f, fl = (a[name + k] for k in ("_ptr", "_other", "_off", "_flip"))
+    n_entries = o.size
+    if o.shape != (n_entries,) or f.shape != (n_entries,) or fl.shape != (n_entries,):
+        raise ValueError(f"{where}: {name}_other, {name}_off and {name}_flip must be 1-D and "
+                         f"hold one value per entry ({n_entries})")
+    _check_pointer(p, n_nodes + 1, n_entries, name + "_ptr", where)
+    _check_in_range(o, 0, n_nodes, name + "_other", where)
+    if np.any((fl != 0) & (fl != 1)):
+        raise ValueError(f"{where}: {name}_flip must hold 0 or 1")
+    key = np.repeat(np.arange(n_nodes), np.diff(p))
+    up = fl == 0
+    t, s, off = key[up], o[up], f[up]
+    start = a["row_start"]
+    if np.any(start[t] > start[s]):
+        raise ValueError(f"{where}: an unflipped entry of {name}_ptr must have row_start[key] "
+                         f"<= row_start[{name}_other] (the mirrored block is flipped)")
+    # mirrors: the off-diagonal unflipped entries and the flipped ones read
+    # back as (t, s, off), the same multiset
+    mirror = t != s
+    t1, s1, off1 = t[mirror], s[mirror], off[mirror]
+    t2, s2, off2 = o[~up], key[~up], f[~up]
+    o1, o2 = np.lexsort((s1, t1, off1)), np.lexsort((s2, t2, off2))
+    if not (t1.size == t2.size and np.array_equal(t1[o1], t2[o2])
+            and np.array_equal(s1[o1], s2[o2]) and np.array_equal(off1[o1], off2[o2])):
+        raise ValueError(f"{where}: every flipped entry of {name}_flip must mirror exactly one "
+                         f"unflipped entry (other node, same {name}_off) off the diagonal, "
+                         f"and every such entry must have its flipped mirror")
+    order = np.argsort(off, kind="stable")
+    size, off = sizes(t, s)[order], off[order]
+    if off.size and (off[0] < 0 or off[-1] + size[-1] > data.size
+                     or np.any(off[:-1] + size[:-1] > off[1:])):
+        raise ValueError(f"{where}: the blocks of {name}_data must lie inside it "
+                         f"({data.size} numbers) without overlap")
+    return key
+
+
+def check_h2_symmetric_arrays(a, where):
+    """The arrays of a symmetric general H^2 matrix (:func:`hmnumba.h2dense`,
+    one tree and one set of bases, ``row_*``; each mirrored pair of blocks
+    stored once and listed under both nodes, the second entry flipped),
+    int64 indices, ``shape`` already checked as a pair of sizes. Raises
+    ``ValueError`` naming ``where`` and the array.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = {"shape": (2, 2), "row_perm": np.arange(2), "row_level_ptr": np.array([0, 1]),
+    ...      "row_children": -np.ones((1, 2), np.int64), "row_start": np.array([0]),
+    ...      "row_stop": np.array([2]), "row_vp": np.array([0, 0]),
+    ...      "row_boff": np.array([0]), "row_basis": np.zeros(0)}
+    >>> for b in ("c", "n"):
+    ...     a.update({b + "_ptr": np.array([0, 0]), b + "_other": np.zeros(0, np.int64),
+    ...               b + "_off": np.zeros(0, np.int64), b + "_flip": np.zeros(0, np.int64),
+    ...               b + "_data": np.zeros(0)})
+    >>> a.update(n_ptr=np.array([0, 1]), n_other=np.array([0]), n_off=np.array([0]),
+    ...          n_flip=np.array([0]), n_data=np.ones(4))
+    >>> check_h2_symmetric_arrays(a, "demo")
+    >>> a["n_flip"][0] = 1              # the diagonal block has no mirror
+    >>> try:
+    ...     check_h2_symmetric_arrays(a, "demo")
+    ... except ValueError as exc:
+    ...     print(str(exc).split(" (")[0])
+    demo: every flipped entry of n_flip must mirror exactly one unflipped entry
+    """
+    m, n = a["shape"]
+    if m != n:
+        raise ValueError(f"{where}: a symmetric H^2 matrix must be square, got shape {(m, n)}")
+    nn, k = _check_h2_bases(a, "row_", m, where)
+    _check_h2_flip_lists(a, "c", lambda t, s: k[t] * k[s], nn, where)
+    size = a["row_stop"] - a["row_start"]
+    key = _check_h2_flip_lists(a, "n", lambda t, s: size[t] * size[s], nn, where)
+    leaf = a["row_children"][:, 0] < 0
+    if not (np.all(leaf[key]) and np.all(leaf[a["n_other"]])):
+        raise ValueError(f"{where}: near-field blocks must pair two leaves (each leaf's rows "
+                         f"are written by one thread)")
+    _check_finite(a, ("row_basis", "c_data", "n_data"), where)
 
 
 def check_h2_compressor_options(factor_dtype, outliers):

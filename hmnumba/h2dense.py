@@ -159,13 +159,43 @@ def _tree_arrays(tree, U_stored, dtype):
                 level_ptr=level_pointer(tree.level), vp=vp, boff=boff, basis=basis)
 
 
+def _symmetric_csr(n_nodes, t, s, off):
+    """CSR lists of a symmetric matrix's blocks, each stored once as ``(t,
+    s)`` at ``off``: listed under ``t`` (flip 0) and, off the diagonal, under
+    ``s`` (flip 1: read transposed). Returns ``(ptr, other, off, flip)``."""
+    mirror = t != s
+    key = np.concatenate((t, s[mirror]))
+    other = np.concatenate((s, t[mirror]))
+    offs = np.concatenate((off, off[mirror]))
+    flip = np.concatenate((np.zeros(t.size, np.int64), np.ones(int(mirror.sum()), np.int64)))
+    ptr, order = _csr(n_nodes, key, other)
+    return ptr, other[order], offs[order], flip[order]
+
+
 def _assemble(row_far, col_far, coupling, near, row_tree, col_tree, bt, bs, nt, ns, tau,
-              dtype):
+              dtype, symmetric=False):
     """The arrays of a general H^2 matrix: nested bases of the far fields
     ``row_far`` / ``col_far`` (see :func:`_nested_bases`), couplings
     ``coupling(i, U_t, V_s)`` of the far-field blocks ``(bt, bs)`` and dense
-    blocks ``near(i)`` of ``(nt, ns)``."""
+    blocks ``near(i)`` of ``(nt, ns)``.
+
+    ``symmetric``: one tree and one set of bases (``col_*`` are the ``row_*``
+    arrays), and ``(bt, bs)``, ``(nt, ns)`` hold one block of each mirrored
+    pair (see :func:`_symmetric_csr`; the layout of
+    :mod:`hmnumba.kernels.h2_general`)."""
     U, ru = _nested_bases(row_far, row_tree, tau)
+    if symmetric:
+        S = [coupling(i, U[t], U[s]) for i, (t, s) in enumerate(zip(bt, bs))]
+        D = [near(i) for i in range(len(nt))]
+        a = {"row_" + k: v for k, v in _tree_arrays(row_tree, ru, dtype).items()}
+        a.update({"col_" + k[4:]: v for k, v in a.items()})
+        for name, t, s, mats in (("c", bt, bs, S), ("n", nt, ns, D)):
+            off, data = _flat(mats, dtype)
+            (a[name + "_ptr"], a[name + "_other"], a[name + "_off"],
+             a[name + "_flip"]) = _symmetric_csr(row_tree.n_nodes, np.asarray(t, np.int64),
+                                                 np.asarray(s, np.int64), off)
+            a[name + "_data"] = data
+        return a
     V, cv = _nested_bases(col_far, col_tree, tau)
     S = [coupling(i, U[t], V[s]) for i, (t, s) in enumerate(zip(bt, bs))]
     D = [near(i) for i in range(len(nt))]
@@ -359,6 +389,9 @@ class _GeneralH2Products:
 
     def __init__(self, arrays):     # noqa: D107 - the layout of hmnumba.h2dense
         self._a = dict(arrays)
+        if "c_flip" in self._a:     # symmetric: the column tree and bases are the row ones
+            self._a.update({"col_" + k[4:]: v for k, v in arrays.items()
+                            if k.startswith("row_")})
         self.tol = self._a["tol"]
         self.mode = "stored"
         self.error = None
@@ -379,6 +412,13 @@ class _GeneralH2Products:
         return self.aslinearoperator().T
 
     @property
+    def symmetric(self):
+        """True when one tree and one set of bases serve rows and columns
+        and each mirrored pair of blocks is stored once (converted from a
+        symmetric :class:`~hmnumba.HMatrix`)."""
+        return "c_flip" in self._a
+
+    @property
     def ranks(self):
         """Ranks of the row cluster bases (0: no far field)."""
         return np.diff(self._a["row_vp"])
@@ -389,7 +429,19 @@ class _GeneralH2Products:
         return np.diff(self._a["col_vp"])
 
     def _arrays(self):
-        return [v for v in self._a.values() if isinstance(v, np.ndarray)]
+        # each array once: a symmetric matrix's column side aliases its rows
+        unique = {id(v): v for v in self._a.values() if isinstance(v, np.ndarray)}
+        return list(unique.values())
+
+    def _block(self, name, q, m, n):
+        """Block ``q`` of the CSR list ``name`` (``"c"`` or ``"n"``) as its
+        output node sees it, ``m x n`` float64 (a flipped entry of a
+        symmetric matrix reads its mirror's stored block transposed)."""
+        a = self._a
+        o = a[name + "_off"][q]
+        if self.symmetric and a[name + "_flip"][q]:
+            return a[name + "_data"][o:o + m * n].reshape(n, m).T.astype(np.float64)
+        return a[name + "_data"][o:o + m * n].reshape(m, n).astype(np.float64)
 
     @property
     def compression_ratio(self):
@@ -402,8 +454,11 @@ class _GeneralH2Products:
         a = self._a
         r = np.concatenate((self.ranks, self.col_ranks))
         m, n = self._shape
-        return (f"H2Matrix {m}x{n} (from dense, {a['row_basis'].dtype} storage): "
-                f"{a['c_other'].size} couplings, {a['n_other'].size} near-field blocks, "
+        kind, stored = "from dense", lambda name: a[name + "_other"].size
+        if self.symmetric:
+            kind, stored = "symmetric", lambda name: int(np.sum(a[name + "_flip"] == 0))
+        return (f"H2Matrix {m}x{n} ({kind}, {a['row_basis'].dtype} storage): "
+                f"{stored('c')} couplings, {stored('n')} near-field blocks, "
                 f"ranks max {int(r.max(initial=0))}, {self.nbytes / 1e6:.3f} MB")
 
     def _side(self, name):
@@ -417,6 +472,7 @@ class _GeneralH2Products:
             from hmnumba.kernels import h2_products_cuda
             return h2_products_cuda.apply(self._device_arrays, xp, trans)
         a = self._a
+        trans = trans and not self.symmetric       # H^T = H: the forward lists
         ins, outs = ("row", "col") if trans else ("col", "row")
         r = xp.shape[1]
         vin, vout = a[ins + "_vp"], a[outs + "_vp"]
@@ -424,12 +480,18 @@ class _GeneralH2Products:
         kg.upward(*self._side(ins), xp, xh)
         yh = np.zeros((vout[-1], r))
         pfx = "_t" if trans else "_"
-        kg.blocks(a["c" + pfx + "ptr"], a["c" + pfx + "other"], a["c" + pfx + "off"], a["c_data"],
-                  trans, vout[:-1], vout[1:], vin[:-1], vin[1:], xh, yh)
+        no_flip = np.zeros(0, np.int64)
         yp = np.zeros((a[outs + "_stop"][0], r))
-        kg.blocks(a["n" + pfx + "ptr"], a["n" + pfx + "other"], a["n" + pfx + "off"], a["n_data"],
-                  trans, a[outs + "_start"], a[outs + "_stop"], a[ins + "_start"],
-                  a[ins + "_stop"], xp, yp)
+        # one right-hand side: the 1-D kernel (dot products that overlap,
+        # contiguous axpys); ravel of a (n, 1) C array is a view
+        apply = kg.blocks_vec if r == 1 else kg.blocks
+        one = (lambda v: v.ravel()) if r == 1 else (lambda v: v)
+        apply(a["c" + pfx + "ptr"], a["c" + pfx + "other"], a["c" + pfx + "off"],
+              a.get("c_flip", no_flip), a["c_data"], trans, vout[:-1], vout[1:], vin[:-1],
+              vin[1:], one(xh), one(yh))
+        apply(a["n" + pfx + "ptr"], a["n" + pfx + "other"], a["n" + pfx + "off"],
+              a.get("n_flip", no_flip), a["n_data"], trans, a[outs + "_start"],
+              a[outs + "_stop"], a[ins + "_start"], a[ins + "_stop"], one(xp), one(yp))
         kg.downward(*self._side(outs), yh, yp)
         return yp
 
@@ -511,20 +573,27 @@ class _GeneralH2Products:
         a = self._a
         U, V = self._explicit_bases("row"), self._explicit_bases("col")
         rs, rp, cs, cp = a["row_start"], a["row_stop"], a["col_start"], a["col_stop"]
+        # a symmetric matrix gives a symmetric H-matrix: its stored blocks only
+        mirror = a["c_flip"] if self.symmetric else np.zeros(a["c_other"].size, np.int64)
+        near_mirror = a["n_flip"] if self.symmetric else np.zeros(a["n_other"].size, np.int64)
         blocks = []
         for t in range(a["c_ptr"].size - 1):
             for q in range(a["c_ptr"][t], a["c_ptr"][t + 1]):
-                s, o = a["c_other"][q], a["c_off"][q]
+                if mirror[q]:
+                    continue
+                s = a["c_other"][q]
                 kt, ks = U[t].shape[1], V[s].shape[1]
-                S = a["c_data"][o:o + kt * ks].reshape(kt, ks).astype(np.float64)
+                S = self._block("c", q, kt, ks)
                 L, R = (U[t] @ S, V[s]) if ks <= kt else (U[t], V[s] @ S.T)
                 blocks.append((rs[t], rp[t], cs[s], cp[s], L, R))
             for q in range(a["n_ptr"][t], a["n_ptr"][t + 1]):
-                s, o = a["n_other"][q], a["n_off"][q]
-                m, n = rp[t] - rs[t], cp[s] - cs[s]
-                D = a["n_data"][o:o + m * n].reshape(m, n).astype(np.float64)
+                if near_mirror[q]:
+                    continue
+                s = a["n_other"][q]
+                D = self._block("n", q, rp[t] - rs[t], cp[s] - cs[s])
                 blocks.append((rs[t], rp[t], cs[s], cp[s], D, None))
-        return pack_hmatrix(self._shape, a["row_perm"], a["col_perm"], blocks)
+        return pack_hmatrix(self._shape, a["row_perm"], a["col_perm"], blocks,
+                            symmetric=self.symmetric)
 
     def estimate_error(self, *args, **kwargs):
         """Not defined for weight arrays: :attr:`error` is the exact
@@ -706,8 +775,10 @@ def hmatrix_to_h2(cls, H, tol):
     top = _largest_exponent(data, rank, off, r0, r1, c0, c1)
     e = top if top is not None and abs(top) > SCALE_LIMIT else 0
     with one_blas_thread():
+        symmetric = bool(H.symmetric)
         row_tree, row_node = range_tree(m, r0, r1, F.row_perm)
-        col_tree, col_node = range_tree(n, c0, c1, F.col_perm)
+        col_tree, col_node = ((row_tree, row_node) if symmetric
+                              else range_tree(n, c0, c1, F.col_perm))
         bt_all = np.array([row_node[r] for r in zip(r0.tolist(), r1.tolist())], np.int64)
         bs_all = np.array([col_node[c] for c in zip(c0.tolist(), c1.tolist())], np.int64)
         lr = np.flatnonzero(rank >= 0)
@@ -742,19 +813,27 @@ def hmatrix_to_h2(cls, H, tol):
         row_far = _weighted_far(Uw, r0, row_tree, zip(bt_all[lr].tolist(), lr.tolist()))
         col_far = _weighted_far(Vw, c0, col_tree, zip(bs_all[lr].tolist(), lr.tolist()))
         bt, bs = bt_all[lr], bs_all[lr]
+        # A symmetric H (mirrored blocks, one tree): one set of bases (a
+        # row's far field is its column's, transposed) and the blocks with
+        # start[t] <= start[s] stored, each mirror read through it.
+        keep_c, keep_n = np.arange(bt.size), np.arange(nt.size)
+        if symmetric:
+            col_far = row_far
+            keep_c = np.flatnonzero(row_tree.start[bt] < row_tree.start[bs])
+            keep_n = np.flatnonzero(row_tree.start[nt] <= row_tree.start[ns])
 
         def coupling(i, Ut, Vs):
-            b = lr[i]
+            b = lr[keep_c[i]]
             return (Ut.T @ U[b]) @ (V[b].T @ Vs)
 
         def near(i):
-            return D[i]
+            return D[keep_n[i]]
 
         dtype = np.float32 if F.dtype == np.float32 and e == 0 else np.float64
 
         def attempt(tau, dtype):
-            a = _assemble(row_far, col_far, coupling, near, row_tree, col_tree, bt, bs, nt, ns,
-                          tau, dtype)
+            a = _assemble(row_far, col_far, coupling, near, row_tree, col_tree, bt[keep_c],
+                          bs[keep_c], nt[keep_n], ns[keep_n], tau, dtype, symmetric)
             a.update(shape=(m, n), tol=tol, dtype=np.dtype(F.dtype))
             G = cls(a)
             G.error = _conversion_error(G, U, V, D, lr, bt, bs, nt, ns)
@@ -805,16 +884,14 @@ def _conversion_error(G, U, V, D, lr, bt, bs, nt, ns):
     err2 = 0.0
     for t in range(a["c_ptr"].size - 1):
         for q in range(a["c_ptr"][t], a["c_ptr"][t + 1]):
-            s, o = int(a["c_other"][q]), a["c_off"][q]
+            s = int(a["c_other"][q])
             b = lr_of[(t, s)]
-            kt, ks = Ub[t].shape[1], Vb[s].shape[1]
-            S = a["c_data"][o:o + kt * ks].reshape(kt, ks).astype(np.float64)
+            S = G._block("c", q, Ub[t].shape[1], Vb[s].shape[1])
             X = np.hstack((U[b], Ub[t] @ S))
             Y = np.hstack((V[b], -Vb[s]))
             err2 += _norm_of_product(X, Y) ** 2
         for q in range(a["n_ptr"][t], a["n_ptr"][t + 1]):
-            s, o = int(a["n_other"][q]), a["n_off"][q]
+            s = int(a["n_other"][q])
             d = D[dn_of[(t, s)]]
-            stored = a["n_data"][o:o + d.size].reshape(d.shape).astype(np.float64)
-            err2 += float(np.square(d - stored).sum())
+            err2 += float(np.square(d - G._block("n", q, *d.shape)).sum())
     return float(np.sqrt(err2))

@@ -129,7 +129,7 @@ class H2Matrix:
     # ------------------------------------------------------------------
     @classmethod
     def from_kernel(cls, kernel, points, tol=1e-6, leaf_size=32, eta=2.0, admissibility="strong",
-                    mode="stored"):
+                    mode="stored", symmetric=None):
         """Compress the kernel matrix ``K[i, j] = kernel(points[i], points[j])``.
 
         Parameters
@@ -158,6 +158,13 @@ class H2Matrix:
         mode : {"stored", "on-the-fly"}
             ``"on-the-fly"`` stores only bases and points; couplings and near
             field are recomputed in every product.
+        symmetric : bool or None, default=None
+            A user kernel with ``kernel(x, y) == kernel(y, x)``: True stores
+            one set of bases and each mirrored pair of blocks once (about
+            half the bytes; see :attr:`GeneralH2Matrix.symmetric`). None
+            means False for a user kernel (numba cannot tell) and True for a
+            built-in one, whose matrices are always symmetric (False is an
+            error there).
 
         Returns
         -------
@@ -202,13 +209,20 @@ class H2Matrix:
         eta = check_positive_float(eta, "eta")
         check_choice(admissibility, "admissibility", ("strong",))
         mode = check_choice(mode, "mode", MODES)
+        if symmetric is not None and not isinstance(symmetric, (bool, np.bool_)):
+            raise TypeError(f"symmetric must be True, False or None, got "
+                            f"{type(symmetric).__name__}")
         if isinstance(kern, KernelFunction):
+            if symmetric is not None and not symmetric:
+                raise ValueError("symmetric=False: the built-in kernels are symmetric and their "
+                                 "H^2 matrices are always stored as such; pass None or True")
             return cls(build_kernel_h2(kern, points, tol, leaf_size, eta, mode))
         if mode != "stored":
             raise ValueError(f"mode={mode!r} needs a built-in kernel (the products recompute "
                              f"its entries); a user kernel is stored: use mode='stored'")
         from hmnumba.hmatrix import HMatrix
-        H = HMatrix.from_kernel(kern, points, tol=tol / 2, leaf_size=leaf_size, eta=eta)
+        H = HMatrix.from_kernel(kern, points, tol=tol / 2, leaf_size=leaf_size, eta=eta,
+                                symmetric=bool(symmetric))
         # ||H||_F <= (1 + tol / 2) ||K||_F, so this conversion error relative
         # to ||H||_F stays within tol / 2 relative to ||K||_F
         return cls.from_hmatrix(H, tol=tol / (2 + tol))
@@ -333,6 +347,11 @@ class H2Matrix:
     def T(self):
         """The transpose (the matrix itself: kernel H^2 matrices are symmetric)."""
         return self
+
+    @property
+    def symmetric(self):
+        """True: a kernel H^2 matrix stores each mirrored pair of blocks once."""
+        return True
 
     @property
     def ranks(self):
@@ -758,7 +777,7 @@ class GeneralH2Matrix(_GeneralH2Products, H2Matrix):
         meta = {"shape": [int(v) for v in self.shape], "tol": float(self.tol),
                 "dtype": np.dtype(self.dtype).name,
                 "error": None if self.error is None else float(self.error)}
-        return "general", None, meta, self._a
+        return ("symmetric" if self.symmetric else "general"), None, meta, self._a
 
 
 def _kernel_of(a):
@@ -815,6 +834,6 @@ def from_file(arrays, meta):
     :func:`hmnumba.io.read` returns for an H^2 file."""
     if meta["kind"] == "kernel":
         return H2Matrix(arrays)
-    H = GeneralH2Matrix(arrays)
+    H = GeneralH2Matrix(arrays)     # "general" or "symmetric" (its column side aliased)
     H.error = meta["error"]
     return H

@@ -491,7 +491,7 @@ def read(path: str | os.PathLike, expect: str | None = None) -> tuple[Packed, di
     meta : dict
         ``tol``, ``norm`` and ``params`` as saved: ``HMatrix(storage,
         **meta)`` is the saved matrix. For an H^2 file, ``format="h2"`` and
-        ``kind`` (``"kernel"`` or ``"general"``) instead, and
+        ``kind`` (``"kernel"``, ``"general"`` or ``"symmetric"``) instead, and
         :func:`hmnumba.load` gives the H2Matrix. The kernel of a
         :meth:`~hmnumba.HMatrix.from_kernel` matrix is not stored, so its
         ``estimate_error`` then needs the matrix ``A``.
@@ -823,16 +823,26 @@ def _check_header(h, size, hlen, where):
 #                ``mode`` ("stored" or "on-the-fly"), ``tol``;
 # ``"general"``  a general matrix (H2Matrix.from_dense); ``meta``: ``shape``,
 #                ``tol``, ``dtype`` (of the input), ``error`` (the exact
-#                relative error, or null).
+#                relative error, or null);
+# ``"symmetric"`` a symmetric general matrix (H2Matrix.from_hmatrix of a
+#                symmetric HMatrix, from_kernel(..., symmetric=True)); ``meta``
+#                as for ``"general"``, ``shape`` square. One tree and one set
+#                of bases (``row_*``; in memory ``col_*`` are the same
+#                arrays); each mirrored pair of blocks is stored once in
+#                ``c_data`` / ``n_data`` and listed under both of its nodes,
+#                the second entry with ``c_flip`` / ``n_flip`` 1 (it reads the
+#                block transposed); no transposed lists (H^T = H).
 #
 # ``arrays`` maps each name of _H2_ARRAYS[kind] (in that order) to its
 # ``dtype``, ``shape`` (1-D or 2-D) and ``offset``; integer arrays are
 # ``<i4`` where the values fit, else ``<i8``, and widen to int64 on load.
 # Array meanings: hmnumba.h2build (kernel) and hmnumba.h2dense (general).
 # Everything a numba kernel indexes with is checked on load by
-# hmnumba._validation.check_h2_kernel_arrays / check_h2_general_arrays.
+# hmnumba._validation.check_h2_kernel_arrays / check_h2_general_arrays /
+# check_h2_symmetric_arrays.
 
 H2_FORMAT_NAME = "hmnumba-h2matrix"
+_H2_KINDS = ("kernel", "general", "symmetric")
 _H2_HEADER_KEYS = {"format", "format_version", "writer", "kind", "meta", "payload_offset",
                    "payload_nbytes", "payload_sha256", "arrays"}
 _H2_TREE = ("perm", "level_ptr", "children", "start", "stop")
@@ -846,6 +856,8 @@ _H2_ARRAYS = {
                              for k in _H2_TREE + ("vp", "boff", "basis"))
     + tuple(b + k for b in ("c", "n")
             for k in ("_ptr", "_other", "_off", "_tptr", "_tother", "_toff", "_data")),
+    ("symmetric", None): tuple("row_" + k for k in _H2_TREE + ("vp", "boff", "basis"))
+    + tuple(b + k for b in ("c", "n") for k in ("_ptr", "_other", "_off", "_flip", "_data")),
 }
 # float arrays: storage dtype (float32 or float64); coordinates are float64
 _H2_STORAGE = {"T", "B", "D", "L", "row_basis", "col_basis", "c_data", "n_data"}
@@ -860,8 +872,9 @@ def _h2_table(kind, mode):
 def save_h2(H, path: str | os.PathLike) -> None:
     """Write an :class:`~hmnumba.H2Matrix` to ``path`` atomically.
 
-    Both kinds are written (a kernel matrix in either mode, and a general
-    matrix of :meth:`~hmnumba.H2Matrix.from_dense`); :func:`load` returns
+    Every kind is written (a kernel matrix in either mode, a general
+    matrix of :meth:`~hmnumba.H2Matrix.from_dense`, and a symmetric general
+    one, whose mirrored blocks are stored once); :func:`load` returns
     the same kind, whose products equal the saved matrix's bit for bit. The
     file layout is the H-matrix one (preamble, checksummed JSON header,
     checksummed payload) with ``format`` ``"hmnumba-h2matrix"``. The points
@@ -977,8 +990,8 @@ def _check_h2_header(h, size, hlen, where):
             f"({FORMAT_VERSION})")
     if not isinstance(h["writer"], str):
         bad("header writer must be a string")
-    if h["kind"] not in ("kernel", "general"):
-        bad(f"kind must be 'kernel' or 'general', got {_short(h['kind'])}")
+    if h["kind"] not in _H2_KINDS:
+        bad(f"kind must be one of {list(_H2_KINDS)}, got {_short(h['kind'])}")
     _check_h2_meta(h["kind"], h["meta"], bad)
     digest = h["payload_sha256"]
     if (not isinstance(digest, str) or len(digest) != 64
@@ -1020,10 +1033,13 @@ def _check_h2_header(h, size, hlen, where):
 
 def _check_h2_arrays(kind, meta, arrays, where):
     """Structural checks (hmnumba._validation) of native int64/float arrays."""
-    from hmnumba._validation import check_h2_general_arrays, check_h2_kernel_arrays
+    from hmnumba._validation import (check_h2_general_arrays, check_h2_kernel_arrays,
+                                     check_h2_symmetric_arrays)
     if kind == "kernel":
         check_h2_kernel_arrays(dict(arrays, n=meta["n"], dim=meta["dim"], mode=meta["mode"]),
                                where)
+    elif kind == "symmetric":
+        check_h2_symmetric_arrays(dict(arrays, shape=meta["shape"]), where)
     else:
         check_h2_general_arrays(dict(arrays, shape=meta["shape"]), where)
 

@@ -50,6 +50,31 @@ def test_from_hmatrix_of_a_symmetric_kernel_matrix_and_looser_tol(kernel_h):
     assert np.allclose(G.rmatvec(x), G.to_dense().T @ x)
 
 
+@pytest.mark.parametrize("tol", [1e-6, 1e-3])
+def test_symmetric_hmatrix_converts_to_symmetric_storage(kernel_h, tol):
+    X, H = kernel_h
+    G = H2Matrix.from_hmatrix(H, tol=tol)
+    F = H2Matrix.from_hmatrix(H.full_storage(), tol=tol)     # the same matrix, not marked
+    assert G.symmetric and not F.symmetric
+    Hd = H.to_dense()
+    measured = _relerr(G.to_dense(), Hd)
+    assert measured <= tol
+    assert measured == pytest.approx(G.conversion_error, rel=1e-3, abs=1e-12)
+    # one set of bases, each mirrored block once: about half the bytes
+    assert G.nbytes < 0.6 * F.nbytes
+    assert G.col_ranks is not None and np.array_equal(G.ranks, G.col_ranks)
+    x = np.random.default_rng(2).standard_normal((700, 3))
+    assert np.array_equal(G.rmatmat(x), G.matmat(x))
+    # both within tol of H: ||(G - F) x|| <= 2 tol ||H||_F ||x||
+    assert (np.linalg.norm(G.matmat(x) - F.matmat(x))
+            <= 2 * tol * np.linalg.norm(Hd) * np.linalg.norm(x))
+    # back to H: a symmetric H-matrix with the same products
+    B = G.to_hmatrix()
+    assert B.symmetric
+    np.testing.assert_allclose(B.matmat(x), G.matmat(x), rtol=1e-12, atol=1e-12)
+    assert "symmetric" in G.summary()
+
+
 def test_from_hmatrix_never_forms_the_dense_matrix(monkeypatch):
     H = HMatrix.from_dense(_smooth(200, 160), tol=1e-6)
     for name in ("to_dense", "matmat", "matvec", "rmatvec", "_apply"):

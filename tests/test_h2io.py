@@ -1,5 +1,5 @@
 """Saving and loading H^2 matrices (hmnumba.io.save_h2 / hmnumba.load): exact
-round trips of both kinds and modes, and refusal of damaged or hostile files
+round trips of every kind and mode, and refusal of damaged or hostile files
 (checksummed but structurally wrong) before any numba kernel sees them."""
 import hashlib
 import json
@@ -10,7 +10,7 @@ import pytest
 
 from hmnumba import H2Matrix, HMatrix, load
 from hmnumba.h2matrix import GeneralH2Matrix
-from hmnumba.kernels import gaussian, laplace
+from hmnumba.kernels import assemble_dense, gaussian, laplace
 
 PREAMBLE = struct.Struct("<8sIIQ32s")
 
@@ -35,6 +35,13 @@ CASES = {
                                                    leaf_size=8, random_state=0),
     "general float64": lambda: H2Matrix.from_dense(_weights(), tol=1e-9, leaf_size=8,
                                                    cluster="index"),
+    # symmetric general: converted from a symmetric HMatrix (tol 1e-3: with
+    # 300 points in 3-D, a tighter one stores every block dense, no couplings)
+    "symmetric float64": lambda: H2Matrix.from_hmatrix(
+        HMatrix.from_kernel(laplace, _points(300, 3), tol=1e-3, leaf_size=16)),
+    "symmetric float32": lambda: H2Matrix.from_hmatrix(HMatrix.from_dense(
+        assemble_dense(laplace, _points(300, 3)).astype(np.float32), tol=1e-3, leaf_size=16,
+        symmetric=True)),
 }
 
 
@@ -64,6 +71,26 @@ def test_round_trip_gives_the_same_kind_and_bits(saved):
     assert np.array_equal(G.rmatvec(y), H.rmatvec(y))
     if isinstance(H, GeneralH2Matrix):
         assert G.error == H.error
+
+
+@pytest.mark.parametrize("case", ["symmetric float64", "symmetric float32"])
+def test_symmetric_file_holds_one_side_and_loads_symmetric(case, tmp_path):
+    H = CASES[case]()
+    path = tmp_path / "s.hmz"
+    H.save(path)
+    header, arrays = _decode(path.read_bytes())
+    assert header["kind"] == "symmetric"
+    assert set(header["meta"]) == {"shape", "tol", "dtype", "error"}
+    assert list(arrays) == (["row_" + k for k in ("perm", "level_ptr", "children", "start",
+                                                  "stop", "vp", "boff", "basis")]
+                            + [b + k for b in ("c", "n")
+                               for k in ("_ptr", "_other", "_off", "_flip", "_data")])
+    for name in ("c", "n"):
+        assert 0 < arrays[name + "_flip"].sum() < arrays[name + "_flip"].size
+    G = load(path)
+    assert G.symmetric and G._a["col_vp"] is G._a["row_vp"]
+    x = np.random.default_rng(4).standard_normal(H.shape[0])
+    assert np.array_equal(G.rmatvec(x), G @ x)          # H^T = H, the same lists
 
 
 def test_saving_twice_gives_identical_bytes(saved, tmp_path):
@@ -222,13 +249,66 @@ GENERAL_EDITS = {
 }
 
 
+def _entries(a, name):
+    """``(key, other, flip)`` of each entry of the CSR list ``name``."""
+    key = np.repeat(np.arange(a["row_start"].size), np.diff(a[name + "_ptr"]))
+    return key, a[name + "_other"], a[name + "_flip"]
+
+
+def _first_flipped(name):
+    return lambda a: int(np.flatnonzero(a[name + "_flip"])[0])
+
+
+def _first_diagonal(a):
+    key, other, _ = _entries(a, "n")
+    return int(np.flatnonzero(key == other)[0])
+
+
+def _first_mirrored(a):
+    key, other, flip = _entries(a, "c")
+    return int(np.flatnonzero((flip == 0) & (key != other))[0])
+
+
+def _shift_last_block(a):
+    # the block at the largest offset and its mirror entry move back by one
+    # number: they overlap the block before
+    off = a["n_off"]
+    off[off == off.max()] -= 1
+
+
+SYMMETRIC_EDITS = {
+    "flip mirrors nothing": (lambda a: a["n_off"].__setitem__(
+        _first_flipped("n")(a), a["n_off"][_first_flipped("n")(a)] + 1), "must mirror exactly"),
+    "diagonal block flipped": (lambda a: a["n_flip"].__setitem__(_first_diagonal(a), 1),
+                               "n_flip must mirror exactly"),
+    "mirror left unflipped": (lambda a: a["c_flip"].__setitem__(_first_flipped("c")(a), 0),
+                              "unflipped entry of c_ptr"),
+    "unflipped entry flipped": (lambda a: a["c_flip"].__setitem__(_first_mirrored(a), 1),
+                                "c_flip must mirror exactly"),
+    "flip not 0 or 1": (_set("c_flip", 0, 2), "c_flip must hold 0 or 1"),
+    "flip one short": (lambda a: a.__setitem__("n_flip", a["n_flip"][:-1]), "n_flip must be"),
+    "blocks overlap": (_shift_last_block, "n_data must lie inside it"),
+    "n_data one short": (lambda a: a.__setitem__("n_data", a["n_data"][:-1]), "n_data"),
+    "c_other out of range": (_set("c_other", 0, 10**6), "c_other must lie in"),
+    "n_other negative": (_set("n_other", 0, -1), "n_other must lie in"),
+    "n_ptr falls": (_set("n_ptr", 1, -1), "n_ptr"),
+    "row_perm repeats": (_set("row_perm", 0, lambda a: a["row_perm"][1]), "row_perm"),
+    "row_boff shifted": (_set("row_boff", -1, lambda a: a["row_boff"][-1] + 1), "row_boff"),
+    "basis one short": (lambda a: a.__setitem__("row_basis", a["row_basis"][:-1]), "row_boff"),
+    "c_data NaN": (_set("c_data", 0, np.nan), "c_data contains NaN"),
+}
+
+
 def _edits(case):
+    if case.startswith("symmetric"):
+        return SYMMETRIC_EDITS
     if case.startswith("general"):
         return GENERAL_EDITS
     return {**KERNEL_EDITS, **(OTF_EDITS if "on-the-fly" in case else STORED_EDITS)}
 
 
-@pytest.mark.parametrize("case", ["kernel stored", "kernel on-the-fly", "general float32"])
+@pytest.mark.parametrize("case", ["kernel stored", "kernel on-the-fly", "general float32",
+                                  "symmetric float64"])
 def test_hostile_arrays_are_refused_with_a_message_naming_the_array(case, tmp_path):
     H = CASES[case]()
     H.save(tmp_path / "ok.hmz")
@@ -254,6 +334,7 @@ def test_hostile_arrays_are_refused_with_a_message_naming_the_array(case, tmp_pa
     (lambda h: h["meta"].__setitem__("length_scale", -1.0), "length_scale"),
     (lambda h: h["meta"].pop("dim"), "meta must have exactly"),
     (lambda h: h.__setitem__("extra", 1), "unexpected ['extra']"),
+    (lambda h: h.__setitem__("kind", "symmetric"), "meta must have exactly"),
 ])
 def test_hostile_header_is_refused(tmp_path, edit, words):
     H = CASES["kernel stored"]()
@@ -275,3 +356,16 @@ def test_array_with_the_wrong_dtype_or_rank_is_refused(tmp_path):
     _refused(tmp_path / "c.hmz", _encode(header, bad), "array children: shape")
     bad = {k: v for k, v in arrays.items() if k != "piv"}
     _refused(tmp_path / "d.hmz", _encode(header, bad), "arrays must name exactly")
+
+
+def test_symmetric_header_and_arrays_must_agree(tmp_path):
+    H = CASES["symmetric float64"]()
+    H.save(tmp_path / "ok.hmz")
+    header, arrays = _decode((tmp_path / "ok.hmz").read_bytes())
+    general = dict(header, kind="general")
+    _refused(tmp_path / "a.hmz", _encode(general, arrays), "arrays must name exactly")
+    square = json.loads(json.dumps(header))
+    square["meta"]["shape"] = [300, 301]
+    _refused(tmp_path / "b.hmz", _encode(square, arrays), "must be square")
+    bad = dict(arrays, c_flip=arrays["c_flip"].astype(np.float64))
+    _refused(tmp_path / "c.hmz", _encode(header, bad), "array c_flip: dtype")

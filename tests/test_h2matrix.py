@@ -197,6 +197,31 @@ def test_user_kernels_are_compressed_through_an_hmatrix_within_tol(kernel, tol):
                                atol=1e-10 * np.abs(K).sum())
 
 
+@pytest.mark.parametrize("tol", [1e-3, 1e-7])
+def test_symmetric_user_kernel_stores_each_mirrored_block_once(tol):
+    X = _points(800, 3, seed=12)
+    K = np.array([[_inverse_multiquadric(a, b) for b in X] for a in X])
+    S = H2Matrix.from_kernel(_inverse_multiquadric, X, tol=tol, leaf_size=24, symmetric=True)
+    G = H2Matrix.from_kernel(_inverse_multiquadric, X, tol=tol, leaf_size=24)
+    assert S.symmetric and not G.symmetric
+    assert _relerr(S.to_dense(), K) <= S.error <= tol
+    # one set of bases and one block per mirrored pair
+    assert S.nbytes < 0.6 * G.nbytes
+    x = np.random.default_rng(12).standard_normal(800)
+    assert np.array_equal(S.rmatvec(x), S.matvec(x))
+    D = S.to_dense()
+    np.testing.assert_allclose(D, D.T, rtol=0, atol=1e-12 * np.abs(K).max())
+
+
+def test_symmetric_option_is_checked():
+    X = _points(60, 3)
+    with pytest.raises(ValueError, match="symmetric=False"):
+        H2Matrix.from_kernel(laplace, X, symmetric=False)
+    with pytest.raises(TypeError, match="symmetric"):
+        H2Matrix.from_kernel(_inverse_multiquadric, X, symmetric="yes")
+    assert H2Matrix.from_kernel(laplace, X, symmetric=True).symmetric
+
+
 def test_tiny_and_degenerate_point_sets():
     for X in (_points(5, 3), np.zeros((40, 2)), np.repeat(_points(30, 3), 3, axis=0)):
         K = gaussian(X)

@@ -262,3 +262,55 @@ def test_cluster_tree_leaf_size_is_checked():
         ClusterTree.from_index(10, leaf_size=2.0)
     with pytest.raises(ValueError, match="cluster"):
         ClusterTree.from_matrix(GOOD, method="geometric")
+
+
+# ---------------------------------------------------------------------------
+# symmetric general H^2 arrays (hmnumba._validation.check_h2_symmetric_arrays)
+# ---------------------------------------------------------------------------
+
+
+def _symmetric_h2_arrays():
+    """A 4 x 4 symmetric H^2 layout by hand: root [0, 4) with leaves [0, 2)
+    and [2, 4) of rank 1, one coupling (1, 2) stored once and listed under
+    both leaves (flipped under 2), the two diagonal near-field blocks."""
+    def i(*v):
+        return np.array(v, np.int64)
+
+    return {
+        "shape": (4, 4), "row_perm": np.arange(4), "row_level_ptr": i(0, 1, 3),
+        "row_children": i([1, 2], [-1, -1], [-1, -1]), "row_start": i(0, 0, 2),
+        "row_stop": i(4, 2, 4), "row_vp": i(0, 0, 1, 2), "row_boff": i(0, 0, 2),
+        "row_basis": np.ones(4),
+        "c_ptr": i(0, 0, 1, 2), "c_other": i(2, 1), "c_off": i(0, 0), "c_flip": i(0, 1),
+        "c_data": np.ones(1),
+        "n_ptr": i(0, 0, 1, 2), "n_other": i(1, 2), "n_off": i(0, 4), "n_flip": i(0, 0),
+        "n_data": np.ones(8),
+    }
+
+
+def _near_field_on_the_root(a):
+    a.update(n_ptr=np.array([0, 1, 2, 3]), n_other=np.array([0, 1, 2]),
+             n_off=np.array([8, 0, 4]), n_flip=np.zeros(3, np.int64), n_data=np.ones(24))
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda a: a.update(shape=(4, 5)), "must be square"),
+    (lambda a: a["c_flip"].__setitem__(1, 0), "unflipped entry of c_ptr"),
+    (lambda a: a["c_off"].__setitem__(1, 1), "c_flip must mirror exactly one"),
+    (lambda a: a["n_flip"].__setitem__(0, 1), "n_flip must mirror exactly one"),
+    (lambda a: a["c_flip"].__setitem__(0, -1), "c_flip must hold 0 or 1"),
+    (lambda a: a.update(c_flip=np.zeros(1, np.int64)), "c_flip must be 1-D"),
+    (lambda a: a["c_other"].__setitem__(0, 3), r"c_other must lie in \[0, 3\)"),
+    (lambda a: a["n_off"].__setitem__(1, 3), "n_data must lie inside it"),
+    (lambda a: a.update(c_data=np.zeros(0)), "c_data must lie inside it"),
+    (lambda a: a["row_boff"].__setitem__(2, 1), "row_boff"),
+    (_near_field_on_the_root, "near-field blocks must pair two leaves"),
+    (lambda a: a["n_data"].__setitem__(7, np.inf), "n_data contains NaN"),
+])
+def test_symmetric_h2_arrays_are_checked(edit, match):
+    from hmnumba._validation import check_h2_symmetric_arrays
+    check_h2_symmetric_arrays(_symmetric_h2_arrays(), "here")
+    a = _symmetric_h2_arrays()
+    edit(a)
+    with pytest.raises(ValueError, match="^here: .*" + match):
+        check_h2_symmetric_arrays(a, "here")

@@ -7,7 +7,10 @@ breadth-first order (``level_ptr``); node ``t`` of rank ``k_t`` owns the rows
 transfer ``[E_c0; E_c1]`` (``(k_c0 + k_c1) x k_t``) for an inner node.
 Couplings and near-field blocks are row-major matrices in CSR lists keyed by
 their output node; a transposed product reads the same data through a
-second CSR.
+second CSR. A *symmetric* matrix (one tree, one set of bases) stores each
+mirrored pair of blocks once, under the node that comes first, and lists it
+under both nodes: the second entry has ``flip = 1`` and reads the stored
+block transposed (``flip`` is empty for a general matrix).
 
 Every kernel writes each output slice from one iteration only (a level's
 nodes, or one output node's list of blocks, summed in list order), so the
@@ -87,25 +90,76 @@ def downward(children, start, stop, level_ptr, vp, boff, basis, Yh, Y):
                     i0 += kc
 
 
+@njit(cache=True, inline="always")
+def _entry(u, q, other, off, flip, trans, lo_out, hi_out, lo_in, hi_in):
+    """Entry ``q`` of output node ``u``'s list: its output rows ``o:o + m``,
+    input rows ``i0:i0 + n``, offset ``b`` and whether it is read transposed."""
+    s = other[q]
+    transposed = trans != (flip.shape[0] > 0 and flip[q] != 0)
+    return (lo_out[u], hi_out[u] - lo_out[u], lo_in[s], hi_in[s] - lo_in[s], off[q],
+            transposed)
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def blocks(ptr, other, off, data, trans, lo_out, hi_out, lo_in, hi_in, X, Y):
+def blocks(ptr, other, off, flip, data, trans, lo_out, hi_out, lo_in, hi_in, X, Y):
     """``Y[u] += sum_b A_b X[other_b]`` over the CSR list of each output
     node ``u`` (``A_b`` row-major ``(hi_out - lo_out) x (hi_in - lo_in)``,
-    or its transpose stored when ``trans``), in list order."""
+    or its transpose stored when ``trans`` differs from ``flip[b]``; an
+    empty ``flip`` is all zeros), in list order."""
     r = X.shape[1]
     for u in prange(ptr.shape[0] - 1):
-        o = lo_out[u]
-        m = hi_out[u] - o
         for q in range(ptr[u], ptr[u + 1]):
-            s = other[q]
-            i0 = lo_in[s]
-            n = hi_in[s] - i0
-            b = off[q]
+            o, m, i0, n, b, transposed = _entry(u, q, other, off, flip, trans, lo_out, hi_out,
+                                                lo_in, hi_in)
             for i in range(m):
                 for j in range(n):
-                    if trans:
+                    if transposed:
                         w = np.float64(data[b + j * m + i])
                     else:
                         w = np.float64(data[b + i * n + j])
                     for c in range(r):
                         Y[o + i, c] += w * X[i0 + j, c]
+
+
+@njit(cache=True, inline="always", fastmath=FASTMATH)
+def _row_dot(data, b, n, x, i0):
+    """``sum_j data[b + j] x[i0 + j]`` in eight interleaved partial sums
+    (independent chains the CPU overlaps; the order is fixed in the code,
+    so no reassociation flag is needed and the bits never change)."""
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+    j = 0
+    while j + 8 <= n:
+        a0 += np.float64(data[b + j]) * x[i0 + j]
+        a1 += np.float64(data[b + j + 1]) * x[i0 + j + 1]
+        a2 += np.float64(data[b + j + 2]) * x[i0 + j + 2]
+        a3 += np.float64(data[b + j + 3]) * x[i0 + j + 3]
+        a4 += np.float64(data[b + j + 4]) * x[i0 + j + 4]
+        a5 += np.float64(data[b + j + 5]) * x[i0 + j + 5]
+        a6 += np.float64(data[b + j + 6]) * x[i0 + j + 6]
+        a7 += np.float64(data[b + j + 7]) * x[i0 + j + 7]
+        j += 8
+    while j < n:
+        a0 += np.float64(data[b + j]) * x[i0 + j]
+        j += 1
+    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def blocks_vec(ptr, other, off, flip, data, trans, lo_out, hi_out, lo_in, hi_in, x, y):
+    """:func:`blocks` for one right-hand side (``x``, ``y`` 1-D): a block
+    read as stored takes a dot product per row (:func:`_row_dot`), one read
+    transposed adds its contiguous rows to ``y`` scaled by ``x`` (a loop
+    that vectorizes as it is written)."""
+    for u in prange(ptr.shape[0] - 1):
+        for q in range(ptr[u], ptr[u + 1]):
+            o, m, i0, n, b, transposed = _entry(u, q, other, off, flip, trans, lo_out, hi_out,
+                                                lo_in, hi_in)
+            if transposed:
+                for j in range(n):
+                    xj = x[i0 + j]
+                    c = b + j * m
+                    for i in range(m):
+                        y[o + i] += np.float64(data[c + i]) * xj
+            else:
+                for i in range(m):
+                    y[o + i] += _row_dot(data, b + i * n, n, x, i0)

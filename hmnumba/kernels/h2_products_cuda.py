@@ -14,7 +14,9 @@ runs one product in cluster order with the passes of the CPU code:
   ``s``), phase two (one thread block per output node) sums the node's slots
   in the CSR order of the CPU schedule (``H2Matrix._c_ptr`` / ``_c_slot``,
   ``_n_ptr`` / ``_n_slot``). A general matrix lists its blocks per output
-  node already (``c_ptr`` ..., ``c_tptr`` ... for the transpose): one phase;
+  node already (``c_ptr`` ..., ``c_tptr`` ... for the transpose; a
+  symmetric one lists each mirrored block under both nodes, the second
+  entry flipped, and is its own transpose): one phase;
 * downward, one launch per level from the root: each thread owns one entry
   of a child's coefficients (or of the output), which one node writes.
 
@@ -283,11 +285,13 @@ def _general_down_level(first, children, start, stop, vp, boff, basis, yh,
 
 
 @cuda.jit
-def _general_blocks(nodes, ptr, other, off, data, trans, lo_out, hi_out, lo_in, hi_in, x,
-                    y):  # pragma: no cover - CUDA device code
+def _general_blocks(nodes, ptr, other, off, flip, flipped, data, trans, lo_out, hi_out, lo_in,
+                    hi_in, x, y):  # pragma: no cover - CUDA device code
     """One thread block per output node ``u = nodes[block]``: ``y[u] = sum_b
     A_b x[other_b]`` over its CSR list, in list order (``A_b`` row-major at
-    ``data[off_b:]``, its transpose read when ``trans``)."""
+    ``data[off_b:]``, its transpose read when ``trans`` differs from
+    ``flip[b]``; ``flip`` is read only when ``flipped``: a general matrix
+    has none, and its empty array travels as one unread element)."""
     u = nodes[cuda.blockIdx.x]
     o = lo_out[u]
     m = hi_out[u] - o
@@ -301,8 +305,9 @@ def _general_blocks(nodes, ptr, other, off, data, trans, lo_out, hi_out, lo_in, 
             i0 = lo_in[s]
             n = hi_in[s] - i0
             b = off[p]
+            transposed = trans != (flipped and flip[p] != 0)
             for j in range(n):
-                if trans:
+                if transposed:
                     v = data[b + j * m + i]
                 else:
                     v = data[b + i * n + j]
@@ -343,7 +348,8 @@ def to_device(H):
     H : H2Matrix or GeneralH2Matrix
         A kernel matrix (mode ``"stored"`` or ``"on-the-fly"``: bases,
         couplings, near field or points, and the two-phase schedule) or a
-        general one (:meth:`H2Matrix.from_dense <hmnumba.H2Matrix.from_dense>`).
+        general one (:meth:`H2Matrix.from_dense <hmnumba.H2Matrix.from_dense>`;
+        a symmetric one of :meth:`~hmnumba.H2Matrix.from_hmatrix` too).
 
     Returns
     -------
@@ -420,8 +426,12 @@ def _kernel_to_device(H):
 
 def _general_to_device(a):
     d = _to_device
-    dev = {"kind": "general"}
-    for side in ("row", "col"):
+    # A symmetric matrix (one tree, mirrored blocks stored once and listed
+    # under both nodes, flipped) has no column side and no transposed lists:
+    # H^T = H, so apply() runs its forward product for trans=True too.
+    symmetric = "c_flip" in a
+    dev = {"kind": "general", "symmetric": symmetric}
+    for side in ("row",) if symmetric else ("row", "col"):
         children, vp = a[side + "_children"], a[side + "_vp"]
         leaves = np.flatnonzero(children[:, 0] < 0).astype(np.int64)
         near_count = np.diff(a["n_ptr"] if side == "row" else a["n_tptr"])
@@ -436,13 +446,22 @@ def _general_to_device(a):
             "nodes": d(np.arange(children.shape[0], dtype=np.int64)), "leaves": d(leaves),
             "n_leaves": int(leaves.size), "lo": d(vp[:-1]), "hi": d(vp[1:]),
             "start": d(a[side + "_start"]), "stop": d(a[side + "_stop"])}
+    if symmetric:
+        dev["col"] = dev["row"]
     for name in ("c", "n"):
         data = d(a[name + "_data"])
-        # (ptr, other, off, data) by output row node, and by column node for
-        # the transpose (which reads the same data)
-        dev[name] = (d(a[name + "_ptr"]), d(a[name + "_other"]), d(a[name + "_off"]), data)
+        # (ptr, other, off, flip, flipped, data) by output row node, and by
+        # column node for the transpose of a general matrix (which reads the
+        # same data)
+        if symmetric:
+            dev[name] = (d(a[name + "_ptr"]), d(a[name + "_other"]), d(a[name + "_off"]),
+                         d(a[name + "_flip"]), True, data)
+            continue
+        no_flip = d(np.zeros(0, np.int64))
+        dev[name] = (d(a[name + "_ptr"]), d(a[name + "_other"]), d(a[name + "_off"]), no_flip,
+                     False, data)
         dev[name + "_t"] = (d(a[name + "_tptr"]), d(a[name + "_tother"]), d(a[name + "_toff"]),
-                            data)
+                            no_flip, False, data)
     return dev
 
 
@@ -456,7 +475,8 @@ def apply(dev, xp, trans=False):
     xp : ndarray of shape (n_in, r)
         The operand in the matrix's cluster order (float64).
     trans : bool, default=False
-        ``H^T xp`` (general matrices; a kernel matrix is symmetric).
+        ``H^T xp`` (general matrices; a kernel matrix and a symmetric
+        general one give ``H xp``).
 
     Returns
     -------
@@ -510,6 +530,7 @@ def _apply_kernel(dev, x):
 
 
 def _apply_general(dev, x, trans):
+    trans = trans and not dev["symmetric"]
     src, dst = (dev["row"], dev["col"]) if trans else (dev["col"], dev["row"])
     r = x.shape[1]
     xh = cuda.device_array((max(src["n_coef"], 1), r))

@@ -3,7 +3,9 @@
 
 Kernel matrices: stored (dense and low-rank couplings, transfer matrices,
 float64 and float32 storage) and on the fly; general matrices from dense
-arrays, products and transposed products. The matrices are small (the
+arrays, products and transposed products; symmetric general matrices
+(converted from a symmetric HMatrix: mirrored blocks stored once, read
+flipped). The matrices are small (the
 simulator runs every CUDA thread in Python) but each one exercises every
 part of its product; the fixtures check that they do.
 """
@@ -13,8 +15,8 @@ import pickle
 import numpy as np
 import pytest
 
-from hmnumba import H2Matrix, backend
-from hmnumba.kernels import exponential, gaussian, laplace
+from hmnumba import H2Matrix, HMatrix, backend
+from hmnumba.kernels import assemble_dense, exponential, gaussian, laplace
 from hmnumba.kernels.h2_products_cuda import to_device
 
 # Device and CPU sum the same stored numbers in float64: they agree to
@@ -109,6 +111,74 @@ def test_general_repeated_transposed_products_have_the_same_bits(general_pair):
     _, G = general_pair
     x = np.random.default_rng(4).standard_normal(G.shape[0])
     assert np.array_equal(G.rmatvec(x), G.rmatvec(x))
+
+
+# storage: the symmetric H-matrix of 3-D Laplace on 300 points that
+# H2Matrix.from_hmatrix converts. (At tol=1e-6 so few points have no
+# admissible block stored as factors: no couplings to test.)
+SYMMETRIC_CASES = {
+    "float64": lambda K: HMatrix.from_kernel(laplace, K[1], tol=1e-3, leaf_size=16),
+    "float32": lambda K: HMatrix.from_dense(K[0].astype(np.float32), tol=1e-3, leaf_size=16,
+                                            symmetric=True),
+}
+
+
+@pytest.fixture(scope="module")
+def laplace_300():
+    X = np.random.default_rng(0).random((300, 3))
+    return assemble_dense(laplace, X), X
+
+
+@pytest.fixture(scope="module", params=sorted(SYMMETRIC_CASES))
+def symmetric_pair(request, laplace_300):
+    """``(G on the CPU, a copy on the device)``: a symmetric general H^2
+    matrix with couplings and near-field blocks read through their mirrors."""
+    H = SYMMETRIC_CASES[request.param](laplace_300)
+    assert H.symmetric
+    G = H2Matrix.from_hmatrix(H)
+    a = G._a
+    assert G.symmetric and a["c_data"].dtype == np.dtype(request.param)
+    assert a["col_vp"] is a["row_vp"] and "c_tptr" not in a
+    for name in ("c", "n"):
+        flip = a[name + "_flip"]
+        assert 0 < flip.sum() < flip.size                     # mirrored entries read flipped
+    inner = a["row_children"][:, 0] >= 0
+    assert (G.ranks[inner] > 0).any()                         # transfer matrices act
+    return G, pickle.loads(pickle.dumps(G)).to("cuda")
+
+
+@pytest.mark.parametrize("op,rhs", [("matvec", None), ("matmat", 2), ("rmatvec", None)])
+def test_symmetric_general_products_equal_cpu(symmetric_pair, op, rhs):
+    H, G = symmetric_pair
+    x = np.random.default_rng(6).standard_normal(H.shape[1] if rhs is None else (H.shape[1], rhs))
+    want = getattr(H, op)(x)
+    got = getattr(G, op)(x)
+    assert G.device == "cuda" and got.shape == want.shape and got.dtype == np.float64
+    assert _relative(got, want) <= RTOL_SAME_ENTRIES
+    # H^T = H: the transposed product runs the forward lists, the same bits
+    assert np.array_equal(G.matvec(x) if rhs is None else G.matmat(x), got)
+
+
+def test_symmetric_general_device_arrays_have_one_side():
+    from hmnumba.kernels.h2_products_cuda import apply
+    X = np.random.default_rng(0).random((300, 3))
+    H = H2Matrix.from_hmatrix(HMatrix.from_kernel(laplace, X, tol=1e-3, leaf_size=16))
+    dev = to_device(H)
+    assert dev["symmetric"] and dev["col"] is dev["row"]
+    assert "c_t" not in dev and "n_t" not in dev
+    xp = np.random.default_rng(7).standard_normal((300, 1))
+    assert np.array_equal(apply(dev, xp, trans=True), apply(dev, xp))
+
+
+def test_symmetric_near_field_between_inner_nodes_is_refused():
+    X = np.random.default_rng(0).random((300, 3))
+    H = copy.copy(H2Matrix.from_hmatrix(HMatrix.from_kernel(laplace, X, tol=1e-3,
+                                                              leaf_size=16)))
+    H._a = dict(H._a)
+    H._a["n_ptr"] = H._a["n_ptr"].copy()
+    H._a["n_ptr"][1:] += 1               # the root (an inner node) gets a near-field block
+    with pytest.raises(ValueError, match="needs leaf pairs"):
+        to_device(H)
 
 
 def test_to_returns_self_and_to_cpu_drops_the_device_copy():
