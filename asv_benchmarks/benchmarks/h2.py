@@ -5,6 +5,8 @@
   error of the H^2 product on random rows (``track_h2_error``).
 * ``H2Matvec``: ``H @ x`` and ``H @ X`` for both H^2 modes beside the
   H-matrix's ``H @ x`` in the same process.
+* ``H2UserKernel``: a user ``@njit`` kernel as a symmetric H-matrix and as
+  H^2 (symmetric storage and general storage): bytes and ``H @ x``.
 
 The C references (H2Pack stored / JIT, H2Lib) run from
 ``../shared/anchors/run.sh`` with ``VARIANTS="h2pack_stored h2pack_jit
@@ -12,7 +14,10 @@ hmnumba_h2 hmnumba_h2_otf"``; their builds cannot be timed from Python.
 """
 from functools import lru_cache
 
-from hmnumba import H2Matrix
+import numpy as np
+from numba import njit
+
+from hmnumba import H2Matrix, HMatrix
 
 from .common import (KERNEL_OPTS, N_RHS, N_VALUES, WARM_UP_N, kernel_hmatrix, laplace,
                      median_time, points, vectors, warm_up_kernel)
@@ -98,3 +103,54 @@ class H2Matvec:
         return t2 / t1
 
     track_h2_over_hmatrix_matvec.unit = "H^2 matvec time / H matvec time"
+
+
+@njit
+def inverse_multiquadric(x, y):
+    """A user kernel (numba ``@njit``), symmetric: ``k(x, y) = k(y, x)``."""
+    return 1.0 / np.sqrt(0.01 + ((x - y) ** 2).sum())
+
+
+USER_N_VALUES = [2_000, 8_000]
+
+
+@lru_cache(maxsize=6)
+def user_kernel_matrix(n, kind):
+    """``kind``: ``"hmatrix"`` (symmetric H), ``"h2_symmetric"`` or
+    ``"h2_general"`` (both sides stored) of the user kernel on the standard
+    points (memoised)."""
+    X = points(n)
+    if kind == "hmatrix":
+        return HMatrix.from_kernel(inverse_multiquadric, X, symmetric=True, **KERNEL_OPTS)
+    return H2Matrix.from_kernel(inverse_multiquadric, X, tol=KERNEL_OPTS["tol"],
+                                symmetric=kind == "h2_symmetric")
+
+
+class H2UserKernel:
+    """A user ``@njit`` kernel: the H^2 matrix converted from the H-matrix,
+    stored symmetric (one set of bases, each mirrored block once) or general,
+    beside the symmetric H-matrix: storage and ``H @ x``."""
+
+    params = [USER_N_VALUES, ["hmatrix", "h2_symmetric", "h2_general"]]
+    param_names = ["n", "kind"]
+    timeout = 1200
+
+    def setup(self, n, kind):
+        user_kernel_matrix(WARM_UP_N // 4, kind) @ vectors(WARM_UP_N // 4)
+        self.H = user_kernel_matrix(n, kind)
+        self.x = vectors(n)
+
+    def time_matvec(self, n, kind):
+        self.H @ self.x
+
+    def track_MB(self, n, kind):
+        return self.H.nbytes / 1e6
+
+    track_MB.unit = "MB"
+
+    def track_matvec_over_hmatrix(self, n, kind):
+        ref = user_kernel_matrix(n, "hmatrix")
+        t = median_time(lambda: self.H @ self.x, repeats=7)
+        return t / median_time(lambda: ref @ self.x, repeats=7)
+
+    track_matvec_over_hmatrix.unit = "matvec time / symmetric H matvec time"
