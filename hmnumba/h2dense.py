@@ -31,6 +31,7 @@ from hmnumba._threads import one_blas_thread, serial_if_unsafe
 from hmnumba.cluster import build_cluster_trees
 from hmnumba.h2build import FLOAT32_MIN_TOL, level_pointer
 from hmnumba.kernels import h2_general as kg
+from hmnumba.kernels import h2_products as kp
 from hmnumba.kernels import trees
 from hmnumba.storage import Packed
 
@@ -375,6 +376,35 @@ def _fit_bases(attempt, row_far, col_far, row_tree, col_tree, tol, norm2, dtype,
     return H
 
 
+def _symmetric_schedule(a):
+    """The two-phase schedule of a symmetric matrix's products, for the
+    couplings and the near field: the stored blocks ``(bt, bs)`` in storage
+    order (a slab of the products reads contiguous entries) with their
+    offsets, whether each is applied transposed too (off the diagonal), the
+    temporary slots of each side, their count, and per output node (every
+    node for the couplings, the leaves for the near field) the CSR of its
+    slots."""
+    from hmnumba.h2matrix import _gather_csr, _slots
+    n_nodes = a["row_children"].shape[0]
+    leaves = np.flatnonzero(a["row_children"][:, 0] < 0)
+    leaf_of = np.full(n_nodes, -1, np.int64)
+    leaf_of[leaves] = np.arange(leaves.size)
+    rank, size = np.diff(a["row_vp"]), a["row_stop"] - a["row_start"]
+    out = []
+    for name, sizes, key_of in (("c", rank, np.arange(n_nodes)), ("n", size, leaf_of)):
+        stored = np.flatnonzero(a[name + "_flip"] == 0)
+        stored = stored[np.argsort(a[name + "_off"][stored], kind="stable")]
+        bt = np.repeat(np.arange(n_nodes), np.diff(a[name + "_ptr"]))[stored]
+        bs = a[name + "_other"][stored]
+        mirror = bt != bs
+        tmp0, tmp1, n_tmp = _slots(sizes[bt], sizes[bs])
+        ptr, slot = _gather_csr(leaves.size if name == "n" else n_nodes, key_of[bt], tmp0,
+                                key_of[bs[mirror]], tmp1[mirror])
+        out.append((bt, bs, a[name + "_off"][stored], mirror, tmp0, tmp1,
+                    np.array([n_tmp], np.int64), ptr, slot))
+    return tuple(out)
+
+
 def _ndim(x, ndim, name):
     x = np.asarray(x)
     if x.ndim != ndim:
@@ -392,6 +422,7 @@ class _GeneralH2Products:
         if "c_flip" in self._a:     # symmetric: the column tree and bases are the row ones
             self._a.update({"col_" + k[4:]: v for k, v in arrays.items()
                             if k.startswith("row_")})
+        self._schedule = _symmetric_schedule(self._a) if "c_flip" in self._a else ()
         self.tol = self._a["tol"]
         self.mode = "stored"
         self.error = None
@@ -431,6 +462,8 @@ class _GeneralH2Products:
     def _arrays(self):
         # each array once: a symmetric matrix's column side aliases its rows
         unique = {id(v): v for v in self._a.values() if isinstance(v, np.ndarray)}
+        for part in self._schedule:
+            unique.update((id(v), v) for v in part)
         return list(unique.values())
 
     def _block(self, name, q, m, n):
@@ -471,8 +504,9 @@ class _GeneralH2Products:
         if self._device_arrays is not None:
             from hmnumba.kernels import h2_products_cuda
             return h2_products_cuda.apply(self._device_arrays, xp, trans)
+        if self.symmetric:      # H^T = H
+            return self._apply_symmetric(xp)
         a = self._a
-        trans = trans and not self.symmetric       # H^T = H: the forward lists
         ins, outs = ("row", "col") if trans else ("col", "row")
         r = xp.shape[1]
         vin, vout = a[ins + "_vp"], a[outs + "_vp"]
@@ -493,6 +527,35 @@ class _GeneralH2Products:
               a.get("n_flip", no_flip), a["n_data"], trans, a[outs + "_start"],
               a[outs + "_stop"], a[ins + "_start"], a[ins + "_stop"], one(xp), one(yp))
         kg.downward(*self._side(outs), yh, yp)
+        return yp
+
+    def _apply_symmetric(self, xp):
+        """``H xp`` of a symmetric matrix in cluster order: each stored block
+        is read once and applied both ways (the two-phase products of the
+        kernel H^2 matrix, :mod:`hmnumba.kernels.h2_products`); the CSR
+        lists with flips serve the device and the conversions."""
+        a = self._a
+        r = xp.shape[1]
+        vp, st, sp = a["row_vp"], a["row_start"], a["row_stop"]
+        tree = self._side("row")
+        xh = np.empty((vp[-1], r))
+        kg.upward(*tree, xp, xh)
+        yh = np.empty((vp[-1], r))
+        yp = np.empty_like(xp)
+        leaves = np.flatnonzero(a["row_children"][:, 0] < 0)
+        for (bt, bs, off, do1, tmp0, tmp1, n_tmp, ptr, slot), data, lo, hi, x, y, out in (
+                (self._schedule[0], a["c_data"], vp[:-1], vp[1:], xh, yh, np.arange(vp.size - 1)),
+                (self._schedule[1], a["n_data"], st, sp, xp, yp, leaves)):
+            tmp = np.empty((n_tmp[0], r))
+            do0 = np.ones(bt.size, np.bool_)
+            if r == 1:
+                kp.blocks_vec(data, off, bt, bs, do0, do1, lo, hi, lo, hi, lo, lo, x.reshape(-1),
+                              tmp.reshape(-1), tmp0, tmp1)
+            else:
+                kp.blocks_mat(data, off, bt, bs, do0, do1, lo, hi, lo, hi, lo, lo, x, tmp, tmp0,
+                              tmp1)
+            kp.gather_slots(lo[out], hi[out], ptr, slot, tmp, y)
+        kg.downward(*tree, yh, yp)
         return yp
 
     def _product(self, X, trans):

@@ -36,7 +36,9 @@ SCRIPT = textwrap.dedent("""
     x = np.sort(rng.random(300))
     W = 1.0 / (1.0 + 10.0 * np.abs(x[:, None] - x[None, :])) + 1e-5 * rng.random((300, 300))
     for G in (H2Matrix.from_dense(W, tol=1e-5, leaf_size=16, random_state=0),
-              H2Matrix.from_hmatrix(HMatrix.from_dense(W, tol=1e-6, leaf_size=16))):
+              H2Matrix.from_hmatrix(HMatrix.from_dense(W, tol=1e-6, leaf_size=16)),
+              H2Matrix.from_hmatrix(HMatrix.from_dense(W + W.T, tol=1e-6, leaf_size=16,
+                                                       symmetric=True))):
         v = rng.standard_normal(300)
         out += [G @ v, G.rmatvec(v), G @ rng.standard_normal((300, 4)), np.array([G.error])]
     digest = hashlib.sha256()

@@ -136,6 +136,8 @@ BUILDS = {
         random_state=0),
     "from an HMatrix": lambda: H2Matrix.from_hmatrix(HMatrix.from_dense(
         MATRIX_KINDS["ill_conditioned"](160, 200, 4), tol=1e-6, leaf_size=16)),
+    "symmetric, from an HMatrix": lambda: H2Matrix.from_hmatrix(HMatrix.from_kernel(
+        laplace, np.random.default_rng(2).random((700, 3)), tol=1e-6, leaf_size=16)),
 }
 
 
