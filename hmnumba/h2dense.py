@@ -939,22 +939,33 @@ def _leaves_below(tree):
 
 
 def _conversion_error(G, U, V, D, lr, bt, bs, nt, ns):
-    """``||H - G||_F``, block by block, from ``G``'s stored arrays."""
+    """``||H - G||_F``, block by block, from ``G``'s stored arrays. In a
+    symmetric ``G`` a mirrored entry's error is its stored block's (both
+    ``H``'s mirror and ``G``'s flipped entry are exact transposes), so each
+    stored block off the diagonal counts twice and mirrors are skipped."""
     a = G._a
     Ub, Vb = G._explicit_bases("row"), G._explicit_bases("col")
     lr_of = {(t, s): b for t, s, b in zip(bt.tolist(), bs.tolist(), lr.tolist())}
     dn_of = {(t, s): i for i, (t, s) in enumerate(zip(nt.tolist(), ns.tolist()))}
+    flip = {name: a[name + "_flip"] if G.symmetric else np.zeros(a[name + "_other"].size, int)
+            for name in ("c", "n")}
+    weight = 2.0 if G.symmetric else 1.0
     err2 = 0.0
     for t in range(a["c_ptr"].size - 1):
         for q in range(a["c_ptr"][t], a["c_ptr"][t + 1]):
+            if flip["c"][q]:
+                continue
             s = int(a["c_other"][q])
             b = lr_of[(t, s)]
             S = G._block("c", q, Ub[t].shape[1], Vb[s].shape[1])
             X = np.hstack((U[b], Ub[t] @ S))
             Y = np.hstack((V[b], -Vb[s]))
-            err2 += _norm_of_product(X, Y) ** 2
+            err2 += weight * _norm_of_product(X, Y) ** 2
         for q in range(a["n_ptr"][t], a["n_ptr"][t + 1]):
             s = int(a["n_other"][q])
+            if flip["n"][q]:
+                continue
             d = D[dn_of[(t, s)]]
-            err2 += float(np.square(d - G._block("n", q, *d.shape)).sum())
+            err2 += ((weight if s != t else 1.0)
+                     * float(np.square(d - G._block("n", q, *d.shape)).sum()))
     return float(np.sqrt(err2))
