@@ -254,11 +254,14 @@ def adaptive_partition(Wp, row_tree, col_tree, tol, saving=ADAPTIVE_SAVING, min_
 
 
 def build_dense_h2(cls, W, tol, leaf_size, cluster, random_state, admissibility="adaptive",
-                   storage="auto"):
+                   storage="auto", symmetric=False):
     """A ``cls`` (:class:`~hmnumba.h2matrix.GeneralH2Matrix`) with
     ``||W - H||_F <= tol ||W||_F``: for
     ``"adaptive"`` admissibility, the smallest of the partitions
-    :data:`PARTITIONS` (each with the bound verified)."""
+    :data:`PARTITIONS` (each with the bound verified). ``symmetric`` (``W ==
+    W.T``, checked by the caller): the row tree serves the columns too, and
+    each partition keeps its blocks on and above the diagonal (their mirrors
+    complete it) in symmetric storage."""
     e = scale_exponent(np.max(np.abs(W)) if W.size else 0.0)
     if storage == "float32" and e:
         raise ValueError(f"storage='float32' cannot keep entries of magnitude "
@@ -267,6 +270,8 @@ def build_dense_h2(cls, W, tol, leaf_size, cluster, random_state, admissibility=
     with one_blas_thread():
         row_tree, col_tree = build_cluster_trees(W.shape, cluster, leaf_size, A=Ws,
                                                  random_state=random_state)
+        if symmetric:
+            col_tree = row_tree
         Wp = np.ascontiguousarray(Ws[row_tree.perm][:, col_tree.perm], dtype=np.float64)
         if e:      # float64 storage: scaled back, float32 could not hold the entries
             storage = "float64"
@@ -277,7 +282,11 @@ def build_dense_h2(cls, W, tol, leaf_size, cluster, random_state, admissibility=
                      for saving, min_level in PARTITIONS]
         best = None
         for bt, bs, adm in parts:
-            H = _build_partition(cls, W, Wp, row_tree, col_tree, bt, bs, adm, tol, storage)
+            if symmetric:   # the upper blocks; a decision below the diagonal may differ by
+                upper = row_tree.start[bt] <= row_tree.start[bs]    # rounding: mirrors instead
+                bt, bs, adm = bt[upper], bs[upper], adm[upper]
+            H = _build_partition(cls, W, Wp, row_tree, col_tree, bt, bs, adm, tol, storage,
+                                 symmetric)
             if best is None or H.nbytes < best.nbytes:
                 best = H
         return rescale(best, e)
@@ -306,15 +315,22 @@ def rescale(H, e):
     return H
 
 
-def _build_partition(cls, W, Wp, row_tree, col_tree, bt, bs, adm, tol, storage):
+def _build_partition(cls, W, Wp, row_tree, col_tree, bt, bs, adm, tol, storage,
+                     symmetric=False):
     m, n = W.shape
     bt, bs, adm = np.asarray(bt, np.int64), np.asarray(bs, np.int64), np.asarray(adm, bool)
     nt, ns = bt[~adm], bs[~adm]
     bt, bs = bt[adm], bs[adm]
     norm2 = float(np.square(Wp).sum())
     rs, rp, cs, cp = row_tree.start, row_tree.stop, col_tree.start, col_tree.stop
-    row_far = _dense_far(Wp, _far_columns(row_tree, col_tree, bt, bs))
-    col_far = _dense_far(Wp.T, _far_columns(col_tree, row_tree, bs, bt))
+    if symmetric:     # a row's far field: its upper blocks and the mirrors of the others
+        mirror = bt != bs
+        far = _far_columns(row_tree, row_tree, np.concatenate((bt, bs[mirror])),
+                           np.concatenate((bs, bt[mirror])))
+        row_far = col_far = _dense_far(Wp, far)
+    else:
+        row_far = _dense_far(Wp, _far_columns(row_tree, col_tree, bt, bs))
+        col_far = _dense_far(Wp.T, _far_columns(col_tree, row_tree, bs, bt))
 
     def coupling(i, Ut, Vs):
         return Ut.T @ Wp[rs[bt[i]]:rp[bt[i]], cs[bs[i]]:cp[bs[i]]] @ Vs
@@ -329,7 +345,7 @@ def _build_partition(cls, W, Wp, row_tree, col_tree, bt, bs, adm, tol, storage):
 
     def attempt(tau, dtype):
         a = _assemble(row_far, col_far, coupling, near, row_tree, col_tree, bt, bs, nt, ns, tau,
-                      dtype)
+                      dtype, symmetric)
         a.update(shape=(m, n), tol=tol, dtype=np.dtype(W.dtype))
         H = cls(a)
         H.error = float(np.linalg.norm(H._to_dense_permuted() - Wp))
@@ -882,7 +898,7 @@ def hmatrix_to_h2(cls, H, tol):
         keep_c, keep_n = np.arange(bt.size), np.arange(nt.size)
         if symmetric:
             col_far = row_far
-            keep_c = np.flatnonzero(row_tree.start[bt] < row_tree.start[bs])
+            keep_c = np.flatnonzero(row_tree.start[bt] <= row_tree.start[bs])
             keep_n = np.flatnonzero(row_tree.start[nt] <= row_tree.start[ns])
 
         def coupling(i, Ut, Vs):

@@ -229,7 +229,7 @@ class H2Matrix:
 
     @classmethod
     def from_dense(cls, W, tol=1e-3, leaf_size=32, cluster="pca", random_state=None,
-                   admissibility="adaptive", storage="auto"):
+                   admissibility="adaptive", storage="auto", symmetric=False):
         """Compress a dense (weight) array with ``||W - H||_F <= tol ||W||_F``.
 
         Rows and columns are clustered from ``W`` itself, the block partition
@@ -258,6 +258,11 @@ class H2Matrix:
             dtype of the stored bases, couplings and near field; ``"auto"``
             is float32 when ``W`` is float32 or ``tol >= 1e-6``, falling back
             to float64 if the rounding breaks the bound.
+        symmetric : bool, default=False
+            ``W`` equals its transpose (checked exactly, e.g. a kernel or an
+            NTK Gram matrix): one tree and one set of bases serve rows and
+            columns and each mirrored pair of blocks is stored once (about
+            half the bytes; see :attr:`GeneralH2Matrix.symmetric`).
 
         Returns
         -------
@@ -282,8 +287,13 @@ class H2Matrix:
         cluster = check_choice(cluster, "cluster", ("pca", "index"))
         admissibility = check_choice(admissibility, "admissibility", ("adaptive", "weak"))
         storage = check_choice(storage, "storage", ("auto", "float32", "float64"))
+        if not isinstance(symmetric, (bool, np.bool_)):
+            raise TypeError(f"symmetric must be True or False, got {type(symmetric).__name__}")
+        if symmetric and (W.shape[0] != W.shape[1] or not np.array_equal(W, W.T)):
+            raise ValueError(f"symmetric=True needs W equal to its transpose, got a "
+                             f"{W.shape[0]} x {W.shape[1]} array that is not")
         return build_dense_h2(GeneralH2Matrix, W, tol, leaf_size, cluster, random_state,
-                              admissibility, storage)
+                              admissibility, storage, bool(symmetric))
 
     @classmethod
     def from_hmatrix(cls, H, tol=None):

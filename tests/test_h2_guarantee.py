@@ -3,7 +3,8 @@
 * ``H2Matrix.from_dense``: ``||W - H||_F <= tol ||W||_F`` always and
   ``H.error`` is the exact achieved value, over hard matrices (Gaussian,
   low rank plus noise, ill-conditioned, rank-deficient, zero; tiny, tall,
-  wide; float32; entries near underflow and overflow);
+  wide; float32; entries near underflow and overflow; symmetric storage of
+  symmetric ones);
 * ``H2Matrix.from_hmatrix``: ``conversion_error`` is the exact ``||H - H2||_F /
   ||H||_F`` and at most ``tol``, ``error`` bounds ``||A - H2||_F / ||A||_F``;
 * the same bits for any thread count (builds and products);
@@ -66,6 +67,19 @@ def test_from_dense_guarantee_over_hard_matrices(kind, shape, tol, opts, seed, f
         A = A.astype(np.float32)
     H = assert_h2_guarantee(A, tol, random_state=seed % 1000, **opts)
     assert H.dtype == A.dtype
+
+
+@pytest.mark.slow
+@given(kind=kinds, size=sizes, tol=tols, opts=options, seed=seeds, float32=st.booleans())
+def test_symmetric_from_dense_guarantee_over_hard_matrices(kind, size, tol, opts, seed, float32):
+    A = MATRIX_KINDS[kind](size, size, seed)
+    A = A + A.T
+    if float32:
+        A = A.astype(np.float32)
+    H = assert_h2_guarantee(A, tol, random_state=seed % 1000, symmetric=True, **opts)
+    assert H.symmetric and H.dtype == A.dtype
+    x = np.random.default_rng(seed % 1000).standard_normal(size)
+    assert np.array_equal(H.rmatvec(x), H.matvec(x))
 
 
 @pytest.mark.parametrize("scale", [1e-300, 1e-170, 1e153, 1e300])

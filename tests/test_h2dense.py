@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hmnumba import H2Matrix
+from hmnumba import H2Matrix, load
 
 
 def poisson_operator(n_side=32, seed=0):
@@ -136,3 +136,38 @@ def test_to_hmatrix(name):
     x = np.random.default_rng(0).standard_normal(W.shape[1])
     np.testing.assert_allclose(H @ x, H2 @ x, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(H.to_dense(), H2.to_dense(), rtol=1e-9, atol=1e-9)
+
+
+def test_symmetric_from_dense_stores_each_mirrored_block_once(tmp_path):
+    x = np.sort(np.random.default_rng(0).random(600))
+    W = 1.0 / (1.0 + 30 * np.abs(x[:, None] - x[None, :]))
+    S = H2Matrix.from_dense(W, tol=1e-4, leaf_size=16, random_state=0, symmetric=True)
+    G = H2Matrix.from_dense(W, tol=1e-4, leaf_size=16, random_state=0)
+    assert S.symmetric and not G.symmetric
+    assert np.linalg.norm(S.to_dense() - W) <= 1e-4 * np.linalg.norm(W)
+    assert S.nbytes < G.nbytes
+    # the stored couplings hold each mirrored pair once
+    flip = S._a["c_flip"]
+    assert S._a["c_data"].size < G._a["c_data"].size and np.count_nonzero(flip) > 0
+    S.save(tmp_path / "s.hmz")
+    L = load(tmp_path / "s.hmz")
+    v = np.random.default_rng(1).standard_normal(600)
+    assert L.symmetric and np.array_equal(L @ v, S @ v) and L.error == S.error
+
+
+def test_symmetric_from_dense_of_a_rank_one_matrix_is_one_diagonal_coupling():
+    v = np.random.default_rng(1).standard_normal(300)
+    S = H2Matrix.from_dense(np.outer(v, v), tol=1e-6, leaf_size=16, symmetric=True,
+                            random_state=0)
+    assert S._a["c_other"].size == 1 and S._a["n_other"].size == 0
+    assert np.linalg.norm(S.to_dense() - np.outer(v, v)) <= 1e-6 * v @ v
+
+
+def test_symmetric_from_dense_refuses_arrays_that_are_not():
+    W = np.random.default_rng(2).random((20, 20))
+    with pytest.raises(ValueError, match="symmetric=True needs W"):
+        H2Matrix.from_dense(W, symmetric=True)
+    with pytest.raises(ValueError, match="symmetric=True needs W"):
+        H2Matrix.from_dense(np.ones((20, 21)), symmetric=True)
+    with pytest.raises(TypeError, match="symmetric"):
+        H2Matrix.from_dense(W + W.T, symmetric="yes")
