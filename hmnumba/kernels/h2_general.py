@@ -24,6 +24,11 @@ from numba import njit, prange
 # loaded from its cache (tests/test_h2_cold_warm.py, an H-matrix converted by
 # H2Matrix.from_hmatrix), as the PINN kernels did; the sums run in the written order.
 FASTMATH = {"nsz", "arcp", "afn"}
+# The block products run over this many slabs, slab w taking the output
+# nodes w, w + SLABS, ...: nodes are breadth-first, so a plain prange over
+# them gave one thread the inner nodes (no near field) and the other the
+# leaves (all of it).
+SLABS = 64
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -107,18 +112,20 @@ def blocks(ptr, other, off, flip, data, trans, lo_out, hi_out, lo_in, hi_in, X, 
     or its transpose stored when ``trans`` differs from ``flip[b]``; an
     empty ``flip`` is all zeros), in list order."""
     r = X.shape[1]
-    for u in prange(ptr.shape[0] - 1):
-        for q in range(ptr[u], ptr[u + 1]):
-            o, m, i0, n, b, transposed = _entry(u, q, other, off, flip, trans, lo_out, hi_out,
-                                                lo_in, hi_in)
-            for i in range(m):
-                for j in range(n):
-                    if transposed:
-                        w = np.float64(data[b + j * m + i])
-                    else:
-                        w = np.float64(data[b + i * n + j])
-                    for c in range(r):
-                        Y[o + i, c] += w * X[i0 + j, c]
+    n_out = ptr.shape[0] - 1
+    for slab in prange(SLABS):
+        for u in range(slab, n_out, SLABS):        # interleaved: see SLABS
+            for q in range(ptr[u], ptr[u + 1]):
+                o, m, i0, n, b, transposed = _entry(u, q, other, off, flip, trans, lo_out,
+                                                    hi_out, lo_in, hi_in)
+                for i in range(m):
+                    for j in range(n):
+                        if transposed:
+                            w = np.float64(data[b + j * m + i])
+                        else:
+                            w = np.float64(data[b + i * n + j])
+                        for c in range(r):
+                            Y[o + i, c] += w * X[i0 + j, c]
 
 
 @njit(cache=True, inline="always", fastmath=FASTMATH)
@@ -150,16 +157,18 @@ def blocks_vec(ptr, other, off, flip, data, trans, lo_out, hi_out, lo_in, hi_in,
     read as stored takes a dot product per row (:func:`_row_dot`), one read
     transposed adds its contiguous rows to ``y`` scaled by ``x`` (a loop
     that vectorizes as it is written)."""
-    for u in prange(ptr.shape[0] - 1):
-        for q in range(ptr[u], ptr[u + 1]):
-            o, m, i0, n, b, transposed = _entry(u, q, other, off, flip, trans, lo_out, hi_out,
-                                                lo_in, hi_in)
-            if transposed:
-                for j in range(n):
-                    xj = x[i0 + j]
-                    c = b + j * m
+    n_out = ptr.shape[0] - 1
+    for slab in prange(SLABS):
+        for u in range(slab, n_out, SLABS):        # interleaved: see SLABS
+            for q in range(ptr[u], ptr[u + 1]):
+                o, m, i0, n, b, transposed = _entry(u, q, other, off, flip, trans, lo_out,
+                                                    hi_out, lo_in, hi_in)
+                if transposed:
+                    for j in range(n):
+                        xj = x[i0 + j]
+                        c = b + j * m
+                        for i in range(m):
+                            y[o + i] += np.float64(data[c + i]) * xj
+                else:
                     for i in range(m):
-                        y[o + i] += np.float64(data[c + i]) * xj
-            else:
-                for i in range(m):
-                    y[o + i] += _row_dot(data, b + i * n, n, x, i0)
+                        y[o + i] += _row_dot(data, b + i * n, n, x, i0)
