@@ -532,16 +532,12 @@ class _GeneralH2Products:
         pfx = "_t" if trans else "_"
         no_flip = np.zeros(0, np.int64)
         yp = np.zeros((a[outs + "_stop"][0], r))
-        # one right-hand side: the 1-D kernel (dot products that overlap,
-        # contiguous axpys); ravel of a (n, 1) C array is a view
-        apply = kg.blocks_vec if r == 1 else kg.blocks
-        one = (lambda v: v.ravel()) if r == 1 else (lambda v: v)
-        apply(a["c" + pfx + "ptr"], a["c" + pfx + "other"], a["c" + pfx + "off"],
-              a.get("c_flip", no_flip), a["c_data"], trans, vout[:-1], vout[1:], vin[:-1],
-              vin[1:], one(xh), one(yh))
-        apply(a["n" + pfx + "ptr"], a["n" + pfx + "other"], a["n" + pfx + "off"],
-              a.get("n_flip", no_flip), a["n_data"], trans, a[outs + "_start"],
-              a[outs + "_stop"], a[ins + "_start"], a[ins + "_stop"], one(xp), one(yp))
+        kg.blocks(a["c" + pfx + "ptr"], a["c" + pfx + "other"], a["c" + pfx + "off"],
+                  a.get("c_flip", no_flip), a["c_data"], trans, vout[:-1], vout[1:], vin[:-1],
+                  vin[1:], xh, yh)
+        kg.blocks(a["n" + pfx + "ptr"], a["n" + pfx + "other"], a["n" + pfx + "off"],
+                  a.get("n_flip", no_flip), a["n_data"], trans, a[outs + "_start"],
+                  a[outs + "_stop"], a[ins + "_start"], a[ins + "_stop"], xp, yp)
         kg.downward(*self._side(outs), yh, yp)
         return yp
 

@@ -105,29 +105,6 @@ def _entry(u, q, other, off, flip, trans, lo_out, hi_out, lo_in, hi_in):
             transposed)
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def blocks(ptr, other, off, flip, data, trans, lo_out, hi_out, lo_in, hi_in, X, Y):
-    """``Y[u] += sum_b A_b X[other_b]`` over the CSR list of each output
-    node ``u`` (``A_b`` row-major ``(hi_out - lo_out) x (hi_in - lo_in)``,
-    or its transpose stored when ``trans`` differs from ``flip[b]``; an
-    empty ``flip`` is all zeros), in list order."""
-    r = X.shape[1]
-    n_out = ptr.shape[0] - 1
-    for slab in prange(SLABS):
-        for u in range(slab, n_out, SLABS):        # interleaved: see SLABS
-            for q in range(ptr[u], ptr[u + 1]):
-                o, m, i0, n, b, transposed = _entry(u, q, other, off, flip, trans, lo_out,
-                                                    hi_out, lo_in, hi_in)
-                for i in range(m):
-                    for j in range(n):
-                        if transposed:
-                            w = np.float64(data[b + j * m + i])
-                        else:
-                            w = np.float64(data[b + i * n + j])
-                        for c in range(r):
-                            Y[o + i, c] += w * X[i0 + j, c]
-
-
 @njit(cache=True, inline="always", fastmath=FASTMATH)
 def _row_dot(data, b, n, x, i0):
     """``sum_j data[b + j] x[i0 + j]`` in eight interleaved partial sums
@@ -151,24 +128,51 @@ def _row_dot(data, b, n, x, i0):
     return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
 
 
+@njit(cache=True, inline="always", fastmath=FASTMATH)
+def _block_vec(data, b, m, n, transposed, x, i0, y, o):
+    """``y[o:o + m] += A x[i0:i0 + n]`` (1-D): a block read as stored takes
+    a dot product per row (:func:`_row_dot`), one read transposed adds its
+    contiguous rows scaled by ``x`` (a loop that vectorizes as written)."""
+    if transposed:
+        for j in range(n):
+            xj = x[i0 + j]
+            c = b + j * m
+            for i in range(m):
+                y[o + i] += np.float64(data[c + i]) * xj
+    else:
+        for i in range(m):
+            y[o + i] += _row_dot(data, b + i * n, n, x, i0)
+
+
+@njit(cache=True, inline="always", fastmath=FASTMATH)
+def _block_mat(data, b, m, n, transposed, X, i0, Y, o):
+    """``Y[o:o + m] += A X[i0:i0 + n]`` for ``r`` columns."""
+    r = X.shape[1]
+    for i in range(m):
+        for j in range(n):
+            if transposed:
+                w = np.float64(data[b + j * m + i])
+            else:
+                w = np.float64(data[b + i * n + j])
+            for c in range(r):
+                Y[o + i, c] += w * X[i0 + j, c]
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def blocks_vec(ptr, other, off, flip, data, trans, lo_out, hi_out, lo_in, hi_in, x, y):
-    """:func:`blocks` for one right-hand side (``x``, ``y`` 1-D): a block
-    read as stored takes a dot product per row (:func:`_row_dot`), one read
-    transposed adds its contiguous rows to ``y`` scaled by ``x`` (a loop
-    that vectorizes as it is written)."""
+def blocks(ptr, other, off, flip, data, trans, lo_out, hi_out, lo_in, hi_in, X, Y):
+    """``Y[u] += sum_b A_b X[other_b]`` over the CSR list of each output
+    node ``u`` (``A_b`` row-major ``(hi_out - lo_out) x (hi_in - lo_in)``,
+    or its transpose stored when ``trans`` differs from ``flip[b]``; an
+    empty ``flip`` is all zeros), in list order. ``X``, ``Y``: C-contiguous
+    ``(*, r)``; one column runs on their flat views (unit stride)."""
+    x, y = X.reshape(-1), Y.reshape(-1)
     n_out = ptr.shape[0] - 1
     for slab in prange(SLABS):
         for u in range(slab, n_out, SLABS):        # interleaved: see SLABS
             for q in range(ptr[u], ptr[u + 1]):
                 o, m, i0, n, b, transposed = _entry(u, q, other, off, flip, trans, lo_out,
                                                     hi_out, lo_in, hi_in)
-                if transposed:
-                    for j in range(n):
-                        xj = x[i0 + j]
-                        c = b + j * m
-                        for i in range(m):
-                            y[o + i] += np.float64(data[c + i]) * xj
+                if X.shape[1] == 1:
+                    _block_vec(data, b, m, n, transposed, x, i0, y, o)
                 else:
-                    for i in range(m):
-                        y[o + i] += _row_dot(data, b + i * n, n, x, i0)
+                    _block_mat(data, b, m, n, transposed, X, i0, Y, o)
