@@ -439,6 +439,12 @@ class _GeneralH2Products:
             self._a.update({"col_" + k[4:]: v for k, v in arrays.items()
                             if k.startswith("row_")})
         self._schedule = _symmetric_schedule(self._a) if "c_flip" in self._a else ()
+        # the one-region split of each tree for the upward and downward passes
+        from hmnumba.h2matrix import _subtrees
+        self._split = {"row": _subtrees(self._a["row_children"], self._a["row_level_ptr"])}
+        self._split["col"] = (self._split["row"] if self._a["col_children"] is
+                              self._a["row_children"] else
+                              _subtrees(self._a["col_children"], self._a["col_level_ptr"]))
         self.tol = self._a["tol"]
         self.mode = "stored"
         self.error = None
@@ -478,7 +484,7 @@ class _GeneralH2Products:
     def _arrays(self):
         # each array once: a symmetric matrix's column side aliases its rows
         unique = {id(v): v for v in self._a.values() if isinstance(v, np.ndarray)}
-        for part in self._schedule:
+        for part in self._schedule + tuple(self._split.values()):
             unique.update((id(v), v) for v in part)
         return list(unique.values())
 
@@ -511,9 +517,10 @@ class _GeneralH2Products:
                 f"ranks max {int(r.max(initial=0))}, {self.nbytes / 1e6:.3f} MB")
 
     def _side(self, name):
+        """The arguments of the upward and downward passes over one tree."""
         a = self._a
-        return (a[name + "_children"], a[name + "_start"], a[name + "_stop"],
-                a[name + "_level_ptr"], a[name + "_vp"], a[name + "_boff"], a[name + "_basis"])
+        return self._split[name] + (a[name + "_children"], a[name + "_start"], a[name + "_stop"],
+                                    a[name + "_vp"], a[name + "_boff"], a[name + "_basis"])
 
     def _apply_permuted(self, xp, trans):
         """``H xp`` (or ``H^T xp``) in cluster order, ``xp`` of shape ``(n, r)``."""

@@ -31,68 +31,66 @@ FASTMATH = {"nsz", "arcp", "afn"}
 SLABS = 64
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def upward(children, start, stop, level_ptr, vp, boff, basis, X, Xh):
-    """``Xh[t] = U_t^T X[t]`` for every node, from the leaves up."""
-    r = X.shape[1]
-    for lev in range(level_ptr.shape[0] - 2, -1, -1):
-        for t in prange(level_ptr[lev], level_ptr[lev + 1]):
-            k = vp[t + 1] - vp[t]
-            o = vp[t]
+@njit(cache=True, inline="always", fastmath=FASTMATH)
+def _pass_node(t, up, children, start, stop, vp, boff, basis, vec, coef):
+    """Node ``t``'s step of the upward pass (``up``: ``coef[t] = M^T z``) or
+    of the downward pass (``z += M coef[t]``), where ``M`` is the node's
+    stored matrix (``U_t``, ``m_t x k_t``, at a leaf; the stacked transfers
+    ``[E_c0; E_c1]`` otherwise) and ``z`` its rows of ``vec`` (a leaf) or
+    its children's coefficients in ``coef``."""
+    r = coef.shape[1]
+    k = vp[t + 1] - vp[t]
+    o = vp[t]
+    b = boff[t]
+    if up:
+        for j in range(k):
+            for c in range(r):
+                coef[o + j, c] = 0.0
+    leaf = children[t, 0] < 0
+    if k == 0:
+        return
+    z = vec if leaf else coef
+    for h in range(1 if leaf else 2):
+        if leaf:
+            z0, i0, rows = start[t], 0, stop[t] - start[t]
+        else:
+            ch = children[t, h]
+            z0, rows = vp[ch], vp[ch + 1] - vp[ch]
+            i0 = 0 if h == 0 else vp[children[t, 0] + 1] - vp[children[t, 0]]
+        for i in range(rows):
             for j in range(k):
+                w = np.float64(basis[b + (i0 + i) * k + j])
                 for c in range(r):
-                    Xh[o + j, c] = 0.0
-            b = boff[t]
-            if children[t, 0] < 0:
-                s0 = start[t]
-                for i in range(stop[t] - s0):
-                    for j in range(k):
-                        w = np.float64(basis[b + i * k + j])
-                        for c in range(r):
-                            Xh[o + j, c] += w * X[s0 + i, c]
-            elif k > 0:
-                i0 = 0
-                for h in range(2):
-                    ch = children[t, h]
-                    oc = vp[ch]
-                    kc = vp[ch + 1] - oc
-                    for i in range(kc):
-                        for j in range(k):
-                            w = np.float64(basis[b + (i0 + i) * k + j])
-                            for c in range(r):
-                                Xh[o + j, c] += w * Xh[oc + i, c]
-                    i0 += kc
+                    if up:
+                        coef[o + j, c] += w * z[z0 + i, c]
+                    else:
+                        z[z0 + i, c] += w * coef[o + j, c]
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def downward(children, start, stop, level_ptr, vp, boff, basis, Yh, Y):
+def upward(top, sub_ptr, sub_nodes, children, start, stop, vp, boff, basis, X, Xh):
+    """``Xh[t] = U_t^T X[t]`` for every node, from the leaves up, in one
+    parallel region: the subtrees ``sub_nodes[sub_ptr[u]:sub_ptr[u + 1]]``
+    (children before parents) in parallel, then the ``top`` nodes
+    (breadth-first) serially from the last (the split of
+    :func:`hmnumba.h2matrix._subtrees`)."""
+    for u in prange(sub_ptr.shape[0] - 1):
+        for e in range(sub_ptr[u], sub_ptr[u + 1]):
+            _pass_node(sub_nodes[e], True, children, start, stop, vp, boff, basis, X, Xh)
+    for e in range(top.shape[0] - 1, -1, -1):
+        _pass_node(top[e], True, children, start, stop, vp, boff, basis, X, Xh)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def downward(top, sub_ptr, sub_nodes, children, start, stop, vp, boff, basis, Yh, Y):
     """``Yh[c] += E_c Yh[t]`` from the root down, then ``Y[t] += U_t Yh[t]``
-    at the leaves (``Yh`` is overwritten)."""
-    r = Y.shape[1]
-    for lev in range(level_ptr.shape[0] - 1):
-        for t in prange(level_ptr[lev], level_ptr[lev + 1]):
-            k = vp[t + 1] - vp[t]
-            o = vp[t]
-            b = boff[t]
-            if children[t, 0] < 0:
-                s0 = start[t]
-                for i in range(stop[t] - s0):
-                    for j in range(k):
-                        w = np.float64(basis[b + i * k + j])
-                        for c in range(r):
-                            Y[s0 + i, c] += w * Yh[o + j, c]
-            elif k > 0:
-                i0 = 0
-                for h in range(2):
-                    ch = children[t, h]
-                    oc = vp[ch]
-                    kc = vp[ch + 1] - oc
-                    for i in range(kc):
-                        for j in range(k):
-                            w = np.float64(basis[b + (i0 + i) * k + j])
-                            for c in range(r):
-                                Yh[oc + i, c] += w * Yh[o + j, c]
-                    i0 += kc
+    at the leaves (``Yh`` is overwritten): the reverse of :func:`upward`'s
+    order, so a parent is complete before its children read it."""
+    for e in range(top.shape[0]):
+        _pass_node(top[e], False, children, start, stop, vp, boff, basis, Y, Yh)
+    for u in prange(sub_ptr.shape[0] - 1):
+        for e in range(sub_ptr[u + 1] - 1, sub_ptr[u] - 1, -1):
+            _pass_node(sub_nodes[e], False, children, start, stop, vp, boff, basis, Y, Yh)
 
 
 @njit(cache=True, inline="always")
