@@ -30,6 +30,7 @@ import numpy as np
 from hmnumba._threads import one_blas_thread, serial_if_unsafe
 from hmnumba.cluster import build_cluster_trees
 from hmnumba.h2build import FLOAT32_MIN_TOL, level_pointer
+from hmnumba.h2schedule import gather_csr, slots, subtrees
 from hmnumba.kernels import h2_general as kg
 from hmnumba.kernels import h2_products as kp
 from hmnumba.kernels import trees
@@ -400,7 +401,6 @@ def _symmetric_schedule(a):
     temporary slots of each side, their count, and per output node (every
     node for the couplings, the leaves for the near field) the CSR of its
     slots."""
-    from hmnumba.h2matrix import _gather_csr, _slots
     n_nodes = a["row_children"].shape[0]
     leaves = np.flatnonzero(a["row_children"][:, 0] < 0)
     leaf_of = np.full(n_nodes, -1, np.int64)
@@ -413,8 +413,8 @@ def _symmetric_schedule(a):
         bt = np.repeat(np.arange(n_nodes), np.diff(a[name + "_ptr"]))[stored]
         bs = a[name + "_other"][stored]
         mirror = bt != bs
-        tmp0, tmp1, n_tmp = _slots(sizes[bt], sizes[bs])
-        ptr, slot = _gather_csr(leaves.size if name == "n" else n_nodes, key_of[bt], tmp0,
+        tmp0, tmp1, n_tmp = slots(sizes[bt], sizes[bs])
+        ptr, slot = gather_csr(leaves.size if name == "n" else n_nodes, key_of[bt], tmp0,
                                 key_of[bs[mirror]], tmp1[mirror])
         out.append((bt, bs, a[name + "_off"][stored], mirror, tmp0, tmp1,
                     np.array([n_tmp], np.int64), ptr, slot))
@@ -440,11 +440,10 @@ class _GeneralH2Products:
                             if k.startswith("row_")})
         self._schedule = _symmetric_schedule(self._a) if "c_flip" in self._a else ()
         # the one-region split of each tree for the upward and downward passes
-        from hmnumba.h2matrix import _subtrees
-        self._split = {"row": _subtrees(self._a["row_children"], self._a["row_level_ptr"])}
+        self._split = {"row": subtrees(self._a["row_children"], self._a["row_level_ptr"])}
         self._split["col"] = (self._split["row"] if self._a["col_children"] is
                               self._a["row_children"] else
-                              _subtrees(self._a["col_children"], self._a["col_level_ptr"]))
+                              subtrees(self._a["col_children"], self._a["col_level_ptr"]))
         self.tol = self._a["tol"]
         self.mode = "stored"
         self.error = None

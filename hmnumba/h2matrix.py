@@ -21,6 +21,7 @@ from hmnumba._threads import serial_if_unsafe
 from hmnumba._validation import (check_choice, check_device, check_operand, check_points,
                                  check_positive_float, check_positive_int, check_tol)
 from hmnumba.h2dense import _GeneralH2Products, build_dense_h2
+from hmnumba.h2schedule import gather_csr, slots, subtrees
 from hmnumba.kernels import h2_products as kp
 from hmnumba.kernels.codes import H2_MODES
 
@@ -69,8 +70,8 @@ class H2Matrix:
         # Coupling slots: dense couplings first, then those stored as factors.
         ct = np.concatenate((a["cb_t"], a["lb_t"]))
         cs = np.concatenate((a["cb_s"], a["lb_s"]))
-        tmp0, tmp1, self._c_ntmp = _slots(rank[ct], rank[cs])
-        self._c_ptr, self._c_slot = _gather_csr(n_nodes, ct, tmp0, cs, tmp1)
+        tmp0, tmp1, self._c_ntmp = slots(rank[ct], rank[cs])
+        self._c_ptr, self._c_slot = gather_csr(n_nodes, ct, tmp0, cs, tmp1)
         n_dense = a["cb_t"].size
         self._c_tmp0, self._c_tmp1 = tmp0[:n_dense], tmp1[:n_dense]
         self._l_tmp0, self._l_tmp1 = tmp0[n_dense:], tmp1[n_dense:]
@@ -81,13 +82,13 @@ class H2Matrix:
         self._leaves = leaves
         size = a["stop"] - a["start"]
         nm, nn = size[a["nb_t"]], size[a["nb_s"]]
-        self._n_tmp0, self._n_tmp1, self._n_ntmp = _slots(nm, nn)
+        self._n_tmp0, self._n_tmp1, self._n_ntmp = slots(nm, nn)
         mirror = a["nb_t"] != a["nb_s"]
-        self._n_ptr, self._n_slot = _gather_csr(leaves.size, leaf_of[a["nb_t"]], self._n_tmp0,
+        self._n_ptr, self._n_slot = gather_csr(leaves.size, leaf_of[a["nb_t"]], self._n_tmp0,
                                                 leaf_of[a["nb_s"][mirror]], self._n_tmp1[mirror])
         self._n_do0 = np.ones(a["nb_t"].size, np.bool_)
         self._n_do1 = mirror
-        self._top, self._sub_ptr, self._sub_nodes = _subtrees(a["children"], a["level_ptr"])
+        self._top, self._sub_ptr, self._sub_nodes = subtrees(a["children"], a["level_ptr"])
         self._init_work()
         self._device_arrays = None    # the product's arrays on the GPU, after to("cuda")
 
@@ -793,50 +794,6 @@ class GeneralH2Matrix(_GeneralH2Products, H2Matrix):
 def _kernel_of(a):
     from hmnumba.kernel_functions import KernelFunction
     return KernelFunction.from_code(a["code"], a["length_scale"])
-
-
-def _subtrees(children, level_ptr, min_subtrees=32):
-    """Split the tree for one-region passes: the ``top`` nodes (levels above
-    the first level with at least ``min_subtrees`` nodes, breadth-first) and
-    the subtrees below, each listed children first (CSR ``sub_ptr``,
-    ``sub_nodes``)."""
-    n_nodes = children.shape[0]
-    counts = np.diff(level_ptr)
-    cut = int(np.argmax(counts >= min_subtrees)) if np.any(counts >= min_subtrees) else \
-        counts.size - 1
-    top = np.arange(level_ptr[cut], dtype=np.int64)
-    root = np.full(n_nodes, -1, np.int64)
-    roots = np.arange(level_ptr[cut], level_ptr[cut + 1])
-    root[roots] = np.arange(roots.size)
-    for t in range(level_ptr[cut], n_nodes):        # breadth-first: parents first
-        if children[t, 0] >= 0:
-            root[children[t]] = root[t]
-    below = np.arange(level_ptr[cut], n_nodes)
-    sub_nodes = below[np.lexsort((-below, root[below]))]
-    sub_ptr = np.zeros(roots.size + 1, np.int64)
-    np.cumsum(np.bincount(root[below], minlength=roots.size), out=sub_ptr[1:])
-    return top, sub_ptr, sub_nodes.astype(np.int64)
-
-
-def _slots(m, n):
-    """Temporary slots of the two-phase block product: block ``b`` owns rows
-    ``tmp0[b]:tmp0[b] + m[b]`` (``B x_s``, for ``t``) and ``tmp1[b]:tmp1[b] +
-    n[b]`` (``B^T x_t``, for ``s``)."""
-    sizes = np.stack([m, n], axis=1).ravel()
-    offs = np.zeros(sizes.size + 1, np.int64)
-    np.cumsum(sizes, out=offs[1:])
-    return offs[0:-1:2].copy(), offs[1::2].copy(), int(offs[-1])
-
-
-def _gather_csr(n_out, key0, slot0, key1, slot1):
-    """CSR over ``n_out`` output nodes of the slots ``slot0`` (of node
-    ``key0``) and ``slot1`` (of ``key1``), each node's slots in slot order."""
-    keys = np.concatenate((key0, key1)).astype(np.int64)
-    slots = np.concatenate((slot0, slot1)).astype(np.int64)
-    order = np.lexsort((slots, keys))
-    ptr = np.zeros(n_out + 1, np.int64)
-    np.cumsum(np.bincount(keys, minlength=n_out), out=ptr[1:])
-    return ptr, slots[order]
 
 
 def from_file(arrays, meta):

@@ -73,7 +73,7 @@ def upward(top, sub_ptr, sub_nodes, children, start, stop, vp, boff, basis, X, X
     parallel region: the subtrees ``sub_nodes[sub_ptr[u]:sub_ptr[u + 1]]``
     (children before parents) in parallel, then the ``top`` nodes
     (breadth-first) serially from the last (the split of
-    :func:`hmnumba.h2matrix._subtrees`)."""
+    :func:`hmnumba.h2schedule.subtrees`)."""
     for u in prange(sub_ptr.shape[0] - 1):
         for e in range(sub_ptr[u], sub_ptr[u + 1]):
             _pass_node(sub_nodes[e], True, children, start, stop, vp, boff, basis, X, Xh)
