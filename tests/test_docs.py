@@ -33,6 +33,7 @@ INTERNAL = {
     "hmnumba.h2matrix": "H2Matrix is documented as hmnumba.H2Matrix",
     "hmnumba.h2build": "the build behind H2Matrix.from_kernel",
     "hmnumba.h2dense": "the build behind H2Matrix.from_dense",
+    "hmnumba.h2schedule": "the schedules of the H2Matrix products",
     "hmnumba.pinn.layers": "re-exported by hmnumba.pinn (its __all__)",
     "hmnumba.pinn.network": "re-exported by hmnumba.pinn (its __all__)",
     "hmnumba.pinn.problems": "re-exported by hmnumba.pinn (its __all__)",
