@@ -397,17 +397,18 @@ def _symmetric_schedule(a):
     """The two-phase schedule of a symmetric matrix's products, for the
     couplings and the near field: the stored blocks ``(bt, bs)`` in storage
     order (a slab of the products reads contiguous entries) with their
-    offsets, whether each is applied transposed too (off the diagonal), the
-    temporary slots of each side, their count, and per output node (every
-    node for the couplings, the leaves for the near field) the CSR of its
-    slots."""
+    offsets, whether each is applied as stored (always) and transposed too
+    (off the diagonal), the temporary slots of each side, their count, the
+    output nodes (every node for the couplings, the leaves for the near
+    field) and per output node the CSR of its slots."""
     n_nodes = a["row_children"].shape[0]
     leaves = np.flatnonzero(a["row_children"][:, 0] < 0)
     leaf_of = np.full(n_nodes, -1, np.int64)
     leaf_of[leaves] = np.arange(leaves.size)
     rank, size = np.diff(a["row_vp"]), a["row_stop"] - a["row_start"]
     out = []
-    for name, sizes, key_of in (("c", rank, np.arange(n_nodes)), ("n", size, leaf_of)):
+    for name, sizes, key_of, outs in (("c", rank, np.arange(n_nodes), np.arange(n_nodes)),
+                                      ("n", size, leaf_of, leaves)):
         stored = np.flatnonzero(a[name + "_flip"] == 0)
         stored = stored[np.argsort(a[name + "_off"][stored], kind="stable")]
         bt = np.repeat(np.arange(n_nodes), np.diff(a[name + "_ptr"]))[stored]
@@ -416,8 +417,8 @@ def _symmetric_schedule(a):
         tmp0, tmp1, n_tmp = slots(sizes[bt], sizes[bs])
         ptr, slot = gather_csr(leaves.size if name == "n" else n_nodes, key_of[bt], tmp0,
                                 key_of[bs[mirror]], tmp1[mirror])
-        out.append((bt, bs, a[name + "_off"][stored], mirror, tmp0, tmp1,
-                    np.array([n_tmp], np.int64), ptr, slot))
+        out.append((bt, bs, a[name + "_off"][stored], np.ones(bt.size, np.bool_), mirror, tmp0,
+                    tmp1, np.array([n_tmp], np.int64), outs, ptr, slot))
     return tuple(out)
 
 
@@ -487,13 +488,20 @@ class _GeneralH2Products:
             unique.update((id(v), v) for v in part)
         return list(unique.values())
 
+    def _mirrored(self, name):
+        """Per entry of the CSR list ``name`` (``"c"`` or ``"n"``): 1 where it
+        reads its mirror's stored block transposed (a symmetric matrix's
+        second listing), else 0 (every entry of a general matrix)."""
+        a = self._a
+        return a[name + "_flip"] if self.symmetric else np.zeros(a[name + "_other"].size, np.int64)
+
     def _block(self, name, q, m, n):
         """Block ``q`` of the CSR list ``name`` (``"c"`` or ``"n"``) as its
         output node sees it, ``m x n`` float64 (a flipped entry of a
         symmetric matrix reads its mirror's stored block transposed)."""
         a = self._a
         o = a[name + "_off"][q]
-        if self.symmetric and a[name + "_flip"][q]:
+        if self._mirrored(name)[q]:
             return a[name + "_data"][o:o + m * n].reshape(n, m).T.astype(np.float64)
         return a[name + "_data"][o:o + m * n].reshape(m, n).astype(np.float64)
 
@@ -536,14 +544,12 @@ class _GeneralH2Products:
         kg.upward(*self._side(ins), xp, xh)
         yh = np.zeros((vout[-1], r))
         pfx = "_t" if trans else "_"
-        no_flip = np.zeros(0, np.int64)
         yp = np.zeros((a[outs + "_stop"][0], r))
         kg.blocks(a["c" + pfx + "ptr"], a["c" + pfx + "other"], a["c" + pfx + "off"],
-                  a.get("c_flip", no_flip), a["c_data"], trans, vout[:-1], vout[1:], vin[:-1],
-                  vin[1:], xh, yh)
+                  a["c_data"], trans, vout[:-1], vout[1:], vin[:-1], vin[1:], xh, yh)
         kg.blocks(a["n" + pfx + "ptr"], a["n" + pfx + "other"], a["n" + pfx + "off"],
-                  a.get("n_flip", no_flip), a["n_data"], trans, a[outs + "_start"],
-                  a[outs + "_stop"], a[ins + "_start"], a[ins + "_stop"], xp, yp)
+                  a["n_data"], trans, a[outs + "_start"], a[outs + "_stop"], a[ins + "_start"],
+                  a[ins + "_stop"], xp, yp)
         kg.downward(*self._side(outs), yh, yp)
         return yp
 
@@ -560,12 +566,10 @@ class _GeneralH2Products:
         kg.upward(*tree, xp, xh)
         yh = np.empty((vp[-1], r))
         yp = np.empty_like(xp)
-        leaves = np.flatnonzero(a["row_children"][:, 0] < 0)
-        for (bt, bs, off, do1, tmp0, tmp1, n_tmp, ptr, slot), data, lo, hi, x, y, out in (
-                (self._schedule[0], a["c_data"], vp[:-1], vp[1:], xh, yh, np.arange(vp.size - 1)),
-                (self._schedule[1], a["n_data"], st, sp, xp, yp, leaves)):
+        for (bt, bs, off, do0, do1, tmp0, tmp1, n_tmp, out, ptr, slot), data, lo, hi, x, y in (
+                (self._schedule[0], a["c_data"], vp[:-1], vp[1:], xh, yh),
+                (self._schedule[1], a["n_data"], st, sp, xp, yp)):
             tmp = np.empty((n_tmp[0], r))
-            do0 = np.ones(bt.size, np.bool_)
             if r == 1:
                 kp.blocks_vec(data, off, bt, bs, do0, do1, lo, hi, lo, hi, lo, lo, x.reshape(-1),
                               tmp.reshape(-1), tmp0, tmp1)
@@ -626,7 +630,13 @@ class _GeneralH2Products:
         """The full ``(m, n)`` matrix (``H @ I``)."""
         return self.matmat(np.eye(self._shape[1]))
 
-    def _explicit_bases(self, side):
+    def _explicit_bases(self):
+        """``(U, V)``: the row and column bases ``U_t`` (cluster order,
+        float64) of every node; the same list twice for a symmetric matrix."""
+        U = self._explicit_side("row")
+        return (U, U) if self.symmetric else (U, self._explicit_side("col"))
+
+    def _explicit_side(self, side):
         """``U_t`` (cluster order, float64) of every node of one tree."""
         a = self._a
         ch, st, sp, lp, vp, boff, basis = (a[side + k] for k in (
@@ -652,11 +662,10 @@ class _GeneralH2Products:
         (V_s S_b^T)^T``, whichever rank is smaller), the near field stays
         dense. Exact up to float64 rounding."""
         a = self._a
-        U, V = self._explicit_bases("row"), self._explicit_bases("col")
+        U, V = self._explicit_bases()
         rs, rp, cs, cp = a["row_start"], a["row_stop"], a["col_start"], a["col_stop"]
         # a symmetric matrix gives a symmetric H-matrix: its stored blocks only
-        mirror = a["c_flip"] if self.symmetric else np.zeros(a["c_other"].size, np.int64)
-        near_mirror = a["n_flip"] if self.symmetric else np.zeros(a["n_other"].size, np.int64)
+        mirror, near_mirror = self._mirrored("c"), self._mirrored("n")
         blocks = []
         for t in range(a["c_ptr"].size - 1):
             for q in range(a["c_ptr"][t], a["c_ptr"][t + 1]):
@@ -892,13 +901,14 @@ def hmatrix_to_h2(cls, H, tol):
         nt, ns = np.array(nt, np.int64), np.array(ns, np.int64)
         norm2 += sum(float(np.square(d).sum()) for d in D)
         row_far = _weighted_far(Uw, r0, row_tree, zip(bt_all[lr].tolist(), lr.tolist()))
-        col_far = _weighted_far(Vw, c0, col_tree, zip(bs_all[lr].tolist(), lr.tolist()))
         bt, bs = bt_all[lr], bs_all[lr]
         # A symmetric H (mirrored blocks, one tree): one set of bases (a
         # row's far field is its column's, transposed) and the blocks with
         # start[t] <= start[s] stored, each mirror read through it.
         keep_c, keep_n = np.arange(bt.size), np.arange(nt.size)
-        if symmetric:
+        if not symmetric:
+            col_far = _weighted_far(Vw, c0, col_tree, zip(bs_all[lr].tolist(), lr.tolist()))
+        else:
             col_far = row_far
             keep_c = np.flatnonzero(row_tree.start[bt] <= row_tree.start[bs])
             keep_n = np.flatnonzero(row_tree.start[nt] <= row_tree.start[ns])
@@ -962,11 +972,10 @@ def _conversion_error(G, U, V, D, lr, bt, bs, nt, ns):
     ``H``'s mirror and ``G``'s flipped entry are exact transposes), so each
     stored block off the diagonal counts twice and mirrors are skipped."""
     a = G._a
-    Ub, Vb = G._explicit_bases("row"), G._explicit_bases("col")
+    Ub, Vb = G._explicit_bases()
     lr_of = {(t, s): b for t, s, b in zip(bt.tolist(), bs.tolist(), lr.tolist())}
     dn_of = {(t, s): i for i, (t, s) in enumerate(zip(nt.tolist(), ns.tolist()))}
-    flip = {name: a[name + "_flip"] if G.symmetric else np.zeros(a[name + "_other"].size, int)
-            for name in ("c", "n")}
+    flip = {name: G._mirrored(name) for name in ("c", "n")}
     weight = 2.0 if G.symmetric else 1.0
     err2 = 0.0
     for t in range(a["c_ptr"].size - 1):

@@ -10,7 +10,10 @@ their output node; a transposed product reads the same data through a
 second CSR. A *symmetric* matrix (one tree, one set of bases) stores each
 mirrored pair of blocks once, under the node that comes first, and lists it
 under both nodes: the second entry has ``flip = 1`` and reads the stored
-block transposed (``flip`` is empty for a general matrix).
+block transposed. Its CPU products do not read these lists: they apply each
+stored block both ways through the two-phase kernels of
+:mod:`hmnumba.kernels.h2_products`; the flips serve the device twin and the
+conversions.
 
 Every kernel writes each output slice from one iteration only (a level's
 nodes, or one output node's list of blocks, summed in list order), so the
@@ -94,13 +97,11 @@ def downward(top, sub_ptr, sub_nodes, children, start, stop, vp, boff, basis, Yh
 
 
 @njit(cache=True, inline="always")
-def _entry(u, q, other, off, flip, trans, lo_out, hi_out, lo_in, hi_in):
+def _entry(u, q, other, off, lo_out, hi_out, lo_in, hi_in):
     """Entry ``q`` of output node ``u``'s list: its output rows ``o:o + m``,
-    input rows ``i0:i0 + n``, offset ``b`` and whether it is read transposed."""
+    input rows ``i0:i0 + n`` and offset ``b``."""
     s = other[q]
-    transposed = trans != (flip.shape[0] > 0 and flip[q] != 0)
-    return (lo_out[u], hi_out[u] - lo_out[u], lo_in[s], hi_in[s] - lo_in[s], off[q],
-            transposed)
+    return lo_out[u], hi_out[u] - lo_out[u], lo_in[s], hi_in[s] - lo_in[s], off[q]
 
 
 @njit(cache=True, inline="always", fastmath=FASTMATH)
@@ -157,20 +158,18 @@ def _block_mat(data, b, m, n, transposed, X, i0, Y, o):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def blocks(ptr, other, off, flip, data, trans, lo_out, hi_out, lo_in, hi_in, X, Y):
+def blocks(ptr, other, off, data, trans, lo_out, hi_out, lo_in, hi_in, X, Y):
     """``Y[u] += sum_b A_b X[other_b]`` over the CSR list of each output
     node ``u`` (``A_b`` row-major ``(hi_out - lo_out) x (hi_in - lo_in)``,
-    or its transpose stored when ``trans`` differs from ``flip[b]``; an
-    empty ``flip`` is all zeros), in list order. ``X``, ``Y``: C-contiguous
+    or its transpose stored when ``trans``: the list of ``H^T``), in list order. ``X``, ``Y``: C-contiguous
     ``(*, r)``; one column runs on their flat views (unit stride)."""
     x, y = X.reshape(-1), Y.reshape(-1)
     n_out = ptr.shape[0] - 1
     for slab in prange(SLABS):
         for u in range(slab, n_out, SLABS):        # interleaved: see SLABS
             for q in range(ptr[u], ptr[u + 1]):
-                o, m, i0, n, b, transposed = _entry(u, q, other, off, flip, trans, lo_out,
-                                                    hi_out, lo_in, hi_in)
+                o, m, i0, n, b = _entry(u, q, other, off, lo_out, hi_out, lo_in, hi_in)
                 if X.shape[1] == 1:
-                    _block_vec(data, b, m, n, transposed, x, i0, y, o)
+                    _block_vec(data, b, m, n, trans, x, i0, y, o)
                 else:
-                    _block_mat(data, b, m, n, transposed, X, i0, Y, o)
+                    _block_mat(data, b, m, n, trans, X, i0, Y, o)
