@@ -224,6 +224,27 @@ def check_nonnegative_vector(value, name):
     return arr
 
 
+def check_symmetric(symmetric, name="symmetric", allow_none=False):
+    """``symmetric`` as a bool (or None, where ``allow_none`` lets it mean
+    "decide from the input"); anything but a bool is a TypeError."""
+    if symmetric is None and allow_none:
+        return None
+    if not isinstance(symmetric, (bool, np.bool_)):
+        allowed = "True, False or None" if allow_none else "True or False"
+        raise TypeError(f"{name} must be {allowed}, got {type(symmetric).__name__}")
+    return bool(symmetric)
+
+
+def check_symmetric_array(symmetric, A, name="A"):
+    """``symmetric`` of a ``from_dense`` (a bool); True needs ``A`` square
+    and exactly equal to its transpose."""
+    symmetric = check_symmetric(symmetric)
+    if symmetric and (A.shape[0] != A.shape[1] or not np.array_equal(A, A.T)):
+        raise ValueError(f"symmetric=True needs {name} equal to its transpose, got a "
+                         f"{A.shape[0]} x {A.shape[1]} array that is not")
+    return symmetric
+
+
 def check_dense_input(value, name="A"):
     """A matrix to compress: as :func:`check_matrix`, but integer and boolean
     arrays are converted to float64 first (as scikit-learn's ``validate_data``

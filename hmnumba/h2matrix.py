@@ -19,7 +19,8 @@ from scipy.sparse.linalg import LinearOperator
 
 from hmnumba._threads import serial_if_unsafe
 from hmnumba._validation import (check_choice, check_device, check_operand, check_points,
-                                 check_positive_float, check_positive_int, check_tol)
+                                 check_positive_float, check_positive_int, check_symmetric,
+                                 check_symmetric_array, check_tol)
 from hmnumba.h2dense import _GeneralH2Products, build_dense_h2
 from hmnumba.h2schedule import gather_csr, slots, subtrees
 from hmnumba.kernels import h2_products as kp
@@ -210,9 +211,7 @@ class H2Matrix:
         eta = check_positive_float(eta, "eta")
         check_choice(admissibility, "admissibility", ("strong",))
         mode = check_choice(mode, "mode", MODES)
-        if symmetric is not None and not isinstance(symmetric, (bool, np.bool_)):
-            raise TypeError(f"symmetric must be True, False or None, got "
-                            f"{type(symmetric).__name__}")
+        symmetric = check_symmetric(symmetric, allow_none=True)
         if isinstance(kern, KernelFunction):
             if symmetric is not None and not symmetric:
                 raise ValueError("symmetric=False: the built-in kernels are symmetric and their "
@@ -288,13 +287,9 @@ class H2Matrix:
         cluster = check_choice(cluster, "cluster", ("pca", "index"))
         admissibility = check_choice(admissibility, "admissibility", ("adaptive", "weak"))
         storage = check_choice(storage, "storage", ("auto", "float32", "float64"))
-        if not isinstance(symmetric, (bool, np.bool_)):
-            raise TypeError(f"symmetric must be True or False, got {type(symmetric).__name__}")
-        if symmetric and (W.shape[0] != W.shape[1] or not np.array_equal(W, W.T)):
-            raise ValueError(f"symmetric=True needs W equal to its transpose, got a "
-                             f"{W.shape[0]} x {W.shape[1]} array that is not")
+        symmetric = check_symmetric_array(symmetric, W, "W")
         return build_dense_h2(GeneralH2Matrix, W, tol, leaf_size, cluster, random_state,
-                              admissibility, storage, bool(symmetric))
+                              admissibility, storage, symmetric)
 
     @classmethod
     def from_hmatrix(cls, H, tol=None):

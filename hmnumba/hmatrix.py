@@ -1499,27 +1499,21 @@ def _estimate_norm(src, m, n, seed, n_rows=256):
 
 def _check_dense_symmetric(symmetric, A, col_points):
     """Validate ``symmetric`` of :meth:`HMatrix.from_dense`."""
-    if not isinstance(symmetric, (bool, np.bool_)):
-        raise TypeError(f"symmetric must be True or False, got {type(symmetric).__name__}")
-    if symmetric:
-        if A.shape[0] != A.shape[1] or not np.array_equal(A, A.T):
-            raise ValueError(f"symmetric=True needs A equal to its transpose, got a "
-                             f"{A.shape[0]} x {A.shape[1]} matrix that is not")
-        if col_points is not None:
-            raise ValueError("symmetric=True uses one tree for rows and columns: pass "
-                             "col_points=None")
-    return bool(symmetric)
+    symmetric = val.check_symmetric_array(symmetric, A, "A")
+    if symmetric and col_points is not None:
+        raise ValueError("symmetric=True uses one tree for rows and columns: pass "
+                         "col_points=None")
+    return symmetric
 
 
 def _check_symmetric(symmetric, kern, col_points):
     """Resolve ``symmetric`` of :meth:`HMatrix.from_kernel` (None: automatic)."""
+    symmetric = val.check_symmetric(symmetric, allow_none=True)
     if symmetric is None:
         return isinstance(kern, KernelFunction) and col_points is None
-    if not isinstance(symmetric, (bool, np.bool_)):
-        raise TypeError(f"symmetric must be True, False or None, got {type(symmetric).__name__}")
     if symmetric and col_points is not None:
         raise ValueError("symmetric=True needs one point set: pass col_points=None")
-    return bool(symmetric)
+    return symmetric
 
 
 def _check_build_options(tol, leaf_size, admissibility, eta, max_rank, budget):
