@@ -73,6 +73,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from hmnumba._pages import with_small_pages
 from hmnumba._threads import one_blas_thread
 from hmnumba.blocks import initial_partition, split_pairs, stored_numbers
 from hmnumba.kernels import codes, compress, factors, sources, trees
@@ -129,6 +130,7 @@ class Built(NamedTuple):
     build_seconds: float
 
 
+@with_small_pages     # the stored numbers go to fresh memory (hmnumba._pages)
 def build(src, exact, row_tree, col_tree, dtype, tol, admissibility="adaptive", eta=2.0,
           method="aca", max_rank=None, budget="block", norm_estimate=None, seed=0,
           n_jobs=None, initial=None, symmetric=False, backend="cpu"):

@@ -22,6 +22,7 @@ matrix. The steps:
 """
 import numpy as np
 
+from hmnumba._pages import small_pages
 from hmnumba._threads import one_blas_thread
 from hmnumba.cluster import ClusterTree
 from hmnumba.kernels import codes, compress, trees
@@ -321,8 +322,9 @@ def slab_order(n_blocks):
 
 def build_kernel_h2(kernel, points, tol, leaf_size, eta, mode):
     """The arrays of a symmetric kernel H^2 matrix (validated inputs)."""
-    # LAPACK runs inside numba's parallel loops (QR, eigh): one BLAS thread.
-    with one_blas_thread():
+    # LAPACK runs inside numba's parallel loops (QR, eigh): one BLAS thread;
+    # every stored number goes to fresh memory: small pages (hmnumba._pages).
+    with one_blas_thread(), small_pages():
         return _build_kernel_h2(kernel, points, tol, leaf_size, eta, mode)
 
 

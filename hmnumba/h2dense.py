@@ -27,6 +27,7 @@ for the matrix returned.
 """
 import numpy as np
 
+from hmnumba._pages import with_small_pages
 from hmnumba._threads import one_blas_thread, serial_if_unsafe
 from hmnumba.cluster import build_cluster_trees
 from hmnumba.h2build import FLOAT32_MIN_TOL, level_pointer
@@ -254,6 +255,7 @@ def adaptive_partition(Wp, row_tree, col_tree, tol, saving=ADAPTIVE_SAVING, min_
     return np.array(out_t, np.int64), np.array(out_s, np.int64), np.array(out_a, bool)
 
 
+@with_small_pages     # the stored numbers go to fresh memory (hmnumba._pages)
 def build_dense_h2(cls, W, tol, leaf_size, cluster, random_state, admissibility="adaptive",
                    storage="auto", symmetric=False):
     """A ``cls`` (:class:`~hmnumba.h2matrix.GeneralH2Matrix`) with
@@ -840,6 +842,7 @@ def _norm_of_product(X, Y):
     return float(np.linalg.norm(np.linalg.qr(X, mode="r") @ np.linalg.qr(Y, mode="r").T))
 
 
+@with_small_pages
 def hmatrix_to_h2(cls, H, tol):
     """The H^2 matrix (``cls``, a :class:`~hmnumba.h2matrix.GeneralH2Matrix`)
     of an :class:`~hmnumba.HMatrix`, blockwise (Börm's H -> H^2 conversion):
