@@ -233,10 +233,14 @@ class H2Matrix:
         """Compress a dense (weight) array with ``||W - H||_F <= tol ||W||_F``.
 
         Rows and columns are clustered from ``W`` itself, the block partition
-        is weak (HODLR), and the nested bases are algebraic (truncated SVDs
-        of each cluster's far field, parents through their children's
-        bases); the error of the result is computed exactly and the bases are
-        tightened until it meets the bound (see :mod:`hmnumba.h2dense`).
+        is adaptive (or weak, HODLR), and the nested bases are algebraic
+        (truncated SVDs of each cluster's far field, parents through their
+        children's bases); the error of the result is computed exactly and
+        the bases are tightened until it meets the bound (see
+        :mod:`hmnumba.h2dense`). An array of low rank everywhere becomes one
+        coupling between one-node trees (its truncated SVD at ``tol``)
+        where that stores less than the tree, so the format never stores
+        much more than the SVD does (not with ``symmetric=True``).
 
         Parameters
         ----------

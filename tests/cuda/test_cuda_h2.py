@@ -113,6 +113,19 @@ def test_general_repeated_transposed_products_have_the_same_bits(general_pair):
     assert np.array_equal(G.rmatvec(x), G.rmatvec(x))
 
 
+@pytest.mark.parametrize("op,side,rhs", [("matvec", 1, None), ("rmatmat", 0, 2)])
+def test_one_node_h2_products_equal_cpu(op, side, rhs):
+    """A low-rank array's H^2 matrix: one coupling between one-node trees."""
+    rng = np.random.default_rng(5)
+    W = rng.standard_normal((60, 4)) @ rng.standard_normal((4, 50))
+    H = H2Matrix.from_dense(W, tol=1e-6, random_state=0)
+    assert H._a["row_children"].shape[0] == 1 and H._a["col_children"].shape[0] == 1
+    G = pickle.loads(pickle.dumps(H)).to("cuda")
+    x = rng.standard_normal(H.shape[side] if rhs is None else (H.shape[side], rhs))
+    want = getattr(H, op)(x)
+    assert _relative(getattr(G, op)(x), want) <= RTOL_SAME_ENTRIES
+
+
 # storage: the symmetric H-matrix of 3-D Laplace on 300 points that
 # H2Matrix.from_hmatrix converts. (At tol=1e-6 so few points have no
 # admissible block stored as factors: no couplings to test.)
