@@ -301,7 +301,7 @@ def build_dense_h2(cls, W, tol, leaf_size, cluster, random_state, admissibility=
                                  symmetric)
             if best is None or H.nbytes < best.nbytes:
                 best = H
-        if not symmetric:
+        if not symmetric and admissibility != "weak":    # "weak" asks for HODLR itself
             H = _global_h2(cls, W, Ws, tol, _storage_dtype(W, tol, storage), best.nbytes,
                            random_state)
             if H is not None and H.nbytes < best.nbytes:

@@ -240,7 +240,8 @@ class H2Matrix:
         :mod:`hmnumba.h2dense`). An array of low rank everywhere becomes one
         coupling between one-node trees (its truncated SVD at ``tol``)
         where that stores less than the tree, so the format never stores
-        much more than the SVD does (not with ``symmetric=True``).
+        much more than the SVD does (not with ``symmetric=True`` or
+        ``admissibility="weak"``, which keep their layouts).
 
         Parameters
         ----------

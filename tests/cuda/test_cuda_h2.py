@@ -233,7 +233,8 @@ def test_cuda_without_gpu_or_simulator_is_a_clear_error(monkeypatch):
 
 def test_general_near_field_between_inner_nodes_is_refused():
     W = np.add.outer(np.arange(40.0), np.arange(30.0)) ** 0.5
-    H = copy.copy(H2Matrix.from_dense(W, tol=1e-6, leaf_size=8, cluster="index"))
+    H = copy.copy(H2Matrix.from_dense(W, tol=1e-6, leaf_size=8, cluster="index",
+                                      admissibility="weak"))     # a tree (no one-node pair)
     H._a = dict(H._a)
     H._a["n_ptr"] = H._a["n_ptr"].copy()
     H._a["n_ptr"][1:] += 1               # the root (an inner node) gets a near-field block
