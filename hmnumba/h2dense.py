@@ -188,22 +188,28 @@ def _assemble(row_far, col_far, coupling, near, row_tree, col_tree, bt, bs, nt, 
     pair (see :func:`_symmetric_csr`; the layout of
     :mod:`hmnumba.kernels.h2_general`)."""
     U, ru = _nested_bases(row_far, row_tree, tau)
-    if symmetric:
-        S = [coupling(i, U[t], U[s]) for i, (t, s) in enumerate(zip(bt, bs))]
-        D = [near(i) for i in range(len(nt))]
-        a = {"row_" + k: v for k, v in _tree_arrays(row_tree, ru, dtype).items()}
-        a.update({"col_" + k[4:]: v for k, v in a.items()})
-        for name, t, s, mats in (("c", bt, bs, S), ("n", nt, ns, D)):
-            off, data = _flat(mats, dtype)
-            (a[name + "_ptr"], a[name + "_other"], a[name + "_off"],
-             a[name + "_flip"]) = _symmetric_csr(row_tree.n_nodes, np.asarray(t, np.int64),
-                                                 np.asarray(s, np.int64), off)
-            a[name + "_data"] = data
-        return a
-    V, cv = _nested_bases(col_far, col_tree, tau)
+    V, cv = (U, ru) if symmetric else _nested_bases(col_far, col_tree, tau)
     S = [coupling(i, U[t], V[s]) for i, (t, s) in enumerate(zip(bt, bs))]
     D = [near(i) for i in range(len(nt))]
+    if symmetric:
+        return _symmetric_arrays(row_tree, ru, S, D, bt, bs, nt, ns, dtype)
     return _general_arrays(row_tree, col_tree, ru, cv, S, D, bt, bs, nt, ns, dtype)
+
+
+def _symmetric_arrays(tree, ru, S, D, bt, bs, nt, ns, dtype):
+    """The arrays of a symmetric general H^2 matrix: one tree and its stored
+    bases ``ru`` (the ``row_*`` arrays; :class:`_GeneralH2Products` aliases
+    the ``col_*`` names to them), and one block of each mirrored pair,
+    couplings ``S`` of ``(bt, bs)`` and dense blocks ``D`` of ``(nt, ns)``,
+    listed under both nodes (:func:`_symmetric_csr`)."""
+    a = {"row_" + k: v for k, v in _tree_arrays(tree, ru, dtype).items()}
+    for name, t, s, mats in (("c", bt, bs, S), ("n", nt, ns, D)):
+        off, data = _flat(mats, dtype)
+        (a[name + "_ptr"], a[name + "_other"], a[name + "_off"],
+         a[name + "_flip"]) = _symmetric_csr(tree.n_nodes, np.asarray(t, np.int64),
+                                             np.asarray(s, np.int64), off)
+        a[name + "_data"] = data
+    return a
 
 
 def _general_arrays(row_tree, col_tree, ru, cv, S, D, bt, bs, nt, ns, dtype):
@@ -574,9 +580,8 @@ class _GeneralH2Products:
         a = self._a
         r = np.concatenate((self.ranks, self.col_ranks))
         m, n = self._shape
-        kind, stored = "from dense", lambda name: a[name + "_other"].size
-        if self.symmetric:
-            kind, stored = "symmetric", lambda name: int(np.sum(a[name + "_flip"] == 0))
+        kind = "symmetric" if self.symmetric else "from dense"
+        stored = lambda name: int(np.sum(self._mirrored(name) == 0))     # noqa: E731
         return (f"H2Matrix {m}x{n} ({kind}, {a['row_basis'].dtype} storage): "
                 f"{stored('c')} couplings, {stored('n')} near-field blocks, "
                 f"ranks max {int(r.max(initial=0))}, {self.nbytes / 1e6:.3f} MB")
@@ -1048,9 +1053,9 @@ def _conversion_error(G, U, V, D, lr, bt, bs, nt, ns):
             Y = np.hstack((V[b], -Vb[s]))
             err2 += weight * _norm_of_product(X, Y) ** 2
         for q in range(a["n_ptr"][t], a["n_ptr"][t + 1]):
-            s = int(a["n_other"][q])
             if flip["n"][q]:
                 continue
+            s = int(a["n_other"][q])
             d = D[dn_of[(t, s)]]
             err2 += ((weight if s != t else 1.0)
                      * float(np.square(d - G._block("n", q, *d.shape)).sum()))
