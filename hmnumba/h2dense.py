@@ -32,7 +32,7 @@ from hmnumba._threads import one_blas_thread, serial_if_unsafe
 from hmnumba.cluster import build_cluster_trees
 from hmnumba.construct import global_low_rank
 from hmnumba.h2build import FLOAT32_MIN_TOL, level_pointer
-from hmnumba.h2schedule import gather_csr, slots, subtrees
+from hmnumba.h2schedule import leaf_index, subtrees, two_phase
 from hmnumba.kernels import h2_general as kg
 from hmnumba.kernels import h2_products as kp
 from hmnumba.kernels import trees
@@ -466,21 +466,16 @@ def _symmetric_schedule(a):
     output nodes (every node for the couplings, the leaves for the near
     field) and per output node the CSR of its slots."""
     n_nodes = a["row_children"].shape[0]
-    leaves = np.flatnonzero(a["row_children"][:, 0] < 0)
-    leaf_of = np.full(n_nodes, -1, np.int64)
-    leaf_of[leaves] = np.arange(leaves.size)
+    nodes = np.arange(n_nodes)
+    leaves, leaf_of = leaf_index(a["row_children"])
     rank, size = np.diff(a["row_vp"]), a["row_stop"] - a["row_start"]
     out = []
-    for name, sizes, key_of, outs in (("c", rank, np.arange(n_nodes), np.arange(n_nodes)),
-                                      ("n", size, leaf_of, leaves)):
+    for name, sizes, key_of, outs in (("c", rank, nodes, nodes), ("n", size, leaf_of, leaves)):
         stored = np.flatnonzero(a[name + "_flip"] == 0)
         stored = stored[np.argsort(a[name + "_off"][stored], kind="stable")]
-        bt = np.repeat(np.arange(n_nodes), np.diff(a[name + "_ptr"]))[stored]
+        bt = np.repeat(nodes, np.diff(a[name + "_ptr"]))[stored]
         bs = a[name + "_other"][stored]
-        mirror = bt != bs
-        tmp0, tmp1, n_tmp = slots(sizes[bt], sizes[bs])
-        ptr, slot = gather_csr(leaves.size if name == "n" else n_nodes, key_of[bt], tmp0,
-                                key_of[bs[mirror]], tmp1[mirror])
+        tmp0, tmp1, n_tmp, mirror, ptr, slot = two_phase(sizes, bt, bs, key_of, outs.size)
         out.append((bt, bs, a[name + "_off"][stored], np.ones(bt.size, np.bool_), mirror, tmp0,
                     tmp1, np.array([n_tmp], np.int64), outs, ptr, slot))
     return tuple(out)
@@ -633,12 +628,7 @@ class _GeneralH2Products:
                 (self._schedule[0], a["c_data"], vp[:-1], vp[1:], xh, yh),
                 (self._schedule[1], a["n_data"], st, sp, xp, yp)):
             tmp = np.empty((n_tmp[0], r))
-            if r == 1:
-                kp.blocks_vec(data, off, bt, bs, do0, do1, lo, hi, lo, hi, lo, lo, x.reshape(-1),
-                              tmp.reshape(-1), tmp0, tmp1)
-            else:
-                kp.blocks_mat(data, off, bt, bs, do0, do1, lo, hi, lo, hi, lo, lo, x, tmp, tmp0,
-                              tmp1)
+            kp.phase_one(data, off, bt, bs, do0, do1, lo, hi, x, tmp, tmp0, tmp1)
             kp.gather_slots(lo[out], hi[out], ptr, slot, tmp, y)
         kg.downward(*tree, yh, yp)
         return yp

@@ -22,7 +22,7 @@ from hmnumba._validation import (check_choice, check_device, check_operand, chec
                                  check_positive_float, check_positive_int, check_symmetric,
                                  check_symmetric_array, check_tol)
 from hmnumba.h2dense import _GeneralH2Products, build_dense_h2
-from hmnumba.h2schedule import gather_csr, slots, subtrees
+from hmnumba.h2schedule import leaf_index, subtrees, two_phase
 from hmnumba.kernels import h2_products as kp
 from hmnumba.kernels.codes import H2_MODES
 
@@ -71,24 +71,18 @@ class H2Matrix:
         # Coupling slots: dense couplings first, then those stored as factors.
         ct = np.concatenate((a["cb_t"], a["lb_t"]))
         cs = np.concatenate((a["cb_s"], a["lb_s"]))
-        tmp0, tmp1, self._c_ntmp = slots(rank[ct], rank[cs])
-        self._c_ptr, self._c_slot = gather_csr(n_nodes, ct, tmp0, cs, tmp1)
+        tmp0, tmp1, self._c_ntmp, _, self._c_ptr, self._c_slot = two_phase(
+            rank, ct, cs, np.arange(n_nodes), n_nodes)     # no coupling on the diagonal
         n_dense = a["cb_t"].size
         self._c_tmp0, self._c_tmp1 = tmp0[:n_dense], tmp1[:n_dense]
         self._l_tmp0, self._l_tmp1 = tmp0[n_dense:], tmp1[n_dense:]
         self._c_do = np.ones(ct.size, np.bool_)
-        leaves = np.flatnonzero(a["children"][:, 0] < 0)
-        leaf_of = np.full(n_nodes, -1, np.int64)
-        leaf_of[leaves] = np.arange(leaves.size)
+        leaves, leaf_of = leaf_index(a["children"])
         self._leaves = leaves
-        size = a["stop"] - a["start"]
-        nm, nn = size[a["nb_t"]], size[a["nb_s"]]
-        self._n_tmp0, self._n_tmp1, self._n_ntmp = slots(nm, nn)
-        mirror = a["nb_t"] != a["nb_s"]
-        self._n_ptr, self._n_slot = gather_csr(leaves.size, leaf_of[a["nb_t"]], self._n_tmp0,
-                                                leaf_of[a["nb_s"][mirror]], self._n_tmp1[mirror])
+        (self._n_tmp0, self._n_tmp1, self._n_ntmp, self._n_do1, self._n_ptr,
+         self._n_slot) = two_phase(a["stop"] - a["start"], a["nb_t"], a["nb_s"], leaf_of,
+                                   leaves.size)
         self._n_do0 = np.ones(a["nb_t"].size, np.bool_)
-        self._n_do1 = mirror
         self._top, self._sub_ptr, self._sub_nodes = subtrees(a["children"], a["level_ptr"])
         self._init_work()
         self._device_arrays = None    # the product's arrays on the GPU, after to("cuda")
@@ -425,7 +419,7 @@ class H2Matrix:
             c_src = (code, ls, a["skel_xyz"], a["skel_xyz"], single)
             n_src = (code, ls, a["xyz"], a["xyz"], single)
             c_off = n_off = a["cb_t"]       # unused by the on-the-fly entries
-        self._blocks(c_src, c_off, a["cb_t"], a["cb_s"], self._c_do, self._c_do, lo, hi, xh, tmp,
+        kp.phase_one(c_src, c_off, a["cb_t"], a["cb_s"], self._c_do, self._c_do, lo, hi, xh, tmp,
                      self._c_tmp0, self._c_tmp1)
         if a["lb_t"].size:
             lowrank = kp.lowrank_vec if r == 1 else kp.lowrank_mat
@@ -435,7 +429,7 @@ class H2Matrix:
         kp.gather_slots(lo, hi, self._c_ptr, self._c_slot, tmp, yh)
         st, sp = a["start"], a["stop"]
         tmp = tmp_n
-        self._blocks(n_src, n_off, a["nb_t"], a["nb_s"], self._n_do0, self._n_do1, st, sp, xp, tmp,
+        kp.phase_one(n_src, n_off, a["nb_t"], a["nb_s"], self._n_do0, self._n_do1, st, sp, xp, tmp,
                      self._n_tmp0, self._n_tmp1)
         yp = np.empty_like(xp)
         lv = self._leaves
@@ -443,16 +437,6 @@ class H2Matrix:
         kp.downward(*tree, yh, yp)
         self._give_work(r, work)
         return yp
-
-    @staticmethod
-    def _blocks(src, off, bt, bs, do0, do1, lo, hi, x, tmp, tmp0, tmp1):
-        if x.shape[1] == 1:
-            vec = kp.kernel_blocks_vec if isinstance(src, tuple) else kp.blocks_vec
-            vec(src, off, bt, bs, do0, do1, lo, hi, lo, hi, lo, lo, x.reshape(-1),
-                tmp.reshape(-1), tmp0, tmp1)
-        else:
-            mat = kp.kernel_blocks_mat if isinstance(src, tuple) else kp.blocks_mat
-            mat(src, off, bt, bs, do0, do1, lo, hi, lo, hi, lo, lo, x, tmp, tmp0, tmp1)
 
     def matmat(self, X):
         """``H @ X`` for ``X`` of shape ``(n, k)``.

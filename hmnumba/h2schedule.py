@@ -51,6 +51,28 @@ def slots(m, n):
     return offs[0:-1:2].copy(), offs[1::2].copy(), int(offs[-1])
 
 
+def leaf_index(children):
+    """``(leaves, leaf_of)``: the leaves in node order and each node's
+    position among them (-1 for an inner node)."""
+    leaves = np.flatnonzero(children[:, 0] < 0)
+    leaf_of = np.full(children.shape[0], -1, np.int64)
+    leaf_of[leaves] = np.arange(leaves.size)
+    return leaves, leaf_of
+
+
+def two_phase(sizes, bt, bs, key_of, n_out):
+    """The two-phase schedule of the blocks ``(bt, bs)`` of a symmetric
+    matrix, each stored once: block ``b`` is ``sizes[bt[b]] x
+    sizes[bs[b]]``, applied as stored for ``bt`` and, off the diagonal
+    (``mirror``), transposed for ``bs``; output node ``t`` is
+    ``key_of[t]`` of ``n_out``. Returns ``(tmp0, tmp1, n_tmp, mirror, ptr,
+    slot)`` (:func:`slots`, :func:`gather_csr`)."""
+    mirror = bt != bs
+    tmp0, tmp1, n_tmp = slots(sizes[bt], sizes[bs])
+    ptr, slot = gather_csr(n_out, key_of[bt], tmp0, key_of[bs[mirror]], tmp1[mirror])
+    return tmp0, tmp1, n_tmp, mirror, ptr, slot
+
+
 def gather_csr(n_out, key0, slot0, key1, slot1):
     """CSR over ``n_out`` output nodes of the slots ``slot0`` (of node
     ``key0``) and ``slot1`` (of ``key1``), each node's slots in slot order."""

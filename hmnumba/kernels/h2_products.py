@@ -559,3 +559,18 @@ def gather_slots(out_lo, out_hi, slot_ptr, slot, tmp, out):
             for i in range(hi - lo):
                 dst[i] += part[i]
     return out
+
+
+def phase_one(src, off, bt, bs, do0, do1, lo, hi, x, tmp, tmp0, tmp1):
+    """Phase 1 of the blocks ``(bt, bs)`` whose rows and columns are the
+    ranges ``lo[t]:hi[t]`` of one index space (coefficients or points):
+    :func:`blocks_vec` / :func:`blocks_mat` for stored entries ``src``,
+    :func:`kernel_blocks_vec` / :func:`kernel_blocks_mat` for a kernel tuple;
+    one column runs on the flat views of ``x`` and ``tmp``."""
+    if x.shape[1] == 1:
+        vec = kernel_blocks_vec if isinstance(src, tuple) else blocks_vec
+        vec(src, off, bt, bs, do0, do1, lo, hi, lo, hi, lo, lo, x.reshape(-1), tmp.reshape(-1),
+            tmp0, tmp1)
+    else:
+        mat = kernel_blocks_mat if isinstance(src, tuple) else blocks_mat
+        mat(src, off, bt, bs, do0, do1, lo, hi, lo, hi, lo, lo, x, tmp, tmp0, tmp1)
