@@ -524,6 +524,27 @@ def check_h2_kernel_arrays(a, where):
     _check_finite(a, floats, where)
 
 
+def _same_blocks(first, second):
+    """True when two lists of blocks ``(t, s, off)`` (three arrays each) hold
+    the same blocks, in any order."""
+    if first[0].size != second[0].size:
+        return False
+    o1, o2 = (np.lexsort((s, t, off)) for t, s, off in (first, second))
+    return all(np.array_equal(x[o1], y[o2]) for x, y in zip(first, second))
+
+
+def _check_packed(data, off, size, name, where):
+    """Blocks of ``size`` numbers at ``off`` lie inside ``{name}_data``
+    without overlap (sorted by offset, an empty block before a non-empty one
+    at the same offset: it overlaps nothing)."""
+    order = np.lexsort((size, off))
+    off, size = off[order], size[order]
+    if off.size and (off[0] < 0 or off[-1] + size[-1] > data.size
+                     or np.any(off[:-1] + size[:-1] > off[1:])):
+        raise ValueError(f"{where}: the blocks of {name}_data must lie inside it "
+                         f"({data.size} numbers) without overlap")
+
+
 def _check_h2_lists(a, name, sizes, n_out, n_in, where):
     """The CSR lists of one block kind of a general H^2 matrix, forward
     (``{name}_ptr, _other, _off``) and transposed (``_tptr, _tother,
@@ -541,17 +562,10 @@ def _check_h2_lists(a, name, sizes, n_out, n_in, where):
         _check_in_range(o, 0, n_other, name + other, where)
         key = np.repeat(np.arange(n_key), np.diff(p))
         triples.append((key, o, f) if ptr == "_ptr" else (o, key, f))
-    (t, s, off), (t2, s2, off2) = triples
-    o1, o2 = np.lexsort((s, t, off)), np.lexsort((s2, t2, off2))
-    if not (np.array_equal(t[o1], t2[o2]) and np.array_equal(s[o1], s2[o2])
-            and np.array_equal(off[o1], off2[o2])):
+    if not _same_blocks(*triples):
         raise ValueError(f"{where}: {name}_ptr and {name}_tptr must list the same blocks")
-    size = sizes(t, s)[o1]
-    off = off[o1]
-    if n_blocks and (off[0] < 0 or off[-1] + size[-1] > data.size
-                     or np.any(off[:-1] + size[:-1] > off[1:])):
-        raise ValueError(f"{where}: the blocks of {name}_data must lie inside it "
-                         f"({data.size} numbers) without overlap")
+    t, s, off = triples[0]
+    _check_packed(data, off, sizes(t, s), name, where)
 
 
 def _check_h2_bases(a, p, size, where):
@@ -623,20 +637,11 @@ def _check_h2_flip_lists(a, name, sizes, n_nodes, where):
     # mirrors: the off-diagonal unflipped entries and the flipped ones read
     # back as (t, s, off), the same multiset
     mirror = t != s
-    t1, s1, off1 = t[mirror], s[mirror], off[mirror]
-    t2, s2, off2 = o[~up], key[~up], f[~up]
-    o1, o2 = np.lexsort((s1, t1, off1)), np.lexsort((s2, t2, off2))
-    if not (t1.size == t2.size and np.array_equal(t1[o1], t2[o2])
-            and np.array_equal(s1[o1], s2[o2]) and np.array_equal(off1[o1], off2[o2])):
+    if not _same_blocks((t[mirror], s[mirror], off[mirror]), (o[~up], key[~up], f[~up])):
         raise ValueError(f"{where}: every flipped entry of {name}_flip must mirror exactly one "
                          f"unflipped entry (other node, same {name}_off) off the diagonal, "
                          f"and every such entry must have its flipped mirror")
-    order = np.argsort(off, kind="stable")
-    size, off = sizes(t, s)[order], off[order]
-    if off.size and (off[0] < 0 or off[-1] + size[-1] > data.size
-                     or np.any(off[:-1] + size[:-1] > off[1:])):
-        raise ValueError(f"{where}: the blocks of {name}_data must lie inside it "
-                         f"({data.size} numbers) without overlap")
+    _check_packed(data, off, sizes(t, s), name, where)
     return key
 
 
