@@ -52,15 +52,18 @@ def test_overlapping_blocks_in_threads_restore_once():
             inside.wait()
             release.wait()
 
+    threads = [threading.Thread(target=build, daemon=True) for _ in range(2)]
     try:
-        threads = [threading.Thread(target=build) for _ in range(2)]
         for t in threads:
             t.start()
-        inside.wait()                   # both threads are inside their blocks
-        assert _hint() is False
-        release.set()
+        inside.wait(timeout=60)         # both threads are inside their blocks
+        hint_inside = _hint()
+    finally:
+        release.set()                   # the threads end even if a check fails
         for t in threads:
-            t.join()
+            t.join(timeout=60)
+    try:
+        assert hint_inside is False
         assert _hint() is True
     finally:
         _pages._set_madvise_hugepage(saved)
@@ -76,3 +79,29 @@ def test_builds_leave_the_hint_as_they_found_it():
         assert _hint() is True
     finally:
         _pages._set_madvise_hugepage(saved)
+
+
+@pytest.mark.parametrize("module,name,build", [
+    ("construct", "_first_partition", lambda X: HMatrix.from_kernel(laplace, X, tol=1e-6)),
+    ("h2build", "_build_kernel_h2", lambda X: H2Matrix.from_kernel(laplace, X, tol=1e-6)),
+    ("h2dense", "_build_partition", lambda X: H2Matrix.from_dense(laplace(X), tol=1e-6)),
+    ("h2dense", "_conversion_error",
+     lambda X: H2Matrix.from_hmatrix(HMatrix.from_kernel(laplace, X, tol=1e-6))),
+])
+def test_builds_run_with_the_hint_off(monkeypatch, module, name, build):
+    """A step inside each build sees numpy's huge-page hint off."""
+    import importlib
+    mod = importlib.import_module("hmnumba." + module)
+    original, seen = getattr(mod, name), []
+
+    def step(*args, **kwargs):
+        seen.append(_hint())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(mod, name, step)
+    saved = _pages._set_madvise_hugepage(True)
+    try:
+        build(np.random.default_rng(1).random((300, 3)))
+    finally:
+        _pages._set_madvise_hugepage(saved)
+    assert seen and not any(seen)
