@@ -341,7 +341,8 @@ def _global_h2(cls, W, Ws, tol, dtype, max_bytes, random_state):
     weight array whose rank is low everywhere, nested bases over a deep tree
     store transfers a truncated SVD does not need (the shuffled 1-D Poisson
     operator of the study, 1024 x 1024 at tol 1e-2: 2.08 MB as a tree,
-    rank 38 as one block)."""
+    rank 38 as one block, ``python asv_benchmarks/run_h2_dense.py --family
+    1024``)."""
     m, n = Ws.shape
     itemsize = np.dtype(dtype).itemsize
     seed = int(random_state) if isinstance(random_state, (int, np.integer)) else 0
